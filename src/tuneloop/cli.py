@@ -1,0 +1,77 @@
+"""The `tuneloop` command line."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Fine-tune an LLM on your data: prepare, train, diagnose, evaluate, serve.")
+console = Console()
+
+
+@app.callback()
+def main() -> None:
+    """Subcommands below; `tuneloop COMMAND --help` for each."""
+
+
+def _quiet_libraries() -> None:
+    """HF libraries print progress bars and advisories per dataset map; ours say what matters."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # Deprecation notices about the libraries' own internals (e.g. gradient_checkpointing's
+    # rename) are for their developers, not for someone running a fine-tune.
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    from datasets.utils.logging import disable_progress_bar
+    from transformers.utils import logging as hf_logging
+
+    disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+@app.command()
+def run(
+    config: Path = typer.Argument(..., help="Run config YAML (see examples/quickstart/quickstart.yaml)."),
+    set_: list[str] = typer.Option([], "--set", help="Override a config value, e.g. --set train.epochs=3"),
+) -> None:
+    """Run the whole loop: validate data, LoRA fine-tune, evaluate base vs fine-tuned, write the report."""
+    from tuneloop.config import ConfigError, load_config
+    from tuneloop.data import DataError
+    from tuneloop.models import ModelNotFound
+
+    try:
+        cfg = load_config(config, set_)
+        _quiet_libraries()
+        from tuneloop.pipeline import run_loop
+
+        result = run_loop(cfg, console)
+    except (ConfigError, DataError, ModelNotFound) as e:
+        # Plain text, never wrapped: `file:line: field` must stay greppable and clickable.
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    _print_summary(result)
+
+
+def _print_summary(result) -> None:
+    ev = result.evaluation
+    table = Table(title=f"test split · {ev['n_test']} examples · metric {ev['metric']}")
+    table.add_column("metric")
+    table.add_column("base", justify="right")
+    table.add_column("fine-tuned", justify="right")
+    for key, tuned in ev["finetuned"]["metrics"].items():
+        if "/" in key:  # per-field breakdown lives in eval.json and the report
+            continue
+        table.add_row(key, f"{ev['base']['metrics'][key]:.4f}", f"{tuned:.4f}")
+    console.print(table)
+    t = result.timings
+    console.print(f"time: data {t['data']}s · train {t['train']}s · evaluate {t['evaluate']}s · total {t['total']}s")
+    console.print(f"report: {result.run.report_file}")
+
+
+if __name__ == "__main__":
+    app()

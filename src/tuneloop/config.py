@@ -1,0 +1,164 @@
+"""The run configuration: one typed schema, loaded from YAML, recorded resolved in every run.
+
+Every field has a default that works for a few hundred chat examples on a CPU, so a config
+file only needs `data.path`. Unknown keys are errors (with a did-you-mean), because a typo
+such as `learning_rte` silently falling back to a default is the worst kind of bug here.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot be used; the message names file and key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    path: Path = Field(description="JSONL file of chat examples: one {'messages': [...]} object per line.")
+    validation_fraction: float = Field(0.1, gt=0, lt=0.5)
+    test_fraction: float = Field(0.15, gt=0, lt=0.5)
+    max_seq_len: int = Field(1024, ge=16, description="Longer examples are an error, not silently truncated.")
+    seed: int = 42
+
+    @model_validator(mode="after")
+    def _fractions_leave_training_data(self) -> DataConfig:
+        if self.validation_fraction + self.test_fraction >= 0.8:
+            raise ValueError("validation_fraction + test_fraction must leave at least 20% for training")
+        return self
+
+
+class LoraConfig(_Section):
+    r: int = Field(16, ge=1)
+    alpha: float = Field(32, gt=0)
+    # 0 by default: on CPU the dropout masks cost ~35% of a training step (LOG.md). The doctor
+    # recommends 0.05-0.1 when a run overfits.
+    dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: list[str] | Literal["all-linear"] = "all-linear"
+
+
+class TrainConfig(_Section):
+    epochs: float = Field(2, gt=0)
+    learning_rate: float = Field(2e-4, gt=0)
+    batch_size: int = Field(8, ge=1, description="Examples per optimizer micro-step.")
+    gradient_accumulation: int = Field(1, ge=1)
+    scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "cosine"
+    warmup_ratio: float = Field(0.05, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    eval_every: int = Field(0, ge=0, description="Steps between validation-loss evaluations; 0 = about 10 per run.")
+    log_every: int = Field(5, ge=1)
+    seed: int = 42
+    precision: Literal["auto", "bf16", "fp32"] = Field(
+        "auto", description="auto: bf16 base weights where the CPU/GPU multiplies bf16 natively, else fp32."
+    )
+    padding_free: bool = Field(
+        True, description="On CUDA, concatenate each batch into one row (no padding); on CPU, batches are grouped by "
+        "length instead, which measured faster than a dense block-diagonal mask.")
+
+
+class EvalConfig(_Section):
+    metric: Literal["auto", "json_fields", "exact_match"] = Field(
+        "auto", description="auto: json_fields when every reference answer is a JSON object, else exact_match."
+    )
+    max_new_tokens: int = Field(128, ge=1)
+    batch_size: int = Field(16, ge=1)
+    max_examples: int | None = Field(None, ge=1, description="Cap on test examples generated (loss uses all).")
+    report_examples: int = Field(6, ge=0)
+
+
+class RunConfig(_Section):
+    model: str = Field(DEFAULT_MODEL, description="Built-in name, local HF folder, or hub id.")
+    data: DataConfig
+    lora: LoraConfig = LoraConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+    runs_dir: Path = Path("runs")
+    run_name: str | None = Field(None, description="Prefix of the run id; defaults to the config file's stem.")
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    """Read a YAML config, apply `section.key=value` overrides, validate.
+
+    Relative paths inside the file (data.path, runs_dir) are resolved against the config
+    file's folder, so a config works from any working directory.
+    """
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level, got {type(raw).__name__}")
+    for item in overrides or []:
+        _apply_override(raw, item)
+    raw.setdefault("run_name", path.stem)
+    config = config_from_dict(raw, source=str(path))
+    base = path.resolve().parent
+    config.data.path = _resolve(base, config.data.path).resolve()
+    if "runs_dir" in raw:
+        config.runs_dir = _resolve(base, config.runs_dir).resolve()
+    return config
+
+
+def config_from_dict(raw: dict[str, Any], source: str = "<config>") -> RunConfig:
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(_explain(e, source)) from None
+
+
+def _resolve(base: Path, p: Path) -> Path:
+    return p if p.is_absolute() else (base / p)
+
+
+def _apply_override(raw: dict[str, Any], item: str) -> None:
+    if "=" not in item:
+        raise ConfigError(f"override {item!r}: expected KEY=VALUE, e.g. train.learning_rate=1e-4")
+    key, value = item.split("=", 1)
+    node = raw
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {item!r}: {part} is not a section")
+    node[parts[-1]] = yaml.safe_load(value)
+
+
+def _explain(error: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid config"]
+    for err in error.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = f"unknown key{_did_you_mean(err['loc'])}"
+        lines.append(f"  {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def _did_you_mean(loc: tuple) -> str:
+    model: type[BaseModel] = RunConfig
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        if field is None or not isinstance(field.annotation, type) or not issubclass(field.annotation, BaseModel):
+            return ""
+        model = field.annotation
+    close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def dump_config(config: RunConfig) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,69 @@
+"""Render report.html from what the run directory holds: config, metrics, eval results."""
+
+from __future__ import annotations
+
+import base64
+import html
+
+from tuneloop.report.plots import loss_curve_png
+
+STYLE = """
+body{font-family:system-ui,sans-serif;max-width:1050px;margin:2em auto;padding:0 1em;color:#222}
+h1{font-size:1.5em} h2{font-size:1.15em;margin-top:1.8em;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;margin:.5em 0} td,th{border:1px solid #ddd;padding:.3em .6em;text-align:left;vertical-align:top}
+th{background:#f4f4f4} .better{color:#17803d;font-weight:600} .worse{color:#b3261e;font-weight:600}
+pre{white-space:pre-wrap;margin:0;font-size:.85em} .ok{background:#eef8f0} .bad{background:#fdf0ef}
+.muted{color:#666;font-size:.9em}
+"""
+
+
+def _e(x) -> str:
+    return html.escape(str(x))
+
+
+def _fmt(v) -> str:
+    return f"{v:.4f}" if isinstance(v, float) else _e(v)
+
+
+def render_report(*, run_id: str, config: dict, info: dict, metrics: list[dict], evaluation: dict) -> str:
+    png = base64.b64encode(loss_curve_png(metrics)).decode()
+    base, tuned = evaluation["base"]["metrics"], evaluation["finetuned"]["metrics"]
+    lower_is_better = {"loss", "perplexity"}
+    rows = []
+    for key in tuned:
+        b, t = base.get(key), tuned[key]
+        delta = t - b if isinstance(b, (int, float)) and isinstance(t, (int, float)) else None
+        cls = ""
+        if delta:
+            improved = delta < 0 if key in lower_is_better else delta > 0
+            cls = "better" if improved else "worse"
+        rows.append(f"<tr><td>{_e(key)}</td><td>{_fmt(b)}</td><td>{_fmt(t)}</td>"
+                    f"<td class='{cls}'>{'' if delta is None else f'{delta:+.4f}'}</td></tr>")
+    examples = []
+    for ex in evaluation.get("examples", [])[: evaluation.get("report_examples", 6)]:
+        examples.append(
+            "<tr>"
+            f"<td><pre>{_e(ex['prompt'])}</pre></td><td><pre>{_e(ex['reference'])}</pre></td>"
+            f"<td class='{'ok' if ex['base']['correct'] else 'bad'}'><pre>{_e(ex['base']['output'])}</pre></td>"
+            f"<td class='{'ok' if ex['finetuned']['correct'] else 'bad'}'><pre>{_e(ex['finetuned']['output'])}</pre></td>"
+            "</tr>")
+    hp = config.get("train", {}) | {f"lora.{k}": v for k, v in config.get("lora", {}).items()}
+    hp_rows = "".join(f"<tr><td>{_e(k)}</td><td>{_e(v)}</td></tr>" for k, v in hp.items())
+    timings = info.get("timings", {})
+    timing_rows = "".join(f"<tr><td>{_e(k)}</td><td>{_e(v)} s</td></tr>" for k, v in timings.items())
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>tuneloop run {_e(run_id)}</title>
+<style>{STYLE}</style></head><body>
+<h1>Run {_e(run_id)}</h1>
+<p class="muted">model {_e(config.get('model'))} · data {_e(config.get('data', {}).get('path'))} ·
+status {_e(info.get('status', '?'))} · precision {_e(info.get('precision', '?'))} on {_e(info.get('device', '?'))} ·
+split {_e(info.get('split_sizes', {}))}</p>
+<h2>Training and validation loss</h2>
+<img alt="loss curves" src="data:image/png;base64,{png}">
+<h2>Test split: base model vs fine-tuned ({_e(evaluation.get('n_test', '?'))} examples, metric: {_e(evaluation.get('metric'))})</h2>
+<table><tr><th>metric</th><th>base</th><th>fine-tuned</th><th>change</th></tr>{''.join(rows)}</table>
+<h2>Examples side by side</h2>
+<table><tr><th>prompt (last turn)</th><th>reference</th><th>base</th><th>fine-tuned</th></tr>{''.join(examples)}</table>
+<h2>Hyperparameters</h2><table>{hp_rows}</table>
+<h2>Timings</h2><table>{timing_rows}</table>
+</body></html>
+"""

@@ -1,0 +1,95 @@
+"""Trainer callbacks: stream metrics to metrics.jsonl as they happen, and show progress."""
+
+from __future__ import annotations
+
+import math
+import time
+
+from transformers import TrainerCallback
+
+from tuneloop.runs import RunDir
+
+# Trainer's log keys -> the run-directory contract's names.
+RENAMES = {"loss": "train_loss", "mean_token_accuracy": "train_token_accuracy",
+           "eval_mean_token_accuracy": "eval_token_accuracy"}
+KEEP = ("train_loss", "eval_loss", "learning_rate", "grad_norm", "train_token_accuracy", "eval_token_accuracy",
+        "num_tokens", "tokens_per_second")
+
+
+class MetricsWriter(TrainerCallback):
+    """Append one JSON line per logged point, so a killed run keeps everything it logged.
+
+    tokens_per_second counts only time inside training steps: evaluation pauses would
+    otherwise make throughput look worse the more often one validates.
+    """
+
+    def __init__(self, run: RunDir):
+        self.run = run
+        self._step_time = 0.0
+        self._step_started = 0.0
+        self._last_tokens = 0
+        self.latest: dict = {}
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._step_started = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self._step_time += time.perf_counter() - self._step_started
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = logs or {}
+        if "train_runtime" in logs:  # the end-of-training summary, not a point on the curve
+            return
+        record = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4)}
+        for key, value in logs.items():
+            name = RENAMES.get(key, key)
+            if name in KEEP and isinstance(value, (int, float)):
+                record[name] = value if math.isfinite(value) else str(value)
+        if "train_loss" in record and "num_tokens" in record and self._step_time > 0:
+            record["tokens_per_second"] = round((record["num_tokens"] - self._last_tokens) / self._step_time, 1)
+            self._last_tokens, self._step_time = record["num_tokens"], 0.0
+        if "train_loss" in record or "eval_loss" in record:
+            self.run.append_metrics(record)
+            self.latest = record
+
+
+class TrainingProgress(TrainerCallback):
+    """A rich progress bar with the latest train/validation loss and throughput.
+
+    Add it after `writer` so it shows the throughput the writer has just computed.
+    """
+
+    def __init__(self, console, writer: MetricsWriter):
+        self.console = console
+        self.writer = writer
+        self._progress = None
+        self._task = None
+        self._fields = {"train": "-", "val": "-", "tps": "-"}
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self._progress = Progress(
+            TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+            TextColumn("train {task.fields[train]}  val {task.fields[val]}  {task.fields[tps]} tok/s"),
+            console=self.console, transient=False,
+        )
+        self._progress.start()
+        self._task = self._progress.add_task("train", total=state.max_steps, **self._fields)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self._progress.update(self._task, completed=state.global_step)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = logs or {}
+        if "loss" in logs:
+            self._fields["train"] = f"{logs['loss']:.3f}"
+        if "eval_loss" in logs:
+            self._fields["val"] = f"{logs['eval_loss']:.3f}"
+        if "tokens_per_second" in self.writer.latest:
+            self._fields["tps"] = f"{self.writer.latest['tokens_per_second']:.0f}"
+        self._progress.update(self._task, **self._fields)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self._progress is not None:
+            self._progress.stop()

@@ -1,0 +1,45 @@
+import pytest
+
+from tuneloop.models import ModelNotFound, Precision, choose_precision, resolve_model
+from tuneloop.models import precision as precision_mod
+
+
+def test_builtin_model_is_a_cached_hf_folder(smollm2_folder):
+    assert (smollm2_folder / "model.safetensors").is_file()
+    assert "quantization_config" not in (smollm2_folder / "config.json").read_text()
+    assert resolve_model("HuggingFaceTB/SmolLM2-135M-Instruct") == smollm2_folder
+
+
+def test_local_folder_is_used_as_is(tiny_model):
+    assert resolve_model(str(tiny_model)) == tiny_model
+
+
+def test_folder_without_config_is_a_clear_error(tmp_path):
+    with pytest.raises(ModelNotFound, match="needs config.json"):
+        resolve_model(str(tmp_path))
+
+
+def test_unknown_model_offline_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelNotFound, match="not a built-in model .* Offline, pass a local"):
+        resolve_model("someone/not-a-model-xyz")
+
+
+@pytest.mark.parametrize("requested, fast_bf16, expected", [
+    ("auto", True, Precision.bf16),
+    ("auto", False, Precision.fp32),
+    ("fp32", True, Precision.fp32),
+    ("bf16", False, Precision.bf16),
+])
+def test_choose_precision_on_cpu(monkeypatch, requested, fast_bf16, expected):
+    monkeypatch.setattr(precision_mod, "cpu_has_fast_bf16", lambda: fast_bf16)
+    assert choose_precision(requested, device="cpu") is expected
+
+
+def test_loaded_precision(tiny_model):
+    import torch
+
+    from tuneloop.models import load_model
+
+    assert load_model(tiny_model, Precision.bf16).dtype == torch.bfloat16
+    assert load_model(tiny_model, Precision.fp32).dtype == torch.float32

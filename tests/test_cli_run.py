@@ -1,0 +1,107 @@
+"""End to end: the real `tuneloop run` command on the tiny model."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import QUICKSTART, write_jsonl
+
+
+def _tuneloop(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "tuneloop.cli", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=600)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, tiny_model):
+    work = tmp_path_factory.mktemp("e2e")
+    rows = QUICKSTART.joinpath("tickets.jsonl").read_text().splitlines()[:60]
+    write_jsonl(work / "tickets.jsonl", rows)
+    (work / "tiny.yaml").write_text(f"""
+model: {tiny_model}
+data: {{path: tickets.jsonl, max_seq_len: 256}}
+lora: {{r: 8, alpha: 16}}
+train: {{epochs: 4, learning_rate: 2.0e-2, batch_size: 8, log_every: 1, eval_every: 3}}
+eval: {{max_new_tokens: 8, batch_size: 16}}
+""")
+    result = _tuneloop("run", "tiny.yaml", "--set", "train.warmup_ratio=0.0", cwd=work)
+    assert result.returncode == 0, result.stdout + result.stderr
+    [run] = (work / "runs").iterdir()
+    return run, result
+
+
+def test_run_directory_contract(finished_run):
+    run, _ = finished_run
+    for name in ("config.yaml", "metrics.jsonl", "eval.json", "report.html", "run.json",
+                 "adapter/adapter_config.json", "data/train.jsonl", "data/validation.jsonl", "data/test.jsonl"):
+        assert (run / name).is_file(), name
+    info = json.loads((run / "run.json").read_text())
+    assert info["status"] == "finished" and info["split_sizes"] == {"train": 45, "validation": 6, "test": 9}
+    config = (run / "config.yaml").read_text()
+    assert "eval_every: 3" in config and "warmup_ratio: 0.0" in config and "precision: " in config
+
+
+def test_metrics_stream_and_training_loss_falls(finished_run):
+    run, _ = finished_run
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in records if "train_loss" in r]
+    evals = [r for r in records if "eval_loss" in r]
+    assert all({"step", "epoch"} <= r.keys() for r in records)
+    assert len(train) >= 10 and len(evals) >= 3
+    assert all("learning_rate" in r and "grad_norm" in r and r["tokens_per_second"] > 0 for r in train)
+    first, last = sum(r["train_loss"] for r in train[:3]) / 3, sum(r["train_loss"] for r in train[-3:]) / 3
+    assert last < first - 1.0, (first, last)  # a random 2-layer model starts at ln(49152) = 10.8
+    assert evals[-1]["eval_loss"] < evals[0]["eval_loss"]
+
+
+def test_eval_and_report(finished_run):
+    run, result = finished_run
+    evaluation = json.loads((run / "eval.json").read_text())
+    assert evaluation["metric"] == "json_fields" and evaluation["n_test"] == 9
+    assert evaluation["finetuned"]["metrics"]["loss"] < evaluation["base"]["metrics"]["loss"]
+    assert len(evaluation["examples"]) == 9 and {"base", "finetuned", "reference"} <= evaluation["examples"][0].keys()
+    report = (run / "report.html").read_text()
+    assert "data:image/png;base64," in report and "fine-tuned" in report and "http" not in report.split("<body>")[1]
+    assert "field_accuracy" in result.stdout and "report:" in result.stdout
+
+
+def test_adapter_loads_with_peft(finished_run, tiny_model):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    run, _ = finished_run
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model), run / "adapter")
+    assert any("lora_A" in name for name, _ in model.named_parameters())
+
+
+def test_bad_data_fails_with_file_row_and_field(tmp_path, tiny_model):
+    data = tmp_path / "d.jsonl"
+    good = json.dumps({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]})
+    bad = json.dumps({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": ""}]})
+    data.write_text("\n".join([good] * 5 + [bad] + [good] * 10) + "\n")
+    before = data.read_bytes()
+    (tmp_path / "c.yaml").write_text(f"model: {tiny_model}\ndata: {{path: d.jsonl}}\n")
+    result = _tuneloop("run", "c.yaml", cwd=tmp_path)
+    assert result.returncode == 2
+    assert f"{data}:6: messages[1].content: is empty [empty_content]" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert data.read_bytes() == before and not (tmp_path / "runs").exists()
+
+
+def test_bad_config_fails_with_did_you_mean(tmp_path):
+    (tmp_path / "c.yaml").write_text("data: {path: d.jsonl}\ntrain: {epoch: 2}\n")
+    result = _tuneloop("run", "c.yaml", cwd=tmp_path)
+    assert result.returncode == 2 and "train.epoch: unknown key (did you mean 'epochs'?)" in result.stderr
+
+
+@pytest.mark.slow
+def test_quickstart_on_smollm2(tmp_path):
+    """The README's main job: fine-tuned clearly beats the base model on the test split (minutes)."""
+    result = _tuneloop("run", str(QUICKSTART / "quickstart.yaml"), "--set", f"runs_dir={tmp_path}", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    [run] = tmp_path.iterdir()
+    evaluation = json.loads((run / "eval.json").read_text())
+    base, tuned = evaluation["base"]["metrics"], evaluation["finetuned"]["metrics"]
+    assert tuned["field_accuracy"] >= base["field_accuracy"] + 0.5
+    assert tuned["loss"] < 0.5 * base["loss"]
