@@ -1,0 +1,137 @@
+"""`runs/<run-id>/` — written by `tuneloop run`, read by diagnose, eval, serve and the dashboard.
+
+    run.json        status (running|finished|failed), timestamps, model, versions, git commit
+    config.yaml     every hyperparameter, resolved
+    data/           the exact train/validation/test splits used (JSONL, with source_row)
+    metrics.jsonl   one object per logged point: step, epoch, train_loss | eval_loss, ...
+    adapter/        PEFT LoRA adapter (PeftModel.from_pretrained)
+    eval.json       base and fine-tuned metrics on the test split, with per-example outputs
+    report.html     self-contained report
+
+Writers append or replace whole files atomically, so a reader (the dashboard, a second
+terminal running `diagnose`) never sees half a JSON object.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+TRACKED_PACKAGES = ("tuneloop", "torch", "transformers", "peft", "trl", "datasets", "accelerate")
+
+
+@dataclass(frozen=True)
+class RunDir:
+    path: Path
+
+    @classmethod
+    def create(cls, runs_dir: Path, name: str) -> RunDir:
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        for n in range(100):
+            candidate = runs_dir / f"{name}-{stamp}" if n == 0 else runs_dir / f"{name}-{stamp}-{n}"
+            try:
+                candidate.mkdir()
+                return cls(candidate)
+            except FileExistsError:
+                continue
+        raise RuntimeError(f"could not create a fresh run directory under {runs_dir}")
+
+    @property
+    def id(self) -> str:
+        return self.path.name
+
+    # Paths, named once so every stage agrees on them.
+    config_file = property(lambda self: self.path / "config.yaml")
+    metrics_file = property(lambda self: self.path / "metrics.jsonl")
+    adapter_dir = property(lambda self: self.path / "adapter")
+    eval_file = property(lambda self: self.path / "eval.json")
+    report_file = property(lambda self: self.path / "report.html")
+    info_file = property(lambda self: self.path / "run.json")
+    data_dir = property(lambda self: self.path / "data")
+    checkpoints_dir = property(lambda self: self.path / "checkpoints")
+
+    def append_metrics(self, record: dict[str, Any]) -> None:
+        # One write() of one line: appends of that size are atomic on local filesystems.
+        with open(self.metrics_file, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        if not self.metrics_file.exists():
+            return []
+        lines = self.metrics_file.read_text(encoding="utf-8").splitlines()
+        return [json.loads(line) for line in lines if line.strip()]
+
+    def write_json(self, path: Path, obj: Any) -> None:
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+
+    def read_json(self, path: Path) -> Any:
+        return json.loads(path.read_text(encoding="utf-8"))
+
+    def write_text(self, path: Path, text: str) -> None:
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+
+    def write_split(self, name: str, examples) -> Path:
+        self.data_dir.mkdir(exist_ok=True)
+        path = self.data_dir / f"{name}.jsonl"
+        self.write_text(path, "".join(json.dumps(e.to_json()) + "\n" for e in examples))
+        return path
+
+    def start(self, **info: Any) -> None:
+        self.write_json(self.info_file, {
+            "id": self.id, "status": "running", "started_at": _now(), "pid": os.getpid(),
+            "host": platform.node(), "python": platform.python_version(),
+            "packages": package_versions(), "git_commit": git_commit(), **info,
+        })
+
+    def update_info(self, **fields: Any) -> None:
+        info = self.read_json(self.info_file) if self.info_file.exists() else {"id": self.id}
+        info.update(fields)
+        self.write_json(self.info_file, info)
+
+    def finish(self, status: str, **fields: Any) -> None:
+        self.update_info(status=status, finished_at=_now(), **fields)
+
+
+def _now() -> str:
+    return datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def package_versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for name in TRACKED_PACKAGES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def git_commit() -> str | None:
+    """The commit of the tuneloop source that ran, '+dirty' if it had local changes."""
+    src = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=src, capture_output=True, text=True, timeout=5)
+        if commit.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "."], cwd=src, capture_output=True,
+                               text=True, timeout=5).stdout.strip()
+        return commit.stdout.strip() + ("+dirty" if dirty else "")
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
+def elapsed_since(t0: float) -> float:
+    return round(time.perf_counter() - t0, 2)
