@@ -98,9 +98,10 @@ def test_bad_config_fails_with_did_you_mean(tmp_path):
 @pytest.mark.slow
 def test_quickstart_on_smollm2(tmp_path):
     """The README's main job: fine-tuned clearly beats the base model on the test split (minutes)."""
-    result = _tuneloop("run", str(QUICKSTART / "quickstart.yaml"), "--set", f"runs_dir={tmp_path}", cwd=tmp_path)
+    runs = tmp_path / "runs"
+    result = _tuneloop("run", str(QUICKSTART / "quickstart.yaml"), "--set", f"runs_dir={runs}", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
-    [run] = tmp_path.iterdir()
+    [run] = runs.iterdir()
     evaluation = json.loads((run / "eval.json").read_text())
     base, tuned = evaluation["base"]["metrics"], evaluation["finetuned"]["metrics"]
     assert tuned["field_accuracy"] >= base["field_accuracy"] + 0.5
