@@ -1,6 +1,6 @@
 """`runs/<run-id>/` — written by `tuneloop run`, read by diagnose, eval, serve and the dashboard.
 
-    run.json        status (running|finished|failed), timestamps, model, versions, git commit
+    run.json        status (running|finished|failed|stopped), timestamps, model, versions, git commit
     config.yaml     every hyperparameter, resolved
     data/           the exact train/validation/test splits used (JSONL, with source_row)
     metrics.jsonl   one object per logged point: step, epoch, train_loss | eval_loss, ...
@@ -18,7 +18,6 @@ import json
 import os
 import platform
 import subprocess
-import time
 from dataclasses import dataclass
 from datetime import datetime
 from importlib.metadata import PackageNotFoundError, version
@@ -71,9 +70,7 @@ class RunDir:
         return [json.loads(line) for line in lines if line.strip()]
 
     def write_json(self, path: Path, obj: Any) -> None:
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
+        self.write_text(path, json.dumps(obj, indent=2) + "\n")
 
     def read_json(self, path: Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -132,6 +129,3 @@ def git_commit() -> str | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
 
-
-def elapsed_since(t0: float) -> float:
-    return round(time.perf_counter() - t0, 2)
