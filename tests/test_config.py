@@ -24,7 +24,7 @@ def test_minimal_config_gets_defaults():
     ({"data": {"path": "x"}, "lroa": {}}, "lroa: unknown key (did you mean 'lora'?)"),
     ({"data": {"path": "x"}, "train": {"epochs": -1}}, "train.epochs: Input should be greater than 0"),
     ({"data": {"path": "x"}, "train": {"scheduler": "exp"}}, "train.scheduler: Input should be"),
-    ({"data": {"path": "x", "validation_fraction": 0.45, "test_fraction": 0.4}}, "at least 20% for training"),
+    ({"data": {"path": "x", "validation_size": 0.45, "test_size": 0.4}}, "at least 20% for training"),
     ({}, "data: Field required"),
 ])
 def test_invalid_configs_name_the_key(raw, expected):

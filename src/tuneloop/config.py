@@ -25,17 +25,46 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+DataFormat = Literal["auto", "messages", "prompt_completion", "input_output", "alpaca", "sharegpt", "text"]
+
+
+class ColumnMap(_Section):
+    """Templates over a row's fields for data in no standard format, e.g. banking77's CSV:
+    {prompt: "{text}", completion: "{category}"}."""
+
+    prompt: str
+    completion: str
+    system: str | None = None
+
+
 class DataConfig(_Section):
-    path: Path = Field(description="JSONL file of chat examples: one {'messages': [...]} object per line.")
-    validation_fraction: float = Field(0.1, gt=0, lt=0.5)
-    test_fraction: float = Field(0.15, gt=0, lt=0.5)
+    path: Path = Field(description="A data file (JSONL, JSON, CSV, TSV, Parquet) or a folder of them.")
+    format: DataFormat = Field("auto", description="auto: detected from the rows' keys.")
+    columns: ColumnMap | None = Field(None, description="Map any columns to prompt/completion with templates.")
+    system_prompt: str | None = Field(None, description="Added as the system turn to rows that have none.")
+    label: str = Field("auto", description="Class label for stratified splits: auto (short categorical answers), "
+                       "none, or a field name of the rows.")
+    clean: bool = Field(False, description="Normalise unicode, whitespace and HTML remnants before training.")
+    redact_pii: bool = Field(False, description="Replace emails, phone, card numbers and IPs with placeholders.")
+    dedup: Literal["near", "exact", "none"] = Field("near", description="Drop duplicate rows before splitting.")
+    leakage_check: Literal["near", "exact", "none"] = Field(
+        "near", description="Remove train rows that duplicate a validation or test row.")
+    near_duplicate_threshold: float = Field(0.8, gt=0, le=1, description="MinHash Jaccard similarity.")
+    validation_size: float = Field(0.1, gt=0, description="A fraction (< 1) or a number of rows (>= 1).")
+    test_size: float = Field(0.15, gt=0, description="A fraction (< 1) or a number of rows (>= 1).")
+    stratify: bool = Field(True, description="Keep the label mix in every split when rows have labels.")
     max_seq_len: int = Field(1024, ge=16, description="Longer examples are an error, not silently truncated.")
     seed: int = 42
 
     @model_validator(mode="after")
-    def _fractions_leave_training_data(self) -> DataConfig:
-        if self.validation_fraction + self.test_fraction >= 0.8:
-            raise ValueError("validation_fraction + test_fraction must leave at least 20% for training")
+    def _sizes_leave_training_data(self) -> DataConfig:
+        for name in ("validation_size", "test_size"):
+            size = getattr(self, name)
+            if size >= 1 and size != int(size):
+                raise ValueError(f"{name}={size}: a number of rows must be whole; a fraction must be below 1")
+        fractions = [s for s in (self.validation_size, self.test_size) if s < 1]
+        if sum(fractions) >= 0.8:
+            raise ValueError("validation_size + test_size must leave at least 20% for training")
         return self
 
 

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from conftest import chat, write_jsonl
 
 from tuneloop.config import LoraConfig, TrainConfig
-from tuneloop.data import load_chat_jsonl
+from tuneloop.data import load_examples_strict
 from tuneloop.models import Precision, load_model
 from tuneloop.train import build_trainer, to_prompt_completion
 
@@ -16,7 +16,7 @@ from tuneloop.train import build_trainer, to_prompt_completion
 @pytest.fixture
 def trainer(tmp_path, tiny_model, tokenizer):
     rows = [chat(f"question number {i} " + "pad " * (i % 7), json.dumps({"answer": i})) for i in range(16)]
-    examples = load_chat_jsonl(write_jsonl(tmp_path / "d.jsonl", rows))
+    examples = load_examples_strict(write_jsonl(tmp_path / "d.jsonl", rows)).examples
     model = load_model(tiny_model, Precision.fp32)
     return build_trainer(model, tokenizer, to_prompt_completion(examples[:12]), to_prompt_completion(examples[12:]),
                          train=TrainConfig(batch_size=4, epochs=1), lora=LoraConfig(r=4, alpha=8), max_seq_len=256,

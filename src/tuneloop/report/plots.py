@@ -1,29 +1,49 @@
-"""Loss curves as PNG bytes (matplotlib, headless)."""
+"""Plots as PNG bytes (matplotlib, headless): loss curves and the token-length histogram."""
 
 from __future__ import annotations
 
 import io
 
 
-def loss_curve_png(metrics: list[dict]) -> bytes:
+def _axes(height: float):
     import matplotlib
 
     matplotlib.use("Agg")  # no display on servers; must precede pyplot
     import matplotlib.pyplot as plt
 
+    fig, ax = plt.subplots(figsize=(7, height), dpi=110)
+    return plt, fig, ax
+
+
+def _png(plt, fig, ax) -> bytes:
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def loss_curve_png(metrics: list[dict]) -> bytes:
+    plt, fig, ax = _axes(3.6)
     train = [(m["step"], m["train_loss"]) for m in metrics if isinstance(m.get("train_loss"), (int, float))]
     val = [(m["step"], m["eval_loss"]) for m in metrics if isinstance(m.get("eval_loss"), (int, float))]
-    fig, ax = plt.subplots(figsize=(7, 3.6), dpi=110)
     if train:
         ax.plot(*zip(*train), label="training loss", color="#3b6fb6", linewidth=1.4)
     if val:
         ax.plot(*zip(*val), label="validation loss", color="#d1495b", marker="o", markersize=3.5, linewidth=1.6)
     ax.set_xlabel("step")
     ax.set_ylabel("loss (completion tokens)")
-    ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return _png(plt, fig, ax)
+
+
+def token_histogram_png(lengths: list[int], max_seq_len: int | None = None) -> bytes:
+    plt, fig, ax = _axes(3.0)
+    ax.hist(lengths, bins=min(50, max(5, len(set(lengths)))), color="#3b6fb6")
+    if max_seq_len:
+        ax.axvline(max_seq_len, color="#d1495b", linestyle="--", label=f"max_seq_len {max_seq_len}")
+        ax.legend()
+    ax.set_xlabel("tokens per example (chat template included)")
+    ax.set_ylabel("examples")
+    return _png(plt, fig, ax)

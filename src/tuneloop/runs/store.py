@@ -2,7 +2,8 @@
 
     run.json        status (running|finished|failed|stopped), timestamps, model, versions, git commit
     config.yaml     every hyperparameter, resolved
-    data/           the exact train/validation/test splits used (JSONL, with source_row)
+    data/           the exact train/validation/test splits used (JSONL, with source_file/source_row),
+                    report.json (the data profile) and dropped.jsonl (every row left out, and why)
     metrics.jsonl   one object per logged point: step, epoch, train_loss | eval_loss, ...
     adapter/        PEFT LoRA adapter (PeftModel.from_pretrained)
     eval.json       base and fine-tuned metrics on the test split, with per-example outputs
@@ -56,6 +57,8 @@ class RunDir:
     report_file = property(lambda self: self.path / "report.html")
     info_file = property(lambda self: self.path / "run.json")
     data_dir = property(lambda self: self.path / "data")
+    data_report_file = property(lambda self: self.path / "data" / "report.json")
+    dropped_file = property(lambda self: self.path / "data" / "dropped.jsonl")
     checkpoints_dir = property(lambda self: self.path / "checkpoints")
 
     def append_metrics(self, record: dict[str, Any]) -> None:
@@ -80,11 +83,13 @@ class RunDir:
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, path)
 
-    def write_split(self, name: str, examples) -> Path:
-        self.data_dir.mkdir(exist_ok=True)
-        path = self.data_dir / f"{name}.jsonl"
-        self.write_text(path, "".join(json.dumps(e.to_json()) + "\n" for e in examples))
+    def write_jsonl(self, path: Path, rows: list[dict]) -> Path:
+        path.parent.mkdir(exist_ok=True)
+        self.write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
         return path
+
+    def write_split(self, name: str, examples) -> Path:
+        return self.write_jsonl(self.data_dir / f"{name}.jsonl", [e.to_json() for e in examples])
 
     def start(self, **info: Any) -> None:
         self.write_json(self.info_file, {

@@ -14,10 +14,15 @@ def to_prompt_completion(examples: list[Example]):
     """Conversational prompt/completion rows: the loss covers only the final assistant turn.
 
     TRL's assistant-only masking needs a chat template with generation markers, which few
-    models ship; splitting off the answer works with any chat template.
+    models ship; splitting off the answer works with any chat template. Plain-text rows become
+    an empty prompt and the text as completion: the loss covers all of it.
     """
     from datasets import Dataset
 
+    if all(e.kind == "text" for e in examples):
+        return Dataset.from_list([{"prompt": "", "completion": e.answer} for e in examples])
+    if any(e.kind == "text" for e in examples):
+        raise ValueError("plain-text rows and chat rows cannot be mixed in one training set")
     return Dataset.from_list([{"prompt": e.prompt, "completion": [e.messages[-1]]} for e in examples])
 
 

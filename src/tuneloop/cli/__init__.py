@@ -20,7 +20,13 @@ def main() -> None:
     """Subcommands below; `tuneloop COMMAND --help` for each."""
 
 
-def _quiet_libraries() -> None:
+def _register_subcommands() -> None:
+    from tuneloop.cli.data import data_app
+
+    app.add_typer(data_app, name="data")
+
+
+def quiet_libraries() -> None:
     """HF libraries print progress bars and advisories per dataset map; ours say what matters."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # Deprecation notices about the libraries' own internals (e.g. gradient_checkpointing's
@@ -46,7 +52,7 @@ def run(
 
     try:
         cfg = load_config(config, set_)
-        _quiet_libraries()
+        quiet_libraries()
         from tuneloop.pipeline import run_loop
 
         result = run_loop(cfg, console)
@@ -73,5 +79,4 @@ def _print_summary(result) -> None:
     console.print(f"report: {result.run.report_file}")
 
 
-if __name__ == "__main__":
-    app()
+_register_subcommands()

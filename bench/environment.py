@@ -1,0 +1,48 @@
+"""What every benchmark result records: hardware, package versions, commit, date."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from datetime import datetime
+from pathlib import Path
+
+from tuneloop.runs.store import git_commit, package_versions
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def hardware() -> dict:
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory = None
+    try:
+        memory = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    except (ValueError, OSError):
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": memory, "python": platform.python_version(),
+            "platform": platform.platform()}
+
+
+def save(name: str, result: dict, extra_packages: tuple[str, ...] = ()) -> Path:
+    from importlib.metadata import PackageNotFoundError, version
+
+    packages = package_versions()
+    for p in extra_packages:
+        try:
+            packages[p] = version(p)
+        except PackageNotFoundError:
+            packages[p] = None
+    record = {"benchmark": name, "date": datetime.now().astimezone().isoformat(timespec="seconds"),
+              "git_commit": git_commit(), "hardware": hardware(), "packages": packages, **result}
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    return path

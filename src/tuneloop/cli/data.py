@@ -1,0 +1,278 @@
+"""`tuneloop data ...`: check, clean, dedup, split, stats, augment — each writes new files, never the source."""
+
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+data_app = typer.Typer(no_args_is_help=True, help="Prepare data: check, clean, dedup, split, stats, augment.")
+console = Console()
+err = Console(stderr=True)
+
+File = Annotated[Path, typer.Argument(help="A data file (JSONL, JSON, CSV, TSV, Parquet) or a folder of them.")]
+Format = Annotated[str, typer.Option("--format", help="auto, messages, prompt_completion, input_output, alpaca, "
+                                     "sharegpt or text.")]
+Prompt = Annotated[str | None, typer.Option("--prompt", help="Column template for the prompt, e.g. '{text}'.")]
+Completion = Annotated[str | None, typer.Option("--completion", help="Column template for the answer, e.g. "
+                                                "'{category}'.")]
+System = Annotated[str | None, typer.Option("--system", help="System prompt for rows that have none.")]
+Label = Annotated[str, typer.Option("--label", help="auto, none, or the field holding the class label.")]
+Model = Annotated[str, typer.Option("--model", help="Model whose tokenizer counts tokens.")]
+MaxLen = Annotated[int, typer.Option("--max-seq-len", help="Longest example allowed, in tokens.")]
+Threshold = Annotated[float, typer.Option("--threshold", help="Near-duplicate MinHash Jaccard similarity.")]
+Seed = Annotated[int, typer.Option("--seed")]
+
+
+def _columns(prompt: str | None, completion: str | None, system: str | None = None) -> dict | None:
+    if prompt is None and completion is None:
+        return None
+    if prompt is None or completion is None:
+        raise typer.BadParameter("--prompt and --completion go together")
+    return {"prompt": prompt, "completion": completion, "system": system}
+
+
+@contextmanager
+def _errors():
+    """Bad data or options end with a clear message and exit status 2, never a traceback."""
+    from tuneloop.data import DataError
+    from tuneloop.models import ModelNotFound
+
+    try:
+        yield
+    except (DataError, ModelNotFound, ValueError, OSError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _tokenizer(model: str):
+    from tuneloop.cli import quiet_libraries
+    from tuneloop.models import load_tokenizer, resolve_model
+
+    quiet_libraries()
+    return load_tokenizer(resolve_model(model))
+
+
+def _load(file: Path, fmt: str, prompt, completion, system, label: str = "auto"):
+    from tuneloop.data import load_examples_strict
+
+    columns = _columns(prompt, completion)
+    return load_examples_strict(file, fmt=fmt, columns=columns, system_prompt=system, label=label)
+
+
+def _output_suffix(file: Path) -> str:
+    return file.suffix if file.is_file() else ".jsonl"
+
+
+def _write_log(path: Path, entries: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in entries), encoding="utf-8")
+
+
+@data_app.command()
+def check(
+    file: File,
+    fmt: Format = "auto", prompt: Prompt = None, completion: Completion = None, system: System = None,
+    label: Label = "auto", model: Model = "smollm2-135m-instruct", max_seq_len: MaxLen = 1024,
+    no_tokens: Annotated[bool, typer.Option("--no-tokens", help="Skip the token checks (no tokenizer).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Lint a data file: every error and warning with its row and field. Exit status 1 when there are errors."""
+    from tuneloop.data import check_data
+
+    with _errors():
+        tokenizer = None if no_tokens else _tokenizer(model)
+        report = check_data(file, fmt=fmt, columns=_columns(prompt, completion), system_prompt=system, label=label,
+                            tokenizer=tokenizer, max_seq_len=None if no_tokens else max_seq_len)
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
+    else:
+        for p in report.errors:
+            typer.echo(f"error: {p}")
+        for p in report.warnings:
+            typer.echo(f"warning: {p}")
+        verdict = "[green]ok[/green]" if report.ok else "[red]errors[/red]"
+        console.print(f"{report.path}: {verdict} · format {report.format} · {report.rows} rows, "
+                      f"{report.valid_rows} valid · {len(report.errors)} error(s), {len(report.warnings)} warning(s)")
+    raise typer.Exit(0 if report.ok else 1)
+
+
+@data_app.command()
+def clean(
+    file: File,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the cleaned copy.")],
+    redact_pii: Annotated[bool, typer.Option("--redact-pii", help="Replace emails, phone numbers, card numbers "
+                                             "and IP addresses with placeholders.")] = False,
+    log: Annotated[Path | None, typer.Option("--log", help="Row log (default: OUT.log.jsonl).")] = None,
+    fmt: Format = "auto", prompt: Prompt = None, completion: Completion = None,
+) -> None:
+    """Normalise unicode, whitespace and markup; drop unusable rows; optionally redact PII. Logs every change."""
+    from tuneloop.data import clean_file
+
+    with _errors():
+        summary = clean_file(file, out, fmt=fmt, columns=_columns(prompt, completion), redact_pii=redact_pii)
+    log = log or out.with_name(out.name + ".log.jsonl")
+    _write_log(log, summary.log)
+    console.print(f"{summary.rows_in} rows → {summary.kept} kept, {summary.dropped} dropped, {summary.changed} changed")
+    if summary.changes:
+        console.print("changes: " + ", ".join(f"{k} {v}" for k, v in sorted(summary.changes.items())))
+    if redact_pii:
+        console.print("redacted: " + (", ".join(f"{k} {v}" for k, v in sorted(summary.pii.items())) or "nothing"))
+    console.print(f"wrote {out}; row log {log}")
+
+
+@data_app.command()
+def dedup(
+    file: File,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the deduplicated copy.")],
+    threshold: Threshold = 0.8,
+    exact_only: Annotated[bool, typer.Option("--exact-only", help="Skip near-duplicate detection.")] = False,
+    log: Annotated[Path | None, typer.Option("--log", help="Cluster log (default: OUT.log.jsonl).")] = None,
+    fmt: Format = "auto", prompt: Prompt = None, completion: Completion = None, system: System = None,
+) -> None:
+    """Remove exact and near duplicates (MinHash LSH over word shingles); keeps the first row of each cluster."""
+    from tuneloop.data import find_duplicates, write_records
+
+    with _errors():
+        data = _load(file, fmt, prompt, completion, system, label="none")
+        examples = data.examples
+        result = find_duplicates([e.text for e in examples], threshold=threshold, near=not exact_only)
+        write_records(out, [examples[i].record for i in result.keep])
+    log = log or out.with_name(out.name + ".log.jsonl")
+    _write_log(log, [{"kept": {"file": examples[k].file, "row": examples[k].row},
+                      "dropped": [{"file": examples[i].file, "row": examples[i].row,
+                                   **next({"kind": d.kind, "similarity": d.similarity}
+                                          for d in result.duplicates if d.index == i)} for i in members]}
+                     for k, members in result.clusters.items()])
+    exact = sum(d.kind == "exact" for d in result.duplicates)
+    console.print(f"{len(examples)} rows → {len(result.keep)} kept; dropped {exact} exact and "
+                  f"{len(result.duplicates) - exact} near duplicates in {len(result.clusters)} clusters")
+    console.print(f"wrote {out}; clusters in {log}")
+
+
+@data_app.command()
+def split(
+    file: File,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for train/validation/test files.")],
+    validation: Annotated[float, typer.Option("--validation", help="Fraction (< 1) or rows (>= 1).")] = 0.1,
+    test: Annotated[float, typer.Option("--test", help="Fraction (< 1) or rows (>= 1).")] = 0.15,
+    seed: Seed = 42,
+    stratify: Annotated[bool, typer.Option(help="Keep the label mix in each split when rows have labels.")] = True,
+    leakage: Annotated[str, typer.Option("--leakage", help="near, exact or none: remove train rows that duplicate "
+                                         "a held-out row.")] = "near",
+    threshold: Threshold = 0.8,
+    fmt: Format = "auto", prompt: Prompt = None, completion: Completion = None, system: System = None,
+    label: Label = "auto",
+) -> None:
+    """Seeded train/validation/test split, stratified by label, with a leakage check."""
+    from tuneloop.data import split_examples, write_records
+
+    with _errors():
+        data = _load(file, fmt, prompt, completion, system, label)
+        splits = split_examples(data.examples, validation, test, seed=seed, stratify=stratify, leakage=leakage,
+                                threshold=threshold, file=str(file))
+        suffix = _output_suffix(file)
+        for name, part in splits.items():
+            write_records(out / f"{name}{suffix}", [e.record for e in part])
+    _write_log(out / "removed.jsonl", splits.removed)
+    stratified = "stratified by label" if stratify and data.has_labels else "not stratified"
+    console.print(" · ".join(f"{name} {len(part)}" for name, part in splits.items()) + f" ({stratified})")
+    console.print(f"leakage check: removed {len(splits.removed)} train row(s) (listed in {out / 'removed.jsonl'})")
+    console.print(f"wrote {out}/train{suffix}, validation{suffix}, test{suffix}")
+
+
+@data_app.command()
+def stats(
+    file: File,
+    fmt: Format = "auto", prompt: Prompt = None, completion: Completion = None, system: System = None,
+    label: Label = "auto", model: Model = "smollm2-135m-instruct", max_seq_len: MaxLen = 1024,
+    plot: Annotated[Path | None, typer.Option("--plot", help="Write the token-length histogram (PNG).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the profile as JSON.")] = False,
+) -> None:
+    """Profile the data: sizes, token lengths, per-role lengths, labels, duplicates, warnings."""
+    from tuneloop.data import find_duplicates, profile, token_lengths
+
+    with _errors():
+        data = _load(file, fmt, prompt, completion, system, label)
+        tokenizer = _tokenizer(model)
+        lengths = token_lengths(data.examples, tokenizer)
+        report = {"path": str(file), "format": data.format,
+                  **profile(data.examples, tokenizer, lengths, find_duplicates([e.text for e in data.examples]),
+                            max_seq_len)}
+    if plot:
+        from tuneloop.report.plots import token_histogram_png
+
+        plot.write_bytes(token_histogram_png(lengths.total, max_seq_len))
+    if as_json:
+        typer.echo(json.dumps(report, indent=2, ensure_ascii=False))
+        return
+    _print_profile(report)
+    if plot:
+        console.print(f"histogram: {plot}")
+
+
+def _print_profile(report: dict) -> None:
+    console.print(f"[bold]{report['path']}[/bold] · format {report['format']} · {report['rows']} rows")
+    table = Table("tokens", *[k for k in report["tokens"] if k != "count"])
+    table.add_row("whole example", *[str(v) for k, v in report["tokens"].items() if k != "count"])
+    table.add_row("trainable", *[str(v) for k, v in report["trainable_tokens"].items() if k != "count"])
+    for role, p in report.get("tokens_by_role", {}).items():
+        table.add_row(role, *[str(v) for k, v in p.items() if k != "count"])
+    console.print(table)
+    if "labels" in report:
+        top = list(report["labels"].items())
+        console.print(f"labels: {len(top)} · imbalance {report['imbalance_ratio']}x · most "
+                      f"{top[:3]} · least {top[-3:]}")
+    d = report["duplicates"]
+    console.print(f"duplicates: {d['exact']} exact, {d['near']} near ({100 * d['rate']:.1f}%)")
+    for w in report["warnings"]:
+        console.print(f"[yellow]warning[/yellow]: {w['message']} [{w['code']}]")
+
+
+@data_app.command()
+def augment(
+    file: File,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Originals, then the new rows (marked 'augmented').")],
+    method: Annotated[str, typer.Option("--method", help="eda, paraphrase or backtranslate.")] = "eda",
+    copies: Annotated[int, typer.Option("--copies", help="New rows per row (eda).", min=1)] = 1,
+    alpha: Annotated[float, typer.Option("--alpha", help="Share of words each EDA edit touches.")] = 0.1,
+    seed: Seed = 0,
+    model: Annotated[str, typer.Option("--model", help="Model for paraphrase / backtranslate.")] =
+    "smollm2-135m-instruct",
+    language: Annotated[str, typer.Option("--language", help="Pivot language for backtranslate.")] = "French",
+    fmt: Format = "auto", prompt: Prompt = None, completion: Completion = None, system: System = None,
+) -> None:
+    """Make extra training rows from the prompts (answers are never changed). Split keeps them out of
+    validation and test."""
+    from tuneloop.data import write_records
+    from tuneloop.data.augment import augment_eda, augment_with_model, augmented_rows
+
+    with _errors():
+        data = _load(file, fmt, prompt, completion, system, label="none")
+        examples = data.examples
+        if any(e.kind != "chat" for e in examples):
+            raise ValueError(f"{file}: augmentation rewrites prompts; plain-text rows have none")
+        if method == "eda":
+            new = augment_eda(examples, copies=copies, alpha=alpha, seed=seed)
+        elif method in ("paraphrase", "backtranslate"):
+            from tuneloop.models import choose_precision, load_model, resolve_model
+            from tuneloop.models.precision import Precision, default_device
+
+            device = default_device()
+            precision = choose_precision("auto", device)
+            folder = resolve_model(model)
+            tokenizer = _tokenizer(model)
+            generator = load_model(folder, precision, device)
+            generator.set_attn_implementation("sdpa")  # faster cached decoding on CPU (see pipeline.py)
+            with console.status(f"{method} of {len(examples)} prompts with {model}"):
+                new = augment_with_model(examples, generator, tokenizer, method=method, language=language,
+                                         autocast_dtype=precision.dtype if precision is Precision.bf16 else None)
+        else:
+            raise ValueError(f"--method {method!r}: one of eda, paraphrase, backtranslate")
+        write_records(out, augmented_rows(examples, new))
+    console.print(f"{len(examples)} rows + {len(new)} augmented ({method}) → {out}")

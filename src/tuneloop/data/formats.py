@@ -1,0 +1,216 @@
+"""The common fine-tuning data formats, detected from their keys, each turned into an Example.
+
+    messages           {"messages": [{"role", "content"}, ...]}             OpenAI chat
+    prompt_completion  {"prompt": str | [msg], "completion": str | [msg]}   TRL / OpenAI legacy
+    input_output       {"input": str, "output": str}
+    alpaca             {"instruction": str, "input": str (optional), "output": str}
+    sharegpt           {"conversations": [{"from", "value"}, ...]}
+    text               {"text": str}                                        plain text (LM loss on all of it)
+    columns            anything else, through templates such as {"prompt": "{text}", "completion": "{category}"}
+
+A converter never raises: it appends Problems that name the row and the field, and returns
+None for a row it cannot use.
+"""
+
+from __future__ import annotations
+
+import string
+from collections import Counter
+
+from tuneloop.data.example import Example
+from tuneloop.data.problems import Problem
+from tuneloop.data.readers import Record
+
+ROLES = {"system", "user", "assistant", "tool"}
+SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant",
+                  "assistant": "assistant", "model": "assistant", "bot": "assistant", "tool": "tool"}
+
+# Keys that identify each format, most specific first (alpaca before input_output).
+SIGNATURES = {
+    "messages": {"messages"},
+    "sharegpt": {"conversations"},
+    "prompt_completion": {"prompt", "completion"},
+    "alpaca": {"instruction", "output"},
+    "input_output": {"input", "output"},
+    "text": {"text"},
+}
+FORMATS = (*SIGNATURES, "columns")
+
+
+def detect_format(records: list[Record]) -> str | None:
+    """The format whose keys most of the first rows carry; None when no format fits."""
+    votes = Counter()
+    for record in records[:200]:
+        keys = set(record.value)
+        match = next((name for name, needed in SIGNATURES.items() if needed <= keys), None)
+        if match:
+            votes[match] += 1
+    if not votes:
+        return None
+    name, count = votes.most_common(1)[0]
+    return name if count * 2 > min(len(records), 200) else None
+
+
+def to_example(record: Record, fmt: str, problems: list[Problem], columns: dict[str, str] | None = None,
+               system_prompt: str | None = None) -> Example | None:
+    before = len(problems)
+    add = _Adder(record, problems)
+    value = record.value
+    kind = "chat"
+    if fmt == "messages":
+        turns = _turns(add, value, "messages", "role", "content", {r: r for r in ROLES})
+    elif fmt == "sharegpt":
+        turns = _turns(add, value, "conversations", "from", "value", SHAREGPT_ROLES)
+        if turns is not None and isinstance(value.get("system"), str) and value["system"].strip():
+            turns = [{"role": "system", "content": value["system"]}] + turns
+    elif fmt == "prompt_completion":
+        prompt = _side(add, value, "prompt", "user")
+        completion = _side(add, value, "completion", "assistant")
+        turns = None if prompt is None or completion is None else prompt + completion
+    elif fmt == "input_output":
+        turns = _pair(add, _string(add, value, "input"), _string(add, value, "output"))
+    elif fmt == "alpaca":
+        instruction = _string(add, value, "instruction")
+        extra = value.get("input")
+        if extra is not None and not isinstance(extra, str):
+            add("input", "wrong_type", f"must be a string, got {type(extra).__name__}")
+            extra = None
+        if instruction is not None and extra and extra.strip():
+            instruction = f"{instruction}\n\n{extra}"
+        turns = _pair(add, instruction, _string(add, value, "output"))
+    elif fmt == "text":
+        text = _string(add, value, "text")
+        turns, kind = (None if text is None else [{"role": "assistant", "content": text}]), "text"
+    elif fmt == "columns":
+        turns = _from_columns(add, value, columns or {})
+    else:
+        raise ValueError(f"unknown data format {fmt!r}; one of {FORMATS}")
+    if turns is None or len(problems) > before:
+        return None
+    if kind == "chat":
+        if system_prompt and turns[0]["role"] != "system":
+            turns = [{"role": "system", "content": system_prompt}] + turns
+        if not _conversation_ok(add, turns, fmt):
+            return None
+    augmented = value.get("augmented") if isinstance(value.get("augmented"), dict) else None
+    return Example(turns, record.row, record.file, kind=kind, augmented=augmented, record=value)
+
+
+class _Adder:
+    def __init__(self, record: Record, problems: list[Problem]):
+        self.record, self.problems = record, problems
+
+    def __call__(self, field: str | None, code: str, message: str) -> None:
+        self.problems.append(Problem(self.record.file, self.record.row, field, code, message))
+
+
+def _string(add: _Adder, value: dict, key: str) -> str | None:
+    if key not in value or value[key] is None:
+        add(key, "missing_field", "missing")
+        return None
+    text = value[key]
+    if not isinstance(text, str):
+        add(key, "wrong_type", f"must be a string, got {type(text).__name__}")
+        return None
+    if not text.strip():
+        add(key, "empty_content", "is empty")
+        return None
+    return text
+
+
+def _pair(add: _Adder, prompt: str | None, answer: str | None) -> list[dict] | None:
+    if prompt is None or answer is None:
+        return None
+    return [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
+
+
+def _side(add: _Adder, value: dict, key: str, role: str) -> list[dict] | None:
+    """A prompt or completion: a plain string, or a list of messages."""
+    if isinstance(value.get(key), list):
+        return _turns(add, value, key, "role", "content", {r: r for r in ROLES})
+    text = _string(add, value, key)
+    return None if text is None else [{"role": role, "content": text}]
+
+
+def _turns(add: _Adder, value: dict, key: str, role_key: str, content_key: str,
+           role_map: dict[str, str]) -> list[dict] | None:
+    turns = value.get(key)
+    if turns is None:
+        add(key, "missing_field", f"missing; each row needs a '{key}' list")
+        return None
+    if not isinstance(turns, list) or not turns:
+        add(key, "wrong_type", f"must be a non-empty list of {{{role_key}, {content_key}}} objects")
+        return None
+    out, ok = [], True
+    for i, turn in enumerate(turns):
+        field = f"{key}[{i}]"
+        if not isinstance(turn, dict):
+            add(field, "wrong_type", f"expected an object, got {type(turn).__name__}")
+            ok = False
+            continue
+        role, content = turn.get(role_key), turn.get(content_key)
+        if role not in role_map:
+            add(f"{field}.{role_key}", "unknown_role", f"{role!r} is not one of {sorted(role_map)}")
+            ok = False
+        if not isinstance(content, str):
+            add(f"{field}.{content_key}", "wrong_type" if content is not None else "missing_field",
+                f"must be a string, got {type(content).__name__}")
+            ok = False
+        elif not content.strip():
+            add(f"{field}.{content_key}", "empty_content", "is empty")
+            ok = False
+        if ok:
+            out.append({"role": role_map[role], "content": content})
+    return out if ok else None
+
+
+def _conversation_ok(add: _Adder, turns: list[dict], fmt: str) -> bool:
+    def where(i: int, default: str) -> str:
+        key, role_key = {"messages": ("messages", "role"), "sharegpt": ("conversations", "from")}.get(fmt, (None, None))
+        return f"{key}[{i}].{role_key}" if key else default
+
+    roles = [t["role"] for t in turns]
+    if roles[-1] != "assistant":
+        add(where(len(roles) - 1, "completion"), "no_final_assistant",
+            f"the last turn must be the assistant's answer to learn, got {roles[-1]!r}")
+        return False
+    if "user" not in roles:
+        add("conversations" if fmt == "sharegpt" else "messages" if fmt == "messages" else "prompt",
+            "no_user_turn", "needs at least one user turn")
+        return False
+    if "system" in roles[1:]:
+        add(where(roles.index("system", 1), "prompt"), "misplaced_system", "a system turn may only come first")
+        return False
+    return True
+
+
+def _from_columns(add: _Adder, value: dict, columns: dict[str, str]) -> list[dict] | None:
+    rendered = {}
+    for part in ("system", "prompt", "completion"):
+        template = columns.get(part)
+        if template is None:
+            continue
+        text = _render(add, value, template)
+        if text is None:
+            return None
+        if not text.strip() and part != "system":
+            fields = template_fields(template)
+            add(fields[0] if fields else part, "empty_content", f"the {part} is empty")
+            return None
+        rendered[part] = text
+    turns = [{"role": "system", "content": rendered["system"]}] if rendered.get("system", "").strip() else []
+    return turns + [{"role": "user", "content": rendered["prompt"]},
+                    {"role": "assistant", "content": rendered["completion"]}]
+
+
+def _render(add: _Adder, value: dict, template: str) -> str | None:
+    missing = [f for f in template_fields(template) if f not in value or value[f] is None]
+    if missing:
+        add(missing[0], "missing_field", f"missing (used by the template {template!r})")
+        return None
+    return template.format_map({k: v if isinstance(v, str) else str(v) for k, v in value.items()})
+
+
+def template_fields(template: str) -> list[str]:
+    """The record fields a column template reads, e.g. ["text"] for "Classify: {text}"."""
+    return [name for _, name, _, _ in string.Formatter().parse(template) if name]
