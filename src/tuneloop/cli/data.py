@@ -16,6 +16,9 @@ console = Console()
 err = Console(stderr=True)
 
 File = Annotated[Path, typer.Argument(help="A data file (JSONL, JSON, CSV, TSV, Parquet) or a folder of them.")]
+OptionalFile = Annotated[Path | None, typer.Argument(help="A data file or folder; default: the config's data.path.")]
+Config = Annotated[Path | None, typer.Option("--config", help="Take the data settings, model and max_seq_len from a "
+                                             "run config, to check exactly what `tuneloop run` will see.")]
 Format = Annotated[str, typer.Option("--format", help="auto, messages, prompt_completion, input_output, alpaca, "
                                      "sharegpt or text.")]
 Prompt = Annotated[str | None, typer.Option("--prompt", help="Column template for the prompt, e.g. '{text}'.")]
@@ -23,8 +26,9 @@ Completion = Annotated[str | None, typer.Option("--completion", help="Column tem
                                                 "'{category}'.")]
 System = Annotated[str | None, typer.Option("--system", help="System prompt for rows that have none.")]
 Label = Annotated[str, typer.Option("--label", help="auto, none, or the field holding the class label.")]
-Model = Annotated[str, typer.Option("--model", help="Model whose tokenizer counts tokens.")]
-MaxLen = Annotated[int, typer.Option("--max-seq-len", help="Longest example allowed, in tokens.")]
+Model = Annotated[str | None, typer.Option("--model", help="Model whose tokenizer counts tokens [default: "
+                                           "smollm2-135m-instruct].")]
+MaxLen = Annotated[int | None, typer.Option("--max-seq-len", help="Longest example allowed, in tokens [default: 1024].")]
 Threshold = Annotated[float, typer.Option("--threshold", help="Near-duplicate MinHash Jaccard similarity.")]
 Seed = Annotated[int, typer.Option("--seed")]
 
@@ -48,6 +52,22 @@ def _errors():
     except (DataError, ModelNotFound, ValueError, OSError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
+
+
+def _settings(file: Path | None, config: Path | None, fmt: str, prompt, completion, system, label: str,
+              model: str | None, max_seq_len: int | None) -> dict:
+    """Command-line options, filled in from a run config where given; the options win."""
+    from tuneloop.config import DEFAULT_MODEL, DataConfig, load_config
+
+    cfg = load_config(config) if config else None
+    data = cfg.data if cfg else DataConfig(path=file or Path("."))
+    if file is None and cfg is None:
+        raise ValueError("give a data FILE, or --config with a data.path")
+    columns = _columns(prompt, completion, system) or (data.columns.model_dump() if data.columns else None)
+    return {"path": file or data.path, "fmt": fmt if fmt != "auto" else data.format, "columns": columns,
+            "system_prompt": system or data.system_prompt, "label": label if label != "auto" else data.label,
+            "model": model or (cfg.model if cfg else DEFAULT_MODEL),
+            "max_seq_len": max_seq_len or data.max_seq_len}
 
 
 def _tokenizer(model: str):
@@ -76,19 +96,20 @@ def _write_log(path: Path, entries: list[dict]) -> None:
 
 @data_app.command()
 def check(
-    file: File,
+    file: OptionalFile = None, config: Config = None,
     fmt: Format = "auto", prompt: Prompt = None, completion: Completion = None, system: System = None,
-    label: Label = "auto", model: Model = "smollm2-135m-instruct", max_seq_len: MaxLen = 1024,
+    label: Label = "auto", model: Model = None, max_seq_len: MaxLen = None,
     no_tokens: Annotated[bool, typer.Option("--no-tokens", help="Skip the token checks (no tokenizer).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Lint a data file: every error and warning with its row and field. Exit status 1 when there are errors."""
     from tuneloop.data import check_data
 
-    with _errors():
-        tokenizer = None if no_tokens else _tokenizer(model)
-        report = check_data(file, fmt=fmt, columns=_columns(prompt, completion), system_prompt=system, label=label,
-                            tokenizer=tokenizer, max_seq_len=None if no_tokens else max_seq_len)
+    with _errors():  # a ConfigError is a ValueError: reported the same way
+        s = _settings(file, config, fmt, prompt, completion, system, label, model, max_seq_len)
+        tokenizer = None if no_tokens else _tokenizer(s["model"])
+        report = check_data(s["path"], fmt=s["fmt"], columns=s["columns"], system_prompt=s["system_prompt"],
+                            label=s["label"], tokenizer=tokenizer, max_seq_len=None if no_tokens else s["max_seq_len"])
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
     else:
@@ -188,26 +209,28 @@ def split(
 
 @data_app.command()
 def stats(
-    file: File,
+    file: OptionalFile = None, config: Config = None,
     fmt: Format = "auto", prompt: Prompt = None, completion: Completion = None, system: System = None,
-    label: Label = "auto", model: Model = "smollm2-135m-instruct", max_seq_len: MaxLen = 1024,
+    label: Label = "auto", model: Model = None, max_seq_len: MaxLen = None,
     plot: Annotated[Path | None, typer.Option("--plot", help="Write the token-length histogram (PNG).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the profile as JSON.")] = False,
 ) -> None:
     """Profile the data: sizes, token lengths, per-role lengths, labels, duplicates, warnings."""
-    from tuneloop.data import find_duplicates, profile, token_lengths
+    from tuneloop.data import find_duplicates, load_examples_strict, profile, token_lengths
 
     with _errors():
-        data = _load(file, fmt, prompt, completion, system, label)
-        tokenizer = _tokenizer(model)
+        s = _settings(file, config, fmt, prompt, completion, system, label, model, max_seq_len)
+        data = load_examples_strict(s["path"], fmt=s["fmt"], columns=s["columns"], system_prompt=s["system_prompt"],
+                                    label=s["label"])
+        tokenizer = _tokenizer(s["model"])
         lengths = token_lengths(data.examples, tokenizer)
-        report = {"path": str(file), "format": data.format,
+        report = {"path": str(s["path"]), "format": data.format,
                   **profile(data.examples, tokenizer, lengths, find_duplicates([e.text for e in data.examples]),
-                            max_seq_len)}
+                            s["max_seq_len"])}
     if plot:
         from tuneloop.report.plots import token_histogram_png
 
-        plot.write_bytes(token_histogram_png(lengths.total, max_seq_len))
+        plot.write_bytes(token_histogram_png(lengths.total, s["max_seq_len"]))
     if as_json:
         typer.echo(json.dumps(report, indent=2, ensure_ascii=False))
         return

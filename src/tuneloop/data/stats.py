@@ -7,6 +7,7 @@ linter's so every consumer reads one format.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 
 from tuneloop.data.dedup import DedupResult
@@ -22,7 +23,7 @@ def percentiles(values: list[int]) -> dict:
     if not values:
         return {"count": 0}
     ordered = sorted(values)
-    pick = lambda q: ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]  # noqa: E731
+    pick = lambda q: ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]  # nearest rank  # noqa: E731
     return {"count": len(values), "mean": round(sum(values) / len(values), 1), "min": ordered[0],
             **{f"p{q}": pick(q) for q in PERCENTILES}, "max": ordered[-1]}
 

@@ -35,7 +35,8 @@ def _data_section(report: dict | None, token_lengths: list[int] | None) -> str:
              ("tokens per example", {k: v for k, v in tokens.items() if k != "count"}),
              ("trainable tokens in total", report.get("total_trainable_tokens")),
              ("labels", report.get("labels")), ("imbalance ratio", report.get("imbalance_ratio"))]
-    rows = "".join(f"<tr><td>{_e(k)}</td><td>{_e(v)}</td></tr>" for k, v in facts if v not in (None, {}, []))
+    inline = lambda v: " · ".join(f"{k} {x}" for k, x in v.items()) if isinstance(v, dict) else v  # noqa: E731
+    rows = "".join(f"<tr><td>{_e(k)}</td><td>{_e(inline(v))}</td></tr>" for k, v in facts if v not in (None, {}, []))
     warnings = "".join(f"<li>{_e(w['message'])} <span class='muted'>[{_e(w['code'])}]</span></li>"
                        for w in report.get("warnings", []))
     img = ""

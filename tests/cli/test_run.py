@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import QUICKSTART, write_jsonl
+from conftest import QUICKSTART, SHARED, write_jsonl
 
 
 def _tuneloop(*args, cwd):
@@ -106,3 +106,56 @@ def test_quickstart_on_smollm2(tmp_path):
     base, tuned = evaluation["base"]["metrics"], evaluation["finetuned"]["metrics"]
     assert tuned["field_accuracy"] >= base["field_accuracy"] + 0.5
     assert tuned["loss"] < 0.5 * base["loss"]
+
+
+def test_run_on_csv_columns_with_dedup_and_stratified_labels(tmp_path, tiny_model):
+    """banking77's CSV through a column mapping: duplicates logged, labels stratified, exact-match metric."""
+    import csv
+
+    with open(SHARED / "banking77" / "train.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    rows = [r for r in rows if r["category"] == "card_arrival"][:40] + [
+        r for r in rows if r["category"] == "exchange_rate"][:40]
+    rows.append(rows[7])  # an exact copy: must be dropped and listed
+    with open(tmp_path / "b.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, ["text", "category"])
+        w.writeheader()
+        w.writerows(rows)
+    (tmp_path / "c.yaml").write_text(f"""
+model: {tiny_model}
+data:
+  path: b.csv
+  columns: {{prompt: "{{text}}", completion: "{{category}}"}}
+  system_prompt: Classify the intent.
+  test_size: 20
+  max_seq_len: 128
+train: {{epochs: 1, batch_size: 16, learning_rate: 1.0e-2}}
+eval: {{max_new_tokens: 4}}
+""")
+    result = _tuneloop("run", "c.yaml", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    [run] = (tmp_path / "runs").iterdir()
+    dropped = [json.loads(line) for line in (run / "data" / "dropped.jsonl").read_text().splitlines()]
+    assert {"file": str(tmp_path / "b.csv"), "row": 81, "reason": "exact_duplicate",
+            "duplicate_of": {"file": str(tmp_path / "b.csv"), "row": 8}, "similarity": 1.0} in dropped
+    report = json.loads((run / "data" / "report.json").read_text())
+    assert report["format"] == "columns" and report["splits"]["test"] == 20
+    assert set(report["labels_by_split"]["test"]) == {"card_arrival", "exchange_rate"}
+    train_row = json.loads((run / "data" / "train.jsonl").read_text().splitlines()[0])
+    assert train_row["messages"][0] == {"role": "system", "content": "Classify the intent."} and "label" in train_row
+    assert json.loads((run / "eval.json").read_text())["metric"] == "exact_match"
+    assert "token length histogram" in (run / "report.html").read_text()
+
+
+def test_run_on_plain_text_reports_loss_and_perplexity(tmp_path, tiny_model):
+    dialogues = [json.loads(line)["summary"] for line in
+                 (SHARED / "dialogsum" / "dev.jsonl").read_text().splitlines()[:40]]
+    write_jsonl(tmp_path / "t.jsonl", [{"text": d} for d in dialogues])
+    (tmp_path / "c.yaml").write_text(f"model: {tiny_model}\ndata: {{path: t.jsonl, max_seq_len: 256}}\n"
+                                     "train: {epochs: 1, batch_size: 8}\n")
+    result = _tuneloop("run", "c.yaml", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    [run] = (tmp_path / "runs").iterdir()
+    evaluation = json.loads((run / "eval.json").read_text())
+    assert evaluation["metric"] == "loss" and evaluation["examples"] == []
+    assert evaluation["finetuned"]["metrics"]["perplexity"] > 1
