@@ -44,7 +44,28 @@ def test_paraphrase_through_a_loaded_model(tiny_model, tokenizer):
     examples = [Example(chat(f"{TEXT} {i}", "yes")["messages"], i + 1) for i in range(3)]
     model = load_model(tiny_model, Precision.fp32)
     for method in ("paraphrase", "backtranslate"):
-        new = augment_with_model(examples, model, tokenizer, method=method, max_new_tokens=6)
+        new, rejected = augment_with_model(examples, model, tokenizer, method=method, max_new_tokens=6)
+        assert len(new) + len(rejected) == 3  # a random tiny model's output is mostly rejected
         assert all(e.answer == "yes" and e.augmented["method"] == method for e in new)
         assert all(e.messages[0]["content"] != examples[e.augmented["source_row"] - 1].messages[0]["content"]
                    for e in new)
+
+
+@pytest.mark.parametrize("source, text, ok", [
+    ("I am still waiting on my card?", "I'm waiting on my card.", True),
+    ("I am still waiting on my card?", "I am still waiting on my card?", False),  # unchanged
+    ("I am still waiting on my card?", "Je ne sais pas où est ma carte.", False),  # another language
+    ("Is the card still coming?", "The card " + "is coming and it will arrive soon " * 4, False),  # rambling
+    ("Is the card still coming?", "", False),
+])
+def test_model_rewrites_are_filtered(source, text, ok):
+    from tuneloop.data.augment import plausible_rewrite
+
+    assert plausible_rewrite(source, text) is ok
+
+
+def test_eda_keeps_contractions_and_punctuation_in_place():
+    text = "What can I do if my card still hasn't arrived after 2 weeks?"
+    for seed in range(20):
+        out = eda(text, "swap", 0.2, random.Random(seed))
+        assert out.endswith("?") and "hasn't" in out

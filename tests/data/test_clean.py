@@ -49,3 +49,12 @@ def test_refuses_to_overwrite_the_source(tmp_path):
     src = write_jsonl(tmp_path / "in.jsonl", [chat("a", "b")])
     with pytest.raises(ValueError, match="refusing to overwrite"):
         clean_file(src, src)
+
+
+def test_unknown_format_is_an_error_not_a_file_of_dropped_rows(tmp_path):
+    src = write_jsonl(tmp_path / "in.jsonl", [{"question": "q", "answer": "a"}])
+    with pytest.raises(ValueError, match=r"keys \['answer', 'question'\]"):
+        clean_file(src, tmp_path / "out.jsonl")
+    assert not (tmp_path / "out.jsonl").exists()
+    summary = clean_file(src, tmp_path / "out.jsonl", columns={"prompt": "{question}", "completion": "{answer}"})
+    assert summary.kept == 1

@@ -280,6 +280,7 @@ def augment(
         examples = data.examples
         if any(e.kind != "chat" for e in examples):
             raise ValueError(f"{file}: augmentation rewrites prompts; plain-text rows have none")
+        rejected: list[dict] = []
         if method == "eda":
             new = augment_eda(examples, copies=copies, alpha=alpha, seed=seed)
         elif method in ("paraphrase", "backtranslate"):
@@ -293,9 +294,14 @@ def augment(
             generator = load_model(folder, precision, device)
             generator.set_attn_implementation("sdpa")  # faster cached decoding on CPU (see pipeline.py)
             with console.status(f"{method} of {len(examples)} prompts with {model}"):
-                new = augment_with_model(examples, generator, tokenizer, method=method, language=language,
+                new, rejected = augment_with_model(examples, generator, tokenizer, method=method, language=language,
                                          autocast_dtype=precision.dtype if precision is Precision.bf16 else None)
         else:
             raise ValueError(f"--method {method!r}: one of eda, paraphrase, backtranslate")
         write_records(out, augmented_rows(examples, new))
     console.print(f"{len(examples)} rows + {len(new)} augmented ({method}) → {out}")
+    if rejected:
+        log = out.with_name(out.name + ".rejected.jsonl")
+        _write_log(log, rejected)
+        console.print(f"{len(rejected)} rewrites rejected (unchanged, another language, or length off by more "
+                      f"than 2x): {log}")

@@ -26,7 +26,7 @@ after above below to from up down in out on off over under again further then on
 any both each few more most other some such no nor not only own same so than too very can will just should now i me
 my we our you your he him his she her it its they them their what which who whom this that these those am is are was
 were be been being have has had do does did""".split())
-_TOKEN = re.compile(r"\w+|[^\w\s]+")
+_TOKEN = re.compile(r"\w+(?:'\w+)*|[^\w\s]+")  # "hasn't" stays one word
 
 
 @lru_cache(maxsize=1)
@@ -45,7 +45,8 @@ def synonyms(word: str) -> tuple[str, ...]:
 
 def eda(text: str, operation: str, alpha: float, rng: random.Random) -> str:
     words = _TOKEN.findall(text)
-    content = [i for i, w in enumerate(words) if w.isalpha() and w.lower() not in STOPWORDS]
+    movable = [i for i, w in enumerate(words) if w[0].isalnum() or w[0] == "_"]  # words, not punctuation
+    content = [i for i in movable if words[i].isalpha() and words[i].lower() not in STOPWORDS]
     n = max(1, round(alpha * len(content)))
     if operation == "synonym":
         candidates = [i for i in content if synonyms(words[i])]
@@ -56,20 +57,20 @@ def eda(text: str, operation: str, alpha: float, rng: random.Random) -> str:
         for _ in range(n if pool else 0):
             words.insert(rng.randrange(len(words) + 1), rng.choice(pool))
     elif operation == "swap":
-        for _ in range(n if len(words) > 1 else 0):
-            i, j = rng.sample(range(len(words)), 2)
+        for _ in range(n if len(movable) > 1 else 0):
+            i, j = rng.sample(movable, 2)
             words[i], words[j] = words[j], words[i]
     elif operation == "delete":
-        kept = [w for w in words if rng.random() >= alpha]
-        words = kept or [rng.choice(words)]  # never delete everything
+        drop = {i for i in movable if rng.random() < alpha}
+        if len(drop) < len(movable):  # never delete every word
+            words = [w for i, w in enumerate(words) if i not in drop]
     else:
         raise ValueError(f"unknown EDA operation {operation!r}; one of {EDA_OPERATIONS}")
     return _detokenize(words)
 
 
 def _detokenize(words: list[str]) -> str:
-    text = " ".join(words)
-    return re.sub(r"\s+([^\w\s(\[{\"'])", r"\1", text)  # no space before punctuation
+    return re.sub(r"\s+([.,!?;:%)\]}])", r"\1", " ".join(words))  # no space before closing punctuation
 
 
 def augment_eda(examples: list[Example], copies: int = 1, alpha: float = 0.1, seed: int = 0,
@@ -88,8 +89,11 @@ def augment_eda(examples: list[Example], copies: int = 1, alpha: float = 0.1, se
 
 def augment_with_model(examples: list[Example], model, tokenizer, method: str = "paraphrase",
                        language: str = "French", max_new_tokens: int = 256, batch_size: int = 8,
-                       autocast_dtype=None) -> list[Example]:
-    """Paraphrase, or translate to `language` and back, with any model tuneloop can load."""
+                       autocast_dtype=None) -> tuple[list[Example], list[dict]]:
+    """Paraphrase, or translate to `language` and back, with any model tuneloop can load.
+
+    Returns the accepted rows and the rejected rewrites ({source_row, output}) for the log.
+    """
     from tuneloop.eval.generate import generate_answers
 
     def ask(instruction: str, texts: list[str]) -> list[str]:
@@ -106,13 +110,29 @@ def augment_with_model(examples: list[Example], model, tokenizer, method: str = 
         rewritten = ask("Translate the following text into English. Reply with the translation only.", foreign)
     else:
         raise ValueError(f"unknown augmentation method {method!r}; paraphrase or backtranslate")
-    out = []
+    out, rejected = [], []
     for position, (e, source, text) in enumerate(zip(examples, sources, rewritten), start=1):
-        if text and text != source:
+        if plausible_rewrite(source, text):
             messages = [dict(m) for m in e.messages]
             messages[_last_user(e)]["content"] = text
             out.append(_marked(e, messages, method, position))
-    return out
+        else:
+            rejected.append({"source_row": position, "output": text})
+    return out, rejected
+
+
+def plausible_rewrite(source: str, text: str) -> bool:
+    """Reject what a small model often returns instead of a rewrite: nothing, the same text, a
+    rambling answer (length off by more than 2x), or another language (no content word shared).
+    Measured with SmolLM2-135M on banking77: paraphrases mostly pass; back-translations mostly fail.
+    """
+    def content(t: str) -> set[str]:
+        return {w.lower() for w in _TOKEN.findall(t) if w.isalpha() and w.lower() not in STOPWORDS}
+
+    if not text or text.strip() == source.strip():
+        return False
+    ratio = len(text.split()) / max(1, len(source.split()))
+    return 0.5 <= ratio <= 2.0 and bool(content(source) & content(text))
 
 
 def _last_user(e: Example) -> int:

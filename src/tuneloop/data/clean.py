@@ -133,7 +133,11 @@ def clean_file(path, out_path, fmt: str = "auto", columns: dict[str, str] | None
     if columns:
         fmt = "columns"
     elif fmt == "auto":
-        fmt = detect_format(read.records) or "messages"
+        fmt = detect_format(read.records)
+        if fmt is None:  # without a format every row would look unusable and be dropped
+            keys = sorted({k for r in read.records[:50] for k in r.value})
+            raise ValueError(f"{path}: cannot tell the format from the keys {keys}; pass --format, or "
+                             "--prompt/--completion templates")
     kept, changes, pii = [], Counter(), Counter()
     for record in read.records:
         changed: set[str] = set()
