@@ -16,7 +16,7 @@ def test_every_shipped_yaml_loads(yaml_path):
 def test_minimal_config_gets_defaults():
     config = config_from_dict({"data": {"path": "x.jsonl"}})
     assert config.model == "smollm2-135m-instruct"
-    assert config.lora.r == 16 and config.train.epochs == 2
+    assert config.lora.r == 16 and config.train.epochs == "auto" and config.train.batch_size == "auto"
 
 
 @pytest.mark.parametrize("raw, expected", [

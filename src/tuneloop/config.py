@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -69,23 +69,53 @@ class DataConfig(_Section):
 
 
 class LoraConfig(_Section):
-    r: int = Field(16, ge=1)
-    alpha: float = Field(32, gt=0)
+    r: int = Field(16, ge=1, description="Adapter rank: 4-64; higher learns more and overfits sooner.")
+    alpha: float = Field(32, gt=0, description="Scale of the adapter's update (alpha/r); keep alpha >= r.")
     # 0 by default: on CPU the dropout masks cost ~35% of a training step (LOG.md). The doctor
     # recommends 0.05-0.1 when a run overfits.
-    dropout: float = Field(0.0, ge=0, lt=1)
+    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the adapter's input; 0.05-0.1 against overfitting.")
     target_modules: list[str] | Literal["all-linear"] = "all-linear"
+    use_rslora: bool = Field(False, description="Scale by alpha/sqrt(r) instead of alpha/r, so high ranks keep learning.")
+    use_dora: bool = Field(False, description="Weight-decomposed LoRA: often better at low rank, ~2x slower per step.")
+
+
+ReportTo = Literal["tensorboard", "mlflow", "wandb"]
 
 
 class TrainConfig(_Section):
-    epochs: float = Field(2, gt=0)
-    learning_rate: float = Field(2e-4, gt=0)
-    batch_size: int = Field(8, ge=1, description="Examples per optimizer micro-step.")
-    gradient_accumulation: int = Field(1, ge=1)
+    method: Literal["lora", "full"] = Field("lora", description="LoRA adapters, or full fine-tuning of the weights.")
+    freeze_layers: int = Field(0, ge=0, description="Full fine-tuning: freeze the embeddings and the first N layers.")
+    freeze_modules: list[str] = Field([], description="Full fine-tuning: freeze parameters whose name contains any "
+                                      "of these, e.g. [embed_tokens, lm_head].")
+    epochs: Annotated[float, Field(gt=0)] | Literal["auto"] = Field(
+        "auto", description="auto: 3, more for small datasets (at least ~100 examples seen per run), fewer for "
+        "large ones (at most ~25,000), as hosted fine-tuning APIs do.")
+    learning_rate: float = Field(2e-4, gt=0, description="LoRA: 1e-4 to 1e-3; full fine-tuning: 1e-5 to 5e-5.")
+    batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        "auto", description="Examples per micro-step. auto: the largest power of two up to 16 whose activations fit "
+        "a quarter of free memory, and at most 1/20 of the training set.")
+    gradient_accumulation: int = Field(1, ge=1, description="Micro-steps per optimizer step; effective batch = "
+                                       "batch_size x gradient_accumulation.")
     scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "cosine"
-    warmup_ratio: float = Field(0.05, ge=0, lt=1)
-    weight_decay: float = Field(0.0, ge=0)
-    max_grad_norm: float = Field(1.0, gt=0)
+    warmup_ratio: float = Field(0.05, ge=0, lt=1, description="Share of steps with a linearly rising learning rate.")
+    warmup_steps: int | None = Field(None, ge=0, description="Warm-up in steps; overrides warmup_ratio.")
+    weight_decay: float = Field(0.0, ge=0, description="0.01-0.1 regularises against overfitting.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping; lower it if the loss spikes.")
+    model_dropout: float | None = Field(None, ge=0, lt=1, description="The model's own dropout (e.g. attention "
+                                        "dropout), where it has one; None keeps the model's value.")
+    neftune_noise_alpha: float | None = Field(None, gt=0, description="NEFTune: noise on the input embeddings during "
+                                              "training (5-15 in the paper).")
+    adapter_l1: float = Field(0.0, ge=0, description="L1 penalty on trainable weights, added to the loss.")
+    adapter_l2: float = Field(0.0, ge=0, description="L2 penalty on trainable weights, added to the loss.")
+    packing: bool = Field(False, description="Pack several examples into each row (fewer pad tokens; best on CUDA).")
+    completion_only_loss: bool = Field(True, description="Loss on the answer only; false also trains on the prompt.")
+    early_stopping_patience: int = Field(0, ge=0, description="Stop after this many evaluations without a better "
+                                         "validation loss (0: off); the best checkpoint is restored.")
+    early_stopping_min_delta: float = Field(0.0, ge=0, description="Smallest drop in validation loss that counts.")
+    save_every: int = Field(0, ge=0, description="Steps between checkpoints (for `tuneloop resume`); 0: at every "
+                            "evaluation.")
+    report_to: list[ReportTo] = Field([], description="Also log to these trackers (TensorBoard, MLflow, W&B offline), "
+                                      "inside the run directory.")
     eval_every: int = Field(0, ge=0, description="Steps between validation-loss evaluations; 0 = about 10 per run.")
     log_every: int = Field(5, ge=1)
     seed: int = 42
@@ -95,6 +125,12 @@ class TrainConfig(_Section):
     padding_free: bool = Field(
         True, description="On CUDA, concatenate each batch into one row (no padding); on CPU, batches are grouped by "
         "length instead, which measured faster than a dense block-diagonal mask.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainConfig:
+        if self.method == "lora" and (self.freeze_layers or self.freeze_modules):
+            raise ValueError("freeze_layers / freeze_modules apply to method: full (LoRA already freezes the base)")
+        return self
 
 
 class EvalConfig(_Section):
@@ -168,14 +204,20 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
 
 
 def _explain(error: ValidationError, source: str) -> str:
-    lines = [f"{source}: invalid config"]
+    """One line per key. A union such as `float | "auto"` fails once per member: merge those."""
+    messages: dict[str, list[str]] = {}
     for err in error.errors():
-        loc = ".".join(str(p) for p in err["loc"])
+        # Union members appear in the location as tags like "constrained-float" or "literal['auto']".
+        loc = ".".join(str(p) for p in err["loc"] if not _is_union_tag(p))
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = f"unknown key{_did_you_mean(err['loc'])}"
-        lines.append(f"  {loc}: {msg}")
-    return "\n".join(lines)
+        messages.setdefault(loc, []).append(msg)
+    return "\n".join([f"{source}: invalid config"] + [f"  {loc}: {' | '.join(m)}" for loc, m in messages.items()])
+
+
+def _is_union_tag(part) -> bool:
+    return isinstance(part, str) and ("[" in part or part.startswith(("constrained-", "function-")))
 
 
 def _did_you_mean(loc: tuple) -> str:

@@ -6,22 +6,27 @@ this module only orders them and records what happened in `runs/<id>/`.
 
 from __future__ import annotations
 
-import contextlib
 import math
+import shutil
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from rich.console import Console
+from transformers import EarlyStoppingCallback
 
-from tuneloop.config import RunConfig, dump_config
-from tuneloop.data import Example
+from tuneloop.config import ConfigError, RunConfig, dump_config, load_config
+from tuneloop.data import Example, Splits
 from tuneloop.data.prepare import prepare_data
 from tuneloop.eval import choose_metric, generate_answers, score
 from tuneloop.models import choose_precision, load_model, load_tokenizer, resolve_model
 from tuneloop.models.precision import Precision, default_device
+from tuneloop.models.trainable import freeze, set_model_dropout
 from tuneloop.report import render_report
+from tuneloop.report.plots import token_histogram_png
 from tuneloop.runs import RunDir
 from tuneloop.train import MetricsWriter, TrainingProgress, build_trainer, to_prompt_completion
+from tuneloop.train.auto import auto_batch_size, auto_epochs, free_memory_bytes
 from tuneloop.train.sft import eval_steps_for
 
 
@@ -32,10 +37,11 @@ class RunResult:
     timings: dict[str, float]
 
 
-def run_loop(config: RunConfig, console: Console | None = None) -> RunResult:
+def run_loop(config: RunConfig, console: Console | None = None, callbacks=()) -> RunResult:
+    """`callbacks`: extra transformers TrainerCallbacks (custom logging, or a test that stops a run)."""
     console = console or Console()
-    timings: dict[str, float] = {}
     t0 = time.perf_counter()
+    _check_trackers(config.train.report_to)
 
     # 1. Data: every row checked before anything is created; a bad file fails here, loudly.
     # Duplicates and train rows that leak a held-out row are dropped and listed with a reason.
@@ -43,14 +49,11 @@ def run_loop(config: RunConfig, console: Console | None = None) -> RunResult:
     tokenizer = load_tokenizer(folder)
     prepared = prepare_data(config.data, tokenizer)
     splits = prepared.splits
-    timings["data"] = _lap(t0)
+    timings = {"data": _lap(t0)}
 
-    # 2. Resolve what "auto" means on this machine, and record it.
+    # 2. Resolve what "auto" means for this data on this machine, and record it.
     device = default_device()
-    precision = choose_precision(config.train.precision, device)
-    config = config.model_copy(deep=True)
-    config.train.precision = precision.value
-    config.train.eval_every = eval_steps_for(config.train, len(splits.train))
+    config = resolve_auto(config, len(splits.train), prepared.report, folder, device)
 
     run = RunDir.create(config.runs_dir, config.run_name or "run")
     run.write_text(run.config_file, dump_config(config))
@@ -58,81 +61,193 @@ def run_loop(config: RunConfig, console: Console | None = None) -> RunResult:
         run.write_split(name, part)
     run.write_json(run.data_report_file, prepared.report)
     run.write_jsonl(run.dropped_file, prepared.dropped)
+    run.write_bytes(run.token_histogram_file, token_histogram_png(prepared.lengths.total, config.data.max_seq_len))
     sizes = {name: len(part) for name, part in splits.items()}
     run.start(model=config.model, model_folder=str(folder), data=str(config.data.path), device=device,
-              precision=precision.value, split_sizes=sizes)
-    console.print(f"[bold]run[/bold] {run.path}  ·  {config.model} ({precision.value} on {device})  ·  "
-                  f"train {sizes['train']} / validation {sizes['validation']} / test {sizes['test']}")
+              precision=config.train.precision, split_sizes=sizes)
+    t = config.train
+    console.print(f"[bold]run[/bold] {run.path}  ·  {config.model} ({t.precision} on {device})  ·  "
+                  f"train {sizes['train']} / validation {sizes['validation']} / test {sizes['test']}  ·  "
+                  f"{t.epochs:g} epochs, batch {t.batch_size} x {t.gradient_accumulation} accumulation = "
+                  f"{t.batch_size * t.gradient_accumulation} effective")
     if prepared.dropped:
         d = prepared.report["dropped"]
         console.print(f"data: dropped {d['duplicates']} duplicate(s) and {d['leakage']} train row(s) that "
                       f"duplicated a held-out row; listed in {run.dropped_file}")
+    return _train_and_evaluate(run, config, splits, folder, tokenizer, device, console, timings, t0, callbacks)
+
+
+def resume_loop(run_path, console: Console | None = None, callbacks=()) -> RunResult:
+    """Continue a killed or stopped run from its last checkpoint, with the same data and config.
+
+    The Trainer restores weights, optimizer, scheduler and RNG states and skips the batches
+    already seen, so the result matches an uninterrupted run with the same seed.
+    """
+    console = console or Console()
+    t0 = time.perf_counter()
+    run = RunDir(Path(run_path))
+    if not run.info_file.exists():
+        raise FileNotFoundError(f"{run.path}: not a run directory (no run.json)")
+    info = run.read_json(run.info_file)
+    if info.get("status") == "finished":
+        raise ValueError(f"{run.path}: the run has finished; nothing to resume")
+    checkpoint = run.last_checkpoint()
+    if checkpoint is None:
+        raise ValueError(f"{run.path}: no checkpoint to resume from (none was saved before it stopped); "
+                         "start it again with `tuneloop run`")
+    config = load_config(run.config_file)
+    splits = Splits(*(run.read_split(name) for name in ("train", "validation", "test")))
+    folder = resolve_model(config.model)
+    tokenizer = load_tokenizer(folder)
+    step = int(checkpoint.name.split("-")[-1])
+    run.truncate_metrics(after_step=step)  # the killed process may have logged past its last checkpoint
+    run.update_info(status="running", resumed_from_step=step, error=None)
+    console.print(f"[bold]resume[/bold] {run.path} from step {step}")
+    return _train_and_evaluate(run, config, splits, folder, tokenizer, info.get("device", default_device()), console,
+                               {}, t0, callbacks, resume_from=checkpoint)
+
+
+def resolve_auto(config: RunConfig, n_train: int, data_report: dict, folder, device: str) -> RunConfig:
+    from transformers import AutoConfig
+
+    config = config.model_copy(deep=True)
+    train = config.train
+    train.precision = choose_precision(train.precision, device).value
+    if train.epochs == "auto":
+        train.epochs = auto_epochs(n_train)
+    if train.batch_size == "auto":
+        seq_len = data_report.get("tokens", {}).get("p95", config.data.max_seq_len)
+        train.batch_size = auto_batch_size(n_train, seq_len, AutoConfig.from_pretrained(folder),
+                                           free_memory_bytes(device))
+    train.eval_every = eval_steps_for(train, n_train)
+    return config
+
+
+def _train_and_evaluate(run: RunDir, config: RunConfig, splits: Splits, folder, tokenizer, device: str,
+                        console: Console, timings: dict, t0: float, callbacks=(), resume_from=None) -> RunResult:
+    precision = Precision(config.train.precision)
+    full = config.train.method == "full"
     try:
         t = time.perf_counter()
-        model = load_model(folder, precision, device)
+        # Full fine-tuning keeps fp32 master weights (AdamW on bf16 weights loses small updates);
+        # the matmuls still run in bf16 under autocast.
+        model = load_model(folder, Precision.fp32 if full else precision, device)
+        if config.train.model_dropout is not None:
+            set_model_dropout(model, config.train.model_dropout)
+        if full:
+            counts = freeze(model, config.train.freeze_layers, config.train.freeze_modules)
+            console.print(f"full fine-tuning: {counts['trainable']:,} trainable, {counts['frozen']:,} frozen parameters")
+        _local_trackers(run, config.train.report_to)
         writer = MetricsWriter(run)
         trainer = build_trainer(
             model, tokenizer, to_prompt_completion(splits.train), to_prompt_completion(splits.validation),
             train=config.train, lora=config.lora, max_seq_len=config.data.max_seq_len, precision=precision,
-            output_dir=run.checkpoints_dir, callbacks=[writer, TrainingProgress(console, writer)], device=device,
+            output_dir=run.checkpoints_dir, callbacks=[writer, TrainingProgress(console, writer), *callbacks],
+            device=device,
         )
-        trainer.train()
-        trainer.save_model(str(run.adapter_dir))
+        base = None
+        if full:  # no adapter to switch off afterwards: measure the base model before it changes
+            base = evaluate_side(trainer, tokenizer, splits.test, config, precision, console, "base")
+        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+        trainer.remove_callback(EarlyStoppingCallback)  # it would complain about the test-set evaluations
+        trainer.save_model(str(run.weights_dir(full)))
         timings["train"] = _lap(t)
+        if trainer.state.best_model_checkpoint:
+            run.update_info(best_checkpoint_step=int(trainer.state.best_model_checkpoint.rsplit("-", 1)[-1]),
+                            stopped_early=trainer.state.global_step < trainer.state.max_steps)
 
         t = time.perf_counter()
-        evaluation = evaluate_base_and_finetuned(trainer, tokenizer, splits.test, config, precision, console)
+        evaluation = evaluate_base_and_finetuned(trainer, tokenizer, splits.test, config, precision, console, base)
         run.write_json(run.eval_file, evaluation)
         timings["evaluate"] = _lap(t)
         timings["total"] = _lap(t0)
+        shutil.rmtree(run.checkpoints_dir, ignore_errors=True)  # finished: the weights are saved; free the disk
         run.finish("finished", timings=timings)
         run.write_text(run.report_file, render_report(
             run_id=run.id, config=config.model_dump(mode="json"), info=run.read_json(run.info_file),
-            metrics=run.read_metrics(), evaluation=evaluation, data_report=prepared.report,
-            token_lengths=prepared.lengths.total))
+            metrics=run.read_metrics(), evaluation=evaluation, data_report=run.read_json(run.data_report_file),
+            token_histogram=run.token_histogram_file.read_bytes()))
     except BaseException as e:  # KeyboardInterrupt too: the run directory must say it did not finish
         run.finish("stopped" if isinstance(e, KeyboardInterrupt) else "failed", error=f"{type(e).__name__}: {e}")
         raise
     return RunResult(run, evaluation, timings)
 
 
-def evaluate_base_and_finetuned(trainer, tokenizer, test: list[Example], config: RunConfig, precision: Precision,
-                                console: Console) -> dict:
-    """Test-split loss and task metric for the base model (adapter disabled) and the fine-tuned one.
+def _check_trackers(report_to: list[str]) -> None:
+    """A tracker that is not installed is a clear error before anything starts."""
+    import importlib.util
 
-    One copy of the weights serves both: PEFT's disable_adapter() runs the frozen base model.
-    """
-    test_rows = to_prompt_completion(test)
-    # Plain text has no prompt to answer: the test is its loss (and perplexity) alone.
-    gen_set = [] if test[0].kind == "text" else test[: config.eval.max_examples or len(test)]
+    missing = [name for name in report_to if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ConfigError(f"train.report_to: {missing} not installed; pip install {' '.join(missing)}")
+
+
+def _local_trackers(run: RunDir, report_to: list[str]) -> None:
+    """Point the trackers transformers integrates at the run directory, offline; the user's own
+    environment variables win."""
+    import os
+
+    if "tensorboard" in report_to:
+        os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(run.path / "tensorboard"))
+    if "mlflow" in report_to:
+        os.environ.setdefault("MLFLOW_TRACKING_URI", (run.path / "mlruns").resolve().as_uri())
+    if "wandb" in report_to:
+        os.environ.setdefault("WANDB_MODE", "offline")
+        os.environ.setdefault("WANDB_DIR", str(run.path))
+
+
+def evaluate_side(trainer, tokenizer, test: list[Example], config: RunConfig, precision: Precision,
+                  console: Console, side: str) -> dict:
+    """Test loss and task metric of trainer.model as it is now (`side` only labels the display)."""
+    gen_set = _generation_set(test, config)
     references = [e.answer for e in gen_set]
     metric = choose_metric(references, config.eval.metric) if gen_set else "loss"
     model = trainer.model
-    # Training is over: for cached decoding on CPU, SDPA measured ~30% faster than the eager
-    # attention used for training (24 prompts x 48 tokens: 7.1 s vs 9.8 s).
+    # For cached decoding on CPU, SDPA measured ~30% faster than the eager attention used for
+    # training (24 prompts x 48 tokens: 7.1 s vs 9.8 s); training's choice is restored after.
+    training_attention = model.config._attn_implementation
     model.set_attn_implementation("sdpa")
-    autocast = precision.dtype if precision is Precision.bf16 else None
-    results = {}
-    for side in ("base", "finetuned"):
-        adapter = model.disable_adapter() if side == "base" else contextlib.nullcontext()
-        with console.status(f"evaluating {side} model on {len(test)} test examples"), adapter:
-            loss = trainer.evaluate(eval_dataset=test_rows, metric_key_prefix="test")["test_loss"]
-            outputs = generate_answers(model, tokenizer, [e.prompt for e in gen_set],
-                                       max_new_tokens=config.eval.max_new_tokens,
-                                       batch_size=config.eval.batch_size, autocast_dtype=autocast) if gen_set else []
-        task, per_example = score(metric, outputs, references) if gen_set else ({"perplexity": math.exp(loss)}, [])
-        results[side] = {"metrics": {"loss": loss, **task}, "outputs": outputs, "per_example": per_example}
+    try:
+        with console.status(f"evaluating {side} model on {len(test)} test examples"):
+            loss = trainer.evaluate(eval_dataset=to_prompt_completion(test), metric_key_prefix="test")["test_loss"]
+            outputs = generate_answers(
+                model, tokenizer, [e.prompt for e in gen_set], max_new_tokens=config.eval.max_new_tokens,
+                batch_size=config.eval.batch_size,
+                autocast_dtype=precision.dtype if precision is Precision.bf16 else None) if gen_set else []
+    finally:
+        model.set_attn_implementation(training_attention)
+    task, per_example = score(metric, outputs, references) if gen_set else ({"perplexity": math.exp(loss)}, [])
+    return {"metric": metric, "metrics": {"loss": loss, **task}, "outputs": outputs, "per_example": per_example}
+
+
+def _generation_set(test: list[Example], config: RunConfig) -> list[Example]:
+    # Plain text has no prompt to answer: the test is its loss (and perplexity) alone.
+    return [] if test[0].kind == "text" else test[: config.eval.max_examples or len(test)]
+
+
+def evaluate_base_and_finetuned(trainer, tokenizer, test: list[Example], config: RunConfig, precision: Precision,
+                                console: Console, base: dict | None = None) -> dict:
+    """Test-split loss and task metric for the base model and the fine-tuned one.
+
+    With LoRA one copy of the weights serves both: PEFT's disable_adapter() runs the frozen
+    base model. Full fine-tuning passes `base`, measured before training changed the weights.
+    """
+    if base is None:
+        with trainer.model.disable_adapter():
+            base = evaluate_side(trainer, tokenizer, test, config, precision, console, "base")
+    tuned = evaluate_side(trainer, tokenizer, test, config, precision, console, "fine-tuned")
+    gen_set = _generation_set(test, config)
     examples = [
         {"source_row": e.row, "prompt": e.prompt[-1]["content"], "reference": e.answer,
-         "base": {"output": results["base"]["outputs"][i], **results["base"]["per_example"][i]},
-         "finetuned": {"output": results["finetuned"]["outputs"][i], **results["finetuned"]["per_example"][i]}}
+         "base": {"output": base["outputs"][i], **base["per_example"][i]},
+         "finetuned": {"output": tuned["outputs"][i], **tuned["per_example"][i]}}
         for i, e in enumerate(gen_set)
     ]
     return {
-        "metric": metric, "n_test": len(test), "n_generated": len(gen_set),
+        "metric": tuned["metric"], "n_test": len(test), "n_generated": len(gen_set),
         "report_examples": config.eval.report_examples,
-        "base": {"metrics": results["base"]["metrics"]},
-        "finetuned": {"metrics": results["finetuned"]["metrics"]},
+        "base": {"metrics": base["metrics"]},
+        "finetuned": {"metrics": tuned["metrics"]},
         "examples": examples,
     }
 

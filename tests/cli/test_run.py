@@ -159,3 +159,31 @@ def test_run_on_plain_text_reports_loss_and_perplexity(tmp_path, tiny_model):
     evaluation = json.loads((run / "eval.json").read_text())
     assert evaluation["metric"] == "loss" and evaluation["examples"] == []
     assert evaluation["finetuned"]["metrics"]["perplexity"] > 1
+
+
+def test_resume_command_continues_a_stopped_run(tmp_path, tiny_model):
+    from rich.console import Console
+    from transformers import TrainerCallback
+
+    from tuneloop.config import config_from_dict
+    from tuneloop.pipeline import run_loop
+
+    class StopAt(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 5:
+                raise KeyboardInterrupt
+
+    rows = QUICKSTART.joinpath("tickets.jsonl").read_text().splitlines()[:40]
+    write_jsonl(tmp_path / "t.jsonl", rows)
+    config = config_from_dict({"model": str(tiny_model), "runs_dir": str(tmp_path / "runs"), "run_name": "r",
+                               "data": {"path": str(tmp_path / "t.jsonl"), "max_seq_len": 256},
+                               "train": {"epochs": 2, "batch_size": 4, "eval_every": 2},
+                               "eval": {"max_new_tokens": 4}})
+    with pytest.raises(KeyboardInterrupt):
+        run_loop(config, Console(quiet=True), callbacks=[StopAt()])
+    [run] = (tmp_path / "runs").iterdir()
+    result = _tuneloop("resume", str(run), cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "from step 4" in result.stdout and json.loads((run / "run.json").read_text())["status"] == "finished"
+    again = _tuneloop("resume", str(run), cwd=tmp_path)
+    assert again.returncode == 2 and "has finished; nothing to resume" in again.stderr

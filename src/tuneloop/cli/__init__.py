@@ -63,6 +63,23 @@ def run(
     _print_summary(result)
 
 
+@app.command()
+def resume(run_dir: Path = typer.Argument(..., help="A run directory under runs/ that was killed or stopped.")) -> None:
+    """Continue a killed run from its last checkpoint: same data, config and seed, same result."""
+    from tuneloop.config import ConfigError
+    from tuneloop.models import ModelNotFound
+
+    try:
+        quiet_libraries()
+        from tuneloop.pipeline import resume_loop
+
+        result = resume_loop(run_dir, console)
+    except (ConfigError, ModelNotFound, ValueError, FileNotFoundError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    _print_summary(result)
+
+
 def _print_summary(result) -> None:
     ev = result.evaluation
     table = Table(title=f"test split · {ev['n_test']} examples · metric {ev['metric']}")
@@ -75,7 +92,7 @@ def _print_summary(result) -> None:
         table.add_row(key, f"{ev['base']['metrics'][key]:.4f}", f"{tuned:.4f}")
     console.print(table)
     t = result.timings
-    console.print(f"time: data {t['data']}s · train {t['train']}s · evaluate {t['evaluate']}s · total {t['total']}s")
+    console.print("time: " + " · ".join(f"{stage} {seconds}s" for stage, seconds in t.items()))
     console.print(f"report: {result.run.report_file}")
 
 

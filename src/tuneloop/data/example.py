@@ -41,6 +41,8 @@ class Example:
 
     def to_json(self) -> dict:
         out = {"messages": self.messages, "source_file": self.file, "source_row": self.row}
+        if self.kind != "chat":
+            out["kind"] = self.kind
         if self.label is not None:
             out["label"] = self.label
         if self.augmented:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import html
 
-from tuneloop.report.plots import loss_curve_png, token_histogram_png
+from tuneloop.report.plots import loss_curve_png
 
 STYLE = """
 body{font-family:system-ui,sans-serif;max-width:1050px;margin:2em auto;padding:0 1em;color:#222}
@@ -25,7 +25,7 @@ def _fmt(v) -> str:
     return f"{v:.4f}" if isinstance(v, float) else _e(v)
 
 
-def _data_section(report: dict | None, token_lengths: list[int] | None) -> str:
+def _data_section(report: dict | None, token_histogram: bytes | None) -> str:
     if not report:
         return ""
     tokens = report.get("tokens", {})
@@ -40,14 +40,14 @@ def _data_section(report: dict | None, token_lengths: list[int] | None) -> str:
     warnings = "".join(f"<li>{_e(w['message'])} <span class='muted'>[{_e(w['code'])}]</span></li>"
                        for w in report.get("warnings", []))
     img = ""
-    if token_lengths:
-        png = base64.b64encode(token_histogram_png(token_lengths, report.get("max_seq_len"))).decode()
+    if token_histogram:
+        png = base64.b64encode(token_histogram).decode()
         img = f'<img alt="token length histogram" src="data:image/png;base64,{png}">'
     return (f"<h2>Data</h2><table>{rows}</table>" + (f"<ul>{warnings}</ul>" if warnings else "") + img)
 
 
 def render_report(*, run_id: str, config: dict, info: dict, metrics: list[dict], evaluation: dict,
-                  data_report: dict | None = None, token_lengths: list[int] | None = None) -> str:
+                  data_report: dict | None = None, token_histogram: bytes | None = None) -> str:
     png = base64.b64encode(loss_curve_png(metrics)).decode()
     base, tuned = evaluation["base"]["metrics"], evaluation["finetuned"]["metrics"]
     lower_is_better = {"loss", "perplexity"}
@@ -85,7 +85,7 @@ split {_e(info.get('split_sizes', {}))}</p>
 <table><tr><th>metric</th><th>base</th><th>fine-tuned</th><th>change</th></tr>{''.join(rows)}</table>
 {"<h2>Examples side by side</h2><table><tr><th>prompt (last turn)</th><th>reference</th><th>base</th>"
  "<th>fine-tuned</th></tr>" + "".join(examples) + "</table>" if examples else ""}
-{_data_section(data_report, token_lengths)}
+{_data_section(data_report, token_histogram)}
 <h2>Hyperparameters</h2><table>{hp_rows}</table>
 <h2>Timings</h2><table>{timing_rows}</table>
 </body></html>

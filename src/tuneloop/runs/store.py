@@ -53,11 +53,13 @@ class RunDir:
     config_file = property(lambda self: self.path / "config.yaml")
     metrics_file = property(lambda self: self.path / "metrics.jsonl")
     adapter_dir = property(lambda self: self.path / "adapter")
+    model_dir = property(lambda self: self.path / "model")  # full fine-tuning: the whole model
     eval_file = property(lambda self: self.path / "eval.json")
     report_file = property(lambda self: self.path / "report.html")
     info_file = property(lambda self: self.path / "run.json")
     data_dir = property(lambda self: self.path / "data")
     data_report_file = property(lambda self: self.path / "data" / "report.json")
+    token_histogram_file = property(lambda self: self.path / "data" / "token_lengths.png")
     dropped_file = property(lambda self: self.path / "data" / "dropped.jsonl")
     checkpoints_dir = property(lambda self: self.path / "checkpoints")
 
@@ -79,8 +81,31 @@ class RunDir:
         return json.loads(path.read_text(encoding="utf-8"))
 
     def write_text(self, path: Path, text: str) -> None:
+        self.write_bytes(path, text.encode("utf-8"))
+
+    def weights_dir(self, full: bool) -> Path:
+        return self.model_dir if full else self.adapter_dir
+
+    def last_checkpoint(self) -> Path | None:
+        """The newest complete checkpoint-N folder (the Trainer writes trainer_state.json last)."""
+        done = [p for p in self.checkpoints_dir.glob("checkpoint-*") if (p / "trainer_state.json").exists()]
+        return max(done, key=lambda p: int(p.name.split("-")[-1]), default=None)
+
+    def truncate_metrics(self, after_step: int) -> None:
+        kept = [r for r in self.read_metrics() if r.get("step", 0) <= after_step]
+        self.write_text(self.metrics_file, "".join(json.dumps(r) + "\n" for r in kept))
+
+    def read_split(self, name: str) -> list:
+        from tuneloop.data.example import Example
+
+        rows = [json.loads(line) for line in (self.data_dir / f"{name}.jsonl").read_text(encoding="utf-8").splitlines()]
+        return [Example(r["messages"], r["source_row"], r.get("source_file", ""), kind=r.get("kind", "chat"),
+                        label=r.get("label"), augmented=r.get("augmented")) for r in rows]
+
+    def write_bytes(self, path: Path, data: bytes) -> None:
+        path.parent.mkdir(exist_ok=True)
         tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
+        tmp.write_bytes(data)
         os.replace(tmp, path)
 
     def write_jsonl(self, path: Path, rows: list[dict]) -> Path:

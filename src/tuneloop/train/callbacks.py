@@ -13,7 +13,18 @@ from tuneloop.runs import RunDir
 RENAMES = {"loss": "train_loss", "mean_token_accuracy": "train_token_accuracy",
            "eval_mean_token_accuracy": "eval_token_accuracy"}
 KEEP = ("train_loss", "eval_loss", "learning_rate", "grad_norm", "train_token_accuracy", "eval_token_accuracy",
-        "num_tokens", "tokens_per_second")
+        "num_tokens", "tokens_per_second", "weight_penalty")
+
+
+def peak_memory_mb() -> float:
+    """Peak memory of the process so far: CUDA allocations on a GPU, resident set size on CPU."""
+    import resource
+
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        return round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux reports KiB
 
 
 class MetricsWriter(TrainerCallback):
@@ -48,6 +59,8 @@ class MetricsWriter(TrainerCallback):
         if "train_loss" in record and "num_tokens" in record and self._step_time > 0:
             record["tokens_per_second"] = round((record["num_tokens"] - self._last_tokens) / self._step_time, 1)
             self._last_tokens, self._step_time = record["num_tokens"], 0.0
+        if "train_loss" in record:
+            record["peak_memory_mb"] = peak_memory_mb()
         if "train_loss" in record or "eval_loss" in record:
             self.run.append_metrics(record)
             self.latest = record
@@ -81,6 +94,8 @@ class TrainingProgress(TrainerCallback):
         self._progress.update(self._task, completed=state.global_step)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
+        if self._progress is None:  # an evaluation outside training (the base model, before it)
+            return
         logs = logs or {}
         if "loss" in logs:
             self._fields["train"] = f"{logs['loss']:.3f}"

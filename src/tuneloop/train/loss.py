@@ -28,9 +28,10 @@ class CompletionLossTrainer(SFTTrainer):
     those copies cost ~0.5 s per step and autocast casts back to bf16 anyway.
     """
 
-    def __init__(self, *args, autocast_dtype: torch.dtype | None = None, **kwargs):
+    def __init__(self, *args, autocast_dtype: torch.dtype | None = None, l1: float = 0.0, l2: float = 0.0, **kwargs):
         super().__init__(*args, **kwargs)
         self.autocast_dtype = autocast_dtype
+        self.l1, self.l2 = l1, l2
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         mode = "train" if model.training else "eval"
@@ -47,6 +48,11 @@ class CompletionLossTrainer(SFTTrainer):
         # batch, so long and short micro-batches weigh by tokens, not by micro-batch.
         denominator = num_items_in_batch if num_items_in_batch is not None else targets.numel()
         loss = loss_sum / torch.as_tensor(denominator, device=loss_sum.device).clamp(min=1)
+        if mode == "train" and (self.l1 or self.l2):
+            penalty = self._weight_penalty(model)
+            self._metrics[mode]["weight_penalty"].append(penalty.item())
+            # Each micro-batch's loss is summed into one optimizer step: add 1/accumulation of it.
+            loss = loss + penalty / self.args.gradient_accumulation_steps
 
         with torch.no_grad():
             accuracy = (logits.argmax(-1) == targets).float().mean().item() if targets.numel() else 0.0
@@ -56,6 +62,13 @@ class CompletionLossTrainer(SFTTrainer):
                 else inputs["input_ids"].numel()
             self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
         return (loss, outputs) if return_outputs else loss
+
+    def _weight_penalty(self, model) -> torch.Tensor:
+        """L1/L2 on the trainable weights (the adapters, or everything unfrozen in full fine-tuning)."""
+        params = [p for p in model.parameters() if p.requires_grad]
+        l1 = sum(p.abs().sum() for p in params) if self.l1 else 0.0
+        l2 = sum(p.pow(2).sum() for p in params) if self.l2 else 0.0
+        return self.l1 * l1 + self.l2 * l2
 
     def _autocast(self):
         if self.autocast_dtype is None:

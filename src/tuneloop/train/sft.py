@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from tuneloop.config import LoraConfig, TrainConfig
+from tuneloop.config import ConfigError, LoraConfig, TrainConfig
 from tuneloop.data import Example
 from tuneloop.models.precision import Precision
 
@@ -34,10 +34,19 @@ def eval_steps_for(train: TrainConfig, n_train: int) -> int:
     return max(1, math.ceil(steps_per_epoch * train.epochs / 10))
 
 
+def save_steps_for(train: TrainConfig, eval_steps: int) -> int:
+    save = train.save_every or eval_steps
+    if train.early_stopping_patience and save % eval_steps:
+        # Restoring the best checkpoint needs one saved at every evaluation.
+        raise ConfigError(f"train.save_every={save} must be a multiple of train.eval_every={eval_steps} "
+                         "when early stopping is on")
+    return save
+
+
 def build_trainer(model, tokenizer, train_rows, val_rows, *, train: TrainConfig, lora: LoraConfig,
                   max_seq_len: int, precision: Precision, output_dir: Path, callbacks=(), device: str = "cpu"):
     from peft import LoraConfig as PeftLoraConfig
-    from transformers import PrinterCallback
+    from transformers import EarlyStoppingCallback, PrinterCallback
     from trl import SFTConfig
 
     from tuneloop.train.loss import CompletionLossTrainer
@@ -45,7 +54,10 @@ def build_trainer(model, tokenizer, train_rows, val_rows, *, train: TrainConfig,
     # Padding-free (one concatenated row per batch) pays off only with varlen attention kernels
     # (flash-attention on CUDA). On CPU, SDPA evaluates the dense block-diagonal mask and was
     # slower than padded batches grouped by length (LOG.md), so there we group by length instead.
-    padding_free = train.padding_free and device == "cuda"
+    # Packing, when asked for, is honoured everywhere.
+    padding_free = train.packing or (train.padding_free and device == "cuda")
+    eval_steps = eval_steps_for(train, len(train_rows))
+    early_stopping = train.early_stopping_patience > 0
 
     args = SFTConfig(
         output_dir=str(output_dir),
@@ -55,24 +67,33 @@ def build_trainer(model, tokenizer, train_rows, val_rows, *, train: TrainConfig,
         per_device_eval_batch_size=train.batch_size,
         gradient_accumulation_steps=train.gradient_accumulation,
         lr_scheduler_type=train.scheduler,
-        warmup_steps=train.warmup_ratio,  # a float in [0, 1) is a ratio of total steps
+        # warmup_steps takes a count, or a float in [0, 1) as a ratio of total steps.
+        warmup_steps=train.warmup_steps if train.warmup_steps is not None else train.warmup_ratio,
         weight_decay=train.weight_decay,
         max_grad_norm=train.max_grad_norm,
+        neftune_noise_alpha=train.neftune_noise_alpha,
         seed=train.seed,
         data_seed=train.seed,
         eval_strategy="steps",
-        eval_steps=eval_steps_for(train, len(train_rows)),
+        eval_steps=eval_steps,
         logging_steps=train.log_every,
         logging_first_step=True,
-        save_strategy="no",
-        report_to="none",
+        # Checkpoints (adapter, optimizer, scheduler, RNG states) make `tuneloop resume` exact.
+        save_strategy="steps",
+        save_steps=save_steps_for(train, eval_steps),
+        save_total_limit=2,
+        load_best_model_at_end=early_stopping,
+        metric_for_best_model="eval_loss" if early_stopping else None,
+        greater_is_better=False if early_stopping else None,
+        report_to=list(train.report_to) or "none",
         disable_tqdm=True,  # TrainingProgress draws a rich bar instead
         use_cpu=device == "cpu",
         bf16=False,  # CompletionLossTrainer applies bf16 autocast itself (see its docstring)
-        # Lengths were checked against max_seq_len when the data was loaded: nothing is truncated,
-        # and padding-free without packing requires max_length=None.
-        max_length=None if padding_free else max_seq_len,
-        completion_only_loss=True,
+        # Lengths were checked against max_seq_len when the data was loaded: nothing is truncated.
+        # Padding-free without packing requires max_length=None; packing fills rows up to it.
+        max_length=max_seq_len if train.packing or not padding_free else None,
+        completion_only_loss=train.completion_only_loss,
+        packing=train.packing,
         padding_free=padding_free,
         train_sampling_strategy="random" if padding_free else "group_by_length",
         prediction_loss_only=True,
@@ -83,16 +104,22 @@ def build_trainer(model, tokenizer, train_rows, val_rows, *, train: TrainConfig,
         include_num_input_tokens_seen="no",
         dataloader_num_workers=0,
     )
-    peft_config = PeftLoraConfig(
+    peft_config = None if train.method == "full" else PeftLoraConfig(
         r=lora.r,
         lora_alpha=lora.alpha,
         lora_dropout=lora.dropout,
         target_modules=lora.target_modules,
+        use_rslora=lora.use_rslora,
+        use_dora=lora.use_dora,
         task_type="CAUSAL_LM",
     )
+    if early_stopping:
+        callbacks = [*callbacks, EarlyStoppingCallback(train.early_stopping_patience, train.early_stopping_min_delta)]
     trainer = CompletionLossTrainer(
         model=model,
         autocast_dtype=precision.dtype if precision is Precision.bf16 else None,
+        l1=train.adapter_l1,
+        l2=train.adapter_l2,
         args=args,
         train_dataset=train_rows,
         eval_dataset=val_rows,

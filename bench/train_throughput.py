@@ -1,0 +1,168 @@
+"""Training throughput: tuneloop's defaults against a plain TRL SFTTrainer script, one after the other.
+
+    .venv/bin/python bench/train_throughput.py [--rows 448]     # writes bench/results/train_throughput.json
+
+Same model (SmolLM2-135M-Instruct), same banking77 rows (from ../shared/datasets, mapped to
+prompt/completion with a short system prompt), 1 epoch, batch 8, learning rate 2e-4, LoRA r=16
+alpha=32 on all linear layers, for both. The baseline is the script a user writes first: TRL's
+SFTConfig defaults, plus `use_cpu=True` (the first thing TRL's own error asks for on a CPU
+machine). Each side runs in its own process, so its peak RSS is its own.
+
+MFU: 4 x N x tokens / time (a LoRA step is a forward, 2N FLOPs per token, plus the backward to
+the activations, ~2N; the frozen weights get no gradient), divided by the bf16 matmul rate
+measured at the start of the same invocation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from environment import save  # noqa: E402
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+SYSTEM = "Classify the banking customer's message into one intent label."
+LR, BATCH, EPOCHS, R, ALPHA = 2e-4, 8, 1, 16, 32
+N_VALIDATION = 64
+
+
+def rows(n_train: int) -> tuple[list[dict], list[dict]]:
+    """Every 10th banking77 row (the file is sorted by intent, so this spans all 77), as
+    conversational prompt/completion."""
+    with open(SHARED / "banking77" / "train.csv", newline="", encoding="utf-8") as f:
+        picked = list(csv.DictReader(f))[::10][: n_train + N_VALIDATION]
+    data = [{"prompt": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": r["text"]}],
+             "completion": [{"role": "assistant", "content": r["category"]}]} for r in picked]
+    return data[N_VALIDATION:], data[:N_VALIDATION]
+
+
+def matmul_peak_gflops(dtype_name: str = "bfloat16", n: int = 2048, repeats: int = 20) -> float:
+    import torch
+
+    dtype = getattr(torch, dtype_name)
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    t = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * n**3 * repeats / (time.perf_counter() - t) / 1e9
+
+
+def train_tokens(trainer) -> int:
+    """Tokens the model processed in one epoch: the tokenized training set's lengths."""
+    return sum(len(ids) for ids in trainer.train_dataset["input_ids"])
+
+
+def run_tuneloop(n_train: int, out: Path) -> dict:
+    from datasets import Dataset
+
+    from tuneloop.cli import quiet_libraries
+    from tuneloop.config import LoraConfig, TrainConfig
+    from tuneloop.models import choose_precision, load_model, load_tokenizer, resolve_model
+    from tuneloop.train import build_trainer
+
+    quiet_libraries()
+    train, val = rows(n_train)
+    folder = resolve_model("smollm2-135m-instruct")
+    precision = choose_precision("auto", "cpu")
+    trainer = build_trainer(
+        load_model(folder, precision), load_tokenizer(folder), Dataset.from_list(train), Dataset.from_list(val),
+        train=TrainConfig(epochs=EPOCHS, batch_size=BATCH, learning_rate=LR, eval_every=10_000, log_every=5),
+        lora=LoraConfig(r=R, alpha=ALPHA), max_seq_len=1024, precision=precision, output_dir=out)
+    trainer.args.save_strategy = "no"  # the baseline saves no checkpoints either; compare training alone
+    return _measure(trainer, f"tuneloop ({precision.value})")
+
+
+def run_trl(n_train: int, out: Path) -> dict:
+    from datasets import Dataset
+    from peft import LoraConfig
+    from trl import SFTConfig, SFTTrainer
+
+    from tuneloop.cli import quiet_libraries
+    from tuneloop.models import resolve_model
+
+    quiet_libraries()
+    train, val = rows(n_train)
+    trainer = SFTTrainer(
+        model=str(resolve_model("smollm2-135m-instruct")),
+        args=SFTConfig(output_dir=str(out), use_cpu=True, num_train_epochs=EPOCHS, learning_rate=LR,
+                       per_device_train_batch_size=BATCH, report_to="none", save_strategy="no"),
+        train_dataset=Dataset.from_list(train), eval_dataset=Dataset.from_list(val),
+        peft_config=LoraConfig(r=R, lora_alpha=ALPHA, target_modules="all-linear", task_type="CAUSAL_LM"))
+    return _measure(trainer, "plain TRL defaults")
+
+
+def _measure(trainer, label: str) -> dict:
+    losses = []
+
+    from transformers import TrainerCallback
+
+    class Losses(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs:
+                losses.append(logs["loss"])
+
+    trainer.add_callback(Losses())
+    tokens = train_tokens(trainer)
+    t = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - t
+    validation_loss = trainer.evaluate()["eval_loss"]
+    n_params = sum(p.numel() for p in trainer.model.parameters())
+    return {"label": label, "train_seconds": round(seconds, 1), "tokens": tokens,
+            "tokens_per_second": round(tokens * EPOCHS / seconds, 1),
+            "final_train_loss": round(losses[-1], 4) if losses else None,
+            "validation_loss": round(validation_loss, 4), "parameters": n_params,
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "steps": trainer.state.global_step}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=448, help="training rows (plus 64 validation rows)")
+    parser.add_argument("--one", choices=["tuneloop", "trl"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    out = Path("/tmp/tuneloop-bench-train")
+    if args.one:
+        result = (run_tuneloop if args.one == "tuneloop" else run_trl)(args.rows, out / args.one)
+        print("RESULT " + json.dumps(result))
+        return
+    peak = matmul_peak_gflops()
+    print(f"bf16 matmul peak measured: {peak:.0f} GFLOP/s")
+    sides = {}
+    for side in ("tuneloop", "trl"):
+        done = subprocess.run([sys.executable, __file__, "--one", side, "--rows", str(args.rows)],
+                              capture_output=True, text=True)
+        line = next((ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")), None)
+        if line is None:
+            raise SystemExit(f"{side} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+        sides[side] = json.loads(line[len("RESULT "):])
+        s = sides[side]
+        s["mfu"] = round(4 * s["parameters"] * s["tokens_per_second"] / (peak * 1e9), 4)
+        print(f"{s['label']}: {s['tokens_per_second']} tok/s, {s['train_seconds']} s, peak RSS {s['peak_rss_mb']} MB, "
+              f"train loss {s['final_train_loss']}, validation loss {s['validation_loss']}, MFU {s['mfu']:.1%}")
+    ours, base = sides["tuneloop"], sides["trl"]
+    ratios = {"tokens_per_second": round(ours["tokens_per_second"] / base["tokens_per_second"], 2),
+              "peak_rss": round(ours["peak_rss_mb"] / base["peak_rss_mb"], 2),
+              "validation_loss": round(ours["validation_loss"] / base["validation_loss"], 4)}
+    print(f"ratios tuneloop / TRL: {ratios}")
+    path = save("train_throughput", {
+        "settings": {"model": "smollm2-135m-instruct", "data": "banking77 every 10th row", "train_rows": args.rows,
+                     "validation_rows": N_VALIDATION, "epochs": EPOCHS, "batch_size": BATCH, "learning_rate": LR,
+                     "lora_r": R, "lora_alpha": ALPHA},
+        "bf16_matmul_peak_gflops": round(peak, 1), "tuneloop": ours, "trl_defaults": base, "ratios": ratios,
+        "targets": {"tokens_per_second_ratio": ">= 10", "validation_loss_within": "2%", "peak_rss_ratio": "<= 1"},
+    })
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
