@@ -37,44 +37,77 @@ class RunResult:
     timings: dict[str, float]
 
 
-def run_loop(config: RunConfig, console: Console | None = None, callbacks=()) -> RunResult:
-    """`callbacks`: extra transformers TrainerCallbacks (custom logging, or a test that stops a run)."""
+def run_loop(config: RunConfig, console: Console | None = None, callbacks=(), evaluate: bool = True) -> RunResult:
+    """The loop. `callbacks`: extra transformers TrainerCallbacks (custom logging, or a test that
+    stops a run). `evaluate=False` is `tuneloop train`: stop after training and validation.
+
+    Under `accelerate launch` every process runs this: all prepare the same data (it is
+    deterministic) and train their shard; only the main process writes the run directory.
+    """
+    from accelerate import PartialState
+
+    device = default_device()
+    # Initialises torch.distributed when launched by accelerate or torchrun; on CPU it must be
+    # told (cpu=True), or every process believes it is alone.
+    state = PartialState(cpu=device == "cpu")
+    if evaluate and state.num_processes > 1:
+        # Test-set generation runs on one process; the others would wait in collective ops.
+        raise ConfigError("under accelerate launch / torchrun use `tuneloop train`; `tuneloop run` evaluates on "
+                          "a single process")
+    main = state.is_main_process
     console = console or Console()
+    if not main:
+        console = Console(quiet=True)
     t0 = time.perf_counter()
     _check_trackers(config.train.report_to)
 
     # 1. Data: every row checked before anything is created; a bad file fails here, loudly.
     # Duplicates and train rows that leak a held-out row are dropped and listed with a reason.
-    folder = resolve_model(config.model)
+    with state.main_process_first():  # the first use converts the model; one process does it
+        folder = resolve_model(config.model)
     tokenizer = load_tokenizer(folder)
     prepared = prepare_data(config.data, tokenizer)
     splits = prepared.splits
     timings = {"data": _lap(t0)}
 
-    # 2. Resolve what "auto" means for this data on this machine, and record it.
-    device = default_device()
-    config = resolve_auto(config, len(splits.train), prepared.report, folder, device)
-
-    run = RunDir.create(config.runs_dir, config.run_name or "run")
-    run.write_text(run.config_file, dump_config(config))
-    for name, part in splits.items():
-        run.write_split(name, part)
-    run.write_json(run.data_report_file, prepared.report)
-    run.write_jsonl(run.dropped_file, prepared.dropped)
-    run.write_bytes(run.token_histogram_file, token_histogram_png(prepared.lengths.total, config.data.max_seq_len))
+    # 2. Resolve what "auto" means for this data on this machine, and record it. Free memory
+    # differs between processes, so the main process decides for all.
+    config = _from_main(state, resolve_auto(config, len(splits.train), prepared.report, folder, device)
+                        if main else None)
+    run = RunDir(_from_main(state, RunDir.create(config.runs_dir, config.run_name or "run").path if main else None))
     sizes = {name: len(part) for name, part in splits.items()}
-    run.start(model=config.model, model_folder=str(folder), data=str(config.data.path), device=device,
-              precision=config.train.precision, split_sizes=sizes)
+    if main:
+        run.write_text(run.config_file, dump_config(config))
+        for name, part in splits.items():
+            run.write_split(name, part)
+        run.write_json(run.data_report_file, prepared.report)
+        run.write_jsonl(run.dropped_file, prepared.dropped)
+        run.write_bytes(run.token_histogram_file, token_histogram_png(prepared.lengths.total, config.data.max_seq_len))
+        run.start(model=config.model, model_folder=str(folder), data=str(config.data.path), device=device,
+                  precision=config.train.precision, split_sizes=sizes, processes=state.num_processes,
+                  evaluate=evaluate)
     t = config.train
-    console.print(f"[bold]run[/bold] {run.path}  ·  {config.model} ({t.precision} on {device})  ·  "
+    console.print(f"[bold]run[/bold] {run.path}  ·  {config.model} ({t.precision} on {device}"
+                  f"{f' x {state.num_processes} processes' if state.num_processes > 1 else ''})  ·  "
                   f"train {sizes['train']} / validation {sizes['validation']} / test {sizes['test']}  ·  "
-                  f"{t.epochs:g} epochs, batch {t.batch_size} x {t.gradient_accumulation} accumulation = "
-                  f"{t.batch_size * t.gradient_accumulation} effective")
+                  f"{t.epochs:g} epochs, batch {t.batch_size} x {t.gradient_accumulation} accumulation"
+                  f"{f' x {state.num_processes} processes' if state.num_processes > 1 else ''} = "
+                  f"{t.batch_size * t.gradient_accumulation * state.num_processes} effective")
     if prepared.dropped:
         d = prepared.report["dropped"]
         console.print(f"data: dropped {d['duplicates']} duplicate(s) and {d['leakage']} train row(s) that "
                       f"duplicated a held-out row; listed in {run.dropped_file}")
-    return _train_and_evaluate(run, config, splits, folder, tokenizer, device, console, timings, t0, callbacks)
+    return _train_and_evaluate(run, config, splits, folder, tokenizer, device, console, timings, t0, callbacks,
+                               evaluate=evaluate)
+
+
+def _from_main(state, value):
+    """The main process's value, on every process."""
+    if state.num_processes == 1:
+        return value
+    from accelerate.utils import broadcast_object_list
+
+    return broadcast_object_list([value], from_process=0)[0]
 
 
 def resume_loop(run_path, console: Console | None = None, callbacks=()) -> RunResult:
@@ -89,7 +122,7 @@ def resume_loop(run_path, console: Console | None = None, callbacks=()) -> RunRe
     if not run.info_file.exists():
         raise FileNotFoundError(f"{run.path}: not a run directory (no run.json)")
     info = run.read_json(run.info_file)
-    if info.get("status") == "finished":
+    if info.get("status") in ("finished", "trained"):
         raise ValueError(f"{run.path}: the run has finished; nothing to resume")
     checkpoint = run.last_checkpoint()
     if checkpoint is None:
@@ -104,7 +137,7 @@ def resume_loop(run_path, console: Console | None = None, callbacks=()) -> RunRe
     run.update_info(status="running", resumed_from_step=step, error=None)
     console.print(f"[bold]resume[/bold] {run.path} from step {step}")
     return _train_and_evaluate(run, config, splits, folder, tokenizer, info.get("device", default_device()), console,
-                               {}, t0, callbacks, resume_from=checkpoint)
+                               {}, t0, callbacks, resume_from=checkpoint, evaluate=info.get("evaluate", True))
 
 
 def resolve_auto(config: RunConfig, n_train: int, data_report: dict, folder, device: str) -> RunConfig:
@@ -124,9 +157,14 @@ def resolve_auto(config: RunConfig, n_train: int, data_report: dict, folder, dev
 
 
 def _train_and_evaluate(run: RunDir, config: RunConfig, splits: Splits, folder, tokenizer, device: str,
-                        console: Console, timings: dict, t0: float, callbacks=(), resume_from=None) -> RunResult:
+                        console: Console, timings: dict, t0: float, callbacks=(), resume_from=None,
+                        evaluate: bool = True) -> RunResult:
+    from accelerate import PartialState
+
+    main = PartialState().is_main_process
     precision = Precision(config.train.precision)
     full = config.train.method == "full"
+    evaluation = None
     try:
         t = time.perf_counter()
         # Full fine-tuning keeps fp32 master weights (AdamW on bf16 weights loses small updates);
@@ -146,29 +184,33 @@ def _train_and_evaluate(run: RunDir, config: RunConfig, splits: Splits, folder, 
             device=device,
         )
         base = None
-        if full:  # no adapter to switch off afterwards: measure the base model before it changes
+        if full and evaluate:  # no adapter to switch off afterwards: measure the base model before it changes
             base = evaluate_side(trainer, tokenizer, splits.test, config, precision, console, "base")
         trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
         trainer.remove_callback(EarlyStoppingCallback)  # it would complain about the test-set evaluations
-        trainer.save_model(str(run.weights_dir(full)))
+        trainer.save_model(str(run.weights_dir(full)))  # the main process writes; all must call it
         timings["train"] = _lap(t)
+        if not main:
+            return RunResult(run, None, timings)
         if trainer.state.best_model_checkpoint:
             run.update_info(best_checkpoint_step=int(trainer.state.best_model_checkpoint.rsplit("-", 1)[-1]),
                             stopped_early=trainer.state.global_step < trainer.state.max_steps)
-
-        t = time.perf_counter()
-        evaluation = evaluate_base_and_finetuned(trainer, tokenizer, splits.test, config, precision, console, base)
-        run.write_json(run.eval_file, evaluation)
-        timings["evaluate"] = _lap(t)
+        if evaluate:
+            t = time.perf_counter()
+            evaluation = evaluate_base_and_finetuned(trainer, tokenizer, splits.test, config, precision, console,
+                                                     base)
+            run.write_json(run.eval_file, evaluation)
+            timings["evaluate"] = _lap(t)
         timings["total"] = _lap(t0)
         shutil.rmtree(run.checkpoints_dir, ignore_errors=True)  # finished: the weights are saved; free the disk
-        run.finish("finished", timings=timings)
+        run.finish("finished" if evaluate else "trained", timings=timings)
         run.write_text(run.report_file, render_report(
             run_id=run.id, config=config.model_dump(mode="json"), info=run.read_json(run.info_file),
             metrics=run.read_metrics(), evaluation=evaluation, data_report=run.read_json(run.data_report_file),
             token_histogram=run.token_histogram_file.read_bytes()))
     except BaseException as e:  # KeyboardInterrupt too: the run directory must say it did not finish
-        run.finish("stopped" if isinstance(e, KeyboardInterrupt) else "failed", error=f"{type(e).__name__}: {e}")
+        if main:
+            run.finish("stopped" if isinstance(e, KeyboardInterrupt) else "failed", error=f"{type(e).__name__}: {e}")
         raise
     return RunResult(run, evaluation, timings)
 

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import QUICKSTART, SHARED, write_jsonl
@@ -187,3 +188,42 @@ def test_resume_command_continues_a_stopped_run(tmp_path, tiny_model):
     assert "from step 4" in result.stdout and json.loads((run / "run.json").read_text())["status"] == "finished"
     again = _tuneloop("resume", str(run), cwd=tmp_path)
     assert again.returncode == 2 and "has finished; nothing to resume" in again.stderr
+
+
+@pytest.fixture(scope="module")
+def train_config(tmp_path_factory, tiny_model):
+    work = tmp_path_factory.mktemp("train")
+    write_jsonl(work / "t.jsonl", QUICKSTART.joinpath("tickets.jsonl").read_text().splitlines()[:60])
+    (work / "c.yaml").write_text(f"model: {tiny_model}\ndata: {{path: t.jsonl, max_seq_len: 256}}\n"
+                                 "train: {epochs: 2, batch_size: 4, eval_every: 3, learning_rate: 1.0e-2}\n")
+    return work
+
+
+def test_train_command_trains_without_evaluating(train_config):
+    result = _tuneloop("train", "c.yaml", "--set", "runs_dir=single", cwd=train_config)
+    assert result.returncode == 0, result.stdout + result.stderr
+    [run] = (train_config / "single").iterdir()
+    info = json.loads((run / "run.json").read_text())
+    assert info["status"] == "trained" and info["processes"] == 1 and not (run / "eval.json").exists()
+    assert (run / "adapter" / "adapter_config.json").exists() and "not evaluated yet" in (run / "report.html").read_text()
+    assert "trained: best validation loss" in result.stdout
+
+
+def test_train_runs_distributed_with_two_processes(train_config):
+    """The real data-parallel path (gloo on CPU), as accelerate launch runs it on GPUs."""
+    import shutil
+
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    result = subprocess.run([torchrun, "--nproc_per_node", "2", "-m", "tuneloop.cli", "train", "c.yaml", "--set",
+                             "runs_dir=ddp"], cwd=train_config, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    [run] = (train_config / "ddp").iterdir()  # one run directory, written by the main process only
+    info = json.loads((run / "run.json").read_text())
+    assert info["status"] == "trained" and info["processes"] == 2
+    single = json.loads(next((train_config / "single").iterdir()).joinpath("run.json").read_text())
+    train_steps = [r["step"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())]
+    assert max(train_steps) == 12  # 45 rows, batch 4 on each of 2 processes, 2 epochs: half the steps
+    assert single["split_sizes"] == info["split_sizes"]
+    losses = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    first = next(r["train_loss"] for r in losses if "train_loss" in r)
+    assert 9 < first < 12  # the whole-batch mean, not one process's share (ln 49152 = 10.8 at the start)

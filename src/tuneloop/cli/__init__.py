@@ -64,6 +64,32 @@ def run(
 
 
 @app.command()
+def train(
+    config: Path = typer.Argument(..., help="Run config YAML."),
+    set_: list[str] = typer.Option([], "--set", help="Override a config value, e.g. --set train.epochs=3"),
+) -> None:
+    """Data and training only (no base-vs-fine-tuned generation); runs under `accelerate launch` on many
+    GPUs or machines: see configs/accelerate/."""
+    from tuneloop.config import ConfigError, load_config
+    from tuneloop.data import DataError
+    from tuneloop.models import ModelNotFound
+
+    try:
+        cfg = load_config(config, set_)
+        quiet_libraries()
+        from tuneloop.pipeline import run_loop
+
+        result = run_loop(cfg, console, evaluate=False)
+    except (ConfigError, DataError, ModelNotFound) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    if "total" in result.timings:  # the other processes of a distributed run have nothing to report
+        evals = [m["eval_loss"] for m in result.run.read_metrics() if "eval_loss" in m]
+        console.print(f"trained: best validation loss {min(evals):.4f} (last {evals[-1]:.4f}); "
+                      f"weights in {result.run.path}; report {result.run.report_file}")
+
+
+@app.command()
 def resume(run_dir: Path = typer.Argument(..., help="A run directory under runs/ that was killed or stopped.")) -> None:
     """Continue a killed run from its last checkpoint: same data, config and seed, same result."""
     from tuneloop.config import ConfigError
@@ -82,6 +108,9 @@ def resume(run_dir: Path = typer.Argument(..., help="A run directory under runs/
 
 def _print_summary(result) -> None:
     ev = result.evaluation
+    if ev is None:  # a resumed `tuneloop train` run
+        console.print(f"trained; report: {result.run.report_file}")
+        return
     table = Table(title=f"test split · {ev['n_test']} examples · metric {ev['metric']}")
     table.add_column("metric")
     table.add_column("base", justify="right")

@@ -46,9 +46,10 @@ def _data_section(report: dict | None, token_histogram: bytes | None) -> str:
     return (f"<h2>Data</h2><table>{rows}</table>" + (f"<ul>{warnings}</ul>" if warnings else "") + img)
 
 
-def render_report(*, run_id: str, config: dict, info: dict, metrics: list[dict], evaluation: dict,
-                  data_report: dict | None = None, token_histogram: bytes | None = None) -> str:
-    png = base64.b64encode(loss_curve_png(metrics)).decode()
+def _evaluation_section(evaluation: dict | None) -> str:
+    if evaluation is None:
+        return ("<h2>Test split</h2><p class='muted'>not evaluated yet (trained with `tuneloop train`); "
+                "the validation loss is in the curve above.</p>")
     base, tuned = evaluation["base"]["metrics"], evaluation["finetuned"]["metrics"]
     lower_is_better = {"loss", "perplexity"}
     rows = []
@@ -69,6 +70,17 @@ def render_report(*, run_id: str, config: dict, info: dict, metrics: list[dict],
             f"<td class='{'ok' if ex['base']['correct'] else 'bad'}'><pre>{_e(ex['base']['output'])}</pre></td>"
             f"<td class='{'ok' if ex['finetuned']['correct'] else 'bad'}'><pre>{_e(ex['finetuned']['output'])}</pre></td>"
             "</tr>")
+    side_by_side = ("<h2>Examples side by side</h2><table><tr><th>prompt (last turn)</th><th>reference</th>"
+                    "<th>base</th><th>fine-tuned</th></tr>" + "".join(examples) + "</table>" if examples else "")
+    return (f"<h2>Test split: base model vs fine-tuned ({_e(evaluation.get('n_test', '?'))} examples, "
+            f"metric: {_e(evaluation.get('metric'))})</h2>"
+            f"<table><tr><th>metric</th><th>base</th><th>fine-tuned</th><th>change</th></tr>{''.join(rows)}</table>"
+            + side_by_side)
+
+
+def render_report(*, run_id: str, config: dict, info: dict, metrics: list[dict], evaluation: dict | None,
+                  data_report: dict | None = None, token_histogram: bytes | None = None) -> str:
+    png = base64.b64encode(loss_curve_png(metrics)).decode()
     hp = config.get("train", {}) | {f"lora.{k}": v for k, v in config.get("lora", {}).items()}
     hp_rows = "".join(f"<tr><td>{_e(k)}</td><td>{_e(v)}</td></tr>" for k, v in hp.items())
     timings = info.get("timings", {})
@@ -81,10 +93,7 @@ status {_e(info.get('status', '?'))} · precision {_e(info.get('precision', '?')
 split {_e(info.get('split_sizes', {}))}</p>
 <h2>Training and validation loss</h2>
 <img alt="loss curves" src="data:image/png;base64,{png}">
-<h2>Test split: base model vs fine-tuned ({_e(evaluation.get('n_test', '?'))} examples, metric: {_e(evaluation.get('metric'))})</h2>
-<table><tr><th>metric</th><th>base</th><th>fine-tuned</th><th>change</th></tr>{''.join(rows)}</table>
-{"<h2>Examples side by side</h2><table><tr><th>prompt (last turn)</th><th>reference</th><th>base</th>"
- "<th>fine-tuned</th></tr>" + "".join(examples) + "</table>" if examples else ""}
+{_evaluation_section(evaluation)}
 {_data_section(data_report, token_histogram)}
 <h2>Hyperparameters</h2><table>{hp_rows}</table>
 <h2>Timings</h2><table>{timing_rows}</table>

@@ -49,7 +49,7 @@ class MetricsWriter(TrainerCallback):
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = logs or {}
-        if "train_runtime" in logs:  # the end-of-training summary, not a point on the curve
+        if not state.is_world_process_zero or "train_runtime" in logs:  # the end-of-training summary, not a point on the curve
             return
         record = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4)}
         for key, value in logs.items():
@@ -80,6 +80,8 @@ class TrainingProgress(TrainerCallback):
         self._fields = {"train": "-", "val": "-", "tps": "-"}
 
     def on_train_begin(self, args, state, control, **kwargs):
+        if not state.is_local_process_zero:
+            return
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
         self._progress = Progress(
@@ -91,7 +93,8 @@ class TrainingProgress(TrainerCallback):
         self._task = self._progress.add_task("train", total=state.max_steps, **self._fields)
 
     def on_step_end(self, args, state, control, **kwargs):
-        self._progress.update(self._task, completed=state.global_step)
+        if self._progress is not None:
+            self._progress.update(self._task, completed=state.global_step)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if self._progress is None:  # an evaluation outside training (the base model, before it)

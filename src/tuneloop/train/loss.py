@@ -48,6 +48,10 @@ class CompletionLossTrainer(SFTTrainer):
         # batch, so long and short micro-batches weigh by tokens, not by micro-batch.
         denominator = num_items_in_batch if num_items_in_batch is not None else targets.numel()
         loss = loss_sum / torch.as_tensor(denominator, device=loss_sum.device).clamp(min=1)
+        if num_items_in_batch is not None and self.args.average_tokens_across_devices:
+            # num_items_in_batch counts the tokens of all processes while DDP averages their
+            # gradients: scale back up, as Trainer.compute_loss does (it is replaced here).
+            loss = loss * (self.accelerator.num_processes // self.get_tp_size())
         if mode == "train" and (self.l1 or self.l2):
             penalty = self._weight_penalty(model)
             self._metrics[mode]["weight_penalty"].append(penalty.item())

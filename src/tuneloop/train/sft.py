@@ -103,6 +103,9 @@ def build_trainer(model, tokenizer, train_rows, val_rows, *, train: TrainConfig,
         gradient_checkpointing=False,
         include_num_input_tokens_seen="no",
         dataloader_num_workers=0,
+        # Every trainable parameter gets a gradient in every step; looking for unused ones
+        # costs DDP an extra pass over the autograd graph.
+        ddp_find_unused_parameters=False,
     )
     peft_config = None if train.method == "full" else PeftLoraConfig(
         r=lora.r,
