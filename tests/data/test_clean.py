@@ -58,3 +58,15 @@ def test_unknown_format_is_an_error_not_a_file_of_dropped_rows(tmp_path):
     assert not (tmp_path / "out.jsonl").exists()
     summary = clean_file(src, tmp_path / "out.jsonl", columns={"prompt": "{question}", "completion": "{answer}"})
     assert summary.kept == 1
+
+
+@pytest.mark.parametrize("content", [None, b"\x00\x01binary", b""])
+def test_unreadable_input_is_an_error_and_writes_nothing(tmp_path, content):
+    from tuneloop.data import DataError
+
+    src = tmp_path / "in.jsonl"
+    if content is not None:
+        src.write_bytes(content)
+    with pytest.raises(DataError):
+        clean_file(src, tmp_path / "out.jsonl")
+    assert not (tmp_path / "out.jsonl").exists()

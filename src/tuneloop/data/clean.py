@@ -123,11 +123,14 @@ def clean_file(path, out_path, fmt: str = "auto", columns: dict[str, str] | None
     from pathlib import Path
 
     from tuneloop.data.formats import detect_format, to_example
+    from tuneloop.data.problems import DataError, Problem
     from tuneloop.data.readers import Record, read_records, write_records
 
     if Path(out_path).resolve() == Path(path).resolve():
         raise ValueError(f"{out_path}: refusing to overwrite the source file; write the cleaned copy elsewhere")
     read = read_records(path)
+    if not read.records:  # nothing readable (missing, binary, corrupt): say so, write nothing
+        raise DataError(read.problems or [Problem(str(path), None, None, "empty_file", "no rows in the file")])
     log = [{"file": p.file, "row": p.row, "action": "dropped", "reasons": [f"{p.code}: {p.message}"]}
            for p in read.problems]
     if columns:
