@@ -227,3 +227,50 @@ def test_train_runs_distributed_with_two_processes(train_config):
     losses = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     first = next(r["train_loss"] for r in losses if "train_loss" in r)
     assert 9 < first < 12  # the whole-batch mean, not one process's share (ln 49152 = 10.8 at the start)
+
+
+def test_diagnose_a_run_and_a_bare_metrics_file(finished_run, tmp_path):
+    run, _ = finished_run
+    result = _tuneloop("diagnose", str(run), "--json", "--plot", str(tmp_path / "c.png"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    d = json.loads(result.stdout)
+    assert d["verdict"] in ("healthy", "overfitting", "underfitting", "diverging", "undertrained")
+    assert {"verdict", "findings", "recommendations", "next_config"} <= d.keys()
+    assert all({"kind", "evidence", "confidence"} <= f.keys() for f in d["findings"])
+    assert all({"param", "from", "to", "why"} <= r.keys() for r in d["recommendations"])
+    assert d["next_config"]["train"]["epochs"] > 0 and (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+    # A bare metrics.jsonl: the hyperparameters are unknown, so no next_config
+    (tmp_path / "m.jsonl").write_text((run / "metrics.jsonl").read_text())
+    bare = json.loads(_tuneloop("diagnose", str(tmp_path / "m.jsonl"), "--json", cwd=tmp_path).stdout)
+    assert bare["verdict"] == d["verdict"] and bare["next_config"] is None
+    human = _tuneloop("diagnose", str(run), cwd=tmp_path)
+    assert d["verdict"] in human.stdout and "train " in human.stdout
+    missing = _tuneloop("diagnose", str(tmp_path / "nowhere"), cwd=tmp_path)
+    assert missing.returncode == 2 and "no metrics.jsonl" in missing.stderr
+
+
+@pytest.mark.slow
+def test_doctor_verdicts_on_real_training(tmp_path, tiny_model):
+    """Deliberately broken runs on the tiny model get the right verdicts (about 2 minutes)."""
+    from rich.console import Console
+
+    from tuneloop.config import config_from_dict
+    from tuneloop.doctor import diagnose_path
+    from tuneloop.pipeline import run_loop
+
+    rows = QUICKSTART.joinpath("tickets.jsonl").read_text().splitlines()
+    cases = {  # verdict: (rows, train settings)
+        "overfitting": (40, {"method": "full", "epochs": 30, "learning_rate": 3e-3, "batch_size": 4}),
+        "underfitting": (80, {"epochs": 2, "learning_rate": 1e-7, "batch_size": 4}),
+        "diverging": (80, {"method": "full", "epochs": 2, "learning_rate": 5.0, "batch_size": 4,
+                           "max_grad_norm": 1e6}),
+        "healthy": (160, {"epochs": 3, "learning_rate": 2e-2, "batch_size": 8}),
+    }
+    for verdict, (n, train) in cases.items():
+        write_jsonl(tmp_path / f"{verdict}.jsonl", rows[:n])
+        config = config_from_dict({"model": str(tiny_model), "runs_dir": str(tmp_path / verdict), "run_name": verdict,
+                                   "data": {"path": str(tmp_path / f"{verdict}.jsonl"), "max_seq_len": 256},
+                                   "train": {"log_every": 1, "warmup_ratio": 0.0, **train}})
+        result = run_loop(config, Console(quiet=True), evaluate=False)
+        diagnosis, _ = diagnose_path(result.run.path)
+        assert diagnosis.verdict == verdict, [f.message for f in diagnosis.findings]

@@ -22,8 +22,10 @@ def main() -> None:
 
 def _register_subcommands() -> None:
     from tuneloop.cli.data import data_app
+    from tuneloop.cli.doctor import diagnose
 
     app.add_typer(data_app, name="data")
+    app.command()(diagnose)
 
 
 def quiet_libraries() -> None:

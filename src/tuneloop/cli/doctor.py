@@ -1,0 +1,74 @@
+"""`tuneloop diagnose`: the doctor's verdict on a run, in words, a terminal curve, and JSON."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+BLOCKS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: list[float], width: int = 60) -> str:
+    if not values:
+        return ""
+    if len(values) > width:  # keep the shape: sample evenly, always including the last point
+        values = [values[round(i * (len(values) - 1) / (width - 1))] for i in range(width)]
+    lo, hi = min(values), max(values)
+    return "".join(BLOCKS[0 if hi == lo else round((v - lo) / (hi - lo) * (len(BLOCKS) - 1))] for v in values)
+
+
+def diagnose(
+    path: Annotated[Path, typer.Argument(help="A run directory, or a metrics.jsonl in the run-directory format.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print verdict, findings, recommendations, "
+                                          "next_config as JSON.")] = False,
+    plot: Annotated[Path | None, typer.Option("--plot", help="Also write the loss curves (PNG).")] = None,
+    next_config: Annotated[Path | None, typer.Option("--next-config", help="Write the recommended config "
+                                                     "(YAML), ready for `tuneloop run`.")] = None,
+) -> None:
+    """Read the loss curves: overfitting, underfitting, divergence, undertraining or healthy; and what to change."""
+    from tuneloop.doctor import diagnose_path, recommend
+    from tuneloop.doctor.curves import Curves
+
+    try:
+        diagnosis, config = diagnose_path(path)
+    except (FileNotFoundError, ValueError, json.JSONDecodeError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    recommend(diagnosis, config)
+    metrics_file = path / "metrics.jsonl" if path.is_dir() else path
+    records = [json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()]
+    if plot:
+        from tuneloop.report.plots import loss_curve_png
+
+        plot.write_bytes(loss_curve_png(records))
+    if next_config and diagnosis.next_config is not None and diagnosis.recommendations:
+        next_config.write_text(yaml.safe_dump(diagnosis.next_config, sort_keys=False))
+    if as_json:
+        typer.echo(json.dumps(diagnosis.to_dict(), indent=2))
+        return
+    colour = {"healthy": "green", "undertrained": "yellow"}.get(diagnosis.verdict, "red")
+    console.print(f"[bold {colour}]{diagnosis.verdict}[/bold {colour}]  ({path})")
+    curves = Curves.from_metrics(records)
+    s = diagnosis.summary
+    console.print(f"  train {sparkline([v for _, v in curves.train])}  {s.get('first_train_loss')} → "
+                  f"{s.get('last_train_loss')}")
+    console.print(f"  val   {sparkline([v for _, v in curves.val])}  best {s.get('best_val_loss')} at step "
+                  f"{s.get('best_step')}, last {s.get('last_val_loss')}")
+    for f in diagnosis.findings:
+        console.print(f"  • {f.message} [dim]({f.kind}, confidence {f.confidence:.1f})[/dim]")
+    if diagnosis.recommendations:
+        table = Table("change", "from", "to", "why", title="recommended next run")
+        for r in diagnosis.recommendations:
+            table.add_row(r.param, "?" if r.from_ is None else str(r.from_), str(r.to), r.why)
+        console.print(table)
+    if next_config and diagnosis.next_config is not None and diagnosis.recommendations:
+        console.print(f"next config: {next_config}  →  tuneloop run {next_config}")
+    if plot:
+        console.print(f"curves: {plot}")

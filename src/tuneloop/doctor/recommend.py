@@ -1,0 +1,172 @@
+"""Turn a verdict into concrete config changes, each with a one-sentence why.
+
+With the run's config the changes are absolute (`train.learning_rate` 2e-4 → 1e-4); with a bare
+metrics.jsonl the hyperparameters are unknown and the changes are relative ("x0.5").
+`next_config` is the run's config with every change applied that is a config key; the adapter
+scale is an inference-time change and stays a recommendation only.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+
+from tuneloop.doctor.diagnose import Diagnosis
+
+MAX_RANK = 64
+MAX_EPOCHS = 10
+# The guides' learning-rate ranges; a recommendation far outside them jumps to the range instead
+# of taking a step that would leave it just as far out (1e-7 x 2 is still nothing).
+LR_RANGE = {"lora": (1e-4, 1e-3), "full": (1e-5, 5e-5)}
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    param: str  # dotted config key, e.g. "train.learning_rate"; "serve.adapter_scale" is for inference
+    from_: object  # the current value, or None when unknown
+    to: object  # the new value, or a relative change such as "x0.5" when the current value is unknown
+    why: str
+    applied: bool = True  # part of next_config; False for alternatives and inference-time changes
+
+    def to_dict(self) -> dict:  # "from" is a Python keyword, hence the field's trailing underscore
+        return {"param": self.param, "from": self.from_, "to": self.to, "why": self.why, "applied": self.applied}
+
+
+def recommend(diagnosis: Diagnosis, config: dict | None) -> Diagnosis:
+    """Fill in diagnosis.recommendations and diagnosis.next_config."""
+    get = (lambda key: _get(config, key)) if config else (lambda key: None)
+    changes = {
+        "overfitting": _overfitting,
+        "underfitting": _underfitting,
+        "diverging": _diverging,
+        "undertrained": _undertrained,
+    }.get(diagnosis.verdict, lambda d, g: [])(diagnosis, get)
+    diagnosis.recommendations = changes
+    if config is not None:
+        next_config = copy.deepcopy(config)
+        for r in changes:
+            if r.applied and not isinstance(r.to, str):  # "x2" means the current value was unknown
+                _set(next_config, r.param, r.to)
+        diagnosis.next_config = next_config
+    return diagnosis
+
+
+def _scale(value, factor: float, label: str):
+    """value x factor when value is known, else the relative change as text."""
+    return label if value is None else _round(value * factor)
+
+
+def _overfitting(d: Diagnosis, get) -> list[Recommendation]:
+    """Applied: stop where validation was best, and regularise. Listed as alternatives: a lower
+    learning rate and a larger batch, which slow learning per epoch and would move the best
+    epoch later than the one just cut to."""
+    best_epoch = d.summary.get("best_epoch")
+    epochs = get("train.epochs")
+    to_epochs = max(1, math.ceil(best_epoch)) if best_epoch else "fewer (1-3)"
+    out = [Recommendation("train.epochs", epochs, to_epochs,
+                          f"validation loss was lowest around epoch {best_epoch:g}; training past it memorises "
+                          "the training set" if best_epoch else
+                          "training past the best validation loss memorises the training set",
+                          applied=epochs is not None and best_epoch is not None)]
+    if (get("train.weight_decay") or 0) < 0.01:
+        out.append(Recommendation("train.weight_decay", get("train.weight_decay"), 0.05,
+                                  "weight decay (0.01-0.1) keeps the weights small, a classic regulariser",
+                                  applied=get("train.weight_decay") is not None))
+    if get("train.method") != "full" and (get("lora.dropout") or 0) < 0.1:
+        out.append(Recommendation("lora.dropout", get("lora.dropout"), 0.1,
+                                  "dropout on the adapter's input makes it rely less on any one feature",
+                                  applied=get("lora.dropout") is not None))
+    if not get("train.early_stopping_patience"):
+        out.append(Recommendation("train.early_stopping_patience", get("train.early_stopping_patience"), 2,
+                                  "stop when validation loss stops improving and keep the best checkpoint",
+                                  applied=get("train.early_stopping_patience") is not None))
+    out.append(Recommendation("train.learning_rate", get("train.learning_rate"),
+                              _scale(get("train.learning_rate"), 0.5, "x0.5"),
+                              "alternative: smaller steps fit the training set more slowly and generalise better",
+                              applied=False))
+    out.append(Recommendation("train.gradient_accumulation", get("train.gradient_accumulation"),
+                              _scale(get("train.gradient_accumulation"), 2, "x2"),
+                              "alternative: a larger effective batch averages out noise the model would memorise",
+                              applied=False))
+    if get("train.method") != "full":
+        out.append(Recommendation("serve.adapter_scale", 1.0, 0.5, "without retraining: serve this adapter at "
+                                  "half strength (alpha x 0.5) to soften it", applied=False))
+    out.append(Recommendation("data", None, "more, more diverse examples",
+                              "more varied data is the most reliable cure for memorisation", applied=False))
+    return out
+
+
+def _underfitting(d: Diagnosis, get) -> list[Recommendation]:
+    out = []
+    epochs = get("train.epochs")
+    out.append(Recommendation("train.epochs", epochs, _round(min(MAX_EPOCHS, epochs * 2)) if epochs else "x2",
+                              "the loss had not come down: the model needs more passes over the data"))
+    lr = get("train.learning_rate")
+    low, high = LR_RANGE["full" if get("train.method") == "full" else "lora"]
+    if lr is None or lr < high:
+        out.append(Recommendation("train.learning_rate", lr, _round(min(high, max(lr * 2, low))) if lr else "x2",
+                                  "a short run needs larger steps to move the weights far enough",
+                                  applied=lr is not None))
+    if get("train.method") != "full":
+        r = get("lora.r")
+        new_r = min(MAX_RANK, r * 2) if r else "x2"
+        out.append(Recommendation("lora.r", r, new_r, "a higher-rank adapter can express more of the task "
+                                  "(rank 4-64)"))
+        alpha = get("lora.alpha")
+        out.append(Recommendation("lora.alpha", alpha, 2 * new_r if isinstance(new_r, int) else "x2",
+                                  "keep alpha at least the rank so the adapter's update is not scaled down"))
+    accumulation = get("train.gradient_accumulation")
+    if accumulation is None or accumulation > 1:
+        out.append(Recommendation("train.gradient_accumulation", accumulation,
+                                  max(1, accumulation // 2) if accumulation else "x0.5",
+                                  "a smaller effective batch gives more optimizer steps per epoch"))
+    out.append(Recommendation("data", None, "more in-domain examples",
+                              "the model may not have seen enough of the task to pick it up", applied=False))
+    return out
+
+
+def _diverging(d: Diagnosis, get) -> list[Recommendation]:
+    lr = get("train.learning_rate")
+    high = LR_RANGE["full" if get("train.method") == "full" else "lora"][1]
+    out = [Recommendation("train.learning_rate", lr, _round(min(lr * 0.3, high)) if lr else "x0.3",
+                          "a learning rate this high overshoots: the loss climbs or explodes instead of falling",
+                          applied=lr is not None)]
+    if (get("train.warmup_ratio") or 0) < 0.1 and get("train.warmup_steps") is None:
+        out.append(Recommendation("train.warmup_ratio", get("train.warmup_ratio"), 0.1,
+                                  "a gradual warm-up avoids large early updates while the adapter is random",
+                                  applied=get("train.warmup_ratio") is not None))
+    clip = get("train.max_grad_norm")
+    out.append(Recommendation("train.max_grad_norm", clip, _round(min(clip * 0.5, 1.0)) if clip else "x0.5",
+                              "tighter gradient clipping caps the size of any single update", applied=clip is not None))
+    return out
+
+
+def _undertrained(d: Diagnosis, get) -> list[Recommendation]:
+    epochs = get("train.epochs")
+    return [Recommendation("train.epochs", epochs, _round(min(MAX_EPOCHS, epochs * 1.5)) if epochs else "x1.5",
+                           "validation loss was still falling steeply when training stopped: train for longer",
+                           applied=epochs is not None)]
+
+
+def _round(value):
+    if isinstance(value, float):
+        return float(f"{value:.3g}")
+    return value
+
+
+def _get(config: dict, key: str):
+    node = config
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _set(config: dict, key: str, value) -> None:
+    node = config
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
