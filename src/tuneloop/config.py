@@ -109,6 +109,9 @@ class TrainConfig(_Section):
     adapter_l2: float = Field(0.0, ge=0, description="L2 penalty on trainable weights, added to the loss.")
     packing: bool = Field(False, description="Pack several examples into each row (fewer pad tokens; best on CUDA).")
     completion_only_loss: bool = Field(True, description="Loss on the answer only; false also trains on the prompt.")
+    doctor: Literal["off", "watch", "stop"] = Field(
+        "watch", description="The doctor reads every evaluation: watch shows its verdict while training; stop also "
+        "ends a clearly diverging or overfitting run and restores the best checkpoint.")
     early_stopping_patience: int = Field(0, ge=0, description="Stop after this many evaluations without a better "
                                          "validation loss (0: off); the best checkpoint is restored.")
     early_stopping_min_delta: float = Field(0.0, ge=0, description="Smallest drop in validation loss that counts.")

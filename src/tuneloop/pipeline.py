@@ -18,6 +18,7 @@ from transformers import EarlyStoppingCallback
 from tuneloop.config import ConfigError, RunConfig, dump_config, load_config
 from tuneloop.data import Example, Splits
 from tuneloop.data.prepare import prepare_data
+from tuneloop.doctor.live import LiveDoctor
 from tuneloop.eval import choose_metric, generate_answers, score
 from tuneloop.models import choose_precision, load_model, load_tokenizer, resolve_model
 from tuneloop.models.precision import Precision, default_device
@@ -177,10 +178,12 @@ def _train_and_evaluate(run: RunDir, config: RunConfig, splits: Splits, folder, 
             console.print(f"full fine-tuning: {counts['trainable']:,} trainable, {counts['frozen']:,} frozen parameters")
         _local_trackers(run, config.train.report_to)
         writer = MetricsWriter(run)
+        doctor = LiveDoctor(run, stop=config.train.doctor == "stop") if config.train.doctor != "off" else None
         trainer = build_trainer(
             model, tokenizer, to_prompt_completion(splits.train), to_prompt_completion(splits.validation),
             train=config.train, lora=config.lora, max_seq_len=config.data.max_seq_len, precision=precision,
-            output_dir=run.checkpoints_dir, callbacks=[writer, TrainingProgress(console, writer), *callbacks],
+            output_dir=run.checkpoints_dir,
+            callbacks=[writer, *([doctor] if doctor else []), TrainingProgress(console, writer, doctor), *callbacks],
             device=device,
         )
         base = None

@@ -175,3 +175,19 @@ def test_a_tracker_that_is_not_installed_is_a_clear_error(tmp_path, tiny_model):
     with pytest.raises(ConfigError, match=r"\['mlflow'\] not installed; pip install mlflow"):
         run_loop(_config(tmp_path, tiny_model, epochs=1, report_to=["mlflow"]), QUIET)
     assert not (tmp_path / "runs").exists()  # refused before a run directory was made
+
+
+@pytest.mark.parametrize("doctor, stops", [("stop", True), ("watch", False)])
+def test_live_doctor_stops_a_diverging_run_only_when_asked(tmp_path, tiny_model, doctor, stops):
+    config = _config(tmp_path, tiny_model, method="full", epochs=3, learning_rate=5.0, max_grad_norm=1e6,
+                     warmup_ratio=0.0, doctor=doctor)
+    result = run_loop(config, QUIET)
+    info = json.loads(result.run.info_file.read_text())
+    steps = max(r["step"] for r in result.run.read_metrics())
+    if stops:
+        assert info["doctor_stopped"]["verdict"] == "diverging" and steps < 24  # 32 rows / 4 x 3 epochs
+        evals = [r for r in result.run.read_metrics() if "eval_loss" in r]
+        # the best checkpoint, not the diverged last one, is what the run keeps
+        assert info["best_checkpoint_step"] == min(evals, key=lambda r: r["eval_loss"])["step"]
+    else:
+        assert "doctor_stopped" not in info and steps == 24

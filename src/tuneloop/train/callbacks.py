@@ -72,12 +72,13 @@ class TrainingProgress(TrainerCallback):
     Add it after `writer` so it shows the throughput the writer has just computed.
     """
 
-    def __init__(self, console, writer: MetricsWriter):
+    def __init__(self, console, writer: MetricsWriter, doctor=None):
         self.console = console
         self.writer = writer
+        self.doctor = doctor  # a LiveDoctor, whose latest verdict is shown
         self._progress = None
         self._task = None
-        self._fields = {"train": "-", "val": "-", "tps": "-"}
+        self._fields = {"train": "-", "val": "-", "tps": "-", "doctor": ""}
 
     def on_train_begin(self, args, state, control, **kwargs):
         if not state.is_local_process_zero:
@@ -86,7 +87,8 @@ class TrainingProgress(TrainerCallback):
 
         self._progress = Progress(
             TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
-            TextColumn("train {task.fields[train]}  val {task.fields[val]}  {task.fields[tps]} tok/s"),
+            TextColumn("train {task.fields[train]}  val {task.fields[val]}  {task.fields[tps]} tok/s"
+                       "{task.fields[doctor]}"),
             console=self.console, transient=False,
         )
         self._progress.start()
@@ -107,6 +109,11 @@ class TrainingProgress(TrainerCallback):
         if "tokens_per_second" in self.writer.latest:
             self._fields["tps"] = f"{self.writer.latest['tokens_per_second']:.0f}"
         self._progress.update(self._task, **self._fields)
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        if self._progress is not None and self.doctor is not None and self.doctor.latest is not None:
+            self._fields["doctor"] = f"  doctor: {self.doctor.latest.verdict}"
+            self._progress.update(self._task, **self._fields)
 
     def on_train_end(self, args, state, control, **kwargs):
         if self._progress is not None:

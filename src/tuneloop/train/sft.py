@@ -36,10 +36,10 @@ def eval_steps_for(train: TrainConfig, n_train: int) -> int:
 
 def save_steps_for(train: TrainConfig, eval_steps: int) -> int:
     save = train.save_every or eval_steps
-    if train.early_stopping_patience and save % eval_steps:
+    if (train.early_stopping_patience or train.doctor == "stop") and save % eval_steps:
         # Restoring the best checkpoint needs one saved at every evaluation.
         raise ConfigError(f"train.save_every={save} must be a multiple of train.eval_every={eval_steps} "
-                         "when early stopping is on")
+                         "when early stopping or doctor: stop may restore the best checkpoint")
     return save
 
 
@@ -58,6 +58,7 @@ def build_trainer(model, tokenizer, train_rows, val_rows, *, train: TrainConfig,
     padding_free = train.packing or (train.padding_free and device == "cuda")
     eval_steps = eval_steps_for(train, len(train_rows))
     early_stopping = train.early_stopping_patience > 0
+    keep_best = early_stopping or train.doctor == "stop"  # either may end a run past its best point
 
     args = SFTConfig(
         output_dir=str(output_dir),
@@ -82,9 +83,9 @@ def build_trainer(model, tokenizer, train_rows, val_rows, *, train: TrainConfig,
         save_strategy="steps",
         save_steps=save_steps_for(train, eval_steps),
         save_total_limit=2,
-        load_best_model_at_end=early_stopping,
-        metric_for_best_model="eval_loss" if early_stopping else None,
-        greater_is_better=False if early_stopping else None,
+        load_best_model_at_end=keep_best,
+        metric_for_best_model="eval_loss" if keep_best else None,
+        greater_is_better=False if keep_best else None,
         report_to=list(train.report_to) or "none",
         disable_tqdm=True,  # TrainingProgress draws a rich bar instead
         use_cpu=device == "cpu",
