@@ -88,11 +88,10 @@ def run_loop(config: RunConfig, console: Console | None = None, callbacks=(), ev
                   precision=config.train.precision, split_sizes=sizes, processes=state.num_processes,
                   evaluate=evaluate)
     t = config.train
-    console.print(f"[bold]run[/bold] {run.path}  ·  {config.model} ({t.precision} on {device}"
-                  f"{f' x {state.num_processes} processes' if state.num_processes > 1 else ''})  ·  "
+    processes = f" x {state.num_processes} processes" if state.num_processes > 1 else ""
+    console.print(f"[bold]run[/bold] {run.path}  ·  {config.model} ({t.precision} on {device}{processes})  ·  "
                   f"train {sizes['train']} / validation {sizes['validation']} / test {sizes['test']}  ·  "
-                  f"{t.epochs:g} epochs, batch {t.batch_size} x {t.gradient_accumulation} accumulation"
-                  f"{f' x {state.num_processes} processes' if state.num_processes > 1 else ''} = "
+                  f"{t.epochs:g} epochs, batch {t.batch_size} x {t.gradient_accumulation} accumulation{processes} = "
                   f"{t.batch_size * t.gradient_accumulation * state.num_processes} effective")
     if prepared.dropped:
         d = prepared.report["dropped"]

@@ -42,27 +42,30 @@ def quiet_libraries() -> None:
     hf_logging.disable_progress_bar()
 
 
+def _run_config(config: Path, overrides: list[str], evaluate: bool):
+    from tuneloop.config import ConfigError, load_config
+    from tuneloop.data import DataError
+    from tuneloop.models import ModelNotFound
+
+    try:
+        cfg = load_config(config, overrides)
+        quiet_libraries()
+        from tuneloop.pipeline import run_loop
+
+        return run_loop(cfg, console, evaluate=evaluate)
+    except (ConfigError, DataError, ModelNotFound) as e:
+        # Plain text, never wrapped: `file:line: field` must stay greppable and clickable.
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+
+
 @app.command()
 def run(
     config: Path = typer.Argument(..., help="Run config YAML (see examples/quickstart/quickstart.yaml)."),
     set_: list[str] = typer.Option([], "--set", help="Override a config value, e.g. --set train.epochs=3"),
 ) -> None:
     """Run the whole loop: validate data, LoRA fine-tune, evaluate base vs fine-tuned, write the report."""
-    from tuneloop.config import ConfigError, load_config
-    from tuneloop.data import DataError
-    from tuneloop.models import ModelNotFound
-
-    try:
-        cfg = load_config(config, set_)
-        quiet_libraries()
-        from tuneloop.pipeline import run_loop
-
-        result = run_loop(cfg, console)
-    except (ConfigError, DataError, ModelNotFound) as e:
-        # Plain text, never wrapped: `file:line: field` must stay greppable and clickable.
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from None
-    _print_summary(result)
+    _print_summary(_run_config(config, set_, evaluate=True))
 
 
 @app.command()
@@ -72,19 +75,7 @@ def train(
 ) -> None:
     """Data and training only (no base-vs-fine-tuned generation); runs under `accelerate launch` on many
     GPUs or machines: see configs/accelerate/."""
-    from tuneloop.config import ConfigError, load_config
-    from tuneloop.data import DataError
-    from tuneloop.models import ModelNotFound
-
-    try:
-        cfg = load_config(config, set_)
-        quiet_libraries()
-        from tuneloop.pipeline import run_loop
-
-        result = run_loop(cfg, console, evaluate=False)
-    except (ConfigError, DataError, ModelNotFound) as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from None
+    result = _run_config(config, set_, evaluate=False)
     if "total" in result.timings:  # the other processes of a distributed run have nothing to report
         evals = [m["eval_loss"] for m in result.run.read_metrics() if "eval_loss" in m]
         console.print(f"trained: best validation loss {min(evals):.4f} (last {evals[-1]:.4f}); "

@@ -33,12 +33,12 @@ Threshold = Annotated[float, typer.Option("--threshold", help="Near-duplicate Mi
 Seed = Annotated[int, typer.Option("--seed")]
 
 
-def _columns(prompt: str | None, completion: str | None, system: str | None = None) -> dict | None:
+def _columns(prompt: str | None, completion: str | None) -> dict | None:
     if prompt is None and completion is None:
         return None
     if prompt is None or completion is None:
         raise typer.BadParameter("--prompt and --completion go together")
-    return {"prompt": prompt, "completion": completion, "system": system}
+    return {"prompt": prompt, "completion": completion}
 
 
 @contextmanager
@@ -63,7 +63,7 @@ def _settings(file: Path | None, config: Path | None, fmt: str, prompt, completi
     data = cfg.data if cfg else DataConfig(path=file or Path("."))
     if file is None and cfg is None:
         raise ValueError("give a data FILE, or --config with a data.path")
-    columns = _columns(prompt, completion, system) or (data.columns.model_dump() if data.columns else None)
+    columns = _columns(prompt, completion) or (data.columns.model_dump() if data.columns else None)
     return {"path": file or data.path, "fmt": fmt if fmt != "auto" else data.format, "columns": columns,
             "system_prompt": system or data.system_prompt, "label": label if label != "auto" else data.label,
             "model": model or (cfg.model if cfg else DEFAULT_MODEL),

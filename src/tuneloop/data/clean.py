@@ -122,7 +122,7 @@ def clean_file(path, out_path, fmt: str = "auto", columns: dict[str, str] | None
     """Write a cleaned copy of `path` to `out_path` and return what happened to every row."""
     from pathlib import Path
 
-    from tuneloop.data.formats import detect_format, to_example
+    from tuneloop.data.formats import detect_format, to_example, unknown_format_problem
     from tuneloop.data.problems import DataError, Problem
     from tuneloop.data.readers import Record, read_records, write_records
 
@@ -138,9 +138,7 @@ def clean_file(path, out_path, fmt: str = "auto", columns: dict[str, str] | None
     elif fmt == "auto":
         fmt = detect_format(read.records)
         if fmt is None:  # without a format every row would look unusable and be dropped
-            keys = sorted({k for r in read.records[:50] for k in r.value})
-            raise ValueError(f"{path}: cannot tell the format from the keys {keys}; pass --format, or "
-                             "--prompt/--completion templates")
+            raise DataError([unknown_format_problem(path, read.records)])
     kept, changes, pii = [], Counter(), Counter()
     for record in read.records:
         changed: set[str] = set()

@@ -69,6 +69,17 @@ def minhashes(normalized: list[str], shingle_size: int, hashfunc=_crc32):
     return MinHash.bulk([shingles(t, shingle_size) for t in normalized], num_perm=NUM_PERM, hashfunc=hashfunc)
 
 
+def _index(signatures, threshold: float):
+    """An LSH index over the signatures, keyed by position."""
+    from datasketch import MinHashLSH
+
+    lsh = MinHashLSH(threshold=threshold, num_perm=NUM_PERM, weights=LSH_WEIGHTS)
+    with lsh.insertion_session() as session:
+        for k, m in enumerate(signatures):
+            session.insert(k, m, check_duplication=False)
+    return lsh
+
+
 def find_duplicates(texts: list[str], threshold: float = 0.8, near: bool = True, shingle_size: int = 3,
                     hashfunc=_crc32) -> DedupResult:
     normalized = [normalize(t) for t in texts]
@@ -93,13 +104,8 @@ def find_duplicates(texts: list[str], threshold: float = 0.8, near: bool = True,
 
 def _near_duplicates(indices: list[int], normalized: list[str], threshold: float, shingle_size: int,
                      hashfunc) -> list[Duplicate]:
-    from datasketch import MinHashLSH
-
     signatures = minhashes(normalized, shingle_size, hashfunc)
-    lsh = MinHashLSH(threshold=threshold, num_perm=NUM_PERM, weights=LSH_WEIGHTS)
-    with lsh.insertion_session() as session:
-        for k, m in enumerate(signatures):
-            session.insert(k, m, check_duplication=False)
+    lsh = _index(signatures, threshold)
     parent = list(range(len(indices)))
 
     def find(k: int) -> int:
@@ -127,8 +133,6 @@ def find_overlap(reference: list[str], candidates: list[str], threshold: float =
 
     `index` is the candidate's position, `of` the reference's.
     """
-    from datasketch import MinHashLSH
-
     ref_norm = [normalize(t) for t in reference]
     cand_norm = [normalize(t) for t in candidates]
     exact = {key: i for i, key in reversed(list(enumerate(ref_norm)))}
@@ -138,10 +142,7 @@ def find_overlap(reference: list[str], candidates: list[str], threshold: float =
     matched = {d.index for d in found}
     rest = [i for i in range(len(candidates)) if i not in matched]
     ref_sigs = minhashes(ref_norm, shingle_size)
-    lsh = MinHashLSH(threshold=threshold, num_perm=NUM_PERM, weights=LSH_WEIGHTS)
-    with lsh.insertion_session() as session:
-        for k, m in enumerate(ref_sigs):
-            session.insert(k, m, check_duplication=False)
+    lsh = _index(ref_sigs, threshold)
     for i, m in zip(rest, minhashes([cand_norm[i] for i in rest], shingle_size)):
         scored = [(m.jaccard(ref_sigs[j]), j) for j in lsh.query(m)]
         best = max(scored, default=None)

@@ -51,6 +51,14 @@ def detect_format(records: list[Record]) -> str | None:
     return name if count * 2 > min(len(records), 200) else None
 
 
+def unknown_format_problem(path, records: list[Record]) -> Problem:
+    keys = sorted({k for r in records[:50] for k in r.value})
+    return Problem(str(path), None, None, "unknown_format",
+                   f"cannot tell the format from the keys {keys}; name it (data.format or --format: "
+                   f"{', '.join(FORMATS[:-1])}) or map the columns with templates (data.columns or "
+                   "--prompt/--completion), e.g. prompt '{question}', completion '{answer}'")
+
+
 def to_example(record: Record, fmt: str, problems: list[Problem], columns: dict[str, str] | None = None,
                system_prompt: str | None = None) -> Example | None:
     before = len(problems)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from tuneloop.data.example import Example
-from tuneloop.data.formats import FORMATS, detect_format, to_example
+from tuneloop.data.formats import FORMATS, detect_format, to_example, unknown_format_problem
 from tuneloop.data.problems import DataError, Problem
 from tuneloop.data.clean import clean_value
 from tuneloop.data.readers import Record, read_records
@@ -49,12 +49,7 @@ def load_examples(path: str | Path, fmt: str = "auto", columns: dict[str, str] |
     elif fmt == "auto":
         detected = detect_format(read.records)
         if detected is None and read.records:
-            keys = sorted({k for r in read.records[:50] for k in r.value})
-            problems.append(Problem(str(path), None, None, "unknown_format",
-                                    f"cannot tell the format from the keys {keys}; name it (data.format or --format: "
-                                    f"{', '.join(FORMATS[:-1])}) or map the columns with templates "
-                                    "(data.columns or --prompt/--completion), e.g. prompt '{question}', "
-                                    "completion '{answer}'"))
+            problems.append(unknown_format_problem(path, read.records))
             return LoadedData(str(path), "unknown", [], len(read.records) + len(read.problems), problems)
         fmt = detected or "messages"
     elif fmt not in FORMATS:
