@@ -146,12 +146,43 @@ class EvalConfig(_Section):
     report_examples: int = Field(6, ge=0)
 
 
+class SearchRange(_Section):
+    """One searched hyperparameter: `choices`, or a range `low`..`high` (integers when both are
+    whole numbers; `log` samples on a log scale, as learning rates should be)."""
+
+    choices: list[Any] | None = None
+    low: int | float | None = None
+    high: int | float | None = None
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> SearchRange:
+        if (self.choices is None) == (self.low is None or self.high is None):
+            raise ValueError("give either choices: [...] or low and high")
+        if self.choices is None and self.low >= self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        return self
+
+
+class SweepConfig(_Section):
+    trials: int = Field(20, ge=1, description="Trials in the study (finished and pruned ones count).")
+    space: dict[str, SearchRange] = Field(
+        {}, description="Config key -> range, e.g. train.learning_rate: {low: 5.0e-5, high: 1.0e-3, log: true}. "
+        "Empty: learning rate, LoRA rank (alpha = 2 x rank), LoRA dropout and weight decay.")
+    pruning: bool = Field(True, description="Stop a trial whose validation loss is worse than the median of earlier "
+                          "trials at the same step.")
+    storage: str | None = Field(None, description="Optuna storage URL; default sqlite in runs_dir/sweeps/<name>/. "
+                                "Point workers on several hosts at one PostgreSQL/MySQL URL to share a study.")
+    seed: int = 42
+
+
 class RunConfig(_Section):
     model: str = Field(DEFAULT_MODEL, description="Built-in name, local HF folder, or hub id.")
     data: DataConfig
     lora: LoraConfig = LoraConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
+    sweep: SweepConfig = SweepConfig()
     runs_dir: Path = Path("runs")
     run_name: str | None = Field(None, description="Prefix of the run id; defaults to the config file's stem.")
 

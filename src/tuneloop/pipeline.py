@@ -38,9 +38,11 @@ class RunResult:
     timings: dict[str, float]
 
 
-def run_loop(config: RunConfig, console: Console | None = None, callbacks=(), evaluate: bool = True) -> RunResult:
-    """The loop. `callbacks`: extra transformers TrainerCallbacks (custom logging, or a test that
-    stops a run). `evaluate=False` is `tuneloop train`: stop after training and validation.
+def run_loop(config: RunConfig, console: Console | None = None, callbacks=(), evaluate: bool = True,
+             info: dict | None = None) -> RunResult:
+    """The loop. `callbacks`: extra transformers TrainerCallbacks (custom logging, a sweep's
+    pruning, or a test that stops a run). `evaluate=False` is `tuneloop train`: stop after
+    training and validation. `info`: extra fields for run.json (an autotune run's lineage).
 
     Under `accelerate launch` every process runs this: all prepare the same data (it is
     deterministic) and train their shard; only the main process writes the run directory.
@@ -86,7 +88,7 @@ def run_loop(config: RunConfig, console: Console | None = None, callbacks=(), ev
         run.write_bytes(run.token_histogram_file, token_histogram_png(prepared.lengths.total, config.data.max_seq_len))
         run.start(model=config.model, model_folder=str(folder), data=str(config.data.path), device=device,
                   precision=config.train.precision, split_sizes=sizes, processes=state.num_processes,
-                  evaluate=evaluate)
+                  evaluate=evaluate, **(info or {}))
     t = config.train
     processes = f" x {state.num_processes} processes" if state.num_processes > 1 else ""
     console.print(f"[bold]run[/bold] {run.path}  ·  {config.model} ({t.precision} on {device}{processes})  ·  "

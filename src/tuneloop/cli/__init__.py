@@ -23,9 +23,12 @@ def main() -> None:
 def _register_subcommands() -> None:
     from tuneloop.cli.data import data_app
     from tuneloop.cli.doctor import diagnose
+    from tuneloop.cli.tune import autotune, sweep
 
     app.add_typer(data_app, name="data")
     app.command()(diagnose)
+    app.command()(autotune)
+    app.command()(sweep)
 
 
 def quiet_libraries() -> None:
@@ -42,7 +45,8 @@ def quiet_libraries() -> None:
     hf_logging.disable_progress_bar()
 
 
-def _run_config(config: Path, overrides: list[str], evaluate: bool):
+def config_job(config: Path, overrides: list[str], job):
+    """Load a run config and call job(config); bad config or data is one plain error line, exit 2."""
     from tuneloop.config import ConfigError, load_config
     from tuneloop.data import DataError
     from tuneloop.models import ModelNotFound
@@ -50,13 +54,17 @@ def _run_config(config: Path, overrides: list[str], evaluate: bool):
     try:
         cfg = load_config(config, overrides)
         quiet_libraries()
-        from tuneloop.pipeline import run_loop
-
-        return run_loop(cfg, console, evaluate=evaluate)
+        return job(cfg)
     except (ConfigError, DataError, ModelNotFound) as e:
         # Plain text, never wrapped: `file:line: field` must stay greppable and clickable.
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
+
+
+def _run_config(config: Path, overrides: list[str], evaluate: bool):
+    from tuneloop.pipeline import run_loop
+
+    return config_job(config, overrides, lambda cfg: run_loop(cfg, console, evaluate=evaluate))
 
 
 @app.command()

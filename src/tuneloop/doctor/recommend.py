@@ -35,7 +35,7 @@ class Recommendation:
 
 def recommend(diagnosis: Diagnosis, config: dict | None) -> Diagnosis:
     """Fill in diagnosis.recommendations and diagnosis.next_config."""
-    get = (lambda key: _get(config, key)) if config else (lambda key: None)
+    get = (lambda key: get_key(config, key)) if config else (lambda key: None)
     changes = {
         "overfitting": _overfitting,
         "underfitting": _underfitting,
@@ -47,7 +47,7 @@ def recommend(diagnosis: Diagnosis, config: dict | None) -> Diagnosis:
         next_config = copy.deepcopy(config)
         for r in changes:
             if r.applied and not isinstance(r.to, str):  # "x2" means the current value was unknown
-                _set(next_config, r.param, r.to)
+                set_key(next_config, r.param, r.to)
         diagnosis.next_config = next_config
     return diagnosis
 
@@ -155,7 +155,7 @@ def _round(value):
     return value
 
 
-def _get(config: dict, key: str):
+def get_key(config: dict, key: str):
     node = config
     for part in key.split("."):
         if not isinstance(node, dict) or part not in node:
@@ -164,7 +164,7 @@ def _get(config: dict, key: str):
     return node
 
 
-def _set(config: dict, key: str, value) -> None:
+def set_key(config: dict, key: str, value) -> None:
     node = config
     parts = key.split(".")
     for part in parts[:-1]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import html
+from pathlib import Path
 
 from tuneloop.report.plots import loss_curve_png
 
@@ -78,6 +79,19 @@ def _evaluation_section(evaluation: dict | None) -> str:
             + side_by_side)
 
 
+def _lineage_section(info: dict) -> str:
+    """An autotune run says where it came from: its parent and the doctor's change that made it."""
+    lineage = info.get("lineage")
+    if not lineage:
+        return ""
+    parent = Path(lineage["parent"]).name if lineage.get("parent") else "none (the config as given)"
+    changes = "".join(f"<li>{_e(c['param'])}: {_e(c['from'])} → <b>{_e(c['to'])}</b> "
+                      f"<span class='muted'>{_e(c['why'])}</span></li>" for c in lineage.get("changes", []))
+    return (f"<h2>Lineage</h2><p>autotune attempt {lineage.get('attempt', 0) + 1} · parent run {_e(parent)} · "
+            f"<a href='{_e(Path(lineage['autotune']).as_uri())}/report.html'>all attempts</a></p>"
+            + (f"<ul>{changes}</ul>" if changes else ""))
+
+
 def render_report(*, run_id: str, config: dict, info: dict, metrics: list[dict], evaluation: dict | None,
                   data_report: dict | None = None, token_histogram: bytes | None = None) -> str:
     png = base64.b64encode(loss_curve_png(metrics)).decode()
@@ -91,6 +105,7 @@ def render_report(*, run_id: str, config: dict, info: dict, metrics: list[dict],
 <p class="muted">model {_e(config.get('model'))} · data {_e(config.get('data', {}).get('path'))} ·
 status {_e(info.get('status', '?'))} · precision {_e(info.get('precision', '?'))} on {_e(info.get('device', '?'))} ·
 split {_e(info.get('split_sizes', {}))}</p>
+{_lineage_section(info)}
 <h2>Training and validation loss</h2>
 <img alt="loss curves" src="data:image/png;base64,{png}">
 {_evaluation_section(evaluation)}

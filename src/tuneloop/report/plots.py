@@ -47,3 +47,17 @@ def token_histogram_png(lengths: list[int], max_seq_len: int | None = None) -> b
     ax.set_xlabel("tokens per example (chat template included)")
     ax.set_ylabel("examples")
     return _png(plt, fig, ax)
+
+
+def validation_curves_png(curves: dict[str, list[dict]]) -> bytes:
+    """Validation loss of several runs on one chart (autotune lineage, sweeps, comparisons)."""
+    plt, fig, ax = _axes(3.6)
+    for label, metrics in curves.items():
+        val = [(m["step"], m["eval_loss"]) for m in metrics if isinstance(m.get("eval_loss"), (int, float))]
+        if val:
+            ax.plot(*zip(*val), label=label, marker="o", markersize=3, linewidth=1.4)
+    ax.set_xlabel("step")
+    ax.set_ylabel("validation loss")
+    ax.set_yscale("log")  # a diverged run's losses would flatten every other curve
+    ax.legend(fontsize=8)
+    return _png(plt, fig, ax)

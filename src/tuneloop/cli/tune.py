@@ -1,0 +1,71 @@
+"""`tuneloop autotune` and `tuneloop sweep`: let the doctor, or Optuna, run the loop."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from tuneloop.cli import config_job, console
+
+Overrides = Annotated[list[str], typer.Option("--set", help="Override a config value, e.g. --set train.epochs=3")]
+
+
+def autotune(
+    config: Annotated[Path, typer.Argument(help="Run config YAML to start from.")],
+    max_runs: Annotated[int, typer.Option("--max-runs", min=1, help="Budget: at most this many runs.")] = 4,
+    max_minutes: Annotated[float | None, typer.Option("--max-minutes", help="Budget: no run starts that would "
+                                                      "end past this (estimated from the runs so far).")] = None,
+    select: Annotated[str, typer.Option("--select", help="Keep the best run by val_loss (train only, fast) or "
+                                        "by metric (each run also evaluated on the test split).")] = "val_loss",
+    set_: Overrides = [],
+) -> None:
+    """Run, diagnose, apply the doctor's recommendation, rerun — until healthy or out of budget."""
+    from tuneloop.tune import autotune as run_autotune
+
+    if select not in ("val_loss", "metric"):
+        raise typer.BadParameter("use val_loss or metric", param_hint="--select")
+    tune = config_job(config, set_, lambda cfg: run_autotune(cfg, max_runs=max_runs, max_minutes=max_minutes,
+                                                             select=select, console=console))
+    table = Table("#", "run", "change", "verdict", "best val loss", *(["metric"] if select == "metric" else []),
+                  title=f"autotune · stopped: {tune.stopped_because}")
+    best = tune.best
+    for a in tune.attempts:
+        change = ", ".join(f"{s['param'].split('.')[-1]} {s['from']}→{s['to']}" for s in a.step) or "as given"
+        table.add_row(str(a.index + 1) + (" *" if a is best else ""), Path(a.run).name, change, a.verdict,
+                      f"{a.best_val_loss:.4f}" if a.best_val_loss is not None else "-",
+                      *([f"{a.metric} {a.metric_value:.4f}"] if select == "metric" and a.metric else []))
+    console.print(table)
+    if best:
+        console.print(f"best: {best.run}  ·  lineage: {tune.path / 'report.html'}", soft_wrap=True)
+
+
+def sweep(
+    config: Annotated[Path, typer.Argument(help="Run config YAML; its sweep: section sets the search space.")],
+    trials: Annotated[int | None, typer.Option("--trials", min=1, help="Trials in the study (default: "
+                                               "sweep.trials). Rerun the command to resume.")] = None,
+    storage: Annotated[str | None, typer.Option("--storage", help="Optuna storage URL, e.g. "
+                                                "postgresql://host/db for workers on several machines.")] = None,
+    study: Annotated[str | None, typer.Option("--study", help="Study name (default: the config's name).")] = None,
+    timeout_minutes: Annotated[float | None, typer.Option("--timeout-minutes")] = None,
+    set_: Overrides = [],
+) -> None:
+    """Hyperparameter search with Optuna (TPE, pruning of weak trials, resumable SQLite storage)."""
+    from tuneloop.tune import sweep as run_sweep
+
+    result = config_job(config, set_, lambda cfg: run_sweep(cfg, trials=trials, storage=storage, study_name=study,
+                                                            timeout_minutes=timeout_minutes, console=console))
+    table = Table("trial", "state", "params", "best val loss", "run", title=f"sweep {result.study_name}")
+    for t in result.trials:
+        params = ", ".join(f"{k.split('.')[-1]}={v:.3g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}"
+                           for k, v in t["params"].items())
+        value = t["value"] if t["value"] is not None else t["last_reported"]
+        mark = " *" if result.best and t["number"] == result.best["number"] else ""
+        table.add_row(f"{t['number']}{mark}", t["state"], params, "-" if value is None else f"{value:.4f}",
+                      Path(t["run"]).name if t["run"] else "-")
+    console.print(table)
+    if result.best:
+        console.print(f"best config: {result.folder / 'best.yaml'}  →  tuneloop run {result.folder / 'best.yaml'}", soft_wrap=True)
+    console.print(f"watch: optuna-dashboard {result.storage}", soft_wrap=True)

@@ -1,0 +1,45 @@
+"""report.html of an autotune: which change led to which result, and the runs' validation curves."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+from tuneloop.report.html import STYLE, _e, _fmt
+from tuneloop.report.plots import validation_curves_png
+
+
+def _metrics(run: str) -> list[dict]:
+    import json
+
+    path = Path(run) / "metrics.jsonl"
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.is_file() else []
+
+
+def render_lineage(tune: dict) -> str:
+    attempts = tune["attempts"]
+    best = tune.get("best_run")
+    ids = {a["run"]: Path(a["run"]).name for a in attempts}
+    rows = []
+    for a in attempts:
+        change = "<br>".join(f"{_e(s['param'])}: {_e(s['from'])} → <b>{_e(s['to'])}</b> "
+                             f"<span class='muted'>{_e(s['why'])}</span>" for s in a["step"]) or "the config as given"
+        metric = f"{_e(a['metric'])} {_fmt(a['metric_value'])}" if a.get("metric") else ""
+        rows.append(f"<tr class='{'ok' if a['run'] == best else ''}'><td>{a['index'] + 1}</td>"
+                    f"<td><a href='../../{_e(ids[a['run']])}/report.html'>{_e(ids[a['run']])}</a></td>"
+                    f"<td>{_e(ids.get(a['parent'], '—'))}</td><td>{change}</td><td>{_e(a['verdict'])}</td>"
+                    f"<td>{_fmt(a['best_val_loss'])}</td><td>{metric}</td><td>{_e(a['seconds'])} s</td></tr>")
+    png = base64.b64encode(validation_curves_png(
+        {f"{a['index'] + 1}: {ids[a['run']]}": _metrics(a["run"]) for a in attempts})).decode()
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>tuneloop autotune</title>
+<style>{STYLE}</style></head><body>
+<h1>Autotune</h1>
+<p class="muted">selected by {_e(tune['select'])} · best run {_e(ids.get(best, '—'))} ·
+stopped: {_e(tune['stopped_because'])}</p>
+<h2>Lineage: which change led to which result</h2>
+<table><tr><th>#</th><th>run</th><th>parent</th><th>change (and why)</th><th>verdict</th><th>best validation loss</th>
+<th>test metric</th><th>time</th></tr>{''.join(rows)}</table>
+<h2>Validation loss of every run</h2>
+<img alt="validation curves" src="data:image/png;base64,{png}">
+</body></html>
+"""

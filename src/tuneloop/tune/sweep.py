@@ -1,0 +1,176 @@
+"""`tuneloop sweep`: hyperparameter search with Optuna.
+
+TPE proposes each trial's values from the trials so far; a trial whose validation loss is worse
+than the median of earlier trials at the same step is pruned (stopped early), which is where a
+sweep saves most of its time. The study lives in an Optuna storage — SQLite beside the runs by
+default — so a killed sweep resumes by running the same command again, `optuna-dashboard URL`
+watches it, and workers on several hosts share one study through a PostgreSQL/MySQL URL.
+Each trial is an ordinary run directory; its run.json names the study and trial.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from transformers import TrainerCallback
+
+from tuneloop.config import RunConfig, SearchRange, config_from_dict, dump_config
+from tuneloop.doctor.recommend import LR_RANGE, get_key, set_key
+
+# What the guides say to tune first, in their recommended ranges.
+DEFAULT_SPACE = {
+    "lora": {
+        "train.learning_rate": SearchRange(low=LR_RANGE["lora"][0] / 2, high=LR_RANGE["lora"][1], log=True),
+        "lora.r": SearchRange(choices=[8, 16, 32]),
+        "lora.dropout": SearchRange(choices=[0.0, 0.05, 0.1]),
+        "train.weight_decay": SearchRange(choices=[0.0, 0.01, 0.1]),
+    },
+    "full": {
+        "train.learning_rate": SearchRange(low=LR_RANGE["full"][0] / 5, high=LR_RANGE["full"][1] * 2, log=True),
+        "train.weight_decay": SearchRange(choices=[0.0, 0.01, 0.1]),
+    },
+}
+
+
+@dataclass
+class SweepResult:
+    study_name: str
+    storage: str
+    folder: Path  # runs/sweeps/<name>/: study.db (default storage), trials.json, best.yaml
+    trials: list[dict]
+    best: dict | None
+
+
+class PruneOnValidationLoss(TrainerCallback):
+    """Report each validation loss to the trial; stop training when Optuna says prune."""
+
+    def __init__(self, trial):
+        self.trial = trial
+        self.pruned_at: int | None = None
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if not metrics or "eval_loss" not in metrics:
+            return
+        self.trial.report(metrics["eval_loss"], state.global_step)
+        if self.trial.should_prune():
+            self.pruned_at = state.global_step
+            control.should_training_stop = True
+
+
+def sample(trial, space: dict[str, SearchRange]) -> dict:
+    values = {}
+    for key, r in space.items():
+        if r.choices is not None:
+            values[key] = trial.suggest_categorical(key, r.choices)
+        elif isinstance(r.low, int) and isinstance(r.high, int):
+            values[key] = trial.suggest_int(key, int(r.low), int(r.high), log=r.log)
+        else:
+            values[key] = trial.suggest_float(key, r.low, r.high, log=r.log)
+    if "lora.r" in values and "lora.alpha" not in space:
+        values["lora.alpha"] = 2 * values["lora.r"]  # keep the adapter's update scale (alpha / r) constant
+    return values
+
+
+def sweep(config: RunConfig, *, trials: int | None = None, storage: str | None = None, study_name: str | None = None,
+          timeout_minutes: float | None = None, console: Console | None = None) -> SweepResult:
+    import optuna
+
+    from tuneloop.pipeline import run_loop
+
+    console = console or Console()
+    s = config.sweep
+    trials = trials or s.trials
+    space = s.space or DEFAULT_SPACE[config.train.method]
+    name = study_name or config.run_name or "sweep"
+    folder = Path(config.runs_dir) / "sweeps" / name
+    folder.mkdir(parents=True, exist_ok=True)
+    url = storage or s.storage or f"sqlite:///{(folder / 'study.db').resolve()}"
+    original = config.model_dump(mode="json")
+    for key, r in space.items():  # a typo in the space fails now, not after the first trial
+        probe = json.loads(json.dumps(original))
+        set_key(probe, key, r.choices[0] if r.choices is not None else r.low)
+        config_from_dict(probe, source=f"sweep.space[{key!r}]")
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # A heartbeat lets a resumed sweep mark the trials of a killed process as failed instead of
+    # leaving them "running" forever.
+    rdb = optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=180)
+    study = optuna.create_study(
+        study_name=name, storage=rdb, load_if_exists=True, direction="minimize",
+        sampler=optuna.samplers.TPESampler(seed=s.seed, n_startup_trials=min(5, max(2, trials // 3))),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0) if s.pruning
+        else optuna.pruners.NopPruner())
+    counted = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    if not study.get_trials(deepcopy=False):
+        baseline = _baseline(original, space)
+        if baseline:  # trial 0 is the user's own config: the sweep must beat it to matter
+            study.enqueue_trial(baseline)
+    done = len(study.get_trials(deepcopy=False, states=counted))
+    if done:
+        console.print(f"resuming study {name!r}: {done} of {trials} trials done")
+
+    def objective(trial) -> float:
+        values = sample(trial, space)
+        raw = json.loads(json.dumps(original))
+        for key, value in values.items():
+            set_key(raw, key, value)
+        raw["run_name"] = f"{name}-trial{trial.number}"
+        console.rule(f"trial {trial.number}: " + ", ".join(f"{k}={_short(v)}" for k, v in values.items()))
+        pruning = PruneOnValidationLoss(trial)
+        result = run_loop(config_from_dict(raw), console, callbacks=[pruning], evaluate=False,
+                          info={"sweep": {"study": name, "storage": url, "trial": trial.number, "params": values}})
+        trial.set_user_attr("run", str(result.run.path))
+        evals = [m["eval_loss"] for m in result.run.read_metrics() if "eval_loss" in m]
+        if pruning.pruned_at is not None:
+            result.run.update_info(sweep_pruned_at_step=pruning.pruned_at)
+            console.print(f"pruned at step {pruning.pruned_at}: validation loss {evals[-1]:.4f} is behind the median")
+            raise optuna.TrialPruned()
+        return min(evals)
+
+    study.optimize(objective, n_trials=max(0, trials - done),
+                   timeout=timeout_minutes * 60 if timeout_minutes else None,
+                   callbacks=[optuna.study.MaxTrialsCallback(trials, states=counted)])
+    return _summarise(study, url, folder, original)
+
+
+def _baseline(original: dict, space: dict[str, SearchRange]) -> dict | None:
+    """The config's own values for the searched keys, when every one lies inside the space."""
+    values = {key: get_key(original, key) for key in space}
+    inside = all(v is not None and (v in r.choices if r.choices is not None else r.low <= v <= r.high)
+                 for v, r in zip(values.values(), space.values()))
+    return values if inside else None
+
+
+def _summarise(study, url: str, folder: Path, original: dict) -> SweepResult:
+    import optuna
+
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        rows.append({"number": t.number, "state": t.state.name.lower(), "params": t.params, "value": t.value,
+                     "last_reported": max(t.intermediate_values.items())[1] if t.intermediate_values else None,
+                     "run": t.user_attrs.get("run")})
+    best = None
+    if study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        b = study.best_trial
+        best = {"number": b.number, "value": b.value, "params": b.params, "run": b.user_attrs.get("run")}
+        raw = json.loads(json.dumps(original))
+        for key, value in sample(optuna.trial.FixedTrial(b.params), _space_of(b)).items():
+            set_key(raw, key, value)
+        raw.pop("run_name", None)
+        (folder / "best.yaml").write_text(dump_config(config_from_dict(raw)))
+    (folder / "trials.json").write_text(json.dumps({"study": study.study_name, "storage": url, "best": best,
+                                                    "trials": rows}, indent=2) + "\n")
+    return SweepResult(study.study_name, url, folder, rows, best)
+
+
+def _space_of(trial) -> dict[str, SearchRange]:
+    """The searched keys of a finished trial, as fixed choices (to rebuild its full config)."""
+    return {key: SearchRange(choices=[value]) for key, value in trial.params.items()}
+
+
+def _short(v) -> str:
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
+

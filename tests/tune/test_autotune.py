@@ -1,0 +1,64 @@
+"""Autotune: which configs the doctor's advice proposes, and the loop end to end on the tiny model."""
+
+import json
+import subprocess
+import sys
+
+from conftest import QUICKSTART, write_jsonl
+
+from tuneloop.doctor import Diagnosis, Recommendation
+from tuneloop.tune.autotune import Attempt, Autotune, _proposals
+
+
+def test_main_change_first_then_each_concrete_alternative_alone():
+    diagnosis = Diagnosis("overfitting", [], recommendations=[
+        Recommendation("train.epochs", 10, 3, "why"),
+        Recommendation("train.weight_decay", 0.0, 0.05, "why"),
+        Recommendation("train.learning_rate", 2e-4, 1e-4, "why", applied=False),
+        Recommendation("serve.adapter_scale", 1.0, 0.5, "why", applied=False),  # inference time: not retrainable
+        Recommendation("data", None, "more data", "why", applied=False),
+        Recommendation("train.gradient_accumulation", None, "x2", "why", applied=False),  # value unknown
+    ])
+    proposals = _proposals(diagnosis, {"lora.r": 32}, "runs/a")
+    assert [changes for changes, _, _ in proposals] == [
+        {"lora.r": 32, "train.epochs": 3, "train.weight_decay": 0.05},
+        {"lora.r": 32, "train.learning_rate": 1e-4},
+    ]
+    assert [s["param"] for s in proposals[0][1]] == ["train.epochs", "train.weight_decay"]
+    assert all(parent == "runs/a" for _, _, parent in proposals)
+
+
+def test_best_attempt_by_validation_loss_or_by_metric():
+    a = Attempt(0, "a", None, {}, [], best_val_loss=1.0, metric="exact_match", metric_value=0.5)
+    b = Attempt(1, "b", "a", {}, [], best_val_loss=1.2, metric="exact_match", metric_value=0.7)
+    assert Autotune(None, "val_loss", [a, b]).best is a
+    assert Autotune(None, "metric", [a, b]).best is b  # higher accuracy wins...
+    a.metric = b.metric = "loss"
+    assert Autotune(None, "metric", [a, b]).best is a  # ...lower loss wins
+
+
+def test_autotune_cli_follows_the_doctor_out_of_underfitting(tmp_path, tiny_model):
+    write_jsonl(tmp_path / "d.jsonl", QUICKSTART.joinpath("tickets.jsonl").read_text().splitlines()[:60])
+    (tmp_path / "u.yaml").write_text(f"""
+model: {tiny_model}
+data: {{path: d.jsonl, max_seq_len: 256}}
+train: {{epochs: 2, learning_rate: 1.0e-7, batch_size: 4, log_every: 1, warmup_ratio: 0.0}}
+""")
+    result = subprocess.run([sys.executable, "-m", "tuneloop.cli", "autotune", "u.yaml", "--max-runs", "2"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    [home] = (tmp_path / "runs" / "autotune").iterdir()
+    lineage = json.loads((home / "lineage.json").read_text())
+    first, second = lineage["attempts"]
+    assert first["verdict"] == "underfitting" and first["step"] == [] and first["parent"] is None
+    assert second["parent"] == first["run"]
+    changed = {s["param"]: (s["from"], s["to"]) for s in second["step"]}
+    assert changed["train.learning_rate"] == (1e-7, 1e-4)  # jumped into the guides' LoRA range
+    assert changed["train.epochs"] == (2.0, 4.0)
+    assert second["best_val_loss"] < first["best_val_loss"]
+    assert lineage["best_run"] == second["run"] and lineage["stopped_because"] == "run budget spent (2 runs)"
+    info = json.loads((tmp_path / second["run"] / "run.json").read_text())
+    assert info["lineage"]["parent"] == first["run"]
+    assert "Lineage" in (tmp_path / second["run"] / "report.html").read_text()
+    assert "train.learning_rate" in (home / "report.html").read_text()
+    assert "best: " in result.stdout
