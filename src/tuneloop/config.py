@@ -137,13 +137,26 @@ class TrainConfig(_Section):
 
 
 class EvalConfig(_Section):
-    metric: Literal["auto", "json_fields", "exact_match"] = Field(
-        "auto", description="auto: json_fields when every reference answer is a JSON object, else exact_match."
-    )
+    metric: str = Field(
+        "auto", description="auto (json_fields for JSON answers, final_number for '#### 42' answers, classification "
+        "for labelled data, generation for free text, else exact_match), one of those names, or a custom "
+        "metric as module:function taking (predictions, references) and returning {name: value}.")
     max_new_tokens: int = Field(128, ge=1)
     batch_size: int = Field(16, ge=1)
     max_examples: int | None = Field(None, ge=1, description="Cap on test examples generated (loss uses all).")
     report_examples: int = Field(6, ge=0)
+    sample: bool = Field(False, description="Sample instead of greedy decoding (with temperature, top_p, seed).")
+    temperature: float = Field(0.7, gt=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _known_metric(self) -> EvalConfig:
+        from tuneloop.eval.metrics import BUILTIN
+
+        if self.metric != "auto" and self.metric not in BUILTIN and ":" not in self.metric:
+            raise ValueError(f"metric {self.metric!r}: use auto, one of {', '.join(BUILTIN)}, or module:function")
+        return self
 
 
 class SearchRange(_Section):

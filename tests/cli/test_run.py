@@ -144,8 +144,14 @@ eval: {{max_new_tokens: 4}}
     assert set(report["labels_by_split"]["test"]) == {"card_arrival", "exchange_rate"}
     train_row = json.loads((run / "data" / "train.jsonl").read_text().splitlines()[0])
     assert train_row["messages"][0] == {"role": "system", "content": "Classify the intent."} and "label" in train_row
-    assert json.loads((run / "eval.json").read_text())["metric"] == "exact_match"
-    assert "token length histogram" in (run / "report.html").read_text()
+    evaluation = json.loads((run / "eval.json").read_text())
+    assert evaluation["metric"] == "classification"  # labelled data: accuracy, per-class F1, confusion matrix
+    assert {"accuracy", "macro_f1", "f1/card_arrival", "f1/exchange_rate"} <= evaluation["finetuned"]["metrics"].keys()
+    assert evaluation["confusion"]["finetuned"]["labels"][:2] == ["card_arrival", "exchange_rate"]
+    assert sum(map(sum, evaluation["confusion"]["finetuned"]["matrix"])) == 20
+    assert "mcnemar" in evaluation["comparison"] and "accuracy" in evaluation["comparison"]["metrics"]
+    report = (run / "report.html").read_text()
+    assert "token length histogram" in report and "Confusion matrix" in report and "McNemar" in report
 
 
 def test_run_on_plain_text_reports_loss_and_perplexity(tmp_path, tiny_model):

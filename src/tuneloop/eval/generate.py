@@ -1,4 +1,4 @@
-"""Batched greedy generation with left padding.
+"""Batched generation with left padding, greedy or sampled with a seed.
 
 Prompts are sorted by length so each batch pads little; results come back in input order.
 """
@@ -10,7 +10,8 @@ import torch
 
 @torch.inference_mode()
 def generate_answers(model, tokenizer, prompts: list[list[dict]], *, max_new_tokens: int, batch_size: int,
-                     autocast_dtype: torch.dtype | None = None, on_batch=None) -> list[str]:
+                     autocast_dtype: torch.dtype | None = None, on_batch=None, sample: bool = False,
+                     temperature: float = 1.0, top_p: float = 1.0, seed: int = 0) -> list[str]:
     encoded = [tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=True, return_dict=False)
                for p in prompts]
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
@@ -19,6 +20,8 @@ def generate_answers(model, tokenizer, prompts: list[list[dict]], *, max_new_tok
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
+    sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if sample else {"do_sample": False}
+    torch.manual_seed(seed)  # sampled answers repeat with the same seed
     try:
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
@@ -30,7 +33,7 @@ def generate_answers(model, tokenizer, prompts: list[list[dict]], *, max_new_tok
                 attention[row, width - len(encoded[i]):] = 1
             with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
                 out = model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device),
-                                     max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad,
+                                     max_new_tokens=max_new_tokens, pad_token_id=pad, **sampling,
                                      eos_token_id=tokenizer.eos_token_id)
             for row, i in enumerate(idx):
                 answers[i] = tokenizer.decode(out[row, width:], skip_special_tokens=True).strip()

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from tuneloop.report.plots import loss_curve_png
 
+LOWER_IS_BETTER = {"loss", "perplexity"}
+
 STYLE = """
 body{font-family:system-ui,sans-serif;max-width:1050px;margin:2em auto;padding:0 1em;color:#222}
 h1{font-size:1.5em} h2{font-size:1.15em;margin-top:1.8em;border-bottom:1px solid #ddd}
@@ -52,31 +54,76 @@ def _evaluation_section(evaluation: dict | None) -> str:
         return ("<h2>Test split</h2><p class='muted'>not evaluated yet (trained with `tuneloop train`); "
                 "the validation loss is in the curve above.</p>")
     base, tuned = evaluation["base"]["metrics"], evaluation["finetuned"]["metrics"]
-    lower_is_better = {"loss", "perplexity"}
+    comparison = evaluation.get("comparison") or {}
+    stats = comparison.get("metrics", {})
     rows = []
     for key in tuned:
         b, t = base.get(key), tuned[key]
         delta = t - b if isinstance(b, (int, float)) and isinstance(t, (int, float)) else None
         cls = ""
         if delta:
-            improved = delta < 0 if key in lower_is_better else delta > 0
-            cls = "better" if improved else "worse"
+            cls = "better" if (delta < 0 if key in LOWER_IS_BETTER else delta > 0) else "worse"
+        s = stats.get(key) or {}
+        ci = f"[{s['ci'][0]:+.4f}, {s['ci'][1]:+.4f}]" if s.get("ci") else ""
+        p = f"{s['p_value']:.3f}" if s.get("p_value") is not None else ""
         rows.append(f"<tr><td>{_e(key)}</td><td>{_fmt(b)}</td><td>{_fmt(t)}</td>"
-                    f"<td class='{cls}'>{'' if delta is None else f'{delta:+.4f}'}</td></tr>")
-    examples = []
-    for ex in evaluation.get("examples", [])[: evaluation.get("report_examples", 6)]:
-        examples.append(
-            "<tr>"
-            f"<td><pre>{_e(ex['prompt'])}</pre></td><td><pre>{_e(ex['reference'])}</pre></td>"
-            f"<td class='{'ok' if ex['base']['correct'] else 'bad'}'><pre>{_e(ex['base']['output'])}</pre></td>"
-            f"<td class='{'ok' if ex['finetuned']['correct'] else 'bad'}'><pre>{_e(ex['finetuned']['output'])}</pre></td>"
-            "</tr>")
-    side_by_side = ("<h2>Examples side by side</h2><table><tr><th>prompt (last turn)</th><th>reference</th>"
-                    "<th>base</th><th>fine-tuned</th></tr>" + "".join(examples) + "</table>" if examples else "")
+                    f"<td class='{cls}'>{'' if delta is None else f'{delta:+.4f}'}</td><td>{ci}</td><td>{p}</td></tr>")
+    summary = ""
+    if "wins" in comparison:
+        summary = (f"<p>per example, fine-tuned against base: <b>{comparison['wins']}</b> better, "
+                   f"{comparison['ties']} tied, <b>{comparison['losses']}</b> worse")
+        if "mcnemar" in comparison:
+            m = comparison["mcnemar"]
+            summary += (f" · McNemar: only base right on {m['only_a_correct']}, only fine-tuned right on "
+                        f"{m['only_b_correct']}, p = {m['p_value']:.3g}")
+        summary += (f" · {int(comparison['confidence'] * 100)}% intervals from a paired bootstrap of "
+                    f"{comparison['resamples']} resamples</p>")
     return (f"<h2>Test split: base model vs fine-tuned ({_e(evaluation.get('n_test', '?'))} examples, "
             f"metric: {_e(evaluation.get('metric'))})</h2>"
-            f"<table><tr><th>metric</th><th>base</th><th>fine-tuned</th><th>change</th></tr>{''.join(rows)}</table>"
-            + side_by_side)
+            "<table><tr><th>metric</th><th>base</th><th>fine-tuned</th><th>change</th><th>interval</th><th>p</th></tr>"
+            f"{''.join(rows)}</table>{summary}"
+            + _confusion_section(evaluation.get("confusion", {}).get("finetuned"))
+            + _examples_section(evaluation, comparison))
+
+
+def _examples_section(evaluation: dict, comparison: dict) -> str:
+    """Regressions first (worst first), then improvements, then the rest."""
+    examples = evaluation.get("examples", [])
+    first = comparison.get("regressions", []) + comparison.get("improvements", [])
+    order = first + [i for i in range(len(examples)) if i not in set(first)]
+    regressed = set(comparison.get("regressions", []))
+    rows = []
+    for i in order[: evaluation.get("report_examples", 6)]:
+        ex = examples[i]
+        tag = "<br><span class='worse'>worse than base</span>" if i in regressed else ""
+        rows.append(
+            "<tr>"
+            f"<td><pre>{_e(ex['prompt'])}</pre>{tag}</td><td><pre>{_e(ex['reference'])}</pre></td>"
+            f"<td class='{_cell(ex['base'])}'><pre>{_e(ex['base']['output'])}</pre></td>"
+            f"<td class='{_cell(ex['finetuned'])}'><pre>{_e(ex['finetuned']['output'])}</pre></td>"
+            "</tr>")
+    if not rows:
+        return ""
+    return ("<h2>Examples side by side (regressions first)</h2><table><tr><th>prompt (last turn)</th><th>reference</th>"
+            "<th>base</th><th>fine-tuned</th></tr>" + "".join(rows) + "</table>")
+
+
+def _cell(side: dict) -> str:
+    if "correct" in side:
+        return "ok" if side["correct"] else "bad"
+    return ""
+
+
+def _confusion_section(confusion: dict | None) -> str:
+    if not confusion:
+        return ""
+    labels = confusion["labels"]
+    head = "".join(f"<th>{_e(label)}</th>" for label in labels)
+    body = "".join(f"<tr><th>{_e(label)}</th>" + "".join(
+        f"<td class='{'ok' if j == i and v else 'bad' if v else ''}'>{v}</td>" for j, v in enumerate(row)) + "</tr>"
+        for i, (label, row) in enumerate(zip(labels, confusion["matrix"])))
+    return ("<h3>Confusion matrix, fine-tuned (rows: true label, columns: predicted)</h3>"
+            f"<table><tr><th></th>{head}</tr>{body}</table>")
 
 
 def _lineage_section(info: dict) -> str:

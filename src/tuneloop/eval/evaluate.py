@@ -1,0 +1,52 @@
+"""Evaluate one model on held-out examples: answer loss, generated answers, the task metric."""
+
+from __future__ import annotations
+
+from tuneloop.config import EvalConfig
+from tuneloop.data import Example
+from tuneloop.eval.generate import generate_answers
+from tuneloop.eval.loss import answer_loss
+from tuneloop.eval.metrics import choose_metric, confusion, score
+from tuneloop.models.precision import Precision
+
+
+def generation_set(examples: list[Example], config: EvalConfig) -> list[Example]:
+    # Plain text has no prompt to answer: its test is the loss (and perplexity) alone.
+    if not examples or examples[0].kind == "text":
+        return []
+    return examples[: config.max_examples or len(examples)]
+
+
+def metric_for(examples: list[Example], config: EvalConfig) -> str:
+    labelled = bool(examples) and all(e.label is not None and e.label == e.answer.strip() for e in examples)
+    return choose_metric([e.answer for e in examples], config.metric, labelled=labelled)
+
+
+def generate_and_score(model, tokenizer, examples: list[Example], config: EvalConfig, precision: Precision,
+                       metric: str | None = None, on_batch=None) -> dict:
+    """Answers for the generation set and their scores: {metric, metrics, outputs, per_example}."""
+    gen_set = generation_set(examples, config)
+    if not gen_set:
+        return {"metric": "loss", "metrics": {}, "outputs": [], "per_example": []}
+    metric = metric or metric_for(gen_set, config)
+    outputs = generate_answers(
+        model, tokenizer, [e.prompt for e in gen_set], max_new_tokens=config.max_new_tokens,
+        batch_size=config.batch_size, autocast_dtype=_autocast(precision), on_batch=on_batch,
+        sample=config.sample, temperature=config.temperature, top_p=config.top_p, seed=config.seed)
+    metrics, per = score(metric, outputs, [e.answer for e in gen_set])
+    out = {"metric": metric, "metrics": metrics, "outputs": outputs, "per_example": per}
+    if metric == "classification":
+        out["confusion"] = confusion(per)
+    return out
+
+
+def evaluate_model(model, tokenizer, examples: list[Example], config: EvalConfig, precision: Precision,
+                   on_batch=None) -> dict:
+    """Loss and perplexity on every example, plus the task metric on the generation set."""
+    loss = answer_loss(model, tokenizer, examples, batch_size=config.batch_size, autocast_dtype=_autocast(precision))
+    scored = generate_and_score(model, tokenizer, examples, config, precision, on_batch=on_batch)
+    return {**scored, "metrics": {**loss, **scored["metrics"]}, "n": len(examples)}
+
+
+def _autocast(precision: Precision):
+    return precision.dtype if precision is Precision.bf16 else None
