@@ -68,10 +68,9 @@ CONFIG = {"train": {"epochs": 5, "learning_rate": 2e-4, "weight_decay": 0.0, "gr
 
 
 @pytest.mark.parametrize("verdict, expected", [
-    # applied: stop at the best epoch (1.5 -> 2) and regularise; a lower learning rate, a larger batch
-    # and a softer adapter are listed but not applied
-    ("overfitting", {"train.epochs": 2, "train.weight_decay": 0.05, "lora.dropout": 0.1,
-                     "train.early_stopping_patience": 2}),
+    # applied: stop early at the best point and regularise; fewer epochs (the best was at 1.5), a lower
+    # learning rate, a larger batch and a softer adapter are listed but not applied
+    ("overfitting", {"train.weight_decay": 0.05, "lora.dropout": 0.1, "train.early_stopping_patience": 2}),
     ("underfitting", {"train.epochs": 10, "train.learning_rate": 4e-4, "lora.r": 32, "lora.alpha": 64,
                       "train.gradient_accumulation": 1}),
     ("diverging", {"train.learning_rate": 6e-5, "train.warmup_ratio": 0.1, "train.max_grad_norm": 0.5}),
@@ -93,8 +92,15 @@ def test_recommendations_are_concrete_changes(verdict, expected):
 def test_overfitting_lists_alternatives_and_the_inference_time_remedy():
     d = recommend(diagnose_metrics(CURVES["overfitting"]), CONFIG)
     alternatives = {r.param: r.to for r in d.recommendations if not r.applied}
-    assert alternatives == {"train.learning_rate": 1e-4, "train.gradient_accumulation": 4, "serve.adapter_scale": 0.5,
-                            "data": "more, more diverse examples"}
+    assert alternatives == {"train.learning_rate": 1e-4, "train.epochs": 2, "train.gradient_accumulation": 4,
+                            "serve.adapter_scale": 0.5, "data": "more, more diverse examples"}
+
+
+def test_overfitting_despite_early_stopping_lowers_the_learning_rate():
+    config = {**CONFIG, "train": {**CONFIG["train"], "early_stopping_patience": 3}}
+    d = recommend(diagnose_metrics(CURVES["overfitting"]), config)
+    assert {r.param: r.to for r in d.recommendations if r.applied} == {
+        "train.learning_rate": 1e-4, "train.weight_decay": 0.05, "lora.dropout": 0.1}
 
 
 @pytest.mark.parametrize("method, lr, verdict, expected", [

@@ -63,3 +63,65 @@ def test_choose_metric(refs, requested, expected):
 def test_length_mismatch_is_an_error():
     with pytest.raises(ValueError, match="2 predictions for 1 references"):
         score("exact_match", ["a", "b"], ["a"])
+
+
+# --- task metrics on the real data in ../shared/datasets ---
+
+def _jsonl(path, n):
+    return [json.loads(line) for line in path.read_text().splitlines()[:n]]
+
+
+def test_final_number_on_gsm8k():
+    from conftest import SHARED
+
+    from tuneloop.eval.metrics import final_number
+
+    answers = [r["answer"] for r in _jsonl(SHARED / "gsm8k" / "train.jsonl", 300)]
+    assert all(final_number(a) is not None for a in answers)
+    assert choose_metric(answers) == "final_number"
+    assert final_number(answers[0]) == 72.0  # "... #### 72"
+    predictions = ["She sold 72 clips in total.", "#### 10.00", "I think 5, no wait, 7"]
+    metrics, per = score("final_number", predictions, answers[:2] + ["#### 7"])
+    assert metrics["exact_match"] == 1.0 and per[1]["predicted_number"] == 10.0
+    assert score("final_number", ["no idea"], answers[:1])[0]["exact_match"] == 0.0
+
+
+def test_classification_on_banking77():
+    import csv
+
+    from conftest import SHARED
+    from sklearn.metrics import f1_score
+
+    with open(SHARED / "banking77" / "train.csv", newline="", encoding="utf-8") as f:
+        labels = [r["category"] for r in csv.DictReader(f)][:300]
+    predictions = [label if i % 3 else "card_arrival" for i, label in enumerate(labels)]
+    metrics, per = score("classification", predictions, labels)
+    assert metrics["accuracy"] == pytest.approx(sum(p == t for p, t in zip(predictions, labels)) / 300)
+    assert metrics["macro_f1"] == pytest.approx(f1_score(labels, predictions, labels=sorted(set(labels)),
+                                                         average="macro", zero_division=0))
+    assert len([k for k in metrics if k.startswith("f1/")]) == len(set(labels))
+    from tuneloop.eval.metrics import confusion
+
+    matrix = confusion(per)
+    assert sum(map(sum, matrix["matrix"])) == 300 and "(other)" not in matrix["labels"]
+    assert "(other)" in confusion(score("classification", ["gibberish"], labels[:1])[1])["labels"]
+
+
+def test_generation_on_dialogsum():
+    from conftest import SHARED
+
+    rows = _jsonl(SHARED / "dialogsum" / "dev.jsonl", 50)
+    summaries = [r["summary"] for r in rows]
+    assert choose_metric(summaries) == "generation"
+    perfect, _ = score("generation", summaries, summaries)
+    assert perfect["bleu"] == pytest.approx(100.0) and perfect["rougeL"] == pytest.approx(1.0)
+    first_lines = [r["dialogue"].split("\n")[0] for r in rows]  # a weak "summary": the opening line
+    weak, per = score("generation", first_lines, summaries)
+    assert 0 < weak["rougeL"] < 0.5 and 0 < weak["bleu"] < 30 and all(0 <= e["chrf"] <= 1 for e in per)
+
+
+def test_custom_metric_entry_point():
+    metrics, _ = score("tests_metric_plugin:length_ratio", ["ab", "abcd"], ["abcd", "abcd"])
+    assert metrics == {"length_ratio": 0.75}
+    with pytest.raises(ValueError, match="cannot import"):
+        score("no_such_module:f", ["a"], ["a"])

@@ -23,10 +23,13 @@ def main() -> None:
 def _register_subcommands() -> None:
     from tuneloop.cli.data import data_app
     from tuneloop.cli.doctor import diagnose
+    from tuneloop.cli.eval import compare, eval_
     from tuneloop.cli.tune import autotune, sweep
 
     app.add_typer(data_app, name="data")
     app.command()(diagnose)
+    app.command("eval")(eval_)
+    app.command()(compare)
     app.command()(autotune)
     app.command()(sweep)
 

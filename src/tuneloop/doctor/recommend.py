@@ -58,17 +58,25 @@ def _scale(value, factor: float, label: str):
 
 
 def _overfitting(d: Diagnosis, get) -> list[Recommendation]:
-    """Applied: stop where validation was best, and regularise. Listed as alternatives: a lower
-    learning rate and a larger batch, which slow learning per epoch and would move the best
-    epoch later than the one just cut to."""
+    """Applied: early stopping at the best validation loss, and regularisation. Cutting the epochs
+    to the best one is listed but not applied: measured on real runs (LOG.md, bench/results/
+    doctor_followup.json) it made the next run worse, because a shorter cosine schedule decays the
+    learning rate before the model reaches the point the long run had. Early stopping keeps the
+    schedule, stops a couple of evaluations past the best point and restores it. A run that
+    already stops early gets a lower learning rate instead."""
     best_epoch = d.summary.get("best_epoch")
     epochs = get("train.epochs")
-    to_epochs = max(1, math.ceil(best_epoch)) if best_epoch else "fewer (1-3)"
-    out = [Recommendation("train.epochs", epochs, to_epochs,
-                          f"validation loss was lowest around epoch {best_epoch:g}; training past it memorises "
-                          "the training set" if best_epoch else
-                          "training past the best validation loss memorises the training set",
-                          applied=epochs is not None and best_epoch is not None)]
+    patience = get("train.early_stopping_patience")
+    out = []
+    if not patience:
+        out.append(Recommendation("train.early_stopping_patience", patience, 2,
+                                  "stop when validation loss stops improving and keep the best checkpoint: the "
+                                  "epochs past it only memorise the training set", applied=patience is not None))
+    out.append(Recommendation("train.learning_rate", get("train.learning_rate"),
+                              _scale(get("train.learning_rate"), 0.5, "x0.5"),
+                              ("" if patience else "alternative: ")
+                              + "smaller steps fit the training set more slowly and generalise better",
+                              applied=bool(patience) and get("train.learning_rate") is not None))
     if (get("train.weight_decay") or 0) < 0.01:
         out.append(Recommendation("train.weight_decay", get("train.weight_decay"), 0.05,
                                   "weight decay (0.01-0.1) keeps the weights small, a classic regulariser",
@@ -77,14 +85,11 @@ def _overfitting(d: Diagnosis, get) -> list[Recommendation]:
         out.append(Recommendation("lora.dropout", get("lora.dropout"), 0.1,
                                   "dropout on the adapter's input makes it rely less on any one feature",
                                   applied=get("lora.dropout") is not None))
-    if not get("train.early_stopping_patience"):
-        out.append(Recommendation("train.early_stopping_patience", get("train.early_stopping_patience"), 2,
-                                  "stop when validation loss stops improving and keep the best checkpoint",
-                                  applied=get("train.early_stopping_patience") is not None))
-    out.append(Recommendation("train.learning_rate", get("train.learning_rate"),
-                              _scale(get("train.learning_rate"), 0.5, "x0.5"),
-                              "alternative: smaller steps fit the training set more slowly and generalise better",
-                              applied=False))
+    if best_epoch:
+        out.append(Recommendation("train.epochs", epochs, max(1, math.ceil(best_epoch)),
+                                  f"alternative: validation loss was lowest around epoch {best_epoch:g}; fewer "
+                                  "epochs save time, though a shorter schedule also lowers the learning rate sooner",
+                                  applied=False))
     out.append(Recommendation("train.gradient_accumulation", get("train.gradient_accumulation"),
                               _scale(get("train.gradient_accumulation"), 2, "x2"),
                               "alternative: a larger effective batch averages out noise the model would memorise",
