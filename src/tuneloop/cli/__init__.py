@@ -23,13 +23,17 @@ def main() -> None:
 def _register_subcommands() -> None:
     from tuneloop.cli.data import data_app
     from tuneloop.cli.doctor import diagnose
-    from tuneloop.cli.eval import compare, eval_
+    from tuneloop.cli.eval import compare, eval_, rate, ratings
+    from tuneloop.cli.models import models_app
     from tuneloop.cli.tune import autotune, sweep
 
     app.add_typer(data_app, name="data")
+    app.add_typer(models_app, name="models")
     app.command()(diagnose)
     app.command("eval")(eval_)
     app.command()(compare)
+    app.command()(rate)
+    app.command()(ratings)
     app.command()(autotune)
     app.command()(sweep)
 

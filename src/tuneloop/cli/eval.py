@@ -156,3 +156,59 @@ def compare(
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(record, indent=2) + "\n")
     console.print(f"written: {out}", soft_wrap=True)
+
+
+def rate(
+    comparison: Annotated[Path, typer.Argument(help="A comparison written by `tuneloop compare` "
+                                               "(RUN/compare/A-vs-B-test.json).")],
+    runs_dir: Annotated[Path, typer.Option("--runs-dir", help="Where ratings.jsonl lives.")] = Path("runs"),
+    seed: Annotated[int, typer.Option("--seed", help="Seeds the left/right order.")] = 0,
+) -> None:
+    """Rate two models' answers side by side (order shuffled, names hidden): 1, 2, t(ie), s(kip), q(uit)."""
+    import random
+
+    from tuneloop.eval.ratings import add_rating, read_ratings, summarize
+
+    try:
+        record = json.loads(comparison.read_text(encoding="utf-8"))
+        names, examples = (record["a"], record["b"]), record["examples"]
+    except (OSError, json.JSONDecodeError, KeyError) as e:
+        _fail(ValueError(f"{comparison}: not a comparison from `tuneloop compare` ({e})"))
+    rng = random.Random(seed)
+    rated = {(r["prompt"], r["model_a"], r["model_b"]) for r in read_ratings(runs_dir)}
+    for n, ex in enumerate(examples, 1):
+        if (ex["prompt"], *names) in rated or ex["a"]["output"] == ex["b"]["output"]:
+            continue  # rated before, or nothing to choose between
+        flip = rng.random() < 0.5  # hide which model is which, and control for position bias
+        first, second = (ex["b"], ex["a"]) if flip else (ex["a"], ex["b"])
+        console.rule(f"example {n}/{len(examples)}")
+        console.print(f"[bold]prompt[/bold]\n{ex['prompt']}\n\n[bold]1[/bold]\n{first['output']}\n\n"
+                      f"[bold]2[/bold]\n{second['output']}\n")
+        answer = typer.prompt("better: 1, 2, t(ie), s(kip), q(uit)").strip().lower()[:1]
+        if answer == "q":
+            break
+        if answer not in ("1", "2", "t"):
+            continue
+        winner = "tie" if answer == "t" else ("b" if (answer == "1") == flip else "a")
+        comment = typer.prompt("comment (optional)", default="", show_default=False)
+        add_rating(runs_dir, prompt=ex["prompt"], model_a=names[0], model_b=names[1], output_a=ex["a"]["output"],
+                   output_b=ex["b"]["output"], winner=winner, comment=comment, shown_first="b" if flip else "a",
+                   source=str(comparison))
+    _print_ratings(summarize(read_ratings(runs_dir)))
+
+
+def ratings(runs_dir: Annotated[Path, typer.Argument(help="The run store.")] = Path("runs")) -> None:
+    """Win rates and the Bradley–Terry (Elo-scale) ranking from every stored side-by-side rating."""
+    from tuneloop.eval.ratings import read_ratings, summarize
+
+    _print_ratings(summarize(read_ratings(runs_dir)))
+
+
+def _print_ratings(summary: dict) -> None:
+    table = Table("model", "Elo (Bradley–Terry)", "wins", "ties", "losses", "win rate",
+                  title=f"{summary['ratings']} ratings")
+    for r in summary["ranking"]:
+        m = summary["models"][r["model"]]
+        table.add_row(r["model"], f"{r['elo']:.0f}", str(m["wins"]), str(m["ties"]), str(m["losses"]),
+                      f"{m['win_rate']:.2f}")
+    console.print(table)

@@ -1,0 +1,96 @@
+"""End to end: tuneloop eval, compare, rate, ratings and models compare on the tiny model."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import QUICKSTART, SHARED, write_jsonl
+
+
+def _tuneloop(*args, cwd, stdin=None):
+    return subprocess.run([sys.executable, "-m", "tuneloop.cli", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=600, input=stdin)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_model):
+    work = tmp_path_factory.mktemp("evalcmd")
+    write_jsonl(work / "d.jsonl", QUICKSTART.joinpath("tickets.jsonl").read_text().splitlines()[:60])
+    (work / "c.yaml").write_text(f"model: {tiny_model}\ndata: {{path: d.jsonl, max_seq_len: 256}}\n"
+                                 "train: {epochs: 2, batch_size: 8, learning_rate: 2.0e-2}\n")
+    result = _tuneloop("train", "c.yaml", cwd=work)
+    assert result.returncode == 0, result.stdout + result.stderr
+    [run] = (work / "runs").iterdir()
+    return work, run
+
+
+def test_eval_writes_per_example_results(trained):
+    work, run = trained
+    result = _tuneloop("eval", str(run), "--max-examples", "4", cwd=work)
+    assert result.returncode == 0, result.stdout + result.stderr
+    record = json.loads((run / "evals" / "test.json").read_text())
+    assert record["metric"] == "json_fields" and record["n"] == 9 and len(record["examples"]) == 4
+    assert {"loss", "perplexity", "field_accuracy", "valid_json"} <= record["metrics"].keys()
+    assert {"prompt", "reference", "output", "valid_json"} <= record["examples"][0].keys()
+
+
+def test_eval_on_other_data_with_a_chosen_metric(trained):
+    work, run = trained
+    write_jsonl(work / "extra.jsonl", QUICKSTART.joinpath("tickets.jsonl").read_text().splitlines()[100:103])
+    result = _tuneloop("eval", str(run), "--data", "extra.jsonl", "--metric", "exact_match", "--sample",
+                       "--seed", "3", cwd=work)
+    assert result.returncode == 0, result.stdout + result.stderr
+    record = json.loads((run / "evals" / "extra.json").read_text())
+    assert record["metric"] == "exact_match" and record["n"] == 3 and record["eval_config"]["sample"] is True
+
+
+def test_eval_bad_data_names_file_row_and_field(trained):
+    work, run = trained
+    (work / "bad.jsonl").write_text('{"messages": [{"role": "user", "content": "hi"}]}\n')
+    result = _tuneloop("eval", str(run), "--data", "bad.jsonl", cwd=work)
+    assert result.returncode == 2 and "bad.jsonl:1" in result.stderr
+
+
+def test_compare_base_then_rate_and_rank(trained):
+    work, run = trained
+    result = _tuneloop("compare", "base", str(run), "--max-examples", "4", "--resamples", "200", cwd=work)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "95% interval" in result.stdout and "McNemar" in result.stdout and "per example" in result.stdout
+    [record_file] = (run / "compare").iterdir()
+    record = json.loads(record_file.read_text())
+    assert record["a"] == "base" and record["b"] == run.name and record["n"] == 4
+    assert record["wins"] + record["ties"] + record["losses"] == 4
+
+    result = _tuneloop("rate", str(record_file), "--runs-dir", "runs", cwd=work, stdin="1\nclearer\nt\n\nq\n")
+    assert result.returncode == 0, result.stdout + result.stderr
+    ratings = [json.loads(x) for x in (work / "runs" / "ratings.jsonl").read_text().splitlines()]
+    assert [r["winner"] for r in ratings][1:] == ["tie"] and ratings[0]["comment"] == "clearer"
+    assert ratings[0]["winner"] == ("a" if ratings[0]["shown_first"] == "a" else "b")  # "1" = the one shown first
+    result = _tuneloop("ratings", "runs", cwd=work)
+    assert result.returncode == 0 and "Bradley" in result.stdout and "2 ratings" in result.stdout
+
+
+def test_compare_needs_a_run(trained):
+    work, _ = trained
+    result = _tuneloop("compare", "base", "base", cwd=work)
+    assert result.returncode == 2 and "at least one side must be a run" in result.stderr
+
+
+def test_models_compare(tmp_path, tiny_model, smollm2_folder):
+    from tuneloop.models.tiny import build_tiny_model
+
+    other = build_tiny_model(tmp_path / "other", smollm2_folder, seed=1, hidden=32)
+    rows = [json.loads(line) for line in (SHARED / "gsm8k" / "train.jsonl").read_text().splitlines()[:6]]
+    write_jsonl(tmp_path / "g.jsonl", [{"prompt": r["question"], "completion": r["answer"]} for r in rows])
+    out = tmp_path / "m.json"
+    result = _tuneloop("models", "compare", str(tiny_model), str(other), "--data", "g.jsonl", "--show", "2",
+                       "--max-new-tokens", "4", "--out", str(out), cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    record = json.loads(out.read_text())
+    assert [m["model"] for m in record["models"]] == [str(tiny_model), str(other)]
+    for m in record["models"]:
+        assert m["zero_shot_loss"] > 5 and len(m["answers"]) == 2 and m["seconds_per_prompt"] > 0
+    assert record["models"][0]["parameters"] > record["models"][1]["parameters"]  # hidden 64 vs 32
+    too_many = _tuneloop("models", "compare", *[str(tiny_model)] * 6, "--data", "g.jsonl", cwd=tmp_path)
+    assert too_many.returncode == 2 and "1 to 5 models" in too_many.stderr

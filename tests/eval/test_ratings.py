@@ -1,0 +1,42 @@
+"""Human ratings: stored as JSONL in the run store, aggregated into win rates and a Bradley–Terry ranking."""
+
+import pytest
+
+from tuneloop.eval.ratings import add_rating, bradley_terry, read_ratings, summarize
+
+
+def _rate(tmp_path, a, b, winner):
+    return add_rating(tmp_path, prompt="p", model_a=a, model_b=b, output_a="x", output_b="y", winner=winner)
+
+
+def test_ratings_persist_and_aggregate(tmp_path):
+    for winner in ("b", "b", "b", "a", "tie"):
+        _rate(tmp_path, "base", "run-1", winner)
+    ratings = read_ratings(tmp_path)
+    assert len(ratings) == 5 and ratings[0]["model_b"] == "run-1"
+    summary = summarize(ratings)
+    assert summary["models"]["run-1"] == {"wins": 3, "losses": 1, "ties": 1, "win_rate": 0.7}
+    assert summary["models"]["base"]["win_rate"] == pytest.approx(0.3)
+    assert [r["model"] for r in summary["ranking"]] == ["run-1", "base"]
+
+
+def test_bradley_terry_matches_the_closed_form_for_two_models():
+    # Two models: the MLE strength ratio is wins_b / wins_a (ties half each): (3.5 / 1.5)
+    ratings = [{"model_a": "A", "model_b": "B", "winner": w} for w in ("b", "b", "b", "a", "tie")]
+    p = bradley_terry(ratings)
+    assert p["B"] / p["A"] == pytest.approx(3.5 / 1.5, rel=1e-6)
+
+
+def test_ranking_is_transitive_across_three_models():
+    ratings = ([{"model_a": "A", "model_b": "B", "winner": "b"}] * 4 + [{"model_a": "A", "model_b": "B", "winner": "a"}]
+               + [{"model_a": "B", "model_b": "C", "winner": "b"}] * 4 + [{"model_a": "B", "model_b": "C", "winner": "a"}])
+    ranking = summarize(ratings)["ranking"]
+    assert [r["model"] for r in ranking] == ["C", "B", "A"]
+    assert ranking[0]["elo"] > ranking[1]["elo"] > ranking[2]["elo"]
+
+
+@pytest.mark.parametrize("winner, a, b, message", [("left", "x", "y", "winner must be"), ("a", "x", "x", "two different")])
+def test_bad_ratings_are_refused(tmp_path, winner, a, b, message):
+    with pytest.raises(ValueError, match=message):
+        _rate(tmp_path, a, b, winner)
+    assert read_ratings(tmp_path) == []
