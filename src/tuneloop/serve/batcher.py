@@ -1,0 +1,99 @@
+"""Concurrent requests in, batched generate() calls out, on one worker thread.
+
+The worker takes the first waiting request, collects whatever else arrives within `wait_ms`
+(up to `max_batch`), and splits that into groups that can share one generate() call: the same
+decoding (greedy, or the same sampling settings; a seeded request decodes alone so its seed
+means something), and no adapter asked for at two different scales. Adapters mix freely within
+a group. A streaming request decodes alone, its tokens pushed to the client as they come.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+from tuneloop.serve.engine import Engine, Request
+
+
+@dataclass
+class _Item:
+    request: Request
+    future: Future
+    streamer: object = None
+
+
+@dataclass
+class _Group:
+    items: list[_Item] = field(default_factory=list)
+    scales: dict[str, float] = field(default_factory=dict)
+    alone: bool = False
+
+
+def group(items: list[_Item], engine: Engine, max_batch: int) -> list[_Group]:
+    groups: list[_Group] = []
+    for item in items:
+        r = item.request
+        adapter, scale = engine.adapter_of(r.model), engine.scale_of(r)
+        if item.streamer is not None or (not r.greedy and r.seed is not None):
+            groups.append(_Group([item], {adapter: scale} if adapter else {}, alone=True))
+            continue
+        for g in groups:
+            if (not g.alone and len(g.items) < max_batch and g.items[0].request.decoding() == r.decoding()
+                    and (adapter is None or g.scales.get(adapter, scale) == scale)):
+                break
+        else:
+            g = _Group()
+            groups.append(g)
+        g.items.append(item)
+        if adapter is not None:
+            g.scales[adapter] = scale
+    return groups
+
+
+class Batcher:
+    def __init__(self, engine: Engine, max_batch: int = 16, wait_ms: float = 5.0):
+        self.engine = engine
+        self.max_batch = max_batch
+        self.wait = wait_ms / 1000
+        self.queue: queue.Queue[_Item | None] = queue.Queue()
+        self.batches: list[int] = []  # sizes of the generate() calls made, for tests and /metrics
+        self.thread = threading.Thread(target=self._loop, name="tuneloop-batcher", daemon=True)
+        self.thread.start()
+
+    def submit(self, request: Request, streamer=None) -> Future:
+        future: Future = Future()
+        self.queue.put(_Item(request, future, streamer))
+        return future
+
+    def close(self) -> None:
+        self.queue.put(None)
+        self.thread.join(timeout=30)
+
+    def _loop(self) -> None:
+        while True:
+            first = self.queue.get()
+            if first is None:
+                return
+            items = [first]
+            while len(items) < self.max_batch:
+                try:
+                    item = self.queue.get(timeout=self.wait)
+                except queue.Empty:
+                    break
+                if item is None:
+                    self.queue.put(None)  # finish this batch, then stop
+                    break
+                items.append(item)
+            for g in group(items, self.engine, self.max_batch):
+                try:
+                    results = self.engine.generate([i.request for i in g.items], streamer=g.items[0].streamer)
+                    self.batches.append(len(g.items))
+                    for i, result in zip(g.items, results):
+                        i.future.set_result(result)
+                except Exception as e:  # noqa: BLE001 — the request's caller reports it; the server lives on
+                    for i in g.items:
+                        i.future.set_exception(e)
+                    if g.items[0].streamer is not None:
+                        g.items[0].streamer.end()

@@ -1,0 +1,188 @@
+"""One base model, many LoRA adapters, one process: the transformers/PEFT serving backend.
+
+Every adapter is loaded once into one PeftModel. A batch may mix adapters (and the bare base
+model): PEFT routes each row through its own adapter (`adapter_names`). An adapter's strength is
+its LoRA scaling (alpha / r) times a multiplier — the per-adapter default set at start, or the
+request's `adapter_scale` — applied for the duration of one batch. Two requests can share a batch
+when they decode the same way and ask for the same scale of any adapter they share; the batcher
+groups them so (see batcher.py).
+
+Only the batcher's worker thread calls `generate`, so the model is never used concurrently.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from tuneloop.models import Precision, choose_precision, load_model, load_tokenizer, resolve_model
+from tuneloop.models.precision import default_device
+
+BASE = "__base__"  # PEFT's name for "no adapter" in a mixed batch
+
+
+@dataclass(frozen=True)
+class AdapterSpec:
+    name: str
+    path: Path  # a PEFT adapter folder (adapter_config.json)
+    scale: float = 1.0  # default multiplier of the adapter's LoRA scaling
+    base_model: str | None = None  # the model the run trained on, when known
+
+
+@dataclass
+class Request:
+    model: str  # the base model's name or an adapter's
+    prompt_ids: list[int]
+    max_tokens: int = 256
+    temperature: float = 1.0
+    top_p: float = 1.0
+    stop: list[str] = field(default_factory=list)
+    seed: int | None = None
+    adapter_scale: float | None = None  # None: the adapter's default
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+    def decoding(self) -> tuple:
+        """Requests that decode differently cannot share one generate() call."""
+        return ("greedy",) if self.greedy else ("sample", self.temperature, self.top_p, self.seed)
+
+
+@dataclass
+class Result:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str  # "stop" | "length"
+
+
+def resolve_adapter(name: str, target: str, scale: float = 1.0, allowed: bool = True) -> AdapterSpec:
+    """`target` is a run directory (its adapter/) or a PEFT adapter folder."""
+    path = Path(target)
+    base_model = None
+    if (path / "adapter" / "adapter_config.json").is_file():
+        import yaml
+
+        config = path / "config.yaml"
+        base_model = yaml.safe_load(config.read_text()).get("model") if config.is_file() else None
+        path = path / "adapter"
+    if not (path / "adapter_config.json").is_file():
+        raise FileNotFoundError(f"adapter {name!r}: {target} is neither a run directory with adapter/ nor a PEFT "
+                                "adapter folder (no adapter_config.json)")
+    if scale < 0:
+        raise ValueError(f"adapter {name!r}: scale must be >= 0")
+    return AdapterSpec(name, path.resolve(), scale, base_model)
+
+
+class Engine:
+    def __init__(self, model: str, adapters: list[AdapterSpec], *, precision: str = "auto",
+                 device: str | None = None):
+        self.device = device or default_device()
+        self.precision = choose_precision(precision, self.device)
+        self.base_name = model
+        folder = resolve_model(model)
+        self.tokenizer = load_tokenizer(folder)
+        base = load_model(folder, self.precision, self.device)
+        base.set_attn_implementation("sdpa")  # decoding: SDPA measured fastest on CPU and CUDA (LOG.md)
+        self.adapters = {a.name: a for a in adapters}
+        clash = {self.base_name, "base"} & set(self.adapters)
+        if clash:
+            raise ValueError(f"adapter name {clash.pop()!r} is the base model's name; choose another")
+        self.model = base
+        if adapters:
+            from peft import PeftModel
+
+            first, *rest = adapters
+            self.model = PeftModel.from_pretrained(base, first.path, adapter_name=first.name)
+            for a in rest:
+                self.model.load_adapter(a.path, adapter_name=a.name)
+        self.model.eval()
+
+    def model_names(self) -> list[str]:
+        return [self.base_name, *self.adapters]
+
+    def adapter_of(self, name: str) -> str | None:
+        """The adapter a model name selects (None: the base model); KeyError if unknown."""
+        if name in (self.base_name, "base"):
+            return None
+        if name in self.adapters:
+            return name
+        raise KeyError(name)
+
+    def scale_of(self, request: Request) -> float:
+        adapter = self.adapter_of(request.model)
+        if adapter is None:
+            return 1.0
+        return self.adapters[adapter].scale if request.adapter_scale is None else request.adapter_scale
+
+    def chat_ids(self, messages: list[dict]) -> list[int]:
+        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
+                                                  return_dict=False)
+
+    def text_ids(self, prompt: str) -> list[int]:
+        return self.tokenizer(prompt)["input_ids"]
+
+    @torch.inference_mode()
+    def generate(self, requests: list[Request], streamer=None) -> list[Result]:
+        """One generate() call for requests that share decoding settings and adapter scales."""
+        first = requests[0]
+        width = max(len(r.prompt_ids) for r in requests)
+        pad = self.tokenizer.pad_token_id
+        ids = torch.full((len(requests), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(requests), width), dtype=torch.long)
+        for row, r in enumerate(requests):  # left padding: every prompt ends where generation starts
+            ids[row, width - len(r.prompt_ids):] = torch.tensor(r.prompt_ids)
+            mask[row, width - len(r.prompt_ids):] = 1
+        kwargs = {"max_new_tokens": max(r.max_tokens for r in requests), "pad_token_id": pad,
+                  "eos_token_id": self.tokenizer.eos_token_id, "streamer": streamer}
+        if first.greedy:
+            kwargs["do_sample"] = False
+        else:
+            kwargs.update(do_sample=True, temperature=first.temperature, top_p=first.top_p)
+            if first.seed is not None:
+                torch.manual_seed(first.seed)
+        adapters = [self.adapter_of(r.model) for r in requests]
+        if self.adapters:
+            kwargs["adapter_names"] = [a or BASE for a in adapters]
+        scales = {a: self.scale_of(r) for a, r in zip(adapters, requests) if a is not None}
+        autocast = self.precision is Precision.bf16
+        with self._scaled(scales), torch.autocast(self.device, dtype=torch.bfloat16, enabled=autocast):
+            out = self.model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device), **kwargs)
+        return [self._result(r, out[row, width:].tolist()) for row, r in enumerate(requests)]
+
+    def _result(self, r: Request, tokens: list[int]) -> Result:
+        eos = self.tokenizer.eos_token_id
+        finish = "length"
+        if eos in tokens[: r.max_tokens]:
+            tokens, finish = tokens[: tokens.index(eos)], "stop"
+        tokens = tokens[: r.max_tokens]
+        text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+        cut = min((text.index(s) for s in r.stop if s and s in text), default=None)
+        if cut is not None:
+            text, finish = text[:cut], "stop"
+        return Result(text, len(r.prompt_ids), len(tokens), finish)
+
+    @contextmanager
+    def _scaled(self, multipliers: dict[str, float]):
+        """Each named adapter's LoRA scaling times its multiplier, for one batch. (PEFT's own
+        rescale_adapter_scale multiplies every adapter alike; a mixed batch needs one each.)"""
+        changes = {a: m for a, m in multipliers.items() if m != 1.0}
+        if not changes:
+            yield
+            return
+        from peft.tuners.lora import LoraLayer
+
+        saved = []
+        for module in self.model.modules():
+            if isinstance(module, LoraLayer):
+                saved.append((module, dict(module.scaling)))
+                module.scaling = {k: v * changes.get(k, 1.0) for k, v in module.scaling.items()}
+        try:
+            yield
+        finally:
+            for module, scaling in saved:
+                module.scaling = scaling

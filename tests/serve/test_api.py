@@ -1,0 +1,179 @@
+"""The OpenAI-compatible API, driven by the official `openai` client, as users would: a real server on
+a free localhost port, the tiny base model with two adapters from real runs."""
+
+import concurrent.futures
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import openai
+import pytest
+from conftest import QUICKSTART, write_jsonl
+
+
+def _train(work, tiny_model, name, lr):
+    write_jsonl(work / f"{name}.jsonl", QUICKSTART.joinpath("tickets.jsonl").read_text().splitlines()[:40])
+    (work / f"{name}.yaml").write_text(f"model: {tiny_model}\ndata: {{path: {name}.jsonl, max_seq_len: 256}}\n"
+                                       f"lora: {{r: 4, alpha: 8}}\ntrain: {{epochs: 1, batch_size: 8, "
+                                       f"learning_rate: {lr}}}\n")
+    result = subprocess.run([sys.executable, "-m", "tuneloop.cli", "train", f"{name}.yaml"], cwd=work,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return next((work / "runs").glob(f"{name}-*"))
+
+
+@pytest.fixture(scope="session")
+def adapter_runs(tmp_path_factory, tiny_model):
+    work = tmp_path_factory.mktemp("serve")
+    return {"support": _train(work, tiny_model, "support", 3e-2), "billing": _train(work, tiny_model, "billing", 1e-2)}
+
+
+@pytest.fixture(scope="session")
+def server(adapter_runs, tiny_model):
+    import uvicorn
+
+    from tuneloop.serve import Batcher, Engine, create_app, resolve_adapter
+
+    # fp32: greedy answers must not depend on which requests share a batch (bf16 rounding can).
+    engine = Engine(str(tiny_model), [resolve_adapter("support", adapter_runs["support"]),
+                                      resolve_adapter("billing", adapter_runs["billing"], scale=0.5)],
+                    precision="fp32")
+    batcher = Batcher(engine, max_batch=16, wait_ms=20)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = uvicorn.Config(create_app(engine, batcher, api_key="secret"), host="127.0.0.1", port=port,
+                            log_level="warning")
+    uv = uvicorn.Server(config)
+    thread = threading.Thread(target=uv.run, daemon=True)
+    thread.start()
+    while not uv.started:
+        time.sleep(0.05)
+    yield {"url": f"http://127.0.0.1:{port}/v1", "engine": engine, "batcher": batcher, "base": str(tiny_model)}
+    uv.should_exit = True
+    thread.join(timeout=10)
+    batcher.close()
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return openai.OpenAI(base_url=server["url"], api_key="secret", max_retries=0)
+
+
+def _chat(client, model, content="My parcel never arrived.", **kw):
+    return client.chat.completions.create(model=model, messages=[{"role": "user", "content": content}],
+                                          max_tokens=kw.pop("max_tokens", 8), temperature=kw.pop("temperature", 0),
+                                          **kw)
+
+
+def test_models_lists_base_and_adapters(client, server):
+    assert [m.id for m in client.models.list()] == [server["base"], "support", "billing"]
+
+
+def test_chat_completion_shape_and_usage(client):
+    r = _chat(client, "support")
+    assert r.object == "chat.completion" and r.model == "support"
+    assert r.choices[0].message.role == "assistant" and isinstance(r.choices[0].message.content, str)
+    assert r.choices[0].finish_reason in ("stop", "length")
+    assert r.usage.completion_tokens <= 8 and r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
+
+
+def test_adapters_and_scales_change_outputs_deterministically(client, server):
+    base, support = _chat(client, server["base"], max_tokens=12), _chat(client, "support", max_tokens=12)
+    assert base.choices[0].message.content != support.choices[0].message.content
+    assert _chat(client, "support", max_tokens=12).choices[0].message.content == support.choices[0].message.content
+    zero = _chat(client, "support", max_tokens=12, extra_body={"adapter_scale": 0.0})
+    assert zero.choices[0].message.content == base.choices[0].message.content  # scale 0 is the base model
+
+
+def test_concurrent_mixed_requests_match_solo_answers(client, server):
+    """32 concurrent clients over three models and two scales: batched, and each answer as if alone."""
+    cases = [(m, s, f"Question {i}: where is my order ORD-{1000 + i}?")
+             for i, (m, s) in enumerate([(server["base"], None), ("support", None), ("support", 0.5),
+                                         ("billing", None)] * 8)]
+
+    def ask(case):
+        model, scale, content = case
+        extra = {"extra_body": {"adapter_scale": scale}} if scale is not None else {}
+        return _chat(client, model, content, max_tokens=6, **extra).choices[0].message.content
+
+    batches_before = len(server["batcher"].batches)
+    with concurrent.futures.ThreadPoolExecutor(32) as pool:
+        together = list(pool.map(ask, cases))
+    sizes = server["batcher"].batches[batches_before:]
+    assert max(sizes) > 1 and sum(sizes) == 32  # requests were batched...
+    alone = [ask(c) for c in cases[:8]]
+    assert together[:8] == alone  # ...without changing anyone's answer
+
+
+def test_streaming_chat(client):
+    stream = _chat(client, "support", max_tokens=10, stream=True)
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks)
+    assert chunks[0].choices[0].delta.role == "assistant" and chunks[-1].choices[0].finish_reason in ("stop", "length")
+    assert text == _chat(client, "support", max_tokens=10).choices[0].message.content
+
+
+def test_completions_with_stop_and_several_prompts(client, server):
+    r = client.completions.create(model=server["base"], prompt=["Hello there", "Order status"], max_tokens=5,
+                                  temperature=0)
+    assert [c.index for c in r.choices] == [0, 1] and r.object == "text_completion"
+    full = r.choices[0].text
+    assert len(full) > 3  # five tokens of the random tiny model: some text to cut
+    stop = full[2:4]
+    cut = client.completions.create(model=server["base"], prompt="Hello there", max_tokens=5, temperature=0,
+                                    stop=[stop])
+    assert cut.choices[0].text == full[: full.index(stop)] and cut.choices[0].finish_reason == "stop"
+
+
+def test_sampling_with_a_seed_repeats(client):
+    a = _chat(client, "support", temperature=1.0, seed=7, max_tokens=10)
+    b = _chat(client, "support", temperature=1.0, seed=7, max_tokens=10)
+    assert a.choices[0].message.content == b.choices[0].message.content
+
+
+def test_unknown_model_is_a_404_naming_the_models(client):
+    with pytest.raises(openai.NotFoundError) as e:
+        _chat(client, "nope")
+    assert "nope" in str(e.value) and "support" in str(e.value)
+
+
+@pytest.mark.parametrize("body, needle", [
+    ({"model": "support", "messages": []}, "messages"),
+    ({"model": "support", "messages": [{"role": "wizard", "content": "x"}]}, "role"),
+    ({"model": "support", "messages": [{"role": "user", "content": "x"}], "temperature": 9}, "temperature"),
+    ({"model": "support", "messages": [{"role": "user", "content": "x"}], "adapter_scale": -1}, "adapter_scale"),
+    ({"model": "support", "messages": [{"role": "user", "content": "x"}], "max_tokens": 100000}, "context"),
+    ({"messages": [{"role": "user", "content": "x"}]}, "model"),
+    ({"model": "support", "messages": [{"role": "user", "content": "x"}], "n": 3}, "n"),
+])
+def test_malformed_requests_are_400s_with_a_message(server, body, needle):
+    status, error = _post(server, "/chat/completions", json.dumps(body).encode())
+    assert status == 400 and needle in error["message"]
+
+
+def test_invalid_json_and_bad_key(server):
+    status, error = _post(server, "/chat/completions", b"{not json")
+    assert status == 400
+    status, error = _post(server, "/chat/completions", b"{}", key="wrong")
+    assert status == 401 and "API key" in error["message"]
+
+
+def test_adapter_scale_on_the_base_model_is_refused(client, server):
+    with pytest.raises(openai.BadRequestError, match="adapter_scale"):
+        _chat(client, server["base"], extra_body={"adapter_scale": 0.5})
+
+
+def _post(server, path, data, key="secret"):
+    request = urllib.request.Request(server["url"] + path, data=data, method="POST",
+                                     headers={"Content-Type": "application/json", "Authorization": f"Bearer {key}"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())["error"]
