@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -60,3 +62,22 @@ def banking77_rows() -> list[dict]:
     with open(path, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))[:400]
     return [chat(r["text"], r["category"], system="Classify the banking customer's intent.") for r in rows]
+
+
+def _train_adapter(work, tiny_model, name, lr):
+    write_jsonl(work / f"{name}.jsonl", QUICKSTART.joinpath("tickets.jsonl").read_text().splitlines()[:40])
+    (work / f"{name}.yaml").write_text(f"model: {tiny_model}\ndata: {{path: {name}.jsonl, max_seq_len: 256}}\n"
+                                       f"lora: {{r: 4, alpha: 8}}\ntrain: {{epochs: 1, batch_size: 8, "
+                                       f"learning_rate: {lr}}}\n")
+    result = subprocess.run([sys.executable, "-m", "tuneloop.cli", "train", f"{name}.yaml"], cwd=work,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return next((work / "runs").glob(f"{name}-*"))
+
+
+@pytest.fixture(scope="session")
+def adapter_runs(tmp_path_factory, tiny_model):
+    work = tmp_path_factory.mktemp("serve")
+    """Two LoRA runs on the tiny model (for serving, export and chat tests)."""
+    return {"support": _train_adapter(work, tiny_model, "support", 3e-2),
+            "billing": _train_adapter(work, tiny_model, "billing", 1e-2)}

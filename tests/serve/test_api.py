@@ -4,8 +4,6 @@ a free localhost port, the tiny base model with two adapters from real runs."""
 import concurrent.futures
 import json
 import socket
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -13,24 +11,6 @@ import urllib.request
 
 import openai
 import pytest
-from conftest import QUICKSTART, write_jsonl
-
-
-def _train(work, tiny_model, name, lr):
-    write_jsonl(work / f"{name}.jsonl", QUICKSTART.joinpath("tickets.jsonl").read_text().splitlines()[:40])
-    (work / f"{name}.yaml").write_text(f"model: {tiny_model}\ndata: {{path: {name}.jsonl, max_seq_len: 256}}\n"
-                                       f"lora: {{r: 4, alpha: 8}}\ntrain: {{epochs: 1, batch_size: 8, "
-                                       f"learning_rate: {lr}}}\n")
-    result = subprocess.run([sys.executable, "-m", "tuneloop.cli", "train", f"{name}.yaml"], cwd=work,
-                            capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout + result.stderr
-    return next((work / "runs").glob(f"{name}-*"))
-
-
-@pytest.fixture(scope="session")
-def adapter_runs(tmp_path_factory, tiny_model):
-    work = tmp_path_factory.mktemp("serve")
-    return {"support": _train(work, tiny_model, "support", 3e-2), "billing": _train(work, tiny_model, "billing", 1e-2)}
 
 
 @pytest.fixture(scope="session")

@@ -25,7 +25,7 @@ def _register_subcommands() -> None:
     from tuneloop.cli.doctor import diagnose
     from tuneloop.cli.eval import compare, eval_, rate, ratings
     from tuneloop.cli.models import models_app
-    from tuneloop.cli.serve import serve
+    from tuneloop.cli.serve import chat, export, serve
     from tuneloop.cli.tune import autotune, sweep
 
     app.add_typer(data_app, name="data")
@@ -36,6 +36,8 @@ def _register_subcommands() -> None:
     app.command()(rate)
     app.command()(ratings)
     app.command()(serve)
+    app.command()(chat)
+    app.command()(export)
     app.command()(autotune)
     app.command()(sweep)
 

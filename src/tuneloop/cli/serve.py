@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -78,3 +79,105 @@ def serve(
         uvicorn.run(create_app(engine, batcher, api_key), host=host, port=port, log_level="warning")
     finally:
         batcher.close()
+
+
+def export(
+    run: Annotated[Path, typer.Argument(help="A finished run directory.")],
+    out: Annotated[Path | None, typer.Option("--out", help="Folder to write (default: RUN/export).")] = None,
+    scale: Annotated[float, typer.Option("--scale", min=0.0, help="Bake in an adapter strength, e.g. 0.5 to "
+                                         "soften an over-fitted adapter (alpha x 0.5).")] = 1.0,
+    gguf: Annotated[bool, typer.Option("--gguf", help="Also write model.gguf (Llama-family models).")] = False,
+    gguf_type: Annotated[str, typer.Option("--gguf-type", help="f16 or f32 weights in the GGUF file.")] = "f16",
+) -> None:
+    """Export a run: the PEFT adapter, the merged model (plain transformers), optionally GGUF; each checked."""
+    from tuneloop.runs import RunDir
+    from tuneloop.serve.export import export_adapter, export_gguf, export_merged
+
+    quiet_libraries()
+    run_dir = RunDir(run)
+    out = out or run_dir.path / "export"
+    try:
+        if gguf_type not in ("f16", "f32"):
+            raise ValueError(f"--gguf-type {gguf_type!r}: use f16 or f32")
+        adapter = None
+        if run_dir.adapter_dir.is_dir():
+            adapter = export_adapter(run_dir, out / "adapter", scale)
+            console.print(f"adapter: {adapter}" + (f" (alpha x {scale:g})" if scale != 1 else ""), soft_wrap=True)
+        elif scale != 1.0:
+            raise ValueError("--scale applies to LoRA adapters; this run fine-tuned the whole model")
+        with console.status("merging the adapter into the base weights"):
+            merged = export_merged(run_dir, out / "merged", adapter)
+        if merged["max_logit_difference"] > 1e-3:
+            raise ValueError(f"the merged model's logits differ from the adapter's by {merged['max_logit_difference']}")
+        console.print(f"merged model: {merged['path']} (logits match the adapter's within "
+                      f"{merged['max_logit_difference']:.1e})", soft_wrap=True)
+        if gguf:
+            with console.status("writing GGUF and loading it back"):
+                written = export_gguf(out / "merged", out / "model.gguf", gguf_type)
+            if written["max_logit_difference"] > 0.5:  # f16 rounding moves logits by ~0.03; a layout bug by far more
+                raise ValueError(f"model.gguf loads back with logits off by {written['max_logit_difference']:.3f}")
+            console.print(f"GGUF ({gguf_type}): {written['path']} (loads back; logits within "
+                          f"{written['max_logit_difference']:.3f})", soft_wrap=True)
+    except (ValueError, FileNotFoundError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+
+
+def chat(
+    run: Annotated[str, typer.Argument(help="A run directory, or `base`.")],
+    compare: Annotated[str | None, typer.Option("--compare", help="`base` or another run: answer side by side.")]
+    = None,
+    system: Annotated[str | None, typer.Option("--system", help="A system prompt.")] = None,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", min=1)] = 256,
+    temperature: Annotated[float, typer.Option("--temperature", min=0.0)] = 0.0,
+    scale: Annotated[float, typer.Option("--scale", min=0.0, help="Adapter strength.")] = 1.0,
+) -> None:
+    """Chat with a fine-tuned model in the terminal; --compare base shows the base model's answer beside it.
+    /reset starts over, /quit (or end of input) leaves."""
+    from rich.columns import Columns
+    from rich.panel import Panel
+
+    from tuneloop.models import ModelNotFound
+    from tuneloop.serve.engine import Request
+
+    quiet_libraries()
+    sides = [run] + ([compare] if compare else [])
+    try:
+        engine, names = _chat_engine(sides, scale)
+    except (ValueError, FileNotFoundError, ModelNotFound) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    start = [{"role": "system", "content": system}] if system else []
+    histories = {name: list(start) for name in names}
+    console.print(f"chatting with {' | '.join(names)} · /reset, /quit")
+    while True:
+        try:
+            text = console.input("[bold]you>[/bold] ").strip()
+        except EOFError:
+            break
+        if text in ("/quit", "/exit"):
+            break
+        if text == "/reset":
+            histories = {name: list(start) for name in names}
+            continue
+        if not text:
+            continue
+        requests = []
+        for name in names:
+            histories[name].append({"role": "user", "content": text})
+            requests.append(Request(name, engine.chat_ids(histories[name]), max_tokens, temperature))
+        results = engine.generate(requests) if temperature == 0 else [engine.generate([r])[0] for r in requests]
+        for name, result in zip(names, results):
+            histories[name].append({"role": "assistant", "content": result.text})
+        console.print(Columns([Panel(r.text, title=n, expand=True) for n, r in zip(names, results)], equal=True,
+                              expand=True))
+
+
+def _chat_engine(sides: list[str], scale: float):
+    """One engine for both sides: a run is an adapter on the shared base model (or its own full model)."""
+    from tuneloop.serve.engine import Engine, resolve_adapter
+
+    adapters = [resolve_adapter(Path(s).name, s, scale) for s in sides if s != "base"]
+    model = base_model_for(None, adapters)
+    engine = Engine(model, adapters)
+    return engine, [Path(s).name if s != "base" else model for s in sides]

@@ -1,0 +1,76 @@
+"""`tuneloop export`: a run's fine-tune as files other tools load.
+
+    adapter/   the bare PEFT adapter; with a scale, lora_alpha is multiplied by it (the LoRA
+               update is alpha/r · BA, so this is the inference-time strength baked in)
+    merged/    the base model with the adapter folded into its weights (safetensors), which plain
+               transformers loads with no PEFT; checked by comparing its logits with the adapter's
+    model.gguf the merged model as GGUF (Llama-family architectures), checked by loading it back
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+
+from tuneloop.eval.sides import run_config
+from tuneloop.models import Precision, load_model, load_tokenizer, resolve_model
+from tuneloop.runs import RunDir
+
+
+def export_adapter(run: RunDir, out: Path, scale: float = 1.0) -> Path:
+    if not run.adapter_dir.is_dir():
+        raise FileNotFoundError(f"{run.path}: no adapter/ (a full fine-tune is already a whole model: {run.model_dir})")
+    shutil.copytree(run.adapter_dir, out, dirs_exist_ok=True)
+    if scale != 1.0:
+        config_file = out / "adapter_config.json"
+        config = json.loads(config_file.read_text())
+        config["lora_alpha"] = config["lora_alpha"] * scale
+        config["alpha_pattern"] = {k: v * scale for k, v in (config.get("alpha_pattern") or {}).items()}
+        config_file.write_text(json.dumps(config, indent=2) + "\n")
+    return out
+
+
+def export_merged(run: RunDir, out: Path, adapter: Path | None = None) -> dict:
+    """Fold `adapter` (default: the run's) into fp32 base weights and save; returns the logit check."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    config = run_config(run.path)
+    folder = resolve_model(config.model)
+    tokenizer = load_tokenizer(folder)
+    if run.model_dir.is_dir():  # full fine-tuning: the model is already whole
+        model = load_model(run.model_dir, Precision.fp32)
+        peft_model = None
+    else:
+        peft_model = PeftModel.from_pretrained(load_model(folder, Precision.fp32), adapter or run.adapter_dir)
+        model = peft_model
+    probe = tokenizer.apply_chat_template([{"role": "user", "content": "Where is my order ORD-12345?"}],
+                                          add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    with torch.inference_mode():
+        expected = model(**probe).logits
+    if peft_model is not None:
+        model = peft_model.merge_and_unload()
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    reloaded = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
+    with torch.inference_mode():
+        got = reloaded(**probe).logits
+    return {"path": str(out), "max_logit_difference": float((got - expected).abs().max())}
+
+
+def export_gguf(merged: Path, out: Path, dtype: str = "f16") -> dict:
+    """Write the merged model as GGUF with the `gguf` package, then load it back with transformers."""
+    from transformers import AutoModelForCausalLM
+
+    from tuneloop.serve.gguf import write_gguf
+
+    write_gguf(merged, out, dtype)
+    original = AutoModelForCausalLM.from_pretrained(merged, dtype=torch.float32)
+    loaded = AutoModelForCausalLM.from_pretrained(out.parent, gguf_file=out.name, dtype=torch.float32)
+    ids = load_tokenizer(merged)("Where is my order ORD-12345?", return_tensors="pt")["input_ids"]
+    with torch.inference_mode():
+        difference = float((loaded(ids).logits - original(ids).logits).abs().max())
+    return {"path": str(out), "max_logit_difference": difference}
