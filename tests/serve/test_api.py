@@ -157,3 +157,8 @@ def _post(server, path, data, key="secret"):
             return r.status, json.loads(r.read())
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read())["error"]
+
+
+def test_ignore_eos_generates_exactly_max_tokens(client):
+    r = _chat(client, "support", max_tokens=7, extra_body={"ignore_eos": True})
+    assert r.usage.completion_tokens == 7 and r.choices[0].finish_reason == "length"

@@ -35,6 +35,7 @@ class _Body(BaseModel):
     stream: bool = False
     n: int = Field(1, ge=1, le=1, description="one choice per request")
     adapter_scale: float | None = Field(None, ge=0, le=4)
+    ignore_eos: bool = False
 
 
 class Message(BaseModel):
@@ -123,7 +124,7 @@ def create_app(engine: Engine, batcher: Batcher, api_key: str | None = None) -> 
                            f"context of {max_positions} tokens", "context_length_exceeded", "max_tokens")
         stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
         return Request(body.model, prompt_ids, max_tokens, body.temperature, body.top_p, stop, body.seed,
-                       body.adapter_scale)
+                       body.adapter_scale, body.ignore_eos)
 
     @app.post("/v1/chat/completions")
     async def chat(body: ChatBody):

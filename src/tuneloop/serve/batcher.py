@@ -3,8 +3,8 @@
 The worker takes the first waiting request, collects whatever else arrives within `wait_ms`
 (up to `max_batch`), and splits that into groups that can share one generate() call: the same
 decoding (greedy, or the same sampling settings; a seeded request decodes alone so its seed
-means something), and no adapter asked for at two different scales. Adapters mix freely within
-a group. A streaming request decodes alone, its tokens pushed to the client as they come.
+means something). Adapters and adapter strengths mix freely within a group. A streaming request
+decodes alone, its tokens pushed to the client as they come.
 """
 
 from __future__ import annotations
@@ -27,28 +27,23 @@ class _Item:
 @dataclass
 class _Group:
     items: list[_Item] = field(default_factory=list)
-    scales: dict[str, float] = field(default_factory=dict)
     alone: bool = False
 
 
-def group(items: list[_Item], engine: Engine, max_batch: int) -> list[_Group]:
+def group(items: list[_Item], max_batch: int) -> list[_Group]:
     groups: list[_Group] = []
     for item in items:
         r = item.request
-        adapter, scale = engine.adapter_of(r.model), engine.scale_of(r)
         if item.streamer is not None or (not r.greedy and r.seed is not None):
-            groups.append(_Group([item], {adapter: scale} if adapter else {}, alone=True))
+            groups.append(_Group([item], alone=True))
             continue
         for g in groups:
-            if (not g.alone and len(g.items) < max_batch and g.items[0].request.decoding() == r.decoding()
-                    and (adapter is None or g.scales.get(adapter, scale) == scale)):
+            if not g.alone and len(g.items) < max_batch and g.items[0].request.decoding() == r.decoding():
                 break
         else:
             g = _Group()
             groups.append(g)
         g.items.append(item)
-        if adapter is not None:
-            g.scales[adapter] = scale
     return groups
 
 
@@ -86,7 +81,7 @@ class Batcher:
                     self.queue.put(None)  # finish this batch, then stop
                     break
                 items.append(item)
-            for g in group(items, self.engine, self.max_batch):
+            for g in group(items, self.max_batch):
                 try:
                     results = self.engine.generate([i.request for i in g.items], streamer=g.items[0].streamer)
                     self.batches.append(len(g.items))

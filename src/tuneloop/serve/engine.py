@@ -1,18 +1,15 @@
-"""One base model, many LoRA adapters, one process: the transformers/PEFT serving backend.
+"""One base model, many LoRA adapters, one process: the transformers serving backend.
 
-Every adapter is loaded once into one PeftModel. A batch may mix adapters (and the bare base
-model): PEFT routes each row through its own adapter (`adapter_names`). An adapter's strength is
-its LoRA scaling (alpha / r) times a multiplier — the per-adapter default set at start, or the
-request's `adapter_scale` — applied for the duration of one batch. Two requests can share a batch
-when they decode the same way and ask for the same scale of any adapter they share; the batcher
-groups them so (see batcher.py).
+Every adapter is loaded once (multilora.py). A batch may mix adapters, the bare base model and
+adapter strengths freely: each row gets its own adapter, scaled by a multiplier of its LoRA
+scaling — the adapter's default set at start, or the request's `adapter_scale`. Requests share a
+batch when they decode the same way (see batcher.py).
 
 Only the batcher's worker thread calls `generate`, so the model is never used concurrently.
 """
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,8 +17,7 @@ import torch
 
 from tuneloop.models import Precision, choose_precision, load_model, load_tokenizer, resolve_model
 from tuneloop.models.precision import default_device
-
-BASE = "__base__"  # PEFT's name for "no adapter" in a mixed batch
+from tuneloop.serve.multilora import MultiLora
 
 
 @dataclass(frozen=True)
@@ -42,6 +38,7 @@ class Request:
     stop: list[str] = field(default_factory=list)
     seed: int | None = None
     adapter_scale: float | None = None  # None: the adapter's default
+    ignore_eos: bool = False  # generate exactly max_tokens (vLLM's option; throughput benchmarks use it)
 
     @property
     def greedy(self) -> bool:
@@ -49,7 +46,7 @@ class Request:
 
     def decoding(self) -> tuple:
         """Requests that decode differently cannot share one generate() call."""
-        return ("greedy",) if self.greedy else ("sample", self.temperature, self.top_p, self.seed)
+        return (self.ignore_eos, *(("greedy",) if self.greedy else ("sample", self.temperature, self.top_p, self.seed)))
 
 
 @dataclass
@@ -92,15 +89,9 @@ class Engine:
         clash = {self.base_name, "base"} & set(self.adapters)
         if clash:
             raise ValueError(f"adapter name {clash.pop()!r} is the base model's name; choose another")
-        self.model = base
-        if adapters:
-            from peft import PeftModel
-
-            first, *rest = adapters
-            self.model = PeftModel.from_pretrained(base, first.path, adapter_name=first.name)
-            for a in rest:
-                self.model.load_adapter(a.path, adapter_name=a.name)
-        self.model.eval()
+        self.model = base.eval()
+        compute = torch.bfloat16 if self.precision is Precision.bf16 else torch.float32
+        self.lora = MultiLora(base, {a.name: a.path for a in adapters}, compute, self.device)
 
     def model_names(self) -> list[str]:
         return [self.base_name, *self.adapters]
@@ -139,6 +130,8 @@ class Engine:
             mask[row, width - len(r.prompt_ids):] = 1
         kwargs = {"max_new_tokens": max(r.max_tokens for r in requests), "pad_token_id": pad,
                   "eos_token_id": self.tokenizer.eos_token_id, "streamer": streamer}
+        if first.ignore_eos:
+            kwargs["min_new_tokens"] = kwargs["max_new_tokens"]
         if first.greedy:
             kwargs["do_sample"] = False
         else:
@@ -146,18 +139,16 @@ class Engine:
             if first.seed is not None:
                 torch.manual_seed(first.seed)
         adapters = [self.adapter_of(r.model) for r in requests]
-        if self.adapters:
-            kwargs["adapter_names"] = [a or BASE for a in adapters]
-        scales = {a: self.scale_of(r) for a, r in zip(adapters, requests) if a is not None}
+        strengths = [self.scale_of(r) for r in requests]
         autocast = self.precision is Precision.bf16
-        with self._scaled(scales), torch.autocast(self.device, dtype=torch.bfloat16, enabled=autocast):
+        with self.lora.rows(adapters, strengths), torch.autocast(self.device, dtype=torch.bfloat16, enabled=autocast):
             out = self.model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device), **kwargs)
         return [self._result(r, out[row, width:].tolist()) for row, r in enumerate(requests)]
 
     def _result(self, r: Request, tokens: list[int]) -> Result:
         eos = self.tokenizer.eos_token_id
         finish = "length"
-        if eos in tokens[: r.max_tokens]:
+        if eos in tokens[: r.max_tokens] and not r.ignore_eos:
             tokens, finish = tokens[: tokens.index(eos)], "stop"
         tokens = tokens[: r.max_tokens]
         text = self.tokenizer.decode(tokens, skip_special_tokens=True)
@@ -165,24 +156,3 @@ class Engine:
         if cut is not None:
             text, finish = text[:cut], "stop"
         return Result(text, len(r.prompt_ids), len(tokens), finish)
-
-    @contextmanager
-    def _scaled(self, multipliers: dict[str, float]):
-        """Each named adapter's LoRA scaling times its multiplier, for one batch. (PEFT's own
-        rescale_adapter_scale multiplies every adapter alike; a mixed batch needs one each.)"""
-        changes = {a: m for a, m in multipliers.items() if m != 1.0}
-        if not changes:
-            yield
-            return
-        from peft.tuners.lora import LoraLayer
-
-        saved = []
-        for module in self.model.modules():
-            if isinstance(module, LoraLayer):
-                saved.append((module, dict(module.scaling)))
-                module.scaling = {k: v * changes.get(k, 1.0) for k, v in module.scaling.items()}
-        try:
-            yield
-        finally:
-            for module, scaling in saved:
-                module.scaling = scaling
