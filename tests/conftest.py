@@ -81,3 +81,20 @@ def adapter_runs(tmp_path_factory, tiny_model):
     """Two LoRA runs on the tiny model (for serving, export and chat tests)."""
     return {"support": _train_adapter(work, tiny_model, "support", 3e-2),
             "billing": _train_adapter(work, tiny_model, "billing", 1e-2)}
+
+
+@pytest.fixture(scope="session")
+def ui_store(tmp_path_factory, tiny_model):
+    """Two evaluated runs on the same data: one learning, one barely moving (the doctor has advice)."""
+    work = tmp_path_factory.mktemp("ui")
+    write_jsonl(work / "d.jsonl", QUICKSTART.joinpath("tickets.jsonl").read_text().splitlines()[:60])
+    for name, lr in (("good", 2e-2), ("slow", 1e-6)):
+        (work / f"{name}.yaml").write_text(
+            f"model: {tiny_model}\ndata: {{path: d.jsonl, max_seq_len: 256}}\n"
+            f"train: {{epochs: 2, batch_size: 8, learning_rate: {lr}, log_every: 1}}\neval: {{max_new_tokens: 6}}\n")
+        result = subprocess.run([sys.executable, "-m", "tuneloop.cli", "run", f"{name}.yaml"], cwd=work,
+                                capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stdout + result.stderr
+    runs = {p.name.split("-")[0]: p for p in (work / "runs").iterdir()}
+    (work / "preset.yaml").write_text((work / "good.yaml").read_text())
+    return work, runs

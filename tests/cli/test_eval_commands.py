@@ -52,15 +52,17 @@ def test_eval_bad_data_names_file_row_and_field(trained):
     assert result.returncode == 2 and "bad.jsonl:1" in result.stderr
 
 
-def test_compare_base_then_rate_and_rank(trained):
+def test_compare_base_then_rate_and_rank(trained, tiny_model):
     work, run = trained
-    result = _tuneloop("compare", "base", str(run), "--max-examples", "4", "--resamples", "200", cwd=work)
+    result = _tuneloop("compare", "base", str(run), "--max-examples", "4", "--resamples", "200",
+                       "--judge", str(tiny_model), cwd=work)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "95% interval" in result.stdout and "McNemar" in result.stdout and "per example" in result.stdout
     [record_file] = (run / "compare").iterdir()
     record = json.loads(record_file.read_text())
     assert record["a"] == "base" and record["b"] == run.name and record["n"] == 4
     assert record["wins"] + record["ties"] + record["losses"] == 4
+    assert len(record["judge"]["pairs"]) == 4 and "both orders agreed" in result.stdout
 
     result = _tuneloop("rate", str(record_file), "--runs-dir", "runs", cwd=work, stdin="1\nclearer\nt\n\nq\n")
     assert result.returncode == 0, result.stdout + result.stderr

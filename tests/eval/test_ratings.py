@@ -40,3 +40,7 @@ def test_bad_ratings_are_refused(tmp_path, winner, a, b, message):
     with pytest.raises(ValueError, match=message):
         _rate(tmp_path, a, b, winner)
     assert read_ratings(tmp_path) == []
+
+
+def test_no_ratings_yet():
+    assert summarize([]) == {"ratings": 0, "models": {}, "ranking": []}

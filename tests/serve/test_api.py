@@ -162,3 +162,12 @@ def _post(server, path, data, key="secret"):
 def test_ignore_eos_generates_exactly_max_tokens(client):
     r = _chat(client, "support", max_tokens=7, extra_body={"ignore_eos": True})
     assert r.usage.completion_tokens == 7 and r.choices[0].finish_reason == "length"
+
+
+def test_our_server_works_as_an_llm_judge_endpoint(server):
+    from tuneloop.eval.judge import EndpointJudge, judge_pairs
+
+    judge = EndpointJudge(server["url"], "support", api_key="secret")
+    result = judge_pairs(judge, ["Where is my parcel?"], ["It ships today."], ["No idea."])
+    assert result["judge"] == "support" and set(result["pairs"][0]) >= {"a_first", "b_first", "p_a", "winner"}
+    assert result["pairs"][0]["a_first"] in (0.0, 0.5, 1.0)

@@ -26,6 +26,7 @@ def _register_subcommands() -> None:
     from tuneloop.cli.eval import compare, eval_, rate, ratings
     from tuneloop.cli.models import models_app
     from tuneloop.cli.serve import chat, export, serve
+    from tuneloop.cli.ui import ui
     from tuneloop.cli.tune import autotune, sweep
 
     app.add_typer(data_app, name="data")
@@ -38,6 +39,7 @@ def _register_subcommands() -> None:
     app.command()(serve)
     app.command()(chat)
     app.command()(export)
+    app.command()(ui)
     app.command()(autotune)
     app.command()(sweep)
 

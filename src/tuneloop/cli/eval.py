@@ -88,6 +88,11 @@ def compare(
     max_examples: Annotated[int | None, typer.Option("--max-examples", min=1)] = None,
     resamples: Annotated[int, typer.Option("--resamples", min=100, help="Bootstrap resamples.")] = 1000,
     show: Annotated[int, typer.Option("--show", help="Regressions to print.")] = 5,
+    judge: Annotated[str | None, typer.Option("--judge", help="Also let a judge pick the better answer of each "
+                                              "pair (both orders): a model tuneloop loads, or an "
+                                              "OpenAI-compatible URL.")] = None,
+    judge_model: Annotated[str | None, typer.Option("--judge-model", help="The endpoint's model name.")] = None,
+    rubric: Annotated[str | None, typer.Option("--rubric", help="What the judge looks for.")] = None,
 ) -> None:
     """A/B on one test set: each metric with a paired-bootstrap interval, McNemar, win/tie/loss, regressions first."""
     from tuneloop.config import ConfigError
@@ -147,6 +152,18 @@ def compare(
         console.print(f"[red]worse[/red] row {gen_set[i].row}: {gen_set[i].prompt[-1]['content'][:100]!r}\n"
                       f"   reference {references[i][:100]!r}\n   A {side_a['outputs'][i][:100]!r}\n"
                       f"   B {side_b['outputs'][i][:100]!r}")
+    if judge:
+        from tuneloop.eval.judge import RUBRIC, judge_pairs, make_judge
+
+        try:
+            with console.status(f"judging {len(gen_set)} pairs in both orders"):
+                result["judge"] = judge_pairs(make_judge(judge, judge_model), [e.prompt[-1]["content"] for e in gen_set],
+                                              side_a["outputs"], side_b["outputs"], rubric or RUBRIC)
+        except Exception as e:  # noqa: BLE001 — a model that will not load or an endpoint that will not answer
+            _fail(ValueError(f"--judge {judge}: {e}"))
+        j = result["judge"]
+        console.print(f"judge {j['judge']}: B better on {j['b_wins']}, tied {j['ties']}, A better on {j['a_wins']}; "
+                      f"both orders agreed on {j['position_consistency']:.0%} of pairs")
     record = {"a": name_a, "b": name_b, "data": str(data) if data else "test split", **result,
               "examples": [{"source_row": e.row, "prompt": e.prompt[-1]["content"], "reference": r,
                             "a": {"output": side_a["outputs"][i], **side_a["per_example"][i]},

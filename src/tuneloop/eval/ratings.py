@@ -64,6 +64,8 @@ def summarize(ratings: list[dict]) -> dict:
 def bradley_terry(ratings: list[dict], iterations: int = 200) -> dict[str, float]:
     """Strengths p with P(i beats j) = p_i / (p_i + p_j), geometric mean 1."""
     names = sorted({r["model_a"] for r in ratings} | {r["model_b"] for r in ratings})
+    if not names:
+        return {}
     wins = {n: 0.0 for n in names}
     games: dict[tuple[str, str], float] = {}
     for r in ratings:

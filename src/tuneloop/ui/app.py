@@ -1,0 +1,203 @@
+"""`tuneloop ui`: a local web dashboard over the run store (FastAPI, server-rendered pages, Plotly
+served from the installed package: no CDN, the machine may be offline).
+
+Pages: runs (filter, sort, pick runs to compare), a run (live curves, the doctor, evaluation,
+data), compare (overlaid curves, config diff, metrics with significance), rate (blind side by
+side), launch (a preset plus hyperparameters, each with the guides' hint). Runs are launched as
+`tuneloop run` subprocesses, so a run outlives the dashboard.
+"""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import yaml
+from fastapi import FastAPI, Form, HTTPException, Query, Request
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
+from fastapi.templating import Jinja2Templates
+
+from tuneloop.config import ConfigError, LoraConfig, TrainConfig, load_config
+from tuneloop.eval.ratings import add_rating, read_ratings, summarize
+from tuneloop.ui import store
+
+TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+COLUMNS = [("id", "run"), ("status", "status"), ("model", "model"), ("data", "data"), ("method", "method"),
+           ("learning_rate", "learning rate"), ("epochs", "epochs"), ("batch", "effective batch"),
+           ("lora_r", "LoRA r"), ("best_val_loss", "best val loss"), ("metric_value", "test metric"),
+           ("verdict", "doctor")]
+# The knobs the guides name, in their order; the hint is the config schema's own description.
+LAUNCH_FIELDS = ["train.method", "train.learning_rate", "train.epochs", "train.batch_size",
+                 "train.gradient_accumulation", "train.scheduler", "train.warmup_ratio", "train.weight_decay",
+                 "train.early_stopping_patience", "lora.r", "lora.alpha", "lora.dropout"]
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
+
+
+def launch_subprocess(config_file: Path) -> None:
+    log = config_file.with_suffix(".log").open("w")
+    subprocess.Popen([sys.executable, "-m", "tuneloop.cli", "run", str(config_file)], stdout=log, stderr=log,
+                     cwd=config_file.parent, start_new_session=True)
+
+
+def create_app(runs_dir: Path, presets: list[Path] | None = None, launcher=launch_subprocess) -> FastAPI:
+    runs_dir = runs_dir.resolve()
+    presets = presets if presets is not None else sorted(EXAMPLES.glob("*/*.yaml"))
+    app = FastAPI(title="tuneloop", docs_url=None, redoc_url=None)
+
+    def page(request: Request, name: str, **context):
+        return TEMPLATES.TemplateResponse(request, name, context)
+
+    def get_run(run_id: str):
+        run = store.find(runs_dir, run_id)
+        if run is None:
+            raise HTTPException(404, f"no run {run_id!r} in {runs_dir}")
+        return run
+
+    @app.get("/static/plotly.min.js")
+    def plotly_js():
+        import plotly
+
+        return FileResponse(Path(plotly.__file__).parent / "package_data" / "plotly.min.js",
+                            media_type="application/javascript")
+
+    @app.get("/", response_class=HTMLResponse)
+    def runs_page(request: Request, q: str = "", status: str = "", sort: str = "id", desc: int = 1):
+        rows = [store.summary(r) for r in store.runs(runs_dir)]
+        rows = [r for r in rows if (not status or r["status"] == status)
+                and (not q or q.lower() in f"{r['id']} {r['model']} {r['data']}".lower())]
+        if sort in dict(COLUMNS):
+            present = [r for r in rows if r[sort] is not None]
+            rows = sorted(present, key=lambda r: r[sort], reverse=bool(desc)) + [r for r in rows if r[sort] is None]
+        return page(request, "runs.html", rows=rows, columns=COLUMNS, q=q, status=status, sort=sort, desc=desc,
+                    runs_dir=runs_dir)
+
+    @app.get("/runs/{run_id}", response_class=HTMLResponse)
+    def run_page(request: Request, run_id: str):
+        run = store.detail(get_run(run_id))
+        return page(request, "run.html", run=run, config_yaml=yaml.safe_dump(run["config"], sort_keys=False))
+
+    @app.get("/api/runs")
+    def api_runs():
+        return [store.summary(r) for r in store.runs(runs_dir)]
+
+    @app.get("/api/runs/{run_id}")
+    def api_run(run_id: str):
+        run = get_run(run_id)
+        info = store._json(run.info_file) or {}
+        return {"id": run.id, "status": info.get("status"), "metrics": run.read_metrics()}
+
+    @app.post("/runs/{run_id}/next")
+    def launch_next(run_id: str):
+        run = store.detail(get_run(run_id))
+        diagnosis = run["diagnosis"]
+        if not diagnosis or not diagnosis["next_config"] or not diagnosis["recommendations"]:
+            raise HTTPException(400, "the doctor has no change to recommend for this run")
+        config = dict(diagnosis["next_config"], run_name=f"{run_id.rsplit('-', 2)[0]}-next", runs_dir=str(runs_dir))
+        return _launch(config, f"{run_id}-next")
+
+    @app.get("/compare", response_class=HTMLResponse)
+    def compare_page(request: Request, run: list[str] = Query([])):
+        if not run:
+            return page(request, "compare.html", ids=[], error=None)
+        if not 2 <= len(run) <= 5:
+            return page(request, "compare.html", ids=[], error=f"pick 2 to 5 runs, not {len(run)}")
+        runs = [get_run(r) for r in run]
+        details = [store.detail(r) for r in runs]
+        curves = [{"name": d["id"], "x": [m["step"] for m in d["metrics"] if "eval_loss" in m],
+                   "y": [m["eval_loss"] for m in d["metrics"] if "eval_loss" in m]} for d in details]
+        table = []
+        for d, s in zip(details, (store.summary(r) for r in runs)):
+            sig = None
+            if d is not details[0] and details[0]["evaluation"] and d["evaluation"]:
+                result = store.significance(details[0]["evaluation"], d["evaluation"])
+                headline = s["metric"] and {"classification": "accuracy", "generation": "rougeL",
+                                            "json_fields": "field_accuracy"}.get(s["metric"], "exact_match")
+                sig = result["metrics"].get(headline) if result else None
+            table.append({**s, "significance": sig})
+        return page(request, "compare.html", ids=run, curves=curves, table=table, error=None,
+                    diff=store.config_diff({d["id"]: d["config"] for d in details}))
+
+    @app.get("/rate", response_class=HTMLResponse)
+    def rate_page(request: Request, run: str = ""):
+        summary = summarize(read_ratings(runs_dir))
+        evaluated = [r.id for r in store.runs(runs_dir) if r.eval_file.is_file()]
+        if not run:
+            return page(request, "rate.html", run=None, runs=evaluated, example=None, summary=summary, error=None)
+        examples = (store._json(get_run(run).eval_file) or {}).get("examples", [])
+        rated = {r["prompt"] for r in read_ratings(runs_dir) if {r["model_a"], r["model_b"]} == {"base", run}}
+        todo = [i for i, e in enumerate(examples)
+                if e["prompt"] not in rated and e["base"]["output"] != e["finetuned"]["output"]]
+        if not todo:
+            return page(request, "rate.html", run=run, runs=evaluated, example=None, summary=summary, error=None)
+        i = todo[0]
+        flip = random.Random(f"{run}:{i}").random() < 0.5  # random order, stable across reloads
+        e = examples[i]
+        first, second = (e["finetuned"]["output"], e["base"]["output"]) if flip else (e["base"]["output"],
+                                                                                      e["finetuned"]["output"])
+        return page(request, "rate.html", run=run, runs=evaluated, example=e, first=first, second=second,
+                    token=f"{run}|{i}|{int(flip)}", remaining=len(todo), total=len(examples), summary=summary,
+                    error=None)
+
+    @app.post("/rate")
+    def rate_submit(token: str = Form(...), choice: str = Form(...), comment: str = Form("")):
+        try:
+            run, index, flip = token.rsplit("|", 2)
+            e = (store._json(get_run(run).eval_file) or {})["examples"][int(index)]
+        except (ValueError, KeyError, IndexError):
+            raise HTTPException(400, "unknown example") from None
+        if choice not in ("1", "2", "tie"):
+            raise HTTPException(400, "choice must be 1, 2 or tie")
+        # Side a is the base model, b the fine-tuned one; the page showed b first when flipped.
+        winner = "tie" if choice == "tie" else ("b" if (choice == "1") == (flip == "1") else "a")
+        add_rating(runs_dir, prompt=e["prompt"], model_a="base", model_b=run, output_a=e["base"]["output"],
+                   output_b=e["finetuned"]["output"], winner=winner, comment=comment,
+                   shown_first="b" if flip == "1" else "a", source=f"dashboard:{run}")
+        return RedirectResponse(f"/rate?run={run}", status_code=303)
+
+    @app.get("/launch", response_class=HTMLResponse)
+    def launch_page(request: Request, error: str | None = None):
+        return page(request, "launch.html", presets=[str(p) for p in presets], fields=_fields(), error=error)
+
+    @app.post("/launch")
+    async def launch_submit(request: Request):
+        form = dict(await request.form())
+        preset = Path(form.pop("preset", ""))
+        if preset not in presets:
+            raise HTTPException(400, f"unknown preset {preset}")
+        overrides = [f"{k}={v}" for k, v in form.items() if v.strip() and k in LAUNCH_FIELDS]
+        if form.get("model", "").strip():
+            overrides.append(f"model={form['model'].strip()}")
+        if form.get("data", "").strip():
+            overrides.append(f"data.path={Path(form['data'].strip()).resolve()}")
+        try:
+            config = load_config(preset, overrides)
+        except ConfigError as e:
+            return page(request, "launch.html", presets=[str(p) for p in presets], fields=_fields(), error=str(e))
+        config.runs_dir = runs_dir
+        return _launch(config.model_dump(mode="json"), config.run_name or "run")
+
+    def _launch(config: dict, name: str):
+        folder = runs_dir / "launched"
+        folder.mkdir(parents=True, exist_ok=True)
+        config_file = folder / f"{name}-{datetime.now():%Y%m%d-%H%M%S}.yaml"
+        config_file.write_text(yaml.safe_dump(config, sort_keys=False))
+        launcher(config_file)
+        return RedirectResponse("/", status_code=303)
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(request: Request, exc: HTTPException):
+        return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
+
+    return app
+
+
+def _fields() -> list[dict]:
+    out = []
+    for key in LAUNCH_FIELDS:
+        section, name = key.split(".")
+        field = (TrainConfig if section == "train" else LoraConfig).model_fields[name]
+        out.append({"key": key, "default": field.default, "hint": field.description or ""})
+    return out

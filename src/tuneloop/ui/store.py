@@ -1,0 +1,111 @@
+"""What the dashboard reads from the run store: run summaries, one run's details, comparisons."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from tuneloop.doctor import diagnose_metrics, recommend
+from tuneloop.eval.compare import compare_outputs
+from tuneloop.runs import RunDir
+
+
+def _json(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _config(run: RunDir) -> dict:
+    try:
+        return yaml.safe_load(run.config_file.read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return {}
+
+
+def runs(runs_dir: Path) -> list[RunDir]:
+    if not runs_dir.is_dir():
+        return []
+    return sorted((RunDir(p) for p in runs_dir.iterdir() if (p / "run.json").is_file()), key=lambda r: r.id,
+                  reverse=True)
+
+
+def find(runs_dir: Path, run_id: str) -> RunDir | None:
+    """A run by id; ids come from URLs, so only names of existing run directories are accepted."""
+    return next((r for r in runs(runs_dir) if r.id == run_id), None)
+
+
+def summary(run: RunDir) -> dict:
+    info, config = _json(run.info_file) or {}, _config(run)
+    metrics = run.read_metrics()
+    evals = [m["eval_loss"] for m in metrics if isinstance(m.get("eval_loss"), (int, float))]
+    evaluation = _json(run.eval_file)
+    train, lora = config.get("train", {}), config.get("lora", {})
+    metric = value = None
+    if evaluation:
+        metric = evaluation["metric"]
+        value = evaluation["finetuned"]["metrics"].get({"classification": "accuracy", "generation": "rougeL",
+                                                          "json_fields": "field_accuracy"}.get(metric, metric))
+        if value is None:
+            value = evaluation["finetuned"]["metrics"].get("exact_match")
+    return {
+        "id": run.id, "status": info.get("status", "?"), "started_at": info.get("started_at", ""),
+        "model": Path(str(config.get("model", "?"))).name, "data": Path(str(config.get("data", {}).get("path", "?"))).name,
+        "method": train.get("method"), "learning_rate": train.get("learning_rate"), "epochs": train.get("epochs"),
+        "batch": (train.get("batch_size") or 0) * (train.get("gradient_accumulation") or 1) or None,
+        "lora_r": lora.get("r") if train.get("method") != "full" else None,
+        "best_val_loss": min(evals) if evals else None, "metric": metric, "metric_value": value,
+        "verdict": diagnose_metrics(metrics).verdict if evals else None,
+    }
+
+
+def detail(run: RunDir) -> dict:
+    info, config = _json(run.info_file) or {}, _config(run)
+    metrics = run.read_metrics()
+    diagnosis = None
+    if any("eval_loss" in m for m in metrics):
+        evaluation = _json(run.eval_file) or {}
+        diagnosis = recommend(diagnose_metrics(
+            metrics, base_loss=evaluation.get("base", {}).get("metrics", {}).get("loss"),
+            tuned_loss=evaluation.get("finetuned", {}).get("metrics", {}).get("loss"),
+            n_validation=info.get("split_sizes", {}).get("validation"),
+            data_report=_json(run.data_report_file)), config).to_dict()
+    return {"id": run.id, "info": info, "config": config, "metrics": metrics, "diagnosis": diagnosis,
+            "data_report": _json(run.data_report_file), "evaluation": _json(run.eval_file)}
+
+
+def flatten(config: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in config.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def config_diff(configs: dict[str, dict]) -> list[dict]:
+    flat = {name: flatten(c) for name, c in configs.items()}
+    keys = sorted(set().union(*flat.values())) if flat else []
+    return [{"key": k, "values": [flat[n].get(k) for n in flat]} for k in keys
+            if k != "run_name" and len({json.dumps(flat[n].get(k), sort_keys=True) for n in flat}) > 1]
+
+
+def finetuned_side(evaluation: dict) -> dict:
+    """A run's fine-tuned answers from eval.json, in the shape compare_outputs takes."""
+    examples = evaluation.get("examples", [])
+    return {"outputs": [e["finetuned"]["output"] for e in examples],
+            "per_example": [{k: v for k, v in e["finetuned"].items() if k != "output"} for e in examples]}
+
+
+def significance(first: dict, other: dict) -> dict | None:
+    """Paired A/B of two evaluated runs on the same test answers (no generation: eval.json has them)."""
+    refs_a = [e["reference"] for e in first.get("examples", [])]
+    refs_b = [e["reference"] for e in other.get("examples", [])]
+    if not refs_a or refs_a != refs_b or first["metric"] != other["metric"]:
+        return None
+    return compare_outputs(first["metric"], refs_a, finetuned_side(first), finetuned_side(other), resamples=500)

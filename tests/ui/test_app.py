@@ -1,0 +1,93 @@
+"""The dashboard's pages and actions over a real run store (tiny model), through FastAPI's test client."""
+
+import json
+
+import pytest
+import yaml
+from fastapi.testclient import TestClient
+
+from tuneloop.ui import create_app
+
+
+@pytest.fixture()
+def client(ui_store):
+    work, _ = ui_store
+    launched = []
+    client = TestClient(create_app(work / "runs", presets=[work / "preset.yaml"], launcher=launched.append))
+    client.launched = launched
+    return client
+
+
+def test_runs_list_filters_and_sorts(client, ui_store):
+    _, runs = ui_store
+    page = client.get("/").text
+    assert page.count("run-row") == 2 and "best val loss" in page and "underfitting" in page
+    assert client.get("/", params={"q": "slow"}).text.count("run-row") == 1
+    assert client.get("/", params={"status": "failed"}).text.count("run-row") == 0
+    ordered = client.get("/", params={"sort": "best_val_loss", "desc": 0}).text
+    assert ordered.index(runs["good"].name) < ordered.index(runs["slow"].name)
+    summaries = client.get("/api/runs").json()
+    assert {s["verdict"] for s in summaries} >= {"underfitting"} and all(s["status"] == "finished" for s in summaries)
+
+
+def test_run_page_has_curves_doctor_evaluation_and_data(client, ui_store):
+    _, runs = ui_store
+    page = client.get(f"/runs/{runs['slow'].name}").text
+    for needle in ('id="loss"', "/static/plotly.min.js", "underfitting", "launch the recommended next run",
+                   "Test split: base vs fine-tuned", "interval of the change", "Data", "learning_rate"):
+        assert needle in page, needle
+    api = client.get(f"/api/runs/{runs['slow'].name}").json()
+    assert api["status"] == "finished" and any("eval_loss" in m for m in api["metrics"])
+    assert client.get("/static/plotly.min.js").headers["content-type"].startswith("application/javascript")
+
+
+def test_unknown_runs_are_404s(client):
+    assert client.get("/runs/nope").status_code == 404
+    assert client.get("/api/runs/..").status_code == 404
+
+
+def test_launch_the_recommended_next_run(client, ui_store):
+    work, runs = ui_store
+    response = client.post(f"/runs/{runs['slow'].name}/next", follow_redirects=False)
+    assert response.status_code == 303
+    [config_file] = client.launched
+    config = yaml.safe_load(config_file.read_text())
+    assert config["train"]["learning_rate"] == 1e-4  # the doctor's jump into the LoRA range
+    assert config["runs_dir"] == str((work / "runs").resolve())
+
+
+def test_compare_overlays_diffs_and_tests_significance(client, ui_store):
+    _, runs = ui_store
+    page = client.get("/compare", params=[("run", runs["good"].name), ("run", runs["slow"].name)]).text
+    assert "Config differences" in page and "train.learning_rate" in page and "vs " in page
+    assert "], p " in page  # a bootstrap interval and p-value against the first run
+    assert "pick 2 to 5 runs" in client.get("/compare", params=[("run", runs["good"].name)]).text
+
+
+def test_rating_round_trip(client, ui_store):
+    work, runs = ui_store
+    run = runs["good"].name
+    page = client.get("/rate", params={"run": run}).text
+    assert 'id="answer-1"' in page and "Answer 2" in page
+    token = page.split('name="token" value="')[1].split('"')[0]
+    response = client.post("/rate", data={"token": token, "choice": "2", "comment": "tidier"}, follow_redirects=False)
+    assert response.status_code == 303
+    [rating] = [json.loads(x) for x in (work / "runs" / "ratings.jsonl").read_text().splitlines()]
+    flipped = token.endswith("|1")
+    assert rating["winner"] == ("a" if flipped else "b") and rating["comment"] == "tidier"
+    assert rating["model_a"] == "base" and rating["model_b"] == run
+    assert "1 ratings" in client.get("/rate").text
+    assert client.post("/rate", data={"token": "nope|0|0", "choice": "1"}).status_code in (400, 404)
+
+
+def test_launch_form_validates_and_launches(client, ui_store):
+    work, _ = ui_store
+    page = client.get("/launch").text
+    assert "train.learning_rate" in page and "LoRA: 1e-4 to 1e-3" in page  # the guides' hint beside the field
+    bad = client.post("/launch", data={"preset": str(work / "preset.yaml"), "train.learning_rate": "-1"})
+    assert "greater than 0" in bad.text and not client.launched
+    ok = client.post("/launch", data={"preset": str(work / "preset.yaml"), "train.epochs": "3", "lora.r": "4"},
+                     follow_redirects=False)
+    assert ok.status_code == 303
+    config = yaml.safe_load(client.launched[0].read_text())
+    assert config["train"]["epochs"] == 3 and config["lora"]["r"] == 4

@@ -1,0 +1,67 @@
+"""The dashboard in a real browser: Debian's chromium driven by Playwright against the app on localhost.
+
+Run with `-m browser` (CI does; it needs /usr/bin/chromium: `apt-get install chromium`)."""
+
+import json
+import shutil
+import socket
+import threading
+import time
+
+import pytest
+
+pytestmark = pytest.mark.browser
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="module")
+def dashboard(ui_store):
+    import uvicorn
+
+    from tuneloop.ui import create_app
+
+    work, runs = ui_store
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(work / "runs", launcher=lambda path: None), host="127.0.0.1",
+                                           port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}", work, runs
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def test_browse_open_a_run_see_its_chart_and_rate(dashboard, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    url, work, runs = dashboard
+    if not shutil.which("chromium"):
+        pytest.fail("chromium is not installed: apt-get install chromium (the browser tests need it)")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(url + "/")
+        assert page.locator("tr.run-row").count() == 2
+        page.screenshot(path=str(tmp_path / "runs.png"))
+
+        page.click(f"text={runs['good'].name}")
+        page.wait_for_selector("#loss .main-svg")  # Plotly drew the chart, from the locally served script
+        assert page.locator("#loss .scatterlayer .trace").count() == 2  # training and validation loss
+        assert page.locator("#verdict").inner_text() in ("healthy", "underfitting", "undertrained", "overfitting")
+        page.screenshot(path=str(tmp_path / "run.png"), full_page=True)
+
+        page.goto(url + f"/rate?run={runs['good'].name}")
+        prompt = page.locator("#prompt").inner_text()
+        page.fill("input[name=comment]", "from the browser")
+        page.click("#choose-1")
+        page.wait_for_selector("#ratings")
+        assert "1 ratings" in page.content()
+        page.screenshot(path=str(tmp_path / "rate.png"))
+        browser.close()
+    [rating] = [json.loads(x) for x in (work / "runs" / "ratings.jsonl").read_text().splitlines()
+                if json.loads(x)["comment"] == "from the browser"]
+    assert rating["prompt"] == prompt and rating["winner"] in ("a", "b")
