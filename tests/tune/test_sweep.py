@@ -105,3 +105,26 @@ def test_a_typo_in_the_space_fails_before_any_trial(tmp_path, tiny_model):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "learning_rte" in result.stderr and "did you mean" in result.stderr
     assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").glob("s-trial*"))
+
+
+def test_ray_backend_on_a_local_cluster(tmp_path, tiny_model):
+    """The Ray Tune path on one machine (Ray's local cluster): Optuna's sampler, ASHA, run directories."""
+    write_jsonl(tmp_path / "d.jsonl", QUICKSTART.joinpath("tickets.jsonl").read_text().splitlines()[:40])
+    (tmp_path / "r.yaml").write_text(f"""
+model: {tiny_model}
+data: {{path: d.jsonl, max_seq_len: 256}}
+train: {{epochs: 1, batch_size: 8, eval_every: 2}}
+sweep:
+  space:
+    train.learning_rate: {{low: 1.0e-3, high: 3.0e-2, log: true}}
+    lora.r: {{choices: [4, 8]}}
+""")
+    result = subprocess.run([sys.executable, "-m", "tuneloop.cli", "sweep", "r.yaml", "--backend", "ray",
+                             "--trials", "2"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = json.loads((tmp_path / "runs" / "sweeps" / "r" / "ray_trials.json").read_text())
+    assert len(rows) == 2 and all(r["error"] is None and r["best_val_loss"] > 0 for r in rows)
+    runs = [p for p in (tmp_path / "runs").iterdir() if p.name.startswith("r-")]
+    assert len(runs) == 2
+    info = json.loads((runs[0] / "run.json").read_text())
+    assert info["sweep"]["backend"] == "ray" and info["sweep"]["params"]["lora.alpha"] == 2 * info["sweep"]["params"]["lora.r"]

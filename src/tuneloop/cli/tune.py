@@ -50,11 +50,20 @@ def sweep(
                                                 "postgresql://host/db for workers on several machines.")] = None,
     study: Annotated[str | None, typer.Option("--study", help="Study name (default: the config's name).")] = None,
     timeout_minutes: Annotated[float | None, typer.Option("--timeout-minutes")] = None,
+    backend: Annotated[str, typer.Option("--backend", help="optuna (this machine, or many via --storage) or "
+                                         "ray (Ray Tune on a Ray cluster).")] = "optuna",
+    ray_address: Annotated[str | None, typer.Option("--ray-address", help="A running Ray cluster ('auto'); "
+                                                    "default: a local one.")] = None,
     set_: Overrides = [],
 ) -> None:
-    """Hyperparameter search with Optuna (TPE, pruning of weak trials, resumable SQLite storage)."""
+    """Hyperparameter search with Optuna (TPE, pruning of weak trials, resumable SQLite storage), or on Ray Tune."""
     from tuneloop.tune import sweep as run_sweep
 
+    if backend not in ("optuna", "ray"):
+        raise typer.BadParameter("use optuna or ray", param_hint="--backend")
+    if backend == "ray":
+        _ray_sweep(config, set_, trials, study, ray_address)
+        return
     result = config_job(config, set_, lambda cfg: run_sweep(cfg, trials=trials, storage=storage, study_name=study,
                                                             timeout_minutes=timeout_minutes, console=console))
     table = Table("trial", "state", "params", "best val loss", "run", title=f"sweep {result.study_name}")
@@ -69,3 +78,22 @@ def sweep(
     if result.best:
         console.print(f"best config: {result.folder / 'best.yaml'}  →  tuneloop run {result.folder / 'best.yaml'}", soft_wrap=True)
     console.print(f"watch: optuna-dashboard {result.storage}", soft_wrap=True)
+
+
+def _ray_sweep(config: Path, overrides: list[str], trials: int | None, study: str | None, address: str | None) -> None:
+    from tuneloop.tune.ray_backend import ray_sweep
+    from tuneloop.tune.sweep import DEFAULT_SPACE
+
+    def job(cfg):
+        name = study or cfg.run_name or "sweep"
+        return name, ray_sweep(cfg, cfg.sweep.space or DEFAULT_SPACE[cfg.train.method], trials=trials or cfg.sweep.trials,
+                               name=name, address=address, console=console)
+
+    name, rows = config_job(config, overrides, job)
+    table = Table("trial", "params", "best val loss", "evaluations", title=f"ray sweep {name}")
+    for r in sorted(rows, key=lambda r: r["best_val_loss"] if r["best_val_loss"] is not None else float("inf")):
+        params = ", ".join(f"{k.split('.')[-1]}={v:.3g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}"
+                           for k, v in r["params"].items())
+        table.add_row(str(r["trial"]), params, "-" if r["best_val_loss"] is None else f"{r['best_val_loss']:.4f}",
+                      str(r["evaluations"]))
+    console.print(table)
