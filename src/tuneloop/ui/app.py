@@ -86,7 +86,7 @@ def create_app(runs_dir: Path, presets: list[Path] | None = None, launcher=launc
     @app.get("/api/runs/{run_id}")
     def api_run(run_id: str):
         run = get_run(run_id)
-        info = store._json(run.info_file) or {}
+        info = store.read_json(run.info_file) or {}
         return {"id": run.id, "status": info.get("status"), "metrics": run.read_metrics()}
 
     @app.post("/runs/{run_id}/next")
@@ -113,9 +113,7 @@ def create_app(runs_dir: Path, presets: list[Path] | None = None, launcher=launc
             sig = None
             if d is not details[0] and details[0]["evaluation"] and d["evaluation"]:
                 result = store.significance(details[0]["evaluation"], d["evaluation"])
-                headline = s["metric"] and {"classification": "accuracy", "generation": "rougeL",
-                                            "json_fields": "field_accuracy"}.get(s["metric"], "exact_match")
-                sig = result["metrics"].get(headline) if result else None
+                sig = result["metrics"].get(store.headline(d["evaluation"])) if result else None
             table.append({**s, "significance": sig})
         return page(request, "compare.html", ids=run, curves=curves, table=table, error=None,
                     diff=store.config_diff({d["id"]: d["config"] for d in details}))
@@ -126,7 +124,7 @@ def create_app(runs_dir: Path, presets: list[Path] | None = None, launcher=launc
         evaluated = [r.id for r in store.runs(runs_dir) if r.eval_file.is_file()]
         if not run:
             return page(request, "rate.html", run=None, runs=evaluated, example=None, summary=summary, error=None)
-        examples = (store._json(get_run(run).eval_file) or {}).get("examples", [])
+        examples = (store.read_json(get_run(run).eval_file) or {}).get("examples", [])
         rated = {r["prompt"] for r in read_ratings(runs_dir) if {r["model_a"], r["model_b"]} == {"base", run}}
         todo = [i for i, e in enumerate(examples)
                 if e["prompt"] not in rated and e["base"]["output"] != e["finetuned"]["output"]]
@@ -145,7 +143,7 @@ def create_app(runs_dir: Path, presets: list[Path] | None = None, launcher=launc
     def rate_submit(token: str = Form(...), choice: str = Form(...), comment: str = Form("")):
         try:
             run, index, flip = token.rsplit("|", 2)
-            e = (store._json(get_run(run).eval_file) or {})["examples"][int(index)]
+            e = (store.read_json(get_run(run).eval_file) or {})["examples"][int(index)]
         except (ValueError, KeyError, IndexError):
             raise HTTPException(400, "unknown example") from None
         if choice not in ("1", "2", "tie"):

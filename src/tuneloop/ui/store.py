@@ -9,10 +9,11 @@ import yaml
 
 from tuneloop.doctor import diagnose_metrics, recommend
 from tuneloop.eval.compare import compare_outputs
+from tuneloop.eval.metrics import HEADLINE
 from tuneloop.runs import RunDir
 
 
-def _json(path: Path):
+def read_json(path: Path):
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
@@ -39,18 +40,15 @@ def find(runs_dir: Path, run_id: str) -> RunDir | None:
 
 
 def summary(run: RunDir) -> dict:
-    info, config = _json(run.info_file) or {}, _config(run)
+    info, config = read_json(run.info_file) or {}, _config(run)
     metrics = run.read_metrics()
     evals = [m["eval_loss"] for m in metrics if isinstance(m.get("eval_loss"), (int, float))]
-    evaluation = _json(run.eval_file)
+    evaluation = read_json(run.eval_file)
     train, lora = config.get("train", {}), config.get("lora", {})
     metric = value = None
     if evaluation:
-        metric = evaluation["metric"]
-        value = evaluation["finetuned"]["metrics"].get({"classification": "accuracy", "generation": "rougeL",
-                                                          "json_fields": "field_accuracy"}.get(metric, metric))
-        if value is None:
-            value = evaluation["finetuned"]["metrics"].get("exact_match")
+        metric = headline(evaluation)
+        value = evaluation["finetuned"]["metrics"].get(metric)
     return {
         "id": run.id, "status": info.get("status", "?"), "started_at": info.get("started_at", ""),
         "model": Path(str(config.get("model", "?"))).name, "data": Path(str(config.get("data", {}).get("path", "?"))).name,
@@ -62,19 +60,24 @@ def summary(run: RunDir) -> dict:
     }
 
 
+def headline(evaluation: dict) -> str:
+    """The metric a run is judged by: the task metric's headline, else loss (plain text, custom metrics)."""
+    return HEADLINE.get(evaluation["metric"], "loss")
+
+
 def detail(run: RunDir) -> dict:
-    info, config = _json(run.info_file) or {}, _config(run)
+    info, config = read_json(run.info_file) or {}, _config(run)
     metrics = run.read_metrics()
     diagnosis = None
     if any("eval_loss" in m for m in metrics):
-        evaluation = _json(run.eval_file) or {}
+        evaluation = read_json(run.eval_file) or {}
         diagnosis = recommend(diagnose_metrics(
             metrics, base_loss=evaluation.get("base", {}).get("metrics", {}).get("loss"),
             tuned_loss=evaluation.get("finetuned", {}).get("metrics", {}).get("loss"),
             n_validation=info.get("split_sizes", {}).get("validation"),
-            data_report=_json(run.data_report_file)), config).to_dict()
+            data_report=read_json(run.data_report_file)), config).to_dict()
     return {"id": run.id, "info": info, "config": config, "metrics": metrics, "diagnosis": diagnosis,
-            "data_report": _json(run.data_report_file), "evaluation": _json(run.eval_file)}
+            "data_report": read_json(run.data_report_file), "evaluation": read_json(run.eval_file)}
 
 
 def flatten(config: dict, prefix: str = "") -> dict:
