@@ -96,3 +96,20 @@ def test_models_compare(tmp_path, tiny_model, smollm2_folder):
     assert record["models"][0]["parameters"] > record["models"][1]["parameters"]  # hidden 64 vs 32
     too_many = _tuneloop("models", "compare", *[str(tiny_model)] * 6, "--data", "g.jsonl", cwd=tmp_path)
     assert too_many.returncode == 2 and "1 to 5 models" in too_many.stderr
+
+
+def test_full_fine_tune_evaluates_and_exports(tmp_path, tiny_model):
+    write_jsonl(tmp_path / "d.jsonl", QUICKSTART.joinpath("tickets.jsonl").read_text().splitlines()[:40])
+    (tmp_path / "f.yaml").write_text(f"model: {tiny_model}\ndata: {{path: d.jsonl, max_seq_len: 256}}\n"
+                                     "train: {method: full, epochs: 1, batch_size: 8, learning_rate: 1.0e-3}\n")
+    assert _tuneloop("train", "f.yaml", cwd=tmp_path).returncode == 0
+    [run] = (tmp_path / "runs").iterdir()
+    assert (run / "model").is_dir() and not (run / "adapter").exists()
+    result = _tuneloop("eval", str(run), "--max-examples", "2", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert json.loads((run / "evals" / "test.json").read_text())["n"] == 6
+    refused = _tuneloop("export", str(run), "--scale", "0.5", cwd=tmp_path)
+    assert refused.returncode == 2 and "LoRA adapters" in refused.stderr
+    exported = _tuneloop("export", str(run), cwd=tmp_path)
+    assert exported.returncode == 0, exported.stdout + exported.stderr
+    assert (run / "export" / "merged" / "config.json").is_file()

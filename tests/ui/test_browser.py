@@ -65,3 +65,33 @@ def test_browse_open_a_run_see_its_chart_and_rate(dashboard, tmp_path):
     [rating] = [json.loads(x) for x in (work / "runs" / "ratings.jsonl").read_text().splitlines()
                 if json.loads(x)["comment"] == "from the browser"]
     assert rating["prompt"] == prompt and rating["winner"] in ("a", "b")
+
+
+def test_run_page_curves_update_while_training(dashboard):
+    """A running run's page polls metrics.jsonl: appended points appear without a reload."""
+    import shutil as sh
+
+    from playwright.sync_api import sync_playwright
+
+    url, work, runs = dashboard
+    live = work / "runs" / "live-20990101-000000"
+    sh.copytree(runs["good"], live)
+    info = json.loads((live / "run.json").read_text())
+    (live / "run.json").write_text(json.dumps({**info, "id": live.name, "status": "running"}))
+    lines = (live / "metrics.jsonl").read_text().splitlines()
+    train_lines = [x for x in lines if "train_loss" in x]
+    (live / "metrics.jsonl").write_text("\n".join(train_lines[:3]) + "\n")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        page = browser.new_page()
+        page.goto(url + f"/runs/{live.name}")
+        page.wait_for_selector("#loss .main-svg")
+        assert page.evaluate("document.getElementById('loss').data[0].x.length") == 3
+        with open(live / "metrics.jsonl", "a") as f:  # training goes on
+            f.write("\n".join(train_lines[3:6]) + "\n")
+        page.wait_for_function("document.getElementById('loss').data[0].x.length === 6", timeout=10_000)
+        info["status"] = "finished"
+        (live / "run.json").write_text(json.dumps({**info, "id": live.name}))
+        page.wait_for_function("document.getElementById('status').textContent === 'finished'", timeout=10_000)
+        browser.close()
+    sh.rmtree(live)
