@@ -30,6 +30,7 @@ from tuneloop.runs import RunDir
 from tuneloop.train import MetricsWriter, TrainingProgress, build_trainer, to_prompt_completion
 from tuneloop.train.auto import auto_batch_size, auto_epochs, free_memory_bytes
 from tuneloop.train.sft import eval_steps_for
+from tuneloop.train.speed import resolve_speed
 
 
 @dataclass
@@ -76,8 +77,8 @@ def run_loop(config: RunConfig, console: Console | None = None, callbacks=(), ev
 
     # 2. Resolve what "auto" means for this data on this machine, and record it. Free memory
     # differs between processes, so the main process decides for all.
-    config = _from_main(state, resolve_auto(config, len(splits.train), prepared.report, folder, device)
-                        if main else None)
+    config, speed_notes = _from_main(state, resolve_auto(config, len(splits.train), prepared.report, folder, device)
+                                     if main else None)
     run = RunDir(_from_main(state, RunDir.create(config.runs_dir, config.run_name or "run").path if main else None))
     sizes = {name: len(part) for name, part in splits.items()}
     if main:
@@ -89,13 +90,15 @@ def run_loop(config: RunConfig, console: Console | None = None, callbacks=(), ev
         run.write_bytes(run.token_histogram_file, token_histogram_png(prepared.lengths.total, config.data.max_seq_len))
         run.start(model=config.model, model_folder=str(folder), data=str(config.data.path), device=device,
                   precision=config.train.precision, split_sizes=sizes, processes=state.num_processes,
-                  evaluate=evaluate, **(info or {}))
+                  evaluate=evaluate, speed_notes=speed_notes, **(info or {}))
     t = config.train
     processes = f" x {state.num_processes} processes" if state.num_processes > 1 else ""
     console.print(f"[bold]run[/bold] {run.path}  ·  {config.model} ({t.precision} on {device}{processes})  ·  "
                   f"train {sizes['train']} / validation {sizes['validation']} / test {sizes['test']}  ·  "
                   f"{t.epochs:g} epochs, batch {t.batch_size} x {t.gradient_accumulation} accumulation{processes} = "
                   f"{t.batch_size * t.gradient_accumulation * state.num_processes} effective")
+    for note in speed_notes:
+        console.print(f"[yellow]{note}[/yellow]")
     if prepared.dropped:
         d = prepared.report["dropped"]
         console.print(f"data: dropped {d['duplicates']} duplicate(s) and {d['leakage']} train row(s) that "
@@ -143,20 +146,25 @@ def resume_loop(run_path, console: Console | None = None, callbacks=()) -> RunRe
                                {}, t0, callbacks, resume_from=checkpoint, evaluate=info.get("evaluate", True))
 
 
-def resolve_auto(config: RunConfig, n_train: int, data_report: dict, folder, device: str) -> RunConfig:
+def resolve_auto(config: RunConfig, n_train: int, data_report: dict, folder,
+                 device: str) -> tuple[RunConfig, list[str]]:
+    """`auto` values settled for this data on this machine; also the notes on speed fallbacks."""
     from transformers import AutoConfig
 
     config = config.model_copy(deep=True)
     train = config.train
+    model_config = AutoConfig.from_pretrained(folder)
+    tokens = data_report.get("tokens", {})
     train.precision = choose_precision(train.precision, device).value
     if train.epochs == "auto":
         train.epochs = auto_epochs(n_train)
+    free = free_memory_bytes(device)
     if train.batch_size == "auto":
-        seq_len = data_report.get("tokens", {}).get("p95", config.data.max_seq_len)
-        train.batch_size = auto_batch_size(n_train, seq_len, AutoConfig.from_pretrained(folder),
-                                           free_memory_bytes(device))
+        train.batch_size = auto_batch_size(n_train, tokens.get("p95", config.data.max_seq_len), model_config, free)
+    notes = resolve_speed(train, device, model_config, train.batch_size, tokens.get("max", config.data.max_seq_len),
+                          free)
     train.eval_every = eval_steps_for(train, n_train)
-    return config
+    return config, notes
 
 
 def _train_and_evaluate(run: RunDir, config: RunConfig, splits: Splits, folder, tokenizer, device: str,
@@ -172,7 +180,12 @@ def _train_and_evaluate(run: RunDir, config: RunConfig, splits: Splits, folder, 
         t = time.perf_counter()
         # Full fine-tuning keeps fp32 master weights (AdamW on bf16 weights loses small updates);
         # the matmuls still run in bf16 under autocast.
-        model = load_model(folder, Precision.fp32 if full else precision, device)
+        model = load_model(folder, Precision.fp32 if full else precision, device, config.train.quantize,
+                           config.train.fused_kernels)
+        if config.train.quantize == "4bit":  # QLoRA: norms in fp32, inputs that require grad
+            from peft import prepare_model_for_kbit_training
+
+            model = prepare_model_for_kbit_training(model, bool(config.train.gradient_checkpointing))
         if config.train.model_dropout is not None:
             set_model_dropout(model, config.train.model_dropout)
         if full:

@@ -100,7 +100,7 @@ def test_auto_values_are_resolved(tmp_path, tiny_model):
     from tuneloop.pipeline import resolve_auto
 
     config = _config(tmp_path, tiny_model, epochs="auto", batch_size="auto", eval_every=0)
-    resolved = resolve_auto(config, 32, {"tokens": {"p95": 60}}, tiny_model, "cpu").train
+    resolved = resolve_auto(config, 32, {"tokens": {"p95": 60}}, tiny_model, "cpu")[0].train
     # 32 rows: ceil(100 / 32) epochs; batch at most 1/20 of the rows; ~10 evaluations over 128 steps
     assert (resolved.epochs, resolved.batch_size, resolved.eval_every) == (4, 1, 13)
     assert resolved.precision in ("bf16", "fp32") and config.train.epochs == "auto"  # the input is not changed

@@ -18,12 +18,25 @@ def load_tokenizer(folder: Path):
     return tokenizer
 
 
-def load_model(folder: Path, precision: Precision, device: str = "cpu"):
+def load_model(folder: Path, precision: Precision, device: str = "cpu", quantize: str = "none",
+               fused_kernels: bool = True):
+    """`quantize="4bit"`: QLoRA's NF4 base with double quantization and bf16 compute (bitsandbytes,
+    CUDA; train/speed.py falls back before this is reached elsewhere)."""
     from transformers import AutoModelForCausalLM
 
-    # CUDA: SDPA (flash kernels; honours the block-diagonal mask of padding-free batches).
-    # CPU: eager attention, whose bf16 bmm products run on AMX; the CPU SDPA backward with a
-    # padding mask took 24 ms per layer against ~8 ms (LOG.md).
-    attention = "sdpa" if device == "cuda" else "eager"
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=precision.dtype, attn_implementation=attention)
-    return model.to(device)
+    from tuneloop.train.speed import attention_for
+
+    # CUDA: FlashAttention-2 or SDPA (both honour padding-free batches). CPU: eager attention,
+    # whose bf16 bmm products run on AMX; the CPU SDPA backward with a padding mask took 24 ms
+    # per layer against ~8 ms (LOG.md).
+    kwargs = {"dtype": precision.dtype, "attn_implementation": attention_for(device, fused_kernels)}
+    if quantize == "4bit":
+        import torch
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16)
+        kwargs["device_map"] = {"": device}
+        return AutoModelForCausalLM.from_pretrained(folder, **kwargs)
+    return AutoModelForCausalLM.from_pretrained(folder, **kwargs).to(device)

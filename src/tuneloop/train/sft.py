@@ -50,6 +50,7 @@ def build_trainer(model, tokenizer, train_rows, val_rows, *, train: TrainConfig,
     from trl import SFTConfig
 
     from tuneloop.train.loss import CompletionLossTrainer
+    from tuneloop.train.speed import use_liger
 
     # Padding-free (one concatenated row per batch) pays off only with varlen attention kernels
     # (flash-attention on CUDA). On CPU, SDPA evaluates the dense block-diagonal mask and was
@@ -99,9 +100,10 @@ def build_trainer(model, tokenizer, train_rows, val_rows, *, train: TrainConfig,
         train_sampling_strategy="random" if padding_free else "group_by_length",
         prediction_loss_only=True,
         # TRL turns activation checkpointing on by default; it recomputes the forward in every
-        # backward (measured: backward 2.3x the forward, ~40% of all training time). A 135M model
-        # at these lengths needs a few GB at most, so memory does not call for it.
-        gradient_checkpointing=False,
+        # backward (measured: backward 2.3x the forward, ~40% of all training time). tuneloop turns
+        # it on only when the activations would not fit (train/speed.py).
+        gradient_checkpointing=train.gradient_checkpointing is True,
+        use_liger_kernel=use_liger(device, train.fused_kernels),
         include_num_input_tokens_seen="no",
         dataloader_num_workers=0,
         # Every trainable parameter gets a gradient in every step; looking for unused ones

@@ -1,0 +1,66 @@
+"""Machine-dependent speed choices and their CPU fallbacks (CI has no GPU: these paths are what it runs)."""
+
+import json
+
+import pytest
+from transformers import LlamaConfig
+
+from tuneloop.config import TrainConfig
+from tuneloop.train.speed import attention_for, resolve_speed, use_liger
+
+SMOLLM2 = LlamaConfig(hidden_size=576, num_attention_heads=9, num_hidden_layers=30)
+GIB = 2**30
+
+
+@pytest.mark.parametrize("device, expected", [("cpu", "eager"), ("cuda", "sdpa")])  # flash_attn is not installed
+def test_attention_kernel(device, expected):
+    assert attention_for(device) == expected
+
+
+def test_liger_only_on_cuda_when_installed():
+    assert not use_liger("cpu", True) and not use_liger("cuda", False)
+
+
+@pytest.mark.parametrize("setting, batch, seq, free_gib, expected", [
+    ("auto", 8, 256, 16, False),  # ~0.6 GiB of activations against 4 GiB: no recomputation
+    ("auto", 16, 2048, 4, True),  # ~28 GiB: must recompute
+    (True, 1, 16, 64, True),  # an explicit choice is kept
+    (False, 64, 4096, 1, False),
+])
+def test_gradient_checkpointing_only_when_memory_requires(setting, batch, seq, free_gib, expected):
+    train = TrainConfig(gradient_checkpointing=setting)
+    notes = resolve_speed(train, "cpu", SMOLLM2, batch, seq, free_gib * GIB)
+    assert train.gradient_checkpointing is expected
+    assert bool(notes) == (setting == "auto" and expected)
+
+
+def test_qlora_falls_back_without_cuda():
+    train = TrainConfig(quantize="4bit")
+    [note] = resolve_speed(train, "cpu", SMOLLM2, 8, 128, 16 * GIB)
+    assert train.quantize == "none" and "needs CUDA" in note
+
+
+def test_qlora_is_refused_for_full_fine_tuning():
+    with pytest.raises(ValueError, match="QLoRA"):
+        TrainConfig(method="full", quantize="4bit")
+
+
+def test_run_with_qlora_and_checkpointing_on_cpu(tmp_path, tiny_model):
+    """The CPU fallback end to end: the run trains, config.yaml records what ran, run.json says why."""
+    from conftest import QUICKSTART, write_jsonl
+    from rich.console import Console
+
+    from tuneloop.config import config_from_dict
+    from tuneloop.pipeline import run_loop
+
+    write_jsonl(tmp_path / "d.jsonl", QUICKSTART.joinpath("tickets.jsonl").read_text().splitlines()[:30])
+    config = config_from_dict({"model": str(tiny_model), "runs_dir": str(tmp_path / "runs"),
+                               "data": {"path": str(tmp_path / "d.jsonl"), "max_seq_len": 256},
+                               "train": {"epochs": 1, "batch_size": 8, "quantize": "4bit",
+                                         "gradient_checkpointing": True}})
+    result = run_loop(config, Console(quiet=True), evaluate=False)
+    info = json.loads(result.run.info_file.read_text())
+    assert any("quantize: 4bit needs CUDA" in n for n in info["speed_notes"])
+    recorded = result.run.config_file.read_text()
+    assert "quantize: none" in recorded and "gradient_checkpointing: true" in recorded
+    assert any("eval_loss" in m for m in result.run.read_metrics())
