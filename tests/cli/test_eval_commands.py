@@ -113,3 +113,21 @@ def test_full_fine_tune_evaluates_and_exports(tmp_path, tiny_model):
     exported = _tuneloop("export", str(run), cwd=tmp_path)
     assert exported.returncode == 0, exported.stdout + exported.stderr
     assert (run / "export" / "merged" / "config.json").is_file()
+
+
+def test_compare_two_runs_on_the_same_split(trained):
+    work, run = trained
+    (work / "c2.yaml").write_text((work / "c.yaml").read_text().replace("learning_rate: 2.0e-2", "learning_rate: 5.0e-3"))
+    assert _tuneloop("train", "c2.yaml", cwd=work).returncode == 0
+    [other] = (work / "runs").glob("c2-*")
+    result = _tuneloop("compare", str(run), str(other), "--max-examples", "3", "--resamples", "100", cwd=work)
+    assert result.returncode == 0, result.stdout + result.stderr
+    record = json.loads(next((other / "compare").iterdir()).read_text())
+    assert (record["a"], record["b"], record["n"]) == (run.name, other.name, 3)
+
+    write_jsonl(work / "e.jsonl", QUICKSTART.joinpath("tickets.jsonl").read_text().splitlines()[200:260])
+    (work / "c3.yaml").write_text((work / "c.yaml").read_text().replace("d.jsonl", "e.jsonl"))
+    assert _tuneloop("train", "c3.yaml", cwd=work).returncode == 0
+    [third] = (work / "runs").glob("c3-*")
+    mismatch = _tuneloop("compare", str(run), str(third), cwd=work)
+    assert mismatch.returncode == 2 and "different test splits" in mismatch.stderr and "--data" in mismatch.stderr

@@ -62,3 +62,19 @@ train: {{epochs: 2, learning_rate: 1.0e-7, batch_size: 4, log_every: 1, warmup_r
     assert "Lineage" in (tmp_path / second["run"] / "report.html").read_text()
     assert "train.learning_rate" in (home / "report.html").read_text()
     assert "best: " in result.stdout
+
+
+def test_autotune_selecting_by_the_task_metric_evaluates_each_run(tmp_path, tiny_model):
+    write_jsonl(tmp_path / "d.jsonl", QUICKSTART.joinpath("tickets.jsonl").read_text().splitlines()[:40])
+    (tmp_path / "m.yaml").write_text(f"model: {tiny_model}\ndata: {{path: d.jsonl, max_seq_len: 256}}\n"
+                                     "train: {epochs: 1, batch_size: 8}\neval: {max_new_tokens: 4}\n")
+    result = subprocess.run([sys.executable, "-m", "tuneloop.cli", "autotune", "m.yaml", "--max-runs", "1",
+                             "--select", "metric"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    [home] = (tmp_path / "runs" / "autotune").iterdir()
+    [attempt] = json.loads((home / "lineage.json").read_text())["attempts"]
+    assert attempt["metric"] == "field_accuracy" and 0 <= attempt["metric_value"] <= 1
+    assert (tmp_path / attempt["run"] / "eval.json").is_file()
+    bad = subprocess.run([sys.executable, "-m", "tuneloop.cli", "autotune", "m.yaml", "--select", "vibes"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "val_loss or metric" in bad.stderr

@@ -25,7 +25,12 @@ BUILTIN = ("exact_match", "final_number", "classification", "generation", "json_
 # The headline number of each metric, and the per-example score used for win/tie/loss.
 HEADLINE = {"exact_match": "exact_match", "final_number": "exact_match", "classification": "accuracy",
             "generation": "rougeL", "json_fields": "field_accuracy"}
-LONG_ANSWER_WORDS = 8  # references this long on average are free text: BLEU/ROUGE, not exact match
+LONG_ANSWER_WORDS = 8
+
+
+def headline(metric: str) -> str:
+    """The key a run is judged by for this kind of metric; loss for plain text and custom metrics."""
+    return HEADLINE.get(metric, "loss")  # references this long on average are free text: BLEU/ROUGE, not exact match
 
 
 def parse_json_object(text: str) -> dict | None:

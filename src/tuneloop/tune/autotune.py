@@ -23,6 +23,7 @@ from rich.console import Console
 from tuneloop.config import RunConfig, config_from_dict
 from tuneloop.doctor import diagnose_path, recommend
 from tuneloop.doctor.recommend import set_key
+from tuneloop.eval.metrics import headline
 from tuneloop.runs import RunDir
 
 LOWER_IS_BETTER = {"loss", "perplexity", "eval_loss"}
@@ -115,7 +116,7 @@ def autotune(config: RunConfig, *, max_runs: int = 4, max_minutes: float | None 
         attempt.verdict = diagnosis.verdict
         attempt.best_val_loss = diagnosis.summary.get("best_val_loss")
         if result.evaluation:
-            attempt.metric = result.evaluation["metric"]
+            attempt.metric = headline(result.evaluation["metric"])
             attempt.metric_value = result.evaluation["finetuned"]["metrics"][attempt.metric]
         tune.attempts.append(attempt)
         console.print(f"[bold]{diagnosis.verdict}[/bold] · best validation loss {attempt.best_val_loss}"

@@ -21,6 +21,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Redirect
 from fastapi.templating import Jinja2Templates
 
 from tuneloop.config import ConfigError, LoraConfig, TrainConfig, load_config
+from tuneloop.eval.metrics import headline
 from tuneloop.eval.ratings import add_rating, read_ratings, summarize
 from tuneloop.ui import store
 
@@ -113,7 +114,7 @@ def create_app(runs_dir: Path, presets: list[Path] | None = None, launcher=launc
             sig = None
             if d is not details[0] and details[0]["evaluation"] and d["evaluation"]:
                 result = store.significance(details[0]["evaluation"], d["evaluation"])
-                sig = result["metrics"].get(store.headline(d["evaluation"])) if result else None
+                sig = result["metrics"].get(headline(d["evaluation"]["metric"])) if result else None
             table.append({**s, "significance": sig})
         return page(request, "compare.html", ids=run, curves=curves, table=table, error=None,
                     diff=store.config_diff({d["id"]: d["config"] for d in details}))

@@ -9,7 +9,7 @@ import yaml
 
 from tuneloop.doctor import diagnose_metrics, recommend
 from tuneloop.eval.compare import compare_outputs
-from tuneloop.eval.metrics import HEADLINE
+from tuneloop.eval.metrics import headline
 from tuneloop.runs import RunDir
 
 
@@ -47,7 +47,7 @@ def summary(run: RunDir) -> dict:
     train, lora = config.get("train", {}), config.get("lora", {})
     metric = value = None
     if evaluation:
-        metric = headline(evaluation)
+        metric = headline(evaluation["metric"])
         value = evaluation["finetuned"]["metrics"].get(metric)
     return {
         "id": run.id, "status": info.get("status", "?"), "started_at": info.get("started_at", ""),
@@ -58,11 +58,6 @@ def summary(run: RunDir) -> dict:
         "best_val_loss": min(evals) if evals else None, "metric": metric, "metric_value": value,
         "verdict": diagnose_metrics(metrics).verdict if evals else None,
     }
-
-
-def headline(evaluation: dict) -> str:
-    """The metric a run is judged by: the task metric's headline, else loss (plain text, custom metrics)."""
-    return HEADLINE.get(evaluation["metric"], "loss")
 
 
 def detail(run: RunDir) -> dict:
