@@ -68,6 +68,7 @@ def run_tuneloop(n_train: int, out: Path) -> dict:
     from tuneloop.config import LoraConfig, TrainConfig
     from tuneloop.models import choose_precision, load_model, load_tokenizer, resolve_model
     from tuneloop.train import build_trainer
+    from tuneloop.train.speed import COMPILE_MIN_TOKENS, compile_layers
 
     quiet_libraries()
     train, val = rows(n_train)
@@ -78,6 +79,8 @@ def run_tuneloop(n_train: int, out: Path) -> dict:
         train=TrainConfig(epochs=EPOCHS, batch_size=BATCH, learning_rate=LR, eval_every=10_000, log_every=5),
         lora=LoraConfig(r=R, alpha=ALPHA), max_seq_len=1024, precision=precision, output_dir=out)
     trainer.args.save_strategy = "no"  # the baseline saves no checkpoints either; compare training alone
+    if train_tokens(trainer) * EPOCHS >= COMPILE_MIN_TOKENS:  # tuneloop's default, train.compile: auto
+        compile_layers(trainer.model)
     return _measure(trainer, f"tuneloop ({precision.value})")
 
 

@@ -69,3 +69,8 @@ def test_bad_override_syntax(tmp_path):
 def test_schema_round_trips():
     config = config_from_dict({"data": {"path": "x.jsonl"}, "lora": {"target_modules": ["q_proj", "v_proj"]}})
     assert RunConfig.model_validate(config.model_dump(mode="json")) == config
+
+
+def test_yaml_off_means_off(tmp_path):
+    (tmp_path / "c.yaml").write_text("data: {path: x.jsonl}\ntrain: {doctor: off}\n")  # YAML 1.1 reads off as false
+    assert load_config(tmp_path / "c.yaml").train.doctor == "off"

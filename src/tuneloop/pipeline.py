@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from rich.console import Console
 from transformers import EarlyStoppingCallback
 
@@ -30,7 +31,7 @@ from tuneloop.runs import RunDir
 from tuneloop.train import MetricsWriter, TrainingProgress, build_trainer, to_prompt_completion
 from tuneloop.train.auto import auto_batch_size, auto_epochs, free_memory_bytes
 from tuneloop.train.sft import eval_steps_for
-from tuneloop.train.speed import resolve_speed
+from tuneloop.train.speed import compile_layers, resolve_speed
 
 
 @dataclass
@@ -162,7 +163,7 @@ def resolve_auto(config: RunConfig, n_train: int, data_report: dict, folder,
     if train.batch_size == "auto":
         train.batch_size = auto_batch_size(n_train, tokens.get("p95", config.data.max_seq_len), model_config, free)
     notes = resolve_speed(train, device, model_config, train.batch_size, tokens.get("max", config.data.max_seq_len),
-                          free)
+                          free, train_tokens=n_train * train.epochs * tokens.get("mean", 0))
     train.eval_every = eval_steps_for(train, n_train)
     return config, notes
 
@@ -201,6 +202,8 @@ def _train_and_evaluate(run: RunDir, config: RunConfig, splits: Splits, folder, 
             callbacks=[writer, *([doctor] if doctor else []), TrainingProgress(console, writer, doctor), *callbacks],
             device=device,
         )
+        if config.train.compile:
+            compile_layers(trainer.model)
         base = None
         if full and evaluate:  # no adapter to switch off afterwards: measure the base model before it changes
             base = evaluate_side(trainer, tokenizer, splits.test, config, precision, console, "base")
@@ -265,7 +268,9 @@ def evaluate_side(trainer, tokenizer, test: list[Example], config: RunConfig, pr
     training_attention = model.config._attn_implementation
     model.set_attn_implementation("sdpa")
     try:
-        with console.status(f"evaluating {side} model on {len(test)} test examples"):
+        # Compiled layers (train.compile) run eagerly here: cached decoding would recompile them.
+        with console.status(f"evaluating {side} model on {len(test)} test examples"), \
+                torch.compiler.set_stance("force_eager"):
             loss = trainer.evaluate(eval_dataset=to_prompt_completion(test), metric_key_prefix="test")["test_loss"]
             scored = generate_and_score(model, tokenizer, test, config.eval, precision)
     finally:

@@ -64,3 +64,29 @@ def test_run_with_qlora_and_checkpointing_on_cpu(tmp_path, tiny_model):
     recorded = result.run.config_file.read_text()
     assert "quantize: none" in recorded and "gradient_checkpointing: true" in recorded
     assert any("eval_loss" in m for m in result.run.read_metrics())
+
+
+@pytest.mark.parametrize("tokens, expected", [(5_000, False), (20_000, True)])
+def test_compile_auto_by_training_tokens(tokens, expected):
+    train = TrainConfig()
+    resolve_speed(train, "cpu", SMOLLM2, 8, 128, 16 * GIB, train_tokens=tokens)
+    assert train.compile is expected
+
+
+def test_compiled_run_trains_evaluates_and_generates(tmp_path, tiny_model):
+    """Compiled decoder layers train; evaluation and generation run them eagerly (no recompile)."""
+    from conftest import QUICKSTART, write_jsonl
+    from rich.console import Console
+
+    from tuneloop.config import config_from_dict
+    from tuneloop.pipeline import run_loop
+
+    write_jsonl(tmp_path / "d.jsonl", QUICKSTART.joinpath("tickets.jsonl").read_text().splitlines()[:30])
+    config = config_from_dict({"model": str(tiny_model), "runs_dir": str(tmp_path / "runs"),
+                               "data": {"path": str(tmp_path / "d.jsonl"), "max_seq_len": 256},
+                               "train": {"epochs": 1, "batch_size": 8, "compile": True},
+                               "eval": {"max_new_tokens": 4}})
+    result = run_loop(config, Console(quiet=True))
+    assert result.evaluation["n_generated"] == result.evaluation["n_test"] > 0
+    assert "compile: true" in result.run.config_file.read_text()
+    assert any("eval_loss" in m for m in result.run.read_metrics())

@@ -9,6 +9,10 @@ import importlib.util
 
 from tuneloop.train.auto import MEMORY_SHARE, activation_bytes_per_token
 
+# Regional compilation: ~1.55x the tokens/s of a LoRA step on CPU after a ~27 s compile. On 480
+# banking77 rows (23k training tokens) the compiled run already finished sooner (LOG.md).
+COMPILE_MIN_TOKENS = 20_000
+
 
 def installed(package: str) -> bool:
     return importlib.util.find_spec(package) is not None
@@ -26,9 +30,15 @@ def use_liger(device: str, fused_kernels: bool) -> bool:
     return fused_kernels and device == "cuda" and installed("liger_kernel")
 
 
-def resolve_speed(train, device: str, model_config, batch_size: int, seq_len: int, free_bytes: float) -> list[str]:
-    """Settle `quantize` and `gradient_checkpointing` for this machine (in place); returns notes."""
+def resolve_speed(train, device: str, model_config, batch_size: int, seq_len: int, free_bytes: float,
+                  train_tokens: float = 0) -> list[str]:
+    """Settle `quantize`, `gradient_checkpointing` and `compile` for this machine and run (in place);
+    returns notes. `train_tokens`: tokens the whole run trains on (all epochs)."""
     notes = []
+    if train.compile == "auto":
+        train.compile = train_tokens >= COMPILE_MIN_TOKENS
+        if train.compile:
+            notes.append(f"compiling the decoder layers: {train_tokens:,.0f} training tokens repay the compile")
     if train.quantize == "4bit" and (device != "cuda" or not installed("bitsandbytes")):
         why = "no CUDA device" if device != "cuda" else "bitsandbytes is not installed"
         notes.append(f"quantize: 4bit needs CUDA and bitsandbytes ({why}); trained without quantization")
@@ -40,3 +50,13 @@ def resolve_speed(train, device: str, model_config, batch_size: int, seq_len: in
             notes.append(f"gradient checkpointing on: a batch's activations (~{needed / 2**30:.1f} GiB) exceed a "
                          f"quarter of free memory ({free_bytes / 2**30:.1f} GiB)")
     return notes
+
+
+def compile_layers(model) -> int:
+    """torch.compile each decoder layer in place (regional compilation: one layer's graph is
+    compiled once and reused by all of them, which keeps the compile time low). Parameter names
+    do not change, so checkpoints and adapters save as usual. Returns the number compiled."""
+    layers = [m for m in model.modules() if type(m).__name__.endswith("DecoderLayer")]
+    for layer in layers:
+        layer.compile(dynamic=True)
+    return len(layers)
