@@ -7,6 +7,7 @@ such as `learning_rte` silently falling back to a default is the worst kind of b
 
 from __future__ import annotations
 
+import copy
 import difflib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -260,13 +261,38 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
     if "=" not in item:
         raise ConfigError(f"override {item!r}: expected KEY=VALUE, e.g. train.learning_rate=1e-4")
     key, value = item.split("=", 1)
+    set_key(raw, key.strip(), yaml.safe_load(value), source=f"override {item!r}")
+
+
+def get_key(raw: dict[str, Any], key: str):
+    """The value at a dotted key such as `train.learning_rate`, or None."""
     node = raw
-    parts = key.strip().split(".")
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def set_key(raw: dict[str, Any], key: str, value, source: str | None = None) -> None:
+    """Set a dotted key, creating sections on the way."""
+    node = raw
+    parts = key.split(".")
     for part in parts[:-1]:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
-            raise ConfigError(f"override {item!r}: {part} is not a section")
-    node[parts[-1]] = yaml.safe_load(value)
+            raise ConfigError(f"{source or key}: {part} is not a section")
+    node[parts[-1]] = value
+
+
+def config_with(base: dict[str, Any], changes: dict[str, Any], source: str = "<config>", **fields) -> RunConfig:
+    """A validated config: `base` (a dumped config, left unchanged) with dotted-key `changes` and
+    top-level `fields` (e.g. run_name) applied."""
+    raw = copy.deepcopy(base)
+    for key, value in changes.items():
+        set_key(raw, key, value)
+    raw.update(fields)
+    return config_from_dict(raw, source)
 
 
 def _explain(error: ValidationError, source: str) -> str:

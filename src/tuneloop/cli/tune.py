@@ -82,11 +82,11 @@ def sweep(
 
 def _ray_sweep(config: Path, overrides: list[str], trials: int | None, study: str | None, address: str | None) -> None:
     from tuneloop.tune.ray_backend import ray_sweep
-    from tuneloop.tune.sweep import DEFAULT_SPACE
+    from tuneloop.tune.sweep import search_space
 
     def job(cfg):
         name = study or cfg.run_name or "sweep"
-        return name, ray_sweep(cfg, cfg.sweep.space or DEFAULT_SPACE[cfg.train.method], trials=trials or cfg.sweep.trials,
+        return name, ray_sweep(cfg, search_space(cfg), trials=trials or cfg.sweep.trials,
                                name=name, address=address, console=console)
 
     name, rows = config_job(config, overrides, job)

@@ -12,6 +12,7 @@ import copy
 import math
 from dataclasses import dataclass
 
+from tuneloop.config import get_key, set_key
 from tuneloop.doctor.diagnose import Diagnosis
 
 MAX_RANK = 64
@@ -159,19 +160,3 @@ def _round(value):
         return float(f"{value:.3g}")
     return value
 
-
-def get_key(config: dict, key: str):
-    node = config
-    for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
-
-
-def set_key(config: dict, key: str, value) -> None:
-    node = config
-    parts = key.split(".")
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-    node[parts[-1]] = value

@@ -26,6 +26,7 @@ BUILTIN = ("exact_match", "final_number", "classification", "generation", "json_
 HEADLINE = {"exact_match": "exact_match", "final_number": "exact_match", "classification": "accuracy",
             "generation": "rougeL", "json_fields": "field_accuracy"}
 LONG_ANSWER_WORDS = 8
+LOWER_IS_BETTER = {"loss", "perplexity"}  # every other metric: higher is better
 
 
 def headline(metric: str) -> str:

@@ -6,9 +6,8 @@ import base64
 import html
 from pathlib import Path
 
+from tuneloop.eval.metrics import LOWER_IS_BETTER
 from tuneloop.report.plots import loss_curve_png
-
-LOWER_IS_BETTER = {"loss", "perplexity"}
 
 STYLE = """
 body{font-family:system-ui,sans-serif;max-width:1050px;margin:2em auto;padding:0 1em;color:#222}

@@ -20,13 +20,10 @@ from pathlib import Path
 
 from rich.console import Console
 
-from tuneloop.config import RunConfig, config_from_dict
+from tuneloop.config import RunConfig, config_with
 from tuneloop.doctor import diagnose_path, recommend
-from tuneloop.doctor.recommend import set_key
-from tuneloop.eval.metrics import headline
+from tuneloop.eval.metrics import LOWER_IS_BETTER, headline
 from tuneloop.runs import RunDir
-
-LOWER_IS_BETTER = {"loss", "perplexity", "eval_loss"}
 
 
 @dataclass
@@ -98,15 +95,12 @@ def autotune(config: RunConfig, *, max_runs: int = 4, max_minutes: float | None 
                 break
         changes, step, parent = queue.pop(0)
         tried.add(_key(changes))
-        raw = json.loads(json.dumps(original))
-        for key, value in changes.items():
-            set_key(raw, key, value)
-        raw["run_name"] = f"{name}-{len(tune.attempts)}"
         attempt = Attempt(len(tune.attempts), "", parent, changes, step)
         described = ", ".join(f"{s['param']} {s['from']} → {s['to']}" for s in step) or "the config as given"
         console.rule(f"autotune run {attempt.index + 1}/{max_runs}: {described}")
         t = time.perf_counter()
-        result = run_loop(config_from_dict(raw), console, evaluate=select == "metric",
+        result = run_loop(config_with(original, changes, run_name=f"{name}-{attempt.index}"), console,
+                          evaluate=select == "metric",
                           info={"lineage": {"autotune": str(home.path.resolve()), "attempt": attempt.index, "parent": parent,
                                             "changes": step}})
         attempt.seconds = round(time.perf_counter() - t, 1)

@@ -16,8 +16,7 @@ from pathlib import Path
 from rich.console import Console
 from transformers import TrainerCallback
 
-from tuneloop.config import RunConfig, SearchRange, config_from_dict
-from tuneloop.doctor.recommend import set_key
+from tuneloop.config import RunConfig, SearchRange, config_with
 
 
 class ReportToRay(TrainerCallback):
@@ -61,11 +60,8 @@ def ray_sweep(config: RunConfig, space: dict[str, SearchRange], *, trials: int, 
         from tuneloop.tune.sweep import sample
 
         values = sample(optuna.trial.FixedTrial(params), space)  # adds the derived values (alpha = 2 x r)
-        raw = json.loads(json.dumps(original))
-        for key, value in values.items():
-            set_key(raw, key, value)
-        raw["run_name"] = f"{name}-{tune.get_context().get_trial_id()}"
-        run_loop(config_from_dict(raw), Console(quiet=True), callbacks=[ReportToRay()], evaluate=False,
+        trial_config = config_with(original, values, run_name=f"{name}-{tune.get_context().get_trial_id()}")
+        run_loop(trial_config, Console(quiet=True), callbacks=[ReportToRay()], evaluate=False,
                  info={"sweep": {"study": name, "backend": "ray", "trial": tune.get_context().get_trial_id(),
                                  "params": values}})
 

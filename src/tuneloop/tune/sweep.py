@@ -17,8 +17,8 @@ from pathlib import Path
 from rich.console import Console
 from transformers import TrainerCallback
 
-from tuneloop.config import RunConfig, SearchRange, config_from_dict, dump_config
-from tuneloop.doctor.recommend import LR_RANGE, get_key, set_key
+from tuneloop.config import RunConfig, SearchRange, config_with, dump_config, get_key
+from tuneloop.doctor.recommend import LR_RANGE
 
 # What the guides say to tune first, in their recommended ranges.
 DEFAULT_SPACE = {
@@ -60,6 +60,11 @@ class PruneOnValidationLoss(TrainerCallback):
             control.should_training_stop = True
 
 
+def search_space(config: RunConfig) -> dict[str, SearchRange]:
+    """The config's sweep.space, or the guides' default one for its training method."""
+    return config.sweep.space or DEFAULT_SPACE[config.train.method]
+
+
 def sample(trial, space: dict[str, SearchRange]) -> dict:
     values = {}
     for key, r in space.items():
@@ -83,16 +88,14 @@ def sweep(config: RunConfig, *, trials: int | None = None, storage: str | None =
     console = console or Console()
     s = config.sweep
     trials = trials or s.trials
-    space = s.space or DEFAULT_SPACE[config.train.method]
+    space = search_space(config)
     name = study_name or config.run_name or "sweep"
     folder = Path(config.runs_dir) / "sweeps" / name
     folder.mkdir(parents=True, exist_ok=True)
     url = storage or s.storage or f"sqlite:///{(folder / 'study.db').resolve()}"
     original = config.model_dump(mode="json")
     for key, r in space.items():  # a typo in the space fails now, not after the first trial
-        probe = json.loads(json.dumps(original))
-        set_key(probe, key, r.choices[0] if r.choices is not None else r.low)
-        config_from_dict(probe, source=f"sweep.space[{key!r}]")
+        config_with(original, {key: r.choices[0] if r.choices is not None else r.low}, f"sweep.space[{key!r}]")
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # A heartbeat lets a resumed sweep mark the trials of a killed process as failed instead of
@@ -114,13 +117,11 @@ def sweep(config: RunConfig, *, trials: int | None = None, storage: str | None =
 
     def objective(trial) -> float:
         values = sample(trial, space)
-        raw = json.loads(json.dumps(original))
-        for key, value in values.items():
-            set_key(raw, key, value)
-        raw["run_name"] = f"{name}-trial{trial.number}"
+        trial.set_user_attr("values", values)  # with the derived ones (alpha = 2 x r), for best.yaml
         console.rule(f"trial {trial.number}: " + ", ".join(f"{k}={_short(v)}" for k, v in values.items()))
         pruning = PruneOnValidationLoss(trial)
-        result = run_loop(config_from_dict(raw), console, callbacks=[pruning], evaluate=False,
+        result = run_loop(config_with(original, values, run_name=f"{name}-trial{trial.number}"), console,
+                          callbacks=[pruning], evaluate=False,
                           info={"sweep": {"study": name, "storage": url, "trial": trial.number, "params": values}})
         trial.set_user_attr("run", str(result.run.path))
         evals = [m["eval_loss"] for m in result.run.read_metrics() if "eval_loss" in m]
@@ -156,19 +157,11 @@ def _summarise(study, url: str, folder: Path, original: dict) -> SweepResult:
     if study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
         b = study.best_trial
         best = {"number": b.number, "value": b.value, "params": b.params, "run": b.user_attrs.get("run")}
-        raw = json.loads(json.dumps(original))
-        for key, value in sample(optuna.trial.FixedTrial(b.params), _space_of(b)).items():
-            set_key(raw, key, value)
-        raw.pop("run_name", None)
-        (folder / "best.yaml").write_text(dump_config(config_from_dict(raw)))
+        best_config = config_with(original, b.user_attrs["values"], run_name=None)
+        (folder / "best.yaml").write_text(dump_config(best_config))
     (folder / "trials.json").write_text(json.dumps({"study": study.study_name, "storage": url, "best": best,
                                                     "trials": rows}, indent=2) + "\n")
     return SweepResult(study.study_name, url, folder, rows, best)
-
-
-def _space_of(trial) -> dict[str, SearchRange]:
-    """The searched keys of a finished trial, as fixed choices (to rebuild its full config)."""
-    return {key: SearchRange(choices=[value]) for key, value in trial.params.items()}
 
 
 def _short(v) -> str:
