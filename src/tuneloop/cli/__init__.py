@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
+from typing import NoReturn
 
 import typer
 from rich.console import Console
@@ -58,20 +60,32 @@ def quiet_libraries() -> None:
     hf_logging.disable_progress_bar()
 
 
+def fail(error: Exception) -> NoReturn:
+    """A user's mistake (bad config, data, path or option): one plain line and exit status 2.
+    Plain text, never wrapped: `file:line: field` must stay greppable and clickable."""
+    typer.echo(f"error: {error}", err=True)
+    raise typer.Exit(2)
+
+
+@contextmanager
+def reported(*kinds: type[Exception]):
+    """Inside it, an exception of these kinds ends the command through fail(), never a traceback."""
+    try:
+        yield
+    except kinds as e:
+        fail(e)
+
+
 def config_job(config: Path, overrides: list[str], job):
     """Load a run config and call job(config); bad config or data is one plain error line, exit 2."""
     from tuneloop.config import ConfigError, load_config
     from tuneloop.data import DataError
     from tuneloop.models import ModelNotFound
 
-    try:
+    with reported(ConfigError, DataError, ModelNotFound):
         cfg = load_config(config, overrides)
         quiet_libraries()
         return job(cfg)
-    except (ConfigError, DataError, ModelNotFound) as e:
-        # Plain text, never wrapped: `file:line: field` must stay greppable and clickable.
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from None
 
 
 def _run_config(config: Path, overrides: list[str], evaluate: bool):
@@ -109,14 +123,11 @@ def resume(run_dir: Path = typer.Argument(..., help="A run directory under runs/
     from tuneloop.config import ConfigError
     from tuneloop.models import ModelNotFound
 
-    try:
+    with reported(ConfigError, ModelNotFound, ValueError, FileNotFoundError):
         quiet_libraries()
         from tuneloop.pipeline import resume_loop
 
         result = resume_loop(run_dir, console)
-    except (ConfigError, ModelNotFound, ValueError, FileNotFoundError) as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from None
     _print_summary(result)
 
 

@@ -11,6 +11,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from tuneloop.cli import reported
+
 data_app = typer.Typer(no_args_is_help=True, help="Prepare data: check, clean, dedup, split, stats, augment.")
 console = Console()
 err = Console(stderr=True)
@@ -47,11 +49,8 @@ def _errors():
     from tuneloop.data import DataError
     from tuneloop.models import ModelNotFound
 
-    try:
+    with reported(DataError, ModelNotFound, ValueError, OSError):
         yield
-    except (DataError, ModelNotFound, ValueError, OSError) as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from None
 
 
 def _settings(file: Path | None, config: Path | None, fmt: str, prompt, completion, system, label: str,

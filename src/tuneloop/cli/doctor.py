@@ -36,11 +36,10 @@ def diagnose(
     from tuneloop.doctor import diagnose_path, recommend
     from tuneloop.doctor.curves import Curves
 
-    try:
+    from tuneloop.cli import reported
+
+    with reported(FileNotFoundError, ValueError, json.JSONDecodeError):
         diagnosis, config = diagnose_path(path)
-    except (FileNotFoundError, ValueError, json.JSONDecodeError) as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from None
     recommend(diagnosis, config)
     metrics_file = path / "metrics.jsonl" if path.is_dir() else path
     records = [json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()]

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from tuneloop.cli import console, quiet_libraries
+from tuneloop.cli import console, fail, quiet_libraries
 
 Data = Annotated[Path | None, typer.Option("--data", help="Evaluate on this file (read with the run's data "
                                            "settings) instead of the run's test split.")]
@@ -31,11 +31,6 @@ def _examples(config, run_path: Path | None, data: Path | None):
     if data is not None:
         return load_from_config(config.data.model_copy(update={"path": data})).examples, data.stem
     return RunDir(run_path).read_split("test"), "test"
-
-
-def _fail(e: Exception):
-    typer.echo(f"error: {e}", err=True)
-    raise typer.Exit(2) from None
 
 
 def eval_(
@@ -62,7 +57,7 @@ def eval_(
         examples, name = _examples(config, run, data)
         side = load_side(str(run), config)
     except (ConfigError, DataError, ModelNotFound, FileNotFoundError, ValueError) as e:
-        _fail(e)
+        fail(e)
     with console.status(f"evaluating {side.name} on {len(examples)} examples"):
         result = evaluate_model(side.model, side.tokenizer, examples, eval_config, side.precision)
     gen_set = generation_set(examples, eval_config)
@@ -130,7 +125,7 @@ def compare(
             del side
             gc.collect()  # one model in memory at a time
     except (ConfigError, DataError, ModelNotFound, FileNotFoundError, ValueError) as e:
-        _fail(e)
+        fail(e)
     (name_a, side_a), (name_b, side_b) = sides[a], sides[b]
     references = [e.answer for e in gen_set]
     result = compare_outputs(chosen, references, side_a, side_b, resamples=resamples)
@@ -160,7 +155,7 @@ def compare(
                 result["judge"] = judge_pairs(make_judge(judge, judge_model), [e.prompt[-1]["content"] for e in gen_set],
                                               side_a["outputs"], side_b["outputs"], rubric or RUBRIC)
         except Exception as e:  # noqa: BLE001 — a model that will not load or an endpoint that will not answer
-            _fail(ValueError(f"--judge {judge}: {e}"))
+            fail(ValueError(f"--judge {judge}: {e}"))
         j = result["judge"]
         console.print(f"judge {j['judge']}: B better on {j['b_wins']}, tied {j['ties']}, A better on {j['a_wins']}; "
                       f"both orders agreed on {j['position_consistency']:.0%} of pairs")
@@ -190,7 +185,7 @@ def rate(
         record = json.loads(comparison.read_text(encoding="utf-8"))
         names, examples = (record["a"], record["b"]), record["examples"]
     except (OSError, json.JSONDecodeError, KeyError) as e:
-        _fail(ValueError(f"{comparison}: not a comparison from `tuneloop compare` ({e})"))
+        fail(ValueError(f"{comparison}: not a comparison from `tuneloop compare` ({e})"))
     rng = random.Random(seed)
     rated = {(r["prompt"], r["model_a"], r["model_b"]) for r in read_ratings(runs_dir)}
     for n, ex in enumerate(examples, 1):

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from tuneloop.cli import console, quiet_libraries
+from tuneloop.cli import console, quiet_libraries, reported
 
 models_app = typer.Typer(no_args_is_help=True, help="Base models: compare candidates on your data.")
 
@@ -34,7 +34,7 @@ def compare_models_command(
     from tuneloop.models import ModelNotFound
 
     quiet_libraries()
-    try:
+    with reported(DataError, ModelNotFound, ValueError, OSError):
         examples = load_examples_strict(data).examples[:max_examples]
         if prompts is not None:
             asks = [[{"role": "user", "content": line}] for line in prompts.read_text().splitlines() if line.strip()]
@@ -43,9 +43,6 @@ def compare_models_command(
         with console.status("comparing models") as status:
             results = compare_models(models, examples, asks, max_new_tokens=max_new_tokens,
                                      on_model=lambda m: status.update(f"measuring {m}"))
-    except (DataError, ModelNotFound, ValueError, OSError) as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from None
     table = Table("model", "parameters", "weights MB", "zero-shot loss", "s / prompt", "tokens/s",
                   title=f"{len(examples)} examples of {data}")
     for r in sorted(results, key=lambda r: r["zero_shot_loss"]):

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from tuneloop.cli import console, quiet_libraries
+from tuneloop.cli import console, quiet_libraries, reported
 
 
 def parse_adapter(spec: str):
@@ -63,12 +63,9 @@ def serve(
     from tuneloop.serve import Batcher, Engine, create_app
 
     quiet_libraries()
-    try:
+    with reported(ValueError, FileNotFoundError, ModelNotFound):
         adapters = [parse_adapter(s) for s in adapter]
         engine = Engine(base_model_for(model, adapters), adapters, precision=precision)
-    except (ValueError, FileNotFoundError, ModelNotFound) as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from None
     batcher = Batcher(engine, max_batch=max_batch)
     console.print(f"serving {', '.join(engine.model_names())} ({engine.precision.value} on {engine.device}) at "
                   f"http://{host}:{port}/v1" + ("  ·  API key required" if api_key else ""), soft_wrap=True)
@@ -96,7 +93,7 @@ def export(
     quiet_libraries()
     run_dir = RunDir(run)
     out = out or run_dir.path / "export"
-    try:
+    with reported(ValueError, FileNotFoundError):
         if gguf_type not in ("f16", "f32"):
             raise ValueError(f"--gguf-type {gguf_type!r}: use f16 or f32")
         adapter = None
@@ -118,9 +115,6 @@ def export(
                 raise ValueError(f"model.gguf loads back with logits off by {written['max_logit_difference']:.3f}")
             console.print(f"GGUF ({gguf_type}): {written['path']} (loads back; logits within "
                           f"{written['max_logit_difference']:.3f})", soft_wrap=True)
-    except (ValueError, FileNotFoundError) as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from None
 
 
 def chat(
@@ -142,11 +136,8 @@ def chat(
 
     quiet_libraries()
     sides = [run] + ([compare] if compare else [])
-    try:
+    with reported(ValueError, FileNotFoundError, ModelNotFound):
         engine, names = _chat_engine(sides, scale)
-    except (ValueError, FileNotFoundError, ModelNotFound) as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from None
     start = [{"role": "system", "content": system}] if system else []
     histories = {name: list(start) for name in names}
     console.print(f"chatting with {' | '.join(names)} · /reset, /quit")
