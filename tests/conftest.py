@@ -45,6 +45,17 @@ def write_jsonl(path: Path, rows: list) -> Path:
     return path
 
 
+def write_tickets(path: Path, n: int, start: int = 0) -> Path:
+    """The first n quickstart support tickets (from row `start`) as a JSONL data file."""
+    return write_jsonl(path, QUICKSTART.joinpath("tickets.jsonl").read_text().splitlines()[start:start + n])
+
+
+def tuneloop(*args, cwd, stdin: str | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """The real `tuneloop` command line, run as a user runs it."""
+    return subprocess.run([sys.executable, "-m", "tuneloop.cli", *map(str, args)], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout, input=stdin)
+
+
 def chat(user: str, answer: str, system: str | None = None) -> dict:
     messages = ([{"role": "system", "content": system}] if system else []) + [
         {"role": "user", "content": user}, {"role": "assistant", "content": answer}]
@@ -65,20 +76,19 @@ def banking77_rows() -> list[dict]:
 
 
 def _train_adapter(work, tiny_model, name, lr):
-    write_jsonl(work / f"{name}.jsonl", QUICKSTART.joinpath("tickets.jsonl").read_text().splitlines()[:40])
+    write_tickets(work / f"{name}.jsonl", 40)
     (work / f"{name}.yaml").write_text(f"model: {tiny_model}\ndata: {{path: {name}.jsonl, max_seq_len: 256}}\n"
                                        f"lora: {{r: 4, alpha: 8}}\ntrain: {{epochs: 1, batch_size: 8, "
                                        f"learning_rate: {lr}}}\n")
-    result = subprocess.run([sys.executable, "-m", "tuneloop.cli", "train", f"{name}.yaml"], cwd=work,
-                            capture_output=True, text=True, timeout=600)
+    result = tuneloop("train", f"{name}.yaml", cwd=work)
     assert result.returncode == 0, result.stdout + result.stderr
     return next((work / "runs").glob(f"{name}-*"))
 
 
 @pytest.fixture(scope="session")
 def adapter_runs(tmp_path_factory, tiny_model):
-    work = tmp_path_factory.mktemp("serve")
     """Two LoRA runs on the tiny model (for serving, export and chat tests)."""
+    work = tmp_path_factory.mktemp("serve")
     return {"support": _train_adapter(work, tiny_model, "support", 3e-2),
             "billing": _train_adapter(work, tiny_model, "billing", 1e-2)}
 
@@ -87,13 +97,12 @@ def adapter_runs(tmp_path_factory, tiny_model):
 def ui_store(tmp_path_factory, tiny_model):
     """Two evaluated runs on the same data: one learning, one barely moving (the doctor has advice)."""
     work = tmp_path_factory.mktemp("ui")
-    write_jsonl(work / "d.jsonl", QUICKSTART.joinpath("tickets.jsonl").read_text().splitlines()[:60])
+    write_tickets(work / "d.jsonl", 60)
     for name, lr in (("good", 2e-2), ("slow", 1e-6)):
         (work / f"{name}.yaml").write_text(
             f"model: {tiny_model}\ndata: {{path: d.jsonl, max_seq_len: 256}}\n"
             f"train: {{epochs: 2, batch_size: 8, learning_rate: {lr}, log_every: 1}}\neval: {{max_new_tokens: 6}}\n")
-        result = subprocess.run([sys.executable, "-m", "tuneloop.cli", "run", f"{name}.yaml"], cwd=work,
-                                capture_output=True, text=True, timeout=600)
+        result = tuneloop("run", f"{name}.yaml", cwd=work)
         assert result.returncode == 0, result.stdout + result.stderr
     runs = {p.name.split("-")[0]: p for p in (work / "runs").iterdir()}
     (work / "preset.yaml").write_text((work / "good.yaml").read_text())

@@ -2,18 +2,14 @@
 
 import csv
 import json
-import subprocess
-import sys
+from functools import partial
 
+import conftest
 import pytest
 from conftest import SHARED, write_jsonl
 
 MAP = ["--prompt", "{text}", "--completion", "{category}"]
-
-
-def tuneloop(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "tuneloop.cli", *map(str, args)], cwd=cwd, capture_output=True,
-                          text=True, timeout=300)
+tuneloop = partial(conftest.tuneloop, timeout=300)
 
 
 @pytest.fixture(scope="module")

@@ -1,25 +1,18 @@
 """End to end: tuneloop eval, compare, rate, ratings and models compare on the tiny model."""
 
 import json
-import subprocess
-import sys
 
 import pytest
-from conftest import QUICKSTART, SHARED, write_jsonl
-
-
-def _tuneloop(*args, cwd, stdin=None):
-    return subprocess.run([sys.executable, "-m", "tuneloop.cli", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=600, input=stdin)
+from conftest import SHARED, tuneloop, write_jsonl, write_tickets
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, tiny_model):
     work = tmp_path_factory.mktemp("evalcmd")
-    write_jsonl(work / "d.jsonl", QUICKSTART.joinpath("tickets.jsonl").read_text().splitlines()[:60])
+    write_tickets(work / "d.jsonl", 60)
     (work / "c.yaml").write_text(f"model: {tiny_model}\ndata: {{path: d.jsonl, max_seq_len: 256}}\n"
                                  "train: {epochs: 2, batch_size: 8, learning_rate: 2.0e-2}\n")
-    result = _tuneloop("train", "c.yaml", cwd=work)
+    result = tuneloop("train", "c.yaml", cwd=work)
     assert result.returncode == 0, result.stdout + result.stderr
     [run] = (work / "runs").iterdir()
     return work, run
@@ -27,7 +20,7 @@ def trained(tmp_path_factory, tiny_model):
 
 def test_eval_writes_per_example_results(trained):
     work, run = trained
-    result = _tuneloop("eval", str(run), "--max-examples", "4", cwd=work)
+    result = tuneloop("eval", str(run), "--max-examples", "4", cwd=work)
     assert result.returncode == 0, result.stdout + result.stderr
     record = json.loads((run / "evals" / "test.json").read_text())
     assert record["metric"] == "json_fields" and record["n"] == 9 and len(record["examples"]) == 4
@@ -37,8 +30,8 @@ def test_eval_writes_per_example_results(trained):
 
 def test_eval_on_other_data_with_a_chosen_metric(trained):
     work, run = trained
-    write_jsonl(work / "extra.jsonl", QUICKSTART.joinpath("tickets.jsonl").read_text().splitlines()[100:103])
-    result = _tuneloop("eval", str(run), "--data", "extra.jsonl", "--metric", "exact_match", "--sample",
+    write_tickets(work / "extra.jsonl", 3, start=100)
+    result = tuneloop("eval", str(run), "--data", "extra.jsonl", "--metric", "exact_match", "--sample",
                        "--seed", "3", cwd=work)
     assert result.returncode == 0, result.stdout + result.stderr
     record = json.loads((run / "evals" / "extra.json").read_text())
@@ -48,13 +41,13 @@ def test_eval_on_other_data_with_a_chosen_metric(trained):
 def test_eval_bad_data_names_file_row_and_field(trained):
     work, run = trained
     (work / "bad.jsonl").write_text('{"messages": [{"role": "user", "content": "hi"}]}\n')
-    result = _tuneloop("eval", str(run), "--data", "bad.jsonl", cwd=work)
+    result = tuneloop("eval", str(run), "--data", "bad.jsonl", cwd=work)
     assert result.returncode == 2 and "bad.jsonl:1" in result.stderr
 
 
 def test_compare_base_then_rate_and_rank(trained, tiny_model):
     work, run = trained
-    result = _tuneloop("compare", "base", str(run), "--max-examples", "4", "--resamples", "200",
+    result = tuneloop("compare", "base", str(run), "--max-examples", "4", "--resamples", "200",
                        "--judge", str(tiny_model), cwd=work)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "95% interval" in result.stdout and "McNemar" in result.stdout and "per example" in result.stdout
@@ -64,18 +57,18 @@ def test_compare_base_then_rate_and_rank(trained, tiny_model):
     assert record["wins"] + record["ties"] + record["losses"] == 4
     assert len(record["judge"]["pairs"]) == 4 and "both orders agreed" in result.stdout
 
-    result = _tuneloop("rate", str(record_file), "--runs-dir", "runs", cwd=work, stdin="1\nclearer\nt\n\nq\n")
+    result = tuneloop("rate", str(record_file), "--runs-dir", "runs", cwd=work, stdin="1\nclearer\nt\n\nq\n")
     assert result.returncode == 0, result.stdout + result.stderr
     ratings = [json.loads(x) for x in (work / "runs" / "ratings.jsonl").read_text().splitlines()]
     assert [r["winner"] for r in ratings][1:] == ["tie"] and ratings[0]["comment"] == "clearer"
     assert ratings[0]["winner"] == ("a" if ratings[0]["shown_first"] == "a" else "b")  # "1" = the one shown first
-    result = _tuneloop("ratings", "runs", cwd=work)
+    result = tuneloop("ratings", "runs", cwd=work)
     assert result.returncode == 0 and "Bradley" in result.stdout and "2 ratings" in result.stdout
 
 
 def test_compare_needs_a_run(trained):
     work, _ = trained
-    result = _tuneloop("compare", "base", "base", cwd=work)
+    result = tuneloop("compare", "base", "base", cwd=work)
     assert result.returncode == 2 and "at least one side must be a run" in result.stderr
 
 
@@ -86,7 +79,7 @@ def test_models_compare(tmp_path, tiny_model, smollm2_folder):
     rows = [json.loads(line) for line in (SHARED / "gsm8k" / "train.jsonl").read_text().splitlines()[:6]]
     write_jsonl(tmp_path / "g.jsonl", [{"prompt": r["question"], "completion": r["answer"]} for r in rows])
     out = tmp_path / "m.json"
-    result = _tuneloop("models", "compare", str(tiny_model), str(other), "--data", "g.jsonl", "--show", "2",
+    result = tuneloop("models", "compare", str(tiny_model), str(other), "--data", "g.jsonl", "--show", "2",
                        "--max-new-tokens", "4", "--out", str(out), cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     record = json.loads(out.read_text())
@@ -94,23 +87,23 @@ def test_models_compare(tmp_path, tiny_model, smollm2_folder):
     for m in record["models"]:
         assert m["zero_shot_loss"] > 5 and len(m["answers"]) == 2 and m["seconds_per_prompt"] > 0
     assert record["models"][0]["parameters"] > record["models"][1]["parameters"]  # hidden 64 vs 32
-    too_many = _tuneloop("models", "compare", *[str(tiny_model)] * 6, "--data", "g.jsonl", cwd=tmp_path)
+    too_many = tuneloop("models", "compare", *[str(tiny_model)] * 6, "--data", "g.jsonl", cwd=tmp_path)
     assert too_many.returncode == 2 and "1 to 5 models" in too_many.stderr
 
 
 def test_full_fine_tune_evaluates_and_exports(tmp_path, tiny_model):
-    write_jsonl(tmp_path / "d.jsonl", QUICKSTART.joinpath("tickets.jsonl").read_text().splitlines()[:40])
+    write_tickets(tmp_path / "d.jsonl", 40)
     (tmp_path / "f.yaml").write_text(f"model: {tiny_model}\ndata: {{path: d.jsonl, max_seq_len: 256}}\n"
                                      "train: {method: full, epochs: 1, batch_size: 8, learning_rate: 1.0e-3}\n")
-    assert _tuneloop("train", "f.yaml", cwd=tmp_path).returncode == 0
+    assert tuneloop("train", "f.yaml", cwd=tmp_path).returncode == 0
     [run] = (tmp_path / "runs").iterdir()
     assert (run / "model").is_dir() and not (run / "adapter").exists()
-    result = _tuneloop("eval", str(run), "--max-examples", "2", cwd=tmp_path)
+    result = tuneloop("eval", str(run), "--max-examples", "2", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert json.loads((run / "evals" / "test.json").read_text())["n"] == 6
-    refused = _tuneloop("export", str(run), "--scale", "0.5", cwd=tmp_path)
+    refused = tuneloop("export", str(run), "--scale", "0.5", cwd=tmp_path)
     assert refused.returncode == 2 and "LoRA adapters" in refused.stderr
-    exported = _tuneloop("export", str(run), cwd=tmp_path)
+    exported = tuneloop("export", str(run), cwd=tmp_path)
     assert exported.returncode == 0, exported.stdout + exported.stderr
     assert (run / "export" / "merged" / "config.json").is_file()
 
@@ -118,16 +111,16 @@ def test_full_fine_tune_evaluates_and_exports(tmp_path, tiny_model):
 def test_compare_two_runs_on_the_same_split(trained):
     work, run = trained
     (work / "c2.yaml").write_text((work / "c.yaml").read_text().replace("learning_rate: 2.0e-2", "learning_rate: 5.0e-3"))
-    assert _tuneloop("train", "c2.yaml", cwd=work).returncode == 0
+    assert tuneloop("train", "c2.yaml", cwd=work).returncode == 0
     [other] = (work / "runs").glob("c2-*")
-    result = _tuneloop("compare", str(run), str(other), "--max-examples", "3", "--resamples", "100", cwd=work)
+    result = tuneloop("compare", str(run), str(other), "--max-examples", "3", "--resamples", "100", cwd=work)
     assert result.returncode == 0, result.stdout + result.stderr
     record = json.loads(next((other / "compare").iterdir()).read_text())
     assert (record["a"], record["b"], record["n"]) == (run.name, other.name, 3)
 
-    write_jsonl(work / "e.jsonl", QUICKSTART.joinpath("tickets.jsonl").read_text().splitlines()[200:260])
+    write_tickets(work / "e.jsonl", 60, start=200)
     (work / "c3.yaml").write_text((work / "c.yaml").read_text().replace("d.jsonl", "e.jsonl"))
-    assert _tuneloop("train", "c3.yaml", cwd=work).returncode == 0
+    assert tuneloop("train", "c3.yaml", cwd=work).returncode == 0
     [third] = (work / "runs").glob("c3-*")
-    mismatch = _tuneloop("compare", str(run), str(third), cwd=work)
+    mismatch = tuneloop("compare", str(run), str(third), cwd=work)
     assert mismatch.returncode == 2 and "different test splits" in mismatch.stderr and "--data" in mismatch.stderr

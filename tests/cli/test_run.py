@@ -6,19 +6,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import QUICKSTART, SHARED, write_jsonl
-
-
-def _tuneloop(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "tuneloop.cli", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=600)
+from conftest import QUICKSTART, SHARED, tuneloop, write_jsonl, write_tickets
 
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory, tiny_model):
     work = tmp_path_factory.mktemp("e2e")
-    rows = QUICKSTART.joinpath("tickets.jsonl").read_text().splitlines()[:60]
-    write_jsonl(work / "tickets.jsonl", rows)
+    write_tickets(work / "tickets.jsonl", 60)
     (work / "tiny.yaml").write_text(f"""
 model: {tiny_model}
 data: {{path: tickets.jsonl, max_seq_len: 256}}
@@ -26,7 +20,7 @@ lora: {{r: 8, alpha: 16}}
 train: {{epochs: 4, learning_rate: 2.0e-2, batch_size: 8, log_every: 1, eval_every: 3}}
 eval: {{max_new_tokens: 8, batch_size: 16}}
 """)
-    result = _tuneloop("run", "tiny.yaml", "--set", "train.warmup_ratio=0.0", cwd=work)
+    result = tuneloop("run", "tiny.yaml", "--set", "train.warmup_ratio=0.0", cwd=work)
     assert result.returncode == 0, result.stdout + result.stderr
     [run] = (work / "runs").iterdir()
     return run, result
@@ -83,7 +77,7 @@ def test_bad_data_fails_with_file_row_and_field(tmp_path, tiny_model):
     data.write_text("\n".join([good] * 5 + [bad] + [good] * 10) + "\n")
     before = data.read_bytes()
     (tmp_path / "c.yaml").write_text(f"model: {tiny_model}\ndata: {{path: d.jsonl}}\n")
-    result = _tuneloop("run", "c.yaml", cwd=tmp_path)
+    result = tuneloop("run", "c.yaml", cwd=tmp_path)
     assert result.returncode == 2
     assert f"{data}:6: messages[1].content: is empty [empty_content]" in result.stderr
     assert "Traceback" not in result.stderr
@@ -92,7 +86,7 @@ def test_bad_data_fails_with_file_row_and_field(tmp_path, tiny_model):
 
 def test_bad_config_fails_with_did_you_mean(tmp_path):
     (tmp_path / "c.yaml").write_text("data: {path: d.jsonl}\ntrain: {epoch: 2}\n")
-    result = _tuneloop("run", "c.yaml", cwd=tmp_path)
+    result = tuneloop("run", "c.yaml", cwd=tmp_path)
     assert result.returncode == 2 and "train.epoch: unknown key (did you mean 'epochs'?)" in result.stderr
 
 
@@ -100,7 +94,7 @@ def test_bad_config_fails_with_did_you_mean(tmp_path):
 def test_quickstart_on_smollm2(tmp_path):
     """The README's main job: fine-tuned clearly beats the base model on the test split (minutes)."""
     runs = tmp_path / "runs"
-    result = _tuneloop("run", str(QUICKSTART / "quickstart.yaml"), "--set", f"runs_dir={runs}", cwd=tmp_path)
+    result = tuneloop("run", str(QUICKSTART / "quickstart.yaml"), "--set", f"runs_dir={runs}", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     [run] = runs.iterdir()
     evaluation = json.loads((run / "eval.json").read_text())
@@ -133,7 +127,7 @@ data:
 train: {{epochs: 1, batch_size: 16, learning_rate: 1.0e-2}}
 eval: {{max_new_tokens: 4}}
 """)
-    result = _tuneloop("run", "c.yaml", cwd=tmp_path)
+    result = tuneloop("run", "c.yaml", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     [run] = (tmp_path / "runs").iterdir()
     dropped = [json.loads(line) for line in (run / "data" / "dropped.jsonl").read_text().splitlines()]
@@ -160,7 +154,7 @@ def test_run_on_plain_text_reports_loss_and_perplexity(tmp_path, tiny_model):
     write_jsonl(tmp_path / "t.jsonl", [{"text": d} for d in dialogues])
     (tmp_path / "c.yaml").write_text(f"model: {tiny_model}\ndata: {{path: t.jsonl, max_seq_len: 256}}\n"
                                      "train: {epochs: 1, batch_size: 8}\n")
-    result = _tuneloop("run", "c.yaml", cwd=tmp_path)
+    result = tuneloop("run", "c.yaml", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     [run] = (tmp_path / "runs").iterdir()
     evaluation = json.loads((run / "eval.json").read_text())
@@ -180,8 +174,7 @@ def test_resume_command_continues_a_stopped_run(tmp_path, tiny_model):
             if state.global_step == 5:
                 raise KeyboardInterrupt
 
-    rows = QUICKSTART.joinpath("tickets.jsonl").read_text().splitlines()[:40]
-    write_jsonl(tmp_path / "t.jsonl", rows)
+    write_tickets(tmp_path / "t.jsonl", 40)
     config = config_from_dict({"model": str(tiny_model), "runs_dir": str(tmp_path / "runs"), "run_name": "r",
                                "data": {"path": str(tmp_path / "t.jsonl"), "max_seq_len": 256},
                                "train": {"epochs": 2, "batch_size": 4, "eval_every": 2},
@@ -189,24 +182,24 @@ def test_resume_command_continues_a_stopped_run(tmp_path, tiny_model):
     with pytest.raises(KeyboardInterrupt):
         run_loop(config, Console(quiet=True), callbacks=[StopAt()])
     [run] = (tmp_path / "runs").iterdir()
-    result = _tuneloop("resume", str(run), cwd=tmp_path)
+    result = tuneloop("resume", str(run), cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "from step 4" in result.stdout and json.loads((run / "run.json").read_text())["status"] == "finished"
-    again = _tuneloop("resume", str(run), cwd=tmp_path)
+    again = tuneloop("resume", str(run), cwd=tmp_path)
     assert again.returncode == 2 and "has finished; nothing to resume" in again.stderr
 
 
 @pytest.fixture(scope="module")
 def train_config(tmp_path_factory, tiny_model):
     work = tmp_path_factory.mktemp("train")
-    write_jsonl(work / "t.jsonl", QUICKSTART.joinpath("tickets.jsonl").read_text().splitlines()[:60])
+    write_tickets(work / "t.jsonl", 60)
     (work / "c.yaml").write_text(f"model: {tiny_model}\ndata: {{path: t.jsonl, max_seq_len: 256}}\n"
                                  "train: {epochs: 2, batch_size: 4, eval_every: 3, learning_rate: 1.0e-2}\n")
     return work
 
 
 def test_train_command_trains_without_evaluating(train_config):
-    result = _tuneloop("train", "c.yaml", "--set", "runs_dir=single", cwd=train_config)
+    result = tuneloop("train", "c.yaml", "--set", "runs_dir=single", cwd=train_config)
     assert result.returncode == 0, result.stdout + result.stderr
     [run] = (train_config / "single").iterdir()
     info = json.loads((run / "run.json").read_text())
@@ -237,7 +230,7 @@ def test_train_runs_distributed_with_two_processes(train_config):
 
 def test_diagnose_a_run_and_a_bare_metrics_file(finished_run, tmp_path):
     run, _ = finished_run
-    result = _tuneloop("diagnose", str(run), "--json", "--plot", str(tmp_path / "c.png"), cwd=tmp_path)
+    result = tuneloop("diagnose", str(run), "--json", "--plot", str(tmp_path / "c.png"), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     d = json.loads(result.stdout)
     assert d["verdict"] in ("healthy", "overfitting", "underfitting", "diverging", "undertrained")
@@ -247,11 +240,11 @@ def test_diagnose_a_run_and_a_bare_metrics_file(finished_run, tmp_path):
     assert d["next_config"]["train"]["epochs"] > 0 and (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
     # A bare metrics.jsonl: the hyperparameters are unknown, so no next_config
     (tmp_path / "m.jsonl").write_text((run / "metrics.jsonl").read_text())
-    bare = json.loads(_tuneloop("diagnose", str(tmp_path / "m.jsonl"), "--json", cwd=tmp_path).stdout)
+    bare = json.loads(tuneloop("diagnose", str(tmp_path / "m.jsonl"), "--json", cwd=tmp_path).stdout)
     assert bare["verdict"] == d["verdict"] and bare["next_config"] is None
-    human = _tuneloop("diagnose", str(run), cwd=tmp_path)
+    human = tuneloop("diagnose", str(run), cwd=tmp_path)
     assert d["verdict"] in human.stdout and "train " in human.stdout
-    missing = _tuneloop("diagnose", str(tmp_path / "nowhere"), cwd=tmp_path)
+    missing = tuneloop("diagnose", str(tmp_path / "nowhere"), cwd=tmp_path)
     assert missing.returncode == 2 and "no metrics.jsonl" in missing.stderr
 
 

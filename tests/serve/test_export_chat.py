@@ -1,15 +1,9 @@
 """tuneloop export (adapter, scaled adapter, merged, GGUF; each loaded back) and tuneloop chat."""
 
 import json
-import subprocess
-import sys
 
 import torch
-
-
-def _tuneloop(*args, cwd, stdin=None):
-    return subprocess.run([sys.executable, "-m", "tuneloop.cli", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=600, input=stdin)
+from conftest import tuneloop
 
 
 def test_export_merged_scaled_and_gguf(adapter_runs, tiny_model, tmp_path):
@@ -18,7 +12,7 @@ def test_export_merged_scaled_and_gguf(adapter_runs, tiny_model, tmp_path):
 
     run = adapter_runs["support"]
     out = tmp_path / "export"
-    result = _tuneloop("export", str(run), "--out", str(out), "--scale", "0.5", "--gguf", "--gguf-type", "f32",
+    result = tuneloop("export", str(run), "--out", str(out), "--scale", "0.5", "--gguf", "--gguf-type", "f32",
                        cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     original = json.loads((run / "adapter" / "adapter_config.json").read_text())
@@ -40,13 +34,13 @@ def test_export_merged_scaled_and_gguf(adapter_runs, tiny_model, tmp_path):
 
 
 def test_export_refuses_a_missing_run(tmp_path):
-    result = _tuneloop("export", str(tmp_path / "nope"), cwd=tmp_path)
+    result = tuneloop("export", str(tmp_path / "nope"), cwd=tmp_path)
     assert result.returncode == 2 and "no config.yaml" in result.stderr
 
 
 def test_chat_side_by_side_with_base(adapter_runs, tmp_path):
     run = adapter_runs["support"]
-    result = _tuneloop("chat", str(run), "--compare", "base", "--max-tokens", "4", cwd=tmp_path,
+    result = tuneloop("chat", str(run), "--compare", "base", "--max-tokens", "4", cwd=tmp_path,
                        stdin="Where is my parcel?\n/reset\nHello\n/quit\n")
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count(run.name[:20]) >= 3  # the header, then one panel per question

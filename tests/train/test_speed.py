@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from conftest import write_tickets
 from transformers import LlamaConfig
 
 from tuneloop.config import TrainConfig
@@ -47,13 +48,12 @@ def test_qlora_is_refused_for_full_fine_tuning():
 
 def test_run_with_qlora_and_checkpointing_on_cpu(tmp_path, tiny_model):
     """The CPU fallback end to end: the run trains, config.yaml records what ran, run.json says why."""
-    from conftest import QUICKSTART, write_jsonl
     from rich.console import Console
 
     from tuneloop.config import config_from_dict
     from tuneloop.pipeline import run_loop
 
-    write_jsonl(tmp_path / "d.jsonl", QUICKSTART.joinpath("tickets.jsonl").read_text().splitlines()[:30])
+    write_tickets(tmp_path / "d.jsonl", 30)
     config = config_from_dict({"model": str(tiny_model), "runs_dir": str(tmp_path / "runs"),
                                "data": {"path": str(tmp_path / "d.jsonl"), "max_seq_len": 256},
                                "train": {"epochs": 1, "batch_size": 8, "quantize": "4bit",
@@ -75,13 +75,12 @@ def test_compile_auto_by_training_tokens(tokens, expected):
 
 def test_compiled_run_trains_evaluates_and_generates(tmp_path, tiny_model):
     """Compiled decoder layers train; evaluation and generation run them eagerly (no recompile)."""
-    from conftest import QUICKSTART, write_jsonl
     from rich.console import Console
 
     from tuneloop.config import config_from_dict
     from tuneloop.pipeline import run_loop
 
-    write_jsonl(tmp_path / "d.jsonl", QUICKSTART.joinpath("tickets.jsonl").read_text().splitlines()[:30])
+    write_tickets(tmp_path / "d.jsonl", 30)
     config = config_from_dict({"model": str(tiny_model), "runs_dir": str(tmp_path / "runs"),
                                "data": {"path": str(tmp_path / "d.jsonl"), "max_seq_len": 256},
                                "train": {"epochs": 1, "batch_size": 8, "compile": True},

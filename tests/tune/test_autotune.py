@@ -1,10 +1,8 @@
 """Autotune: which configs the doctor's advice proposes, and the loop end to end on the tiny model."""
 
 import json
-import subprocess
-import sys
 
-from conftest import QUICKSTART, write_jsonl
+from conftest import tuneloop, write_tickets
 
 from tuneloop.doctor import Diagnosis, Recommendation
 from tuneloop.tune.autotune import Attempt, Autotune, _proposals
@@ -38,14 +36,13 @@ def test_best_attempt_by_validation_loss_or_by_metric():
 
 
 def test_autotune_cli_follows_the_doctor_out_of_underfitting(tmp_path, tiny_model):
-    write_jsonl(tmp_path / "d.jsonl", QUICKSTART.joinpath("tickets.jsonl").read_text().splitlines()[:60])
+    write_tickets(tmp_path / "d.jsonl", 60)
     (tmp_path / "u.yaml").write_text(f"""
 model: {tiny_model}
 data: {{path: d.jsonl, max_seq_len: 256}}
 train: {{epochs: 2, learning_rate: 1.0e-7, batch_size: 4, log_every: 1, warmup_ratio: 0.0}}
 """)
-    result = subprocess.run([sys.executable, "-m", "tuneloop.cli", "autotune", "u.yaml", "--max-runs", "2"],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    result = tuneloop("autotune", "u.yaml", "--max-runs", "2", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     [home] = (tmp_path / "runs" / "autotune").iterdir()
     lineage = json.loads((home / "lineage.json").read_text())
@@ -65,16 +62,14 @@ train: {{epochs: 2, learning_rate: 1.0e-7, batch_size: 4, log_every: 1, warmup_r
 
 
 def test_autotune_selecting_by_the_task_metric_evaluates_each_run(tmp_path, tiny_model):
-    write_jsonl(tmp_path / "d.jsonl", QUICKSTART.joinpath("tickets.jsonl").read_text().splitlines()[:40])
+    write_tickets(tmp_path / "d.jsonl", 40)
     (tmp_path / "m.yaml").write_text(f"model: {tiny_model}\ndata: {{path: d.jsonl, max_seq_len: 256}}\n"
                                      "train: {epochs: 1, batch_size: 8}\neval: {max_new_tokens: 4}\n")
-    result = subprocess.run([sys.executable, "-m", "tuneloop.cli", "autotune", "m.yaml", "--max-runs", "1",
-                             "--select", "metric"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    result = tuneloop("autotune", "m.yaml", "--max-runs", "1", "--select", "metric", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     [home] = (tmp_path / "runs" / "autotune").iterdir()
     [attempt] = json.loads((home / "lineage.json").read_text())["attempts"]
     assert attempt["metric"] == "field_accuracy" and 0 <= attempt["metric_value"] <= 1
     assert (tmp_path / attempt["run"] / "eval.json").is_file()
-    bad = subprocess.run([sys.executable, "-m", "tuneloop.cli", "autotune", "m.yaml", "--select", "vibes"],
-                         cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    bad = tuneloop("autotune", "m.yaml", "--select", "vibes", cwd=tmp_path, timeout=120)
     assert bad.returncode == 2 and "val_loss or metric" in bad.stderr

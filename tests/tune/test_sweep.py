@@ -1,12 +1,10 @@
 """Sweep: sampling from the space, pruning from intermediate validation loss, and a resumable study."""
 
 import json
-import subprocess
-import sys
 
 import optuna
 import pytest
-from conftest import QUICKSTART, write_jsonl
+from conftest import tuneloop, write_tickets
 from transformers import TrainerControl, TrainerState
 
 from tuneloop.config import ConfigError, SearchRange, config_from_dict
@@ -65,7 +63,7 @@ def test_a_trial_behind_the_median_is_stopped():
 
 
 def test_sweep_cli_runs_resumes_and_writes_the_best_config(tmp_path, tiny_model):
-    write_jsonl(tmp_path / "d.jsonl", QUICKSTART.joinpath("tickets.jsonl").read_text().splitlines()[:50])
+    write_tickets(tmp_path / "d.jsonl", 50)
     (tmp_path / "s.yaml").write_text(f"""
 model: {tiny_model}
 data: {{path: d.jsonl, max_seq_len: 256}}
@@ -76,8 +74,7 @@ sweep:
 """)
 
     def sweep(trials):
-        result = subprocess.run([sys.executable, "-m", "tuneloop.cli", "sweep", "s.yaml", "--trials", str(trials)],
-                                cwd=tmp_path, capture_output=True, text=True, timeout=600)
+        result = tuneloop("sweep", "s.yaml", "--trials", trials, cwd=tmp_path)
         assert result.returncode == 0, result.stdout + result.stderr
         return result.stdout
 
@@ -98,18 +95,17 @@ sweep:
 
 
 def test_a_typo_in_the_space_fails_before_any_trial(tmp_path, tiny_model):
-    write_jsonl(tmp_path / "d.jsonl", QUICKSTART.joinpath("tickets.jsonl").read_text().splitlines()[:20])
+    write_tickets(tmp_path / "d.jsonl", 20)
     (tmp_path / "s.yaml").write_text(f"model: {tiny_model}\ndata: {{path: d.jsonl}}\n"
                                      "sweep: {space: {train.learning_rte: {low: 1.0e-4, high: 1.0e-3}}}\n")
-    result = subprocess.run([sys.executable, "-m", "tuneloop.cli", "sweep", "s.yaml"], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=120)
+    result = tuneloop("sweep", "s.yaml", cwd=tmp_path, timeout=120)
     assert result.returncode == 2 and "learning_rte" in result.stderr and "did you mean" in result.stderr
     assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").glob("s-trial*"))
 
 
 def test_ray_backend_on_a_local_cluster(tmp_path, tiny_model):
     """The Ray Tune path on one machine (Ray's local cluster): Optuna's sampler, ASHA, run directories."""
-    write_jsonl(tmp_path / "d.jsonl", QUICKSTART.joinpath("tickets.jsonl").read_text().splitlines()[:40])
+    write_tickets(tmp_path / "d.jsonl", 40)
     (tmp_path / "r.yaml").write_text(f"""
 model: {tiny_model}
 data: {{path: d.jsonl, max_seq_len: 256}}
@@ -119,8 +115,7 @@ sweep:
     train.learning_rate: {{low: 1.0e-3, high: 3.0e-2, log: true}}
     lora.r: {{choices: [4, 8]}}
 """)
-    result = subprocess.run([sys.executable, "-m", "tuneloop.cli", "sweep", "r.yaml", "--backend", "ray",
-                             "--trials", "2"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    result = tuneloop("sweep", "r.yaml", "--backend", "ray", "--trials", 2, cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     rows = json.loads((tmp_path / "runs" / "sweeps" / "r" / "ray_trials.json").read_text())
     assert len(rows) == 2 and all(r["error"] is None and r["best_val_loss"] > 0 for r in rows)

@@ -28,8 +28,8 @@ def _register_subcommands() -> None:
     from tuneloop.cli.eval import compare, eval_, rate, ratings
     from tuneloop.cli.models import models_app
     from tuneloop.cli.serve import chat, export, serve
-    from tuneloop.cli.ui import ui
     from tuneloop.cli.tune import autotune, sweep
+    from tuneloop.cli.ui import ui
 
     app.add_typer(data_app, name="data")
     app.add_typer(models_app, name="models")

@@ -33,10 +33,9 @@ def diagnose(
                                                      "(YAML), ready for `tuneloop run`.")] = None,
 ) -> None:
     """Read the loss curves: overfitting, underfitting, divergence, undertraining or healthy; and what to change."""
+    from tuneloop.cli import reported
     from tuneloop.doctor import diagnose_path, recommend
     from tuneloop.doctor.curves import Curves
-
-    from tuneloop.cli import reported
 
     with reported(FileNotFoundError, ValueError, json.JSONDecodeError):
         diagnosis, config = diagnose_path(path)
