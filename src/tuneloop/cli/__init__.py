@@ -112,7 +112,9 @@ def train(
     GPUs or machines: see configs/accelerate/."""
     result = _run_config(config, set_, evaluate=False)
     if "total" in result.timings:  # the other processes of a distributed run have nothing to report
-        evals = [m["eval_loss"] for m in result.run.read_metrics() if "eval_loss" in m]
+        from tuneloop.doctor.curves import Curves
+
+        evals = [v for _, v in Curves.from_metrics(result.run.read_metrics()).val]
         console.print(f"trained: best validation loss {min(evals):.4f} (last {evals[-1]:.4f}); "
                       f"weights in {result.run.path}; report {result.run.report_file}")
 

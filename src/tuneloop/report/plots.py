@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 
+from tuneloop.doctor.curves import Curves
+
 
 def _axes(height: float):
     import matplotlib
@@ -26,8 +28,8 @@ def _png(plt, fig, ax) -> bytes:
 
 def loss_curve_png(metrics: list[dict]) -> bytes:
     plt, fig, ax = _axes(3.6)
-    train = [(m["step"], m["train_loss"]) for m in metrics if isinstance(m.get("train_loss"), (int, float))]
-    val = [(m["step"], m["eval_loss"]) for m in metrics if isinstance(m.get("eval_loss"), (int, float))]
+    curves = Curves.from_metrics(metrics)
+    train, val = curves.train, curves.val
     if train:
         ax.plot(*zip(*train), label="training loss", color="#3b6fb6", linewidth=1.4)
     if val:
@@ -53,7 +55,7 @@ def validation_curves_png(curves: dict[str, list[dict]]) -> bytes:
     """Validation loss of several runs on one chart (autotune lineage, sweeps, comparisons)."""
     plt, fig, ax = _axes(3.6)
     for label, metrics in curves.items():
-        val = [(m["step"], m["eval_loss"]) for m in metrics if isinstance(m.get("eval_loss"), (int, float))]
+        val = Curves.from_metrics(metrics).val
         if val:
             ax.plot(*zip(*val), label=label, marker="o", markersize=3, linewidth=1.4)
     ax.set_xlabel("step")

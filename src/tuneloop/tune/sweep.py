@@ -18,6 +18,7 @@ from rich.console import Console
 from transformers import TrainerCallback
 
 from tuneloop.config import RunConfig, SearchRange, config_with, dump_config, get_key
+from tuneloop.doctor.curves import Curves
 from tuneloop.doctor.recommend import LR_RANGE
 
 # What the guides say to tune first, in their recommended ranges.
@@ -50,11 +51,13 @@ class PruneOnValidationLoss(TrainerCallback):
     def __init__(self, trial):
         self.trial = trial
         self.pruned_at: int | None = None
+        self.last: float | None = None  # the last validation loss reported
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         if not metrics or "eval_loss" not in metrics:
             return
-        self.trial.report(metrics["eval_loss"], state.global_step)
+        self.last = metrics["eval_loss"]
+        self.trial.report(self.last, state.global_step)
         if self.trial.should_prune():
             self.pruned_at = state.global_step
             control.should_training_stop = True
@@ -124,12 +127,13 @@ def sweep(config: RunConfig, *, trials: int | None = None, storage: str | None =
                           callbacks=[pruning], evaluate=False,
                           info={"sweep": {"study": name, "storage": url, "trial": trial.number, "params": values}})
         trial.set_user_attr("run", str(result.run.path))
-        evals = [m["eval_loss"] for m in result.run.read_metrics() if "eval_loss" in m]
+        evals = [v for _, v in Curves.from_metrics(result.run.read_metrics()).val]  # finite values only
         if pruning.pruned_at is not None:
             result.run.update_info(sweep_pruned_at_step=pruning.pruned_at)
-            console.print(f"pruned at step {pruning.pruned_at}: validation loss {evals[-1]:.4f} is behind the median")
+            console.print(f"pruned at step {pruning.pruned_at}: validation loss {pruning.last:.4f} is behind the median")
             raise optuna.TrialPruned()
-        return min(evals)
+        # A run that diverged to NaN everywhere: Optuna records a NaN objective as a failed trial.
+        return min(evals, default=float("nan"))
 
     study.optimize(objective, n_trials=max(0, trials - done),
                    timeout=timeout_minutes * 60 if timeout_minutes else None,

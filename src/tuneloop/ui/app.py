@@ -21,6 +21,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Redirect
 from fastapi.templating import Jinja2Templates
 
 from tuneloop.config import ConfigError, LoraConfig, TrainConfig, load_config
+from tuneloop.doctor.curves import Curves
 from tuneloop.eval.metrics import headline
 from tuneloop.eval.ratings import add_rating, read_ratings, summarize
 from tuneloop.ui import store
@@ -107,8 +108,10 @@ def create_app(runs_dir: Path, presets: list[Path] | None = None, launcher=launc
             return page(request, "compare.html", ids=[], error=f"pick 2 to 5 runs, not {len(run)}")
         runs = [get_run(r) for r in run]
         details = [store.detail(r) for r in runs]
-        curves = [{"name": d["id"], "x": [m["step"] for m in d["metrics"] if "eval_loss" in m],
-                   "y": [m["eval_loss"] for m in d["metrics"] if "eval_loss" in m]} for d in details]
+        curves = []
+        for d in details:
+            val = Curves.from_metrics(d["metrics"]).val
+            curves.append({"name": d["id"], "x": [s for s, _ in val], "y": [v for _, v in val]})
         table = []
         for d, s in zip(details, (store.summary(r) for r in runs)):
             sig = None

@@ -8,6 +8,7 @@ from pathlib import Path
 import yaml
 
 from tuneloop.doctor import diagnose_metrics, recommend
+from tuneloop.doctor.curves import Curves
 from tuneloop.eval.compare import compare_outputs
 from tuneloop.eval.metrics import headline
 from tuneloop.runs import RunDir
@@ -42,7 +43,7 @@ def find(runs_dir: Path, run_id: str) -> RunDir | None:
 def summary(run: RunDir) -> dict:
     info, config = read_json(run.info_file) or {}, _config(run)
     metrics = run.read_metrics()
-    evals = [m["eval_loss"] for m in metrics if isinstance(m.get("eval_loss"), (int, float))]
+    val = Curves.from_metrics(metrics).val
     evaluation = read_json(run.eval_file)
     train, lora = config.get("train", {}), config.get("lora", {})
     metric = value = None
@@ -55,8 +56,8 @@ def summary(run: RunDir) -> dict:
         "method": train.get("method"), "learning_rate": train.get("learning_rate"), "epochs": train.get("epochs"),
         "batch": (train.get("batch_size") or 0) * (train.get("gradient_accumulation") or 1) or None,
         "lora_r": lora.get("r") if train.get("method") != "full" else None,
-        "best_val_loss": min(evals) if evals else None, "metric": metric, "metric_value": value,
-        "verdict": diagnose_metrics(metrics).verdict if evals else None,
+        "best_val_loss": min((v for _, v in val), default=None), "metric": metric, "metric_value": value,
+        "verdict": diagnose_metrics(metrics).verdict if val else None,
     }
 
 
