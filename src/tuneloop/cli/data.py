@@ -284,7 +284,7 @@ def augment(
             new = augment_eda(examples, copies=copies, alpha=alpha, seed=seed)
         elif method in ("paraphrase", "backtranslate"):
             from tuneloop.models import choose_precision, load_model, resolve_model
-            from tuneloop.models.precision import Precision, default_device
+            from tuneloop.models.precision import default_device
 
             device = default_device()
             precision = choose_precision("auto", device)
@@ -294,7 +294,7 @@ def augment(
             generator.set_attn_implementation("sdpa")  # faster cached decoding on CPU (see pipeline.py)
             with console.status(f"{method} of {len(examples)} prompts with {model}"):
                 new, rejected = augment_with_model(examples, generator, tokenizer, method=method, language=language,
-                                         autocast_dtype=precision.dtype if precision is Precision.bf16 else None)
+                                         autocast_dtype=precision.autocast_dtype)
         else:
             raise ValueError(f"--method {method!r}: one of eda, paraphrase, backtranslate")
         write_records(out, augmented_rows(examples, new))

@@ -31,7 +31,7 @@ def generate_and_score(model, tokenizer, examples: list[Example], config: EvalCo
     metric = metric or metric_for(gen_set, config)
     outputs = generate_answers(
         model, tokenizer, [e.prompt for e in gen_set], max_new_tokens=config.max_new_tokens,
-        batch_size=config.batch_size, autocast_dtype=_autocast(precision), on_batch=on_batch,
+        batch_size=config.batch_size, autocast_dtype=precision.autocast_dtype, on_batch=on_batch,
         sample=config.sample, temperature=config.temperature, top_p=config.top_p, seed=config.seed)
     metrics, per = score(metric, outputs, [e.answer for e in gen_set])
     out = {"metric": metric, "metrics": metrics, "outputs": outputs, "per_example": per}
@@ -43,10 +43,6 @@ def generate_and_score(model, tokenizer, examples: list[Example], config: EvalCo
 def evaluate_model(model, tokenizer, examples: list[Example], config: EvalConfig, precision: Precision,
                    on_batch=None) -> dict:
     """Loss and perplexity on every example, plus the task metric on the generation set."""
-    loss = answer_loss(model, tokenizer, examples, batch_size=config.batch_size, autocast_dtype=_autocast(precision))
+    loss = answer_loss(model, tokenizer, examples, batch_size=config.batch_size, autocast_dtype=precision.autocast_dtype)
     scored = generate_and_score(model, tokenizer, examples, config, precision, on_batch=on_batch)
     return {**scored, "metrics": {**loss, **scored["metrics"]}, "n": len(examples)}
-
-
-def _autocast(precision: Precision):
-    return precision.dtype if precision is Precision.bf16 else None

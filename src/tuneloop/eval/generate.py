@@ -8,6 +8,17 @@ from __future__ import annotations
 import torch
 
 
+def left_padded(sequences: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids and attention mask, padded on the left: every prompt ends where generation starts."""
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, s in enumerate(sequences):
+        ids[row, width - len(s):] = torch.tensor(s)
+        mask[row, width - len(s):] = 1
+    return ids, mask
+
+
 @torch.inference_mode()
 def generate_answers(model, tokenizer, prompts: list[list[dict]], *, max_new_tokens: int, batch_size: int,
                      autocast_dtype: torch.dtype | None = None, on_batch=None, sample: bool = False,
@@ -25,12 +36,8 @@ def generate_answers(model, tokenizer, prompts: list[list[dict]], *, max_new_tok
     try:
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
-            width = max(len(encoded[i]) for i in idx)
-            input_ids = torch.full((len(idx), width), pad, dtype=torch.long)
-            attention = torch.zeros((len(idx), width), dtype=torch.long)
-            for row, i in enumerate(idx):  # left padding: every prompt ends where generation starts
-                input_ids[row, width - len(encoded[i]):] = torch.tensor(encoded[i])
-                attention[row, width - len(encoded[i]):] = 1
+            input_ids, attention = left_padded([encoded[i] for i in idx], pad)
+            width = input_ids.shape[1]
             with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
                 out = model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device),
                                      max_new_tokens=max_new_tokens, pad_token_id=pad, **sampling,

@@ -10,7 +10,7 @@ from tuneloop.data import Example
 from tuneloop.eval.generate import generate_answers
 from tuneloop.eval.loss import answer_loss
 from tuneloop.models import choose_precision, load_model, load_tokenizer, resolve_model
-from tuneloop.models.precision import Precision, default_device
+from tuneloop.models.precision import default_device
 
 MAX_MODELS = 5
 
@@ -28,7 +28,7 @@ def compare_models(specs: list[str], examples: list[Example], prompts: list[list
         raise ValueError(f"compare 1 to {MAX_MODELS} models, not {len(specs)}")
     device = device or default_device()
     precision = choose_precision("auto", device)
-    autocast = precision.dtype if precision is Precision.bf16 else None
+    autocast = precision.autocast_dtype
     out = []
     for spec in specs:
         if on_model:

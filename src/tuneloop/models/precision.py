@@ -21,6 +21,12 @@ class Precision(str, Enum):
     def dtype(self) -> torch.dtype:
         return torch.bfloat16 if self is Precision.bf16 else torch.float32
 
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        """bf16 base weights compute under bf16 autocast (fp32 LoRA weights are cast per matmul);
+        fp32 needs none."""
+        return self.dtype if self is Precision.bf16 else None
+
 
 def choose_precision(requested: str = "auto", device: str | None = None) -> Precision:
     if requested != "auto":

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import torch
 
-from tuneloop.models import Precision, choose_precision, load_model, load_tokenizer, resolve_model
+from tuneloop.models import choose_precision, load_model, load_tokenizer, resolve_model
+from tuneloop.eval.generate import left_padded
 from tuneloop.models.precision import default_device
 from tuneloop.serve.multilora import MultiLora
 
@@ -57,7 +58,7 @@ class Result:
     finish_reason: str  # "stop" | "length"
 
 
-def resolve_adapter(name: str, target: str, scale: float = 1.0, allowed: bool = True) -> AdapterSpec:
+def resolve_adapter(name: str, target: str, scale: float = 1.0) -> AdapterSpec:
     """`target` is a run directory (its adapter/) or a PEFT adapter folder."""
     path = Path(target)
     base_model = None
@@ -90,8 +91,7 @@ class Engine:
         if clash:
             raise ValueError(f"adapter name {clash.pop()!r} is the base model's name; choose another")
         self.model = base.eval()
-        compute = torch.bfloat16 if self.precision is Precision.bf16 else torch.float32
-        self.lora = MultiLora(base, {a.name: a.path for a in adapters}, compute, self.device)
+        self.lora = MultiLora(base, {a.name: a.path for a in adapters}, self.precision.dtype, self.device)
 
     def model_names(self) -> list[str]:
         return [self.base_name, *self.adapters]
@@ -121,13 +121,9 @@ class Engine:
     def generate(self, requests: list[Request], streamer=None) -> list[Result]:
         """One generate() call for requests that share decoding settings and adapter scales."""
         first = requests[0]
-        width = max(len(r.prompt_ids) for r in requests)
         pad = self.tokenizer.pad_token_id
-        ids = torch.full((len(requests), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(requests), width), dtype=torch.long)
-        for row, r in enumerate(requests):  # left padding: every prompt ends where generation starts
-            ids[row, width - len(r.prompt_ids):] = torch.tensor(r.prompt_ids)
-            mask[row, width - len(r.prompt_ids):] = 1
+        ids, mask = left_padded([r.prompt_ids for r in requests], pad)
+        width = ids.shape[1]
         kwargs = {"max_new_tokens": max(r.max_tokens for r in requests), "pad_token_id": pad,
                   "eos_token_id": self.tokenizer.eos_token_id, "streamer": streamer}
         if first.ignore_eos:
@@ -140,8 +136,9 @@ class Engine:
                 torch.manual_seed(first.seed)
         adapters = [self.adapter_of(r.model) for r in requests]
         strengths = [self.scale_of(r) for r in requests]
-        autocast = self.precision is Precision.bf16
-        with self.lora.rows(adapters, strengths), torch.autocast(self.device, dtype=torch.bfloat16, enabled=autocast):
+        autocast = self.precision.autocast_dtype
+        with self.lora.rows(adapters, strengths), \
+                torch.autocast(self.device, dtype=autocast, enabled=autocast is not None):
             out = self.model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device), **kwargs)
         return [self._result(r, out[row, width:].tolist()) for row, r in enumerate(requests)]
 

@@ -123,7 +123,7 @@ def build_trainer(model, tokenizer, train_rows, val_rows, *, train: TrainConfig,
         callbacks = [*callbacks, EarlyStoppingCallback(train.early_stopping_patience, train.early_stopping_min_delta)]
     trainer = CompletionLossTrainer(
         model=model,
-        autocast_dtype=precision.dtype if precision is Precision.bf16 else None,
+        autocast_dtype=precision.autocast_dtype,
         l1=train.adapter_l1,
         l2=train.adapter_l2,
         args=args,
