@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from tuneloop.cli import console, fail, quiet_libraries
+from tuneloop.cli import console, fail, quiet_libraries, reported
 
 Data = Annotated[Path | None, typer.Option("--data", help="Evaluate on this file (read with the run's data "
                                            "settings) instead of the run's test split.")]
@@ -51,13 +51,11 @@ def eval_(
     from tuneloop.runs import RunDir
 
     quiet_libraries()
-    try:
+    with reported(ConfigError, DataError, ModelNotFound, FileNotFoundError, ValueError):
         config = run_config(run)
         eval_config = _eval_config(config, metric, max_examples, sample, temperature, seed)
         examples, name = _examples(config, run, data)
         side = load_side(str(run), config)
-    except (ConfigError, DataError, ModelNotFound, FileNotFoundError, ValueError) as e:
-        fail(e)
     with console.status(f"evaluating {side.name} on {len(examples)} examples"):
         result = evaluate_model(side.model, side.tokenizer, examples, eval_config, side.precision)
     gen_set = generation_set(examples, eval_config)
@@ -99,7 +97,7 @@ def compare(
 
     quiet_libraries()
     runs = [Path(s) for s in (a, b) if s != "base"]
-    try:
+    with reported(ConfigError, DataError, ModelNotFound, FileNotFoundError, ValueError):
         if not runs:
             raise ValueError("at least one side must be a run directory (`base` is that run's base model)")
         config = run_config(runs[0])
@@ -124,8 +122,6 @@ def compare(
                                                              side.precision, metric=chosen))
             del side
             gc.collect()  # one model in memory at a time
-    except (ConfigError, DataError, ModelNotFound, FileNotFoundError, ValueError) as e:
-        fail(e)
     (name_a, side_a), (name_b, side_b) = sides[a], sides[b]
     references = [e.answer for e in gen_set]
     result = compare_outputs(chosen, references, side_a, side_b, resamples=resamples)
