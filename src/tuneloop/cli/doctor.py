@@ -36,12 +36,12 @@ def diagnose(
     from tuneloop.cli import reported
     from tuneloop.doctor import diagnose_path, recommend
     from tuneloop.doctor.curves import Curves
+    from tuneloop.doctor.diagnose import read_metrics_file
 
     with reported(FileNotFoundError, ValueError, json.JSONDecodeError):
-        diagnosis, config = diagnose_path(path)
+        records = read_metrics_file(path)
+        diagnosis, config = diagnose_path(path, records)
     recommend(diagnosis, config)
-    metrics_file = path / "metrics.jsonl" if path.is_dir() else path
-    records = [json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()]
     if plot:
         from tuneloop.report.plots import loss_curve_png
 

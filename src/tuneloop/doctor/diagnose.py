@@ -71,10 +71,8 @@ def diagnose_metrics(records: list[dict], *, base_loss: float | None = None, tun
     return Diagnosis(verdict, findings, summary=_summary(curves, records))
 
 
-def diagnose_path(path: str | Path) -> tuple[Diagnosis, dict | None]:
-    """A run directory, or a bare metrics.jsonl. Returns the diagnosis and the run's config (or None)."""
-    import yaml
-
+def read_metrics_file(path: str | Path) -> list[dict]:
+    """The records of a run directory's metrics.jsonl, or of a bare metrics.jsonl."""
     path = Path(path)
     metrics_file = path / "metrics.jsonl" if path.is_dir() else path
     if not metrics_file.is_file():
@@ -82,7 +80,17 @@ def diagnose_path(path: str | Path) -> tuple[Diagnosis, dict | None]:
     records = [json.loads(line) for line in metrics_file.read_text(encoding="utf-8").splitlines() if line.strip()]
     if not records:
         raise ValueError(f"{metrics_file}: no metrics logged yet")
-    run = metrics_file.parent
+    return records
+
+
+def diagnose_path(path: str | Path, records: list[dict] | None = None) -> tuple[Diagnosis, dict | None]:
+    """A run directory, or a bare metrics.jsonl (`records`: its records, when the caller has read
+    them already). Returns the diagnosis and the run's config (or None)."""
+    import yaml
+
+    path = Path(path)
+    records = records if records is not None else read_metrics_file(path)
+    run = path if path.is_dir() else path.parent
     config = yaml.safe_load((run / "config.yaml").read_text()) if (run / "config.yaml").is_file() else None
     info = _json(run / "run.json") or {}
     evaluation = _json(run / "eval.json") or {}

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from tuneloop.doctor import diagnose_metrics, recommend
+from tuneloop.doctor import diagnose_metrics, diagnose_path, recommend
 from tuneloop.doctor.curves import Curves
 from tuneloop.eval.compare import compare_outputs
 from tuneloop.eval.metrics import headline
@@ -66,12 +66,8 @@ def detail(run: RunDir) -> dict:
     metrics = run.read_metrics()
     diagnosis = None
     if any("eval_loss" in m for m in metrics):
-        evaluation = read_json(run.eval_file) or {}
-        diagnosis = recommend(diagnose_metrics(
-            metrics, base_loss=evaluation.get("base", {}).get("metrics", {}).get("loss"),
-            tuned_loss=evaluation.get("finetuned", {}).get("metrics", {}).get("loss"),
-            n_validation=info.get("split_sizes", {}).get("validation"),
-            data_report=read_json(run.data_report_file)), config).to_dict()
+        found, run_config = diagnose_path(run.path, metrics)
+        diagnosis = recommend(found, run_config).to_dict()
     return {"id": run.id, "info": info, "config": config, "metrics": metrics, "diagnosis": diagnosis,
             "data_report": read_json(run.data_report_file), "evaluation": read_json(run.eval_file)}
 
