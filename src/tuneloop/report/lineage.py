@@ -7,13 +7,7 @@ from pathlib import Path
 
 from tuneloop.report.html import STYLE, _e, _fmt
 from tuneloop.report.plots import validation_curves_png
-
-
-def _metrics(run: str) -> list[dict]:
-    import json
-
-    path = Path(run) / "metrics.jsonl"
-    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.is_file() else []
+from tuneloop.runs import RunDir
 
 
 def render_lineage(tune: dict) -> str:
@@ -30,7 +24,7 @@ def render_lineage(tune: dict) -> str:
                     f"<td>{_e(ids.get(a['parent'], '—'))}</td><td>{change}</td><td>{_e(a['verdict'])}</td>"
                     f"<td>{_fmt(a['best_val_loss'])}</td><td>{metric}</td><td>{_e(a['seconds'])} s</td></tr>")
     png = base64.b64encode(validation_curves_png(
-        {f"{a['index'] + 1}: {ids[a['run']]}": _metrics(a["run"]) for a in attempts})).decode()
+        {f"{a['index'] + 1}: {ids[a['run']]}": RunDir(Path(a["run"])).read_metrics() for a in attempts})).decode()
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>tuneloop autotune</title>
 <style>{STYLE}</style></head><body>
 <h1>Autotune</h1>
