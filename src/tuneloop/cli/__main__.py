@@ -1,3 +1,5 @@
 from tuneloop.cli import app
 
-app()
+# The guard matters: vLLM starts its engine in a spawned process, which imports this module again.
+if __name__ == "__main__":
+    app()

@@ -54,28 +54,30 @@ def serve(
     api_key: Annotated[str | None, typer.Option("--api-key", envvar="TUNELOOP_API_KEY",
                                                 help="Require 'Authorization: Bearer KEY'.")] = None,
     precision: Annotated[str, typer.Option("--precision", help="auto, bf16 or fp32.")] = "auto",
-    max_batch: Annotated[int, typer.Option("--max-batch", min=1)] = 16,
+    max_batch: Annotated[int, typer.Option("--max-batch", min=1, help="Largest batch (transformers backend).")]
+    = 16,
+    backend: Annotated[str, typer.Option("--backend", help="auto (vLLM on CUDA when installed, else transformers), "
+                                         "transformers or vllm.")] = "auto",
 ) -> None:
     """Serve a base model and LoRA adapters behind an OpenAI-compatible API (chat, completions, streaming)."""
     import uvicorn
 
     from tuneloop.models import ModelNotFound
-    from tuneloop.serve import Batcher, Engine, create_app
+    from tuneloop.serve import create_app
+    from tuneloop.serve.backends import open_engine
 
     quiet_libraries()
     with reported(ValueError, FileNotFoundError, ModelNotFound):
         adapters = [parse_adapter(s) for s in adapter]
-        engine = Engine(base_model_for(model, adapters), adapters, precision=precision)
-    batcher = Batcher(engine, max_batch=max_batch)
-    console.print(f"serving {', '.join(engine.model_names())} ({engine.precision.value} on {engine.device}) at "
-                  f"http://{host}:{port}/v1" + ("  ·  API key required" if api_key else ""), soft_wrap=True)
+        engine, batcher, why = open_engine(base_model_for(model, adapters), adapters, backend=backend,
+                                           precision=precision, max_batch=max_batch)
+    console.print(f"serving {', '.join(engine.model_names())} ({engine.backend}: {why}; {engine.precision.value} on "
+                  f"{engine.device}) at http://{host}:{port}/v1" + ("  ·  API key required" if api_key else ""),
+                  soft_wrap=True)
     if host not in ("127.0.0.1", "localhost") and not api_key:
         console.print("[yellow]warning: listening beyond this machine without --api-key[/yellow]")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    try:
-        uvicorn.run(create_app(engine, batcher, api_key), host=host, port=port, log_level="warning")
-    finally:
-        batcher.close()
+    uvicorn.run(create_app(engine, batcher, api_key), host=host, port=port, log_level="warning")  # closes batcher
 
 
 def export(

@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def build_tiny_model(target: Path, tokenizer_folder: Path, *, layers: int = 2, hidden: int = 64, seed: int = 0) -> Path:
-    """Write a randomly initialised 2-layer Llama with `tokenizer_folder`'s tokenizer to `target`."""
+def build_tiny_model(target: Path, tokenizer_folder: Path, *, layers: int = 2, hidden: int = 64, heads: int = 4,
+                     seed: int = 0) -> Path:
+    """Write a randomly initialised 2-layer Llama with `tokenizer_folder`'s tokenizer to `target`.
+    vLLM's CPU attention needs a head size of at least 32: `heads=2` at hidden 64."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
@@ -16,7 +18,7 @@ def build_tiny_model(target: Path, tokenizer_folder: Path, *, layers: int = 2, h
         hidden_size=hidden,
         intermediate_size=hidden * 2,
         num_hidden_layers=layers,
-        num_attention_heads=4,
+        num_attention_heads=heads,
         num_key_value_heads=2,
         max_position_embeddings=2048,
         tie_word_embeddings=True,

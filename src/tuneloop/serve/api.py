@@ -8,6 +8,7 @@ OpenAI error shape: an unknown model is a 404, a malformed request a 400, never 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import uuid
@@ -64,7 +65,10 @@ def _error(status: int, message: str, code: str | None = None, param: str | None
 
 
 class DeltaStreamer(BaseStreamer):
-    """Pushes each new piece of decoded text to an asyncio queue (None at the end)."""
+    """Pushes each new piece of decoded text to an asyncio queue (None at the end).
+
+    The transformers backend hands it token ids through `put` (a transformers streamer); the vLLM
+    backend, which detokenizes itself, hands it text through `send`."""
 
     def __init__(self, tokenizer, loop: asyncio.AbstractEventLoop, out: asyncio.Queue):
         self.tokenizer, self.loop, self.out = tokenizer, loop, out
@@ -79,16 +83,27 @@ class DeltaStreamer(BaseStreamer):
         self.tokens.extend(value.reshape(-1).tolist())
         text = self.tokenizer.decode(self.tokens, skip_special_tokens=True)
         if len(text) > len(self.sent) and not text.endswith("\ufffd"):  # wait for whole characters
-            self.loop.call_soon_threadsafe(self.out.put_nowait, text[len(self.sent):])
+            self.send(text[len(self.sent):])
             self.sent = text
+
+    def send(self, text: str):
+        self.loop.call_soon_threadsafe(self.out.put_nowait, text)
 
     def end(self):
         self.loop.call_soon_threadsafe(self.out.put_nowait, None)
 
 
 def create_app(engine: Engine, batcher: Batcher, api_key: str | None = None) -> FastAPI:
-    app = FastAPI(title="tuneloop serve", docs_url=None, redoc_url=None)
-    max_positions = getattr(engine.model.config, "max_position_embeddings", None)
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        yield
+        # Here, not after uvicorn.run returns: on SIGTERM uvicorn re-raises the signal once the server
+        # has stopped, which ends the process before any code after run() (vLLM's engine processes
+        # would outlive it).
+        batcher.close()
+
+    app = FastAPI(title="tuneloop serve", docs_url=None, redoc_url=None, lifespan=lifespan)
+    max_positions = engine.max_positions
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request, exc: RequestValidationError):

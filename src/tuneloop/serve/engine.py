@@ -76,22 +76,18 @@ def resolve_adapter(name: str, target: str, scale: float = 1.0) -> AdapterSpec:
     return AdapterSpec(name, path.resolve(), scale, base_model)
 
 
-class Engine:
-    def __init__(self, model: str, adapters: list[AdapterSpec], *, precision: str = "auto",
-                 device: str | None = None):
-        self.device = device or default_device()
-        self.precision = choose_precision(precision, self.device)
+class ServedModels:
+    """What every backend shares: the base model's name and tokenizer, the adapters, how a request's
+    model name and adapter strength resolve, and the context length."""
+
+    def __init__(self, model: str, adapters: list[AdapterSpec], tokenizer, max_positions: int | None):
         self.base_name = model
-        folder = resolve_model(model)
-        self.tokenizer = load_tokenizer(folder)
-        base = load_model(folder, self.precision, self.device)
-        base.set_attn_implementation("sdpa")  # decoding: SDPA measured fastest on CPU and CUDA (LOG.md)
+        self.tokenizer = tokenizer
+        self.max_positions = max_positions
         self.adapters = {a.name: a for a in adapters}
         clash = {self.base_name, "base"} & set(self.adapters)
         if clash:
             raise ValueError(f"adapter name {clash.pop()!r} is the base model's name; choose another")
-        self.model = base.eval()
-        self.lora = MultiLora(base, {a.name: a.path for a in adapters}, self.precision.dtype, self.device)
 
     def model_names(self) -> list[str]:
         return [self.base_name, *self.adapters]
@@ -116,6 +112,24 @@ class Engine:
 
     def text_ids(self, prompt: str) -> list[int]:
         return self.tokenizer(prompt)["input_ids"]
+
+
+class Engine(ServedModels):
+    """The transformers backend: batches of requests through `generate()`, adapters mixed per row."""
+
+    backend = "transformers"
+
+    def __init__(self, model: str, adapters: list[AdapterSpec], *, precision: str = "auto",
+                 device: str | None = None):
+        self.device = device or default_device()
+        self.precision = choose_precision(precision, self.device)
+        folder = resolve_model(model)
+        base = load_model(folder, self.precision, self.device)
+        base.set_attn_implementation("sdpa")  # decoding: SDPA measured fastest on CPU and CUDA (LOG.md)
+        super().__init__(model, adapters, load_tokenizer(folder),
+                         getattr(base.config, "max_position_embeddings", None))
+        self.model = base.eval()
+        self.lora = MultiLora(base, {a.name: a.path for a in adapters}, self.precision.dtype, self.device)
 
     @torch.inference_mode()
     def generate(self, requests: list[Request], streamer=None) -> list[Result]:

@@ -26,11 +26,16 @@ def export_adapter(run: RunDir, out: Path, scale: float = 1.0) -> Path:
     shutil.copytree(run.adapter_dir, out, dirs_exist_ok=True)
     if scale != 1.0:
         config_file = out / "adapter_config.json"
-        config = json.loads(config_file.read_text())
-        config["lora_alpha"] = config["lora_alpha"] * scale
-        config["alpha_pattern"] = {k: v * scale for k, v in (config.get("alpha_pattern") or {}).items()}
-        config_file.write_text(json.dumps(config, indent=2) + "\n")
+        config_file.write_text(json.dumps(scaled_adapter_config(json.loads(config_file.read_text()), scale),
+                                          indent=2) + "\n")
     return out
+
+
+def scaled_adapter_config(config: dict, scale: float) -> dict:
+    """A PEFT LoRA config with the adapter's strength multiplied by `scale`: the update is
+    alpha/r · BA, so lora_alpha (and any per-module alpha) carries it."""
+    return {**config, "lora_alpha": config["lora_alpha"] * scale,
+            "alpha_pattern": {k: v * scale for k, v in (config.get("alpha_pattern") or {}).items()}}
 
 
 def export_merged(run: RunDir, out: Path, adapter: Path | None = None) -> dict:
