@@ -13,9 +13,12 @@ SMOLLM2 = LlamaConfig(hidden_size=576, num_attention_heads=9, num_hidden_layers=
 GIB = 2**30
 
 
-@pytest.mark.parametrize("device, expected", [("cpu", "eager"), ("cuda", "sdpa")])  # flash_attn is not installed
-def test_attention_kernel(device, expected):
-    assert attention_for(device) == expected
+@pytest.mark.parametrize("device, inference, expected", [
+    ("cpu", False, "eager"), ("cuda", False, "sdpa"),  # flash_attn is not installed
+    ("cpu", True, "sdpa"), ("cuda", True, "sdpa"),
+])
+def test_attention_kernel(device, inference, expected):
+    assert attention_for(device, inference=inference) == expected
 
 
 def test_liger_only_on_cuda_when_installed():

@@ -290,8 +290,7 @@ def augment(
             precision = choose_precision("auto", device)
             folder = resolve_model(model)
             tokenizer = _tokenizer(model)
-            generator = load_model(folder, precision, device)
-            generator.set_attn_implementation("sdpa")  # faster cached decoding on CPU (see pipeline.py)
+            generator = load_model(folder, precision, device, inference=True)
             with console.status(f"{method} of {len(examples)} prompts with {model}"):
                 new, rejected = augment_with_model(examples, generator, tokenizer, method=method, language=language,
                                          autocast_dtype=precision.autocast_dtype)

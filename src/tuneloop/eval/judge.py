@@ -34,7 +34,8 @@ class LocalJudge:
         self.name = spec
         self.tokenizer = load_tokenizer(folder)
         self.precision = choose_precision("auto", "cpu" if not torch.cuda.is_available() else "cuda")
-        self.model = load_model(folder, self.precision, "cuda" if torch.cuda.is_available() else "cpu").eval()
+        self.model = load_model(folder, self.precision, "cuda" if torch.cuda.is_available() else "cpu",
+                                inference=True).eval()
         self.choices = [self.tokenizer.encode(c, add_special_tokens=False)[0] for c in ("1", "2")]
 
     @torch.inference_mode()

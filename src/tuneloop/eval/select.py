@@ -37,8 +37,7 @@ def compare_models(specs: list[str], examples: list[Example], prompts: list[list
         before = _rss_bytes()
         t = time.perf_counter()
         folder = resolve_model(spec)
-        model, tokenizer = load_model(folder, precision, device), load_tokenizer(folder)
-        model.set_attn_implementation("sdpa")  # inference only: SDPA decodes fastest here (LOG.md)
+        model, tokenizer = load_model(folder, precision, device, inference=True), load_tokenizer(folder)
         load_seconds = time.perf_counter() - t
         weights = sum(p.numel() * p.element_size() for p in model.parameters())
         loss = answer_loss(model, tokenizer, examples, batch_size=batch_size, autocast_dtype=autocast)

@@ -38,13 +38,13 @@ def load_side(spec: str, config: RunConfig, device: str | None = None) -> Side:
     folder = resolve_model(config.model)
     precision = choose_precision(config.train.precision, device)
     if spec == "base":
-        return Side("base", load_model(folder, precision, device), load_tokenizer(folder), precision)
+        return Side("base", load_model(folder, precision, device, inference=True), load_tokenizer(folder), precision)
     run = RunDir(Path(spec))
     if run.model_dir.is_dir():  # full fine-tuning saved the whole model
-        return Side(run.id, load_model(run.model_dir, precision, device), load_tokenizer(folder), precision)
+        return Side(run.id, load_model(run.model_dir, precision, device, inference=True), load_tokenizer(folder), precision)
     if not run.adapter_dir.is_dir():
         raise FileNotFoundError(f"{spec}: no adapter/ or model/ (the run has not finished training)")
     from peft import PeftModel
 
-    model = PeftModel.from_pretrained(load_model(folder, precision, device), run.adapter_dir)
+    model = PeftModel.from_pretrained(load_model(folder, precision, device, inference=True), run.adapter_dir)
     return Side(run.id, model, load_tokenizer(folder), precision)

@@ -19,17 +19,15 @@ def load_tokenizer(folder: Path):
 
 
 def load_model(folder: Path, precision: Precision, device: str = "cpu", quantize: str = "none",
-               fused_kernels: bool = True):
+               fused_kernels: bool = True, inference: bool = False):
     """`quantize="4bit"`: QLoRA's NF4 base with double quantization and bf16 compute (bitsandbytes,
-    CUDA; train/speed.py falls back before this is reached elsewhere)."""
+    CUDA; train/speed.py falls back before this is reached elsewhere). `inference`: a model that
+    only evaluates and generates gets the attention kernel that decodes fastest."""
     from transformers import AutoModelForCausalLM
 
     from tuneloop.train.speed import attention_for
 
-    # CUDA: FlashAttention-2 or SDPA (both honour padding-free batches). CPU: eager attention,
-    # whose bf16 bmm products run on AMX; the CPU SDPA backward with a padding mask took 24 ms
-    # per layer against ~8 ms (LOG.md).
-    kwargs = {"dtype": precision.dtype, "attn_implementation": attention_for(device, fused_kernels)}
+    kwargs = {"dtype": precision.dtype, "attn_implementation": attention_for(device, fused_kernels, inference)}
     if quantize == "4bit":
         import torch
         from transformers import BitsAndBytesConfig

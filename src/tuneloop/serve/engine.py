@@ -124,8 +124,7 @@ class Engine(ServedModels):
         self.device = device or default_device()
         self.precision = choose_precision(precision, self.device)
         folder = resolve_model(model)
-        base = load_model(folder, self.precision, self.device)
-        base.set_attn_implementation("sdpa")  # decoding: SDPA measured fastest on CPU and CUDA (LOG.md)
+        base = load_model(folder, self.precision, self.device, inference=True)
         super().__init__(model, adapters, load_tokenizer(folder),
                          getattr(base.config, "max_position_embeddings", None))
         self.model = base.eval()

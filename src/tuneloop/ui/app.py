@@ -113,7 +113,7 @@ def create_app(runs_dir: Path, presets: list[Path] | None = None, launcher=launc
             val = Curves.from_metrics(d["metrics"]).val
             curves.append({"name": d["id"], "x": [s for s, _ in val], "y": [v for _, v in val]})
         table = []
-        for d, s in zip(details, (store.summary(r) for r in runs)):
+        for d, s in zip(details, (store.summary(r, d["metrics"]) for r, d in zip(runs, details))):
             sig = None
             if d is not details[0] and details[0]["evaluation"] and d["evaluation"]:
                 result = store.significance(details[0]["evaluation"], d["evaluation"])

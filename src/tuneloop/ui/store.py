@@ -40,9 +40,10 @@ def find(runs_dir: Path, run_id: str) -> RunDir | None:
     return next((r for r in runs(runs_dir) if r.id == run_id), None)
 
 
-def summary(run: RunDir) -> dict:
+def summary(run: RunDir, metrics: list[dict] | None = None) -> dict:
+    """One row of the runs list. `metrics`: the run's metrics.jsonl when the caller has read it."""
     info, config = read_json(run.info_file) or {}, _config(run)
-    metrics = run.read_metrics()
+    metrics = run.read_metrics() if metrics is None else metrics
     val = Curves.from_metrics(metrics).val
     evaluation = read_json(run.eval_file)
     train, lora = config.get("train", {}), config.get("lora", {})
