@@ -72,13 +72,15 @@ class VllmEngine(ServedModels):
         self.device = device or default_device()
         self.precision = choose_precision(precision, self.device)
         folder = resolve_model(model)
+        # Names are checked before vLLM starts its engine processes; the context length comes from it.
+        super().__init__(model, adapters, load_tokenizer(folder), max_positions=None)
         args = EngineArgs(
             model=str(folder), dtype="bfloat16" if self.precision.value == "bf16" else "float32", seed=0,
             enable_lora=bool(adapters), max_loras=max_loras, max_lora_rank=lora_rank_limit(adapters),
             enforce_eager=eager, disable_log_stats=True,
             kv_cache_memory_bytes=CPU_KV_CACHE_BYTES if self.device == "cpu" else None)
         self.llm = LLMEngine.from_engine_args(args)
-        super().__init__(model, adapters, load_tokenizer(folder), self.llm.model_config.max_model_len)
+        self.max_positions = self.llm.model_config.max_model_len
         self._scaled = tempfile.TemporaryDirectory(prefix="tuneloop-vllm-")
         self._loras: dict[tuple[str, float], object] = {}
         self._ids = itertools.count(1)
