@@ -20,8 +20,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from transformers.generation.streamers import BaseStreamer
 
-from tuneloop.serve.batcher import Batcher
-from tuneloop.serve.engine import Engine, Request
+from tuneloop.serve.engine import Request, ServedModels
 
 
 class _Body(BaseModel):
@@ -93,7 +92,8 @@ class DeltaStreamer(BaseStreamer):
         self.loop.call_soon_threadsafe(self.out.put_nowait, None)
 
 
-def create_app(engine: Engine, batcher: Batcher, api_key: str | None = None) -> FastAPI:
+def create_app(engine: ServedModels, batcher, api_key: str | None = None) -> FastAPI:
+    """`batcher`: anything with submit(request, streamer) -> Future and close(); the vLLM engine is its own."""
     @contextlib.asynccontextmanager
     async def lifespan(app):
         yield

@@ -132,7 +132,7 @@ class Engine(ServedModels):
 
     @torch.inference_mode()
     def generate(self, requests: list[Request], streamer=None) -> list[Result]:
-        """One generate() call for requests that share decoding settings and adapter scales."""
+        """One generate() call for requests that share decoding settings (adapters and strengths may differ)."""
         first = requests[0]
         pad = self.tokenizer.pad_token_id
         ids, mask = left_padded([r.prompt_ids for r in requests], pad)

@@ -17,7 +17,6 @@ for the worker thread, the only thread that touches vLLM.
 
 from __future__ import annotations
 
-import itertools
 import json
 import queue
 import tempfile
@@ -83,7 +82,6 @@ class VllmEngine(ServedModels):
         self.max_positions = self.llm.model_config.max_model_len
         self._scaled = tempfile.TemporaryDirectory(prefix="tuneloop-vllm-")
         self._loras: dict[tuple[str, float], object] = {}
-        self._ids = itertools.count(1)
         for a in adapters:  # load each now: an adapter vLLM cannot serve fails the start, not a request
             try:
                 self.llm.add_lora(self._lora(a.name, 1.0))
@@ -120,9 +118,9 @@ class VllmEngine(ServedModels):
         if key not in self._loras:
             spec = self.adapters[adapter]
             path = spec.path
+            lora_id = len(self._loras) + 1  # vLLM's ids start at 1
             if scale != 1.0:
-                lora_id = len(self._loras)
-                path = Path(self._scaled.name) / f"{lora_id}"
+                path = Path(self._scaled.name) / str(lora_id)
                 path.mkdir()
                 for f in spec.path.iterdir():
                     if f.name != "adapter_config.json":
@@ -130,7 +128,7 @@ class VllmEngine(ServedModels):
                 config = json.loads((spec.path / "adapter_config.json").read_text())
                 (path / "adapter_config.json").write_text(json.dumps(scaled_adapter_config(config, scale)))
             # vLLM tells adapters apart by name and id: one of each per (adapter, strength).
-            self._loras[key] = LoRARequest(f"{adapter}@{scale!r}", next(self._ids), str(path))
+            self._loras[key] = LoRARequest(f"{adapter}@{scale!r}", lora_id, str(path))
         return self._loras[key]
 
     def _loop(self) -> None:
