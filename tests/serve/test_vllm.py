@@ -98,6 +98,26 @@ def test_seeded_sampling_repeats_and_stop_strings_cut(engines):
     assert cut.text == full[: full.index(stop)] and cut.finish_reason == "stop"
 
 
+def test_a_failing_step_fails_its_requests_and_the_engine_lives_on(engines, tiny32, monkeypatch):
+    from tuneloop.serve import Request
+
+    served, _ = engines
+    ids = served.chat_ids(PROMPT)
+    step = served.llm.step
+    calls = []
+
+    def broken():
+        calls.append(1)
+        raise RuntimeError("out of KV cache blocks")
+
+    monkeypatch.setattr(served.llm, "step", broken)
+    future = served.submit(Request("support", ids, 4, 0.0))
+    with pytest.raises(RuntimeError, match="out of KV cache"):
+        future.result(timeout=60)
+    monkeypatch.setattr(served.llm, "step", step)
+    assert calls and served.generate([Request("support", ids, 4, 0.0)])[0].completion_tokens == 4
+
+
 def test_unservable_adapter_fails_at_start_with_the_reason(tiny32, tmp_path):
     from tuneloop.serve import resolve_adapter
     from tuneloop.serve.vllm_engine import VllmEngine

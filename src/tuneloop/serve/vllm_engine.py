@@ -89,6 +89,7 @@ class VllmEngine(ServedModels):
                 self.llm.engine_core.shutdown()
                 raise ValueError(f"adapter {a.name!r} ({a.path}): {e}; --backend transformers serves it") from None
         self.queue: queue.Queue[_Item | None] = queue.Queue()
+        self._closed = False
         self.thread = threading.Thread(target=self._loop, name="tuneloop-vllm", daemon=True)
         self.thread.start()
 
@@ -102,8 +103,9 @@ class VllmEngine(ServedModels):
         return [f.result() for f in futures]
 
     def close(self) -> None:
-        if not self.thread.is_alive():
+        if self._closed:  # the app's lifespan closes it, and so may its owner
             return
+        self._closed = True
         self.queue.put(None)
         self.thread.join(timeout=30)
         # vLLM runs its engine in child processes; without this they outlive a server stopped by SIGTERM.
@@ -146,7 +148,15 @@ class VllmEngine(ServedModels):
             except queue.Empty:
                 pass
             if active:
-                for output in self.llm.step():
+                try:
+                    outputs = self.llm.step()
+                except Exception as e:  # noqa: BLE001 — as the transformers batcher: fail this batch, live on
+                    self.llm.abort_request(list(active))
+                    for item in active.values():
+                        self._fail(item, e)
+                    active.clear()
+                    continue
+                for output in outputs:
                     self._deliver(output, active)
 
     def _add(self, item: _Item, active: dict[str, _Item]) -> None:
