@@ -3,18 +3,12 @@
 
 from __future__ import annotations
 
-import json
-
 from tuneloop.models.precision import default_device
 from tuneloop.serve.batcher import Batcher
 from tuneloop.serve.engine import AdapterSpec, Engine
 from tuneloop.train.speed import installed
 
 BACKENDS = ("auto", "transformers", "vllm")
-
-
-def uses_dora(adapter: AdapterSpec) -> bool:
-    return bool(json.loads((adapter.path / "adapter_config.json").read_text()).get("use_dora"))
 
 
 def choose_backend(requested: str, device: str, adapters: list[AdapterSpec]) -> tuple[str, str]:
@@ -29,7 +23,7 @@ def choose_backend(requested: str, device: str, adapters: list[AdapterSpec]) -> 
         return "transformers", "no CUDA device (vLLM's CPU build serves with --backend vllm)"
     if not installed("vllm"):
         return "transformers", "vLLM is not installed (pip install vllm)"
-    dora = [a.name for a in adapters if uses_dora(a)]
+    dora = [a.name for a in adapters if a.config().get("use_dora")]
     if dora:
         return "transformers", f"vLLM does not serve DoRA adapters ({', '.join(dora)})"
     return "vllm", "CUDA with vLLM installed"

@@ -10,6 +10,7 @@ Only the batcher's worker thread calls `generate`, so the model is never used co
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +28,10 @@ class AdapterSpec:
     path: Path  # a PEFT adapter folder (adapter_config.json)
     scale: float = 1.0  # default multiplier of the adapter's LoRA scaling
     base_model: str | None = None  # the model the run trained on, when known
+
+    def config(self) -> dict:
+        """PEFT's adapter_config.json."""
+        return json.loads((self.path / "adapter_config.json").read_text())
 
 
 @dataclass

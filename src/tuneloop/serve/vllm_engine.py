@@ -42,7 +42,7 @@ def lora_rank_limit(adapters: list[AdapterSpec]) -> int:
     """The smallest max_lora_rank vLLM accepts that fits every adapter (per-module ranks included)."""
     ranks = [1]
     for a in adapters:
-        config = json.loads((a.path / "adapter_config.json").read_text())
+        config = a.config()
         ranks += [config["r"], *(config.get("rank_pattern") or {}).values()]
     need = max(ranks)
     fitting = [r for r in MAX_LORA_RANKS if r >= need]
@@ -127,8 +127,7 @@ class VllmEngine(ServedModels):
                 for f in spec.path.iterdir():
                     if f.name != "adapter_config.json":
                         (path / f.name).symlink_to(f)
-                config = json.loads((spec.path / "adapter_config.json").read_text())
-                (path / "adapter_config.json").write_text(json.dumps(scaled_adapter_config(config, scale)))
+                (path / "adapter_config.json").write_text(json.dumps(scaled_adapter_config(spec.config(), scale)))
             # vLLM tells adapters apart by name and id: one of each per (adapter, strength).
             self._loras[key] = LoRARequest(f"{adapter}@{scale!r}", lora_id, str(path))
         return self._loras[key]
