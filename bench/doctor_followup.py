@@ -43,7 +43,7 @@ def main() -> None:
         config = config_from_dict({"model": str(model), "runs_dir": str(work / "runs"), "run_name": verdict,
                                    "data": {"path": str(data), "max_seq_len": 256},
                                    "train": {"log_every": 1, "warmup_ratio": 0.0, "doctor": "watch", **train}})
-        tune = autotune(config, max_runs=3, console=Console(quiet=True))
+        tune = autotune(config, max_runs=3, select="val_loss", evaluate_test=False, console=Console(quiet=True))
         first, *rest = tune.attempts
         cases[verdict] = {
             "verdict": first.verdict,

@@ -140,6 +140,15 @@ class TrainConfig(_Section):
         "compile). auto: on when the run trains on enough tokens to repay the compile.")
     fused_kernels: bool = Field(True, description="On CUDA, Liger's fused kernels and FlashAttention-2 where they are "
                                 "installed; SDPA otherwise.")
+    metric_rows: int = Field(128, ge=0, description="Continuous evaluation: at each evaluation also generate answers "
+                             "for this many validation rows (a fixed, seeded sample) and score them with the task "
+                             "metric, logged as eval_<metric>. 0: off.")
+    metric_budget: float = Field(0.15, gt=0, le=1, description="Continuous evaluation may take at most about this "
+                                 "share of the training time; evaluations past the budget log the loss only (the "
+                                 "first and the last always score the metric); 1: score every evaluation.")
+    select_best: Literal["auto", "loss", "metric"] = Field(
+        "auto", description="Which checkpoint early stopping and the saved weights keep: the best validation loss, or "
+        "the best validation task metric. auto: metric when the task has one (continuous evaluation on), else loss.")
 
     @field_validator("doctor", mode="before")
     @classmethod
@@ -161,7 +170,9 @@ class EvalConfig(_Section):
         "auto", description="auto (json_fields for JSON answers, final_number for '#### 42' answers, classification "
         "for labelled data, generation for free text, else exact_match), one of those names, or a custom "
         "metric as module:function taking (predictions, references) and returning {name: value}.")
-    max_new_tokens: int = Field(128, ge=1)
+    max_new_tokens: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        "auto", description="auto: what the references need, the longest answer in the data in tokens x 1.25 + 8 "
+        "(a label task generates a few tokens, not 128).")
     batch_size: int = Field(16, ge=1)
     max_examples: int | None = Field(None, ge=1, description="Cap on test examples generated (loss uses all).")
     report_examples: int = Field(6, ge=0)

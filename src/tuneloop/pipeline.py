@@ -13,12 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import yaml
 from rich.console import Console
 from transformers import EarlyStoppingCallback
 
 from tuneloop.config import ConfigError, RunConfig, dump_config, load_config
 from tuneloop.data import Example, Splits
 from tuneloop.data.prepare import prepare_data
+from tuneloop.doctor import Diagnosis, diagnose_run
 from tuneloop.doctor.live import LiveDoctor
 from tuneloop.eval.compare import compare_outputs
 from tuneloop.eval.evaluate import generate_and_score, generation_set
@@ -32,6 +34,7 @@ from tuneloop.train import MetricsWriter, TrainingProgress, build_trainer, to_pr
 from tuneloop.train.auto import auto_batch_size, auto_epochs, free_memory_bytes
 from tuneloop.train.sft import eval_steps_for
 from tuneloop.train.speed import compile_layers, resolve_speed
+from tuneloop.train.task_eval import KeepBestByMetric, TaskEvaluator
 
 
 @dataclass
@@ -39,6 +42,7 @@ class RunResult:
     run: RunDir
     evaluation: dict
     timings: dict[str, float]
+    diagnosis: Diagnosis | None = None  # the doctor's verdict on the finished run
 
 
 def run_loop(config: RunConfig, console: Console | None = None, callbacks=(), evaluate: bool = True,
@@ -78,7 +82,7 @@ def run_loop(config: RunConfig, console: Console | None = None, callbacks=(), ev
 
     # 2. Resolve what "auto" means for this data on this machine, and record it. Free memory
     # differs between processes, so the main process decides for all.
-    config, speed_notes = _from_main(state, resolve_auto(config, len(splits.train), prepared.report, folder, device)
+    config, speed_notes = _from_main(state, resolve_auto(config, splits, prepared.report, folder, device, tokenizer)
                                      if main else None)
     run = RunDir(_from_main(state, RunDir.create(config.runs_dir, config.run_name or "run").path if main else None))
     sizes = {name: len(part) for name, part in splits.items()}
@@ -147,12 +151,17 @@ def resume_loop(run_path, console: Console | None = None, callbacks=()) -> RunRe
                                {}, t0, callbacks, resume_from=checkpoint, evaluate=info.get("evaluate", True))
 
 
-def resolve_auto(config: RunConfig, n_train: int, data_report: dict, folder,
-                 device: str) -> tuple[RunConfig, list[str]]:
+def resolve_auto(config: RunConfig, splits: Splits, data_report: dict, folder, device: str,
+                 tokenizer) -> tuple[RunConfig, list[str]]:
     """`auto` values settled for this data on this machine; also the notes on speed fallbacks."""
     from transformers import AutoConfig
 
+    from tuneloop.eval.evaluate import answer_token_budget
+
+    n_train = len(splits.train)
     config = config.model_copy(deep=True)
+    if config.eval.max_new_tokens == "auto":  # from the answers training sees, never the test split's
+        config.eval.max_new_tokens = answer_token_budget(tokenizer, [e.answer for e in splits.train + splits.validation])
     train = config.train
     model_config = AutoConfig.from_pretrained(folder)
     tokens = data_report.get("tokens", {})
@@ -195,12 +204,14 @@ def _train_and_evaluate(run: RunDir, config: RunConfig, splits: Splits, folder, 
         _local_trackers(run, config.train.report_to)
         writer = MetricsWriter(run)
         doctor = LiveDoctor(run, stop=config.train.doctor == "stop") if config.train.doctor != "off" else None
+        task_eval = continuous_evaluation(config, splits, tokenizer, precision)
         trainer = build_trainer(
             model, tokenizer, to_prompt_completion(splits.train), to_prompt_completion(splits.validation),
             train=config.train, lora=config.lora, max_seq_len=config.data.max_seq_len, precision=precision,
             output_dir=run.checkpoints_dir,
-            callbacks=[writer, *([doctor] if doctor else []), TrainingProgress(console, writer, doctor), *callbacks],
-            device=device,
+            callbacks=[writer, *([doctor] if doctor else []),
+                       TrainingProgress(console, writer, doctor, task_eval), *callbacks],
+            device=device, task_eval=task_eval,
         )
         if config.train.compile:
             compile_layers(trainer.model)
@@ -213,9 +224,16 @@ def _train_and_evaluate(run: RunDir, config: RunConfig, splits: Splits, folder, 
         timings["train"] = _lap(t)
         if not main:
             return RunResult(run, None, timings)
+        stopped_early = trainer.state.global_step < trainer.state.max_steps
         if trainer.state.best_model_checkpoint:
             run.update_info(best_checkpoint_step=int(trainer.state.best_model_checkpoint.rsplit("-", 1)[-1]),
-                            stopped_early=trainer.state.global_step < trainer.state.max_steps)
+                            selected_by="loss", stopped_early=stopped_early)
+        keeper = next((c for c in trainer.callback_handler.callbacks if isinstance(c, KeepBestByMetric)), None)
+        if keeper is not None and keeper.best_step is not None:
+            run.update_info(best_checkpoint_step=keeper.best_step, selected_by=f"eval_{task_eval.key}",
+                            best_metric=keeper.best_value, stopped_early=stopped_early)
+        if task_eval is not None:
+            run.update_info(continuous_evaluation=task_eval.summary(timings["train"]))
         if evaluate:
             t = time.perf_counter()
             evaluation = evaluate_base_and_finetuned(trainer, tokenizer, splits.test, config, precision, console,
@@ -225,15 +243,35 @@ def _train_and_evaluate(run: RunDir, config: RunConfig, splits: Splits, folder, 
         timings["total"] = _lap(t0)
         shutil.rmtree(run.checkpoints_dir, ignore_errors=True)  # finished: the weights are saved; free the disk
         run.finish("finished" if evaluate else "trained", timings=timings)
+        # 5. The doctor's verdict and the next config, where the user looks: the report's end and
+        # the terminal summary. next.yaml is ready for `tuneloop run`.
+        diagnosis = diagnose_run(run.path)
+        if diagnosis.next_config is not None and any(r.applied for r in diagnosis.recommendations):
+            run.write_text(run.next_config_file, yaml.safe_dump(diagnosis.next_config, sort_keys=False))
         run.write_text(run.report_file, render_report(
             run_id=run.id, config=config.model_dump(mode="json"), info=run.read_json(run.info_file),
             metrics=run.read_metrics(), evaluation=evaluation, data_report=run.read_json(run.data_report_file),
-            token_histogram=run.token_histogram_file.read_bytes()))
+            token_histogram=run.token_histogram_file.read_bytes(), diagnosis=diagnosis.to_dict(),
+            next_config=run.next_config_file if run.next_config_file.exists() else None))
     except BaseException as e:  # KeyboardInterrupt too: the run directory must say it did not finish
         if main:
             run.finish("stopped" if isinstance(e, KeyboardInterrupt) else "failed", error=f"{type(e).__name__}: {e}")
         raise
     return RunResult(run, evaluation, timings)
+
+
+def continuous_evaluation(config: RunConfig, splits: Splits, tokenizer, precision: Precision) -> TaskEvaluator | None:
+    """The task metric at every evaluation (train/task_eval.py), where the data has one: chat
+    rows with a validation split, and `train.metric_rows` > 0."""
+    t = config.train
+    possible = t.metric_rows > 0 and splits.validation and splits.validation[0].kind != "text"
+    if not possible:
+        if t.select_best == "metric":
+            raise ConfigError("train.select_best: metric needs continuous evaluation: prompt/answer data with a "
+                              "validation split, and train.metric_rows > 0")
+        return None
+    return TaskEvaluator(splits.validation, splits.train, tokenizer, config.eval, precision, rows=t.metric_rows,
+                         budget=t.metric_budget, seed=t.seed)
 
 
 def _check_trackers(report_to: list[str]) -> None:

@@ -75,7 +75,7 @@ CONFIG = {"train": {"epochs": 5, "learning_rate": 2e-4, "weight_decay": 0.0, "gr
                       "train.gradient_accumulation": 1}),
     ("diverging", {"train.learning_rate": 6e-5, "train.warmup_ratio": 0.1, "train.max_grad_norm": 0.5}),
     ("undertrained", {"train.epochs": 7.5}),
-    ("healthy", {}),
+    ("healthy", {"lora.r": 32, "lora.alpha": 64}),  # nothing wrong; a plateau: a larger adapter could improve it
 ])
 def test_recommendations_are_concrete_changes(verdict, expected):
     d = recommend(diagnose_metrics(CURVES[verdict]), CONFIG)
@@ -117,5 +117,6 @@ def test_learning_rate_jumps_back_into_the_guides_range(method, lr, verdict, exp
 def test_without_a_config_the_changes_are_relative():
     d = recommend(diagnose_metrics(CURVES["diverging"]), None).to_dict()
     lr = next(r for r in d["recommendations"] if r["param"] == "train.learning_rate")
-    assert lr == {"param": "train.learning_rate", "from": None, "to": "x0.3", "why": lr["why"], "applied": False}
+    assert lr == {"param": "train.learning_rate", "from": None, "to": "x0.3", "why": lr["why"], "applied": False,
+                  "minutes": None}
     assert d["next_config"] is None and d["verdict"] == "diverging"

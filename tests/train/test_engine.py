@@ -9,7 +9,7 @@ from rich.console import Console
 from transformers import TrainerCallback
 
 from tuneloop.config import ConfigError, LoraConfig, TrainConfig, config_from_dict
-from tuneloop.data import load_examples_strict
+from tuneloop.data import Example, load_examples_strict
 from tuneloop.models import Precision, load_model
 from tuneloop.models.trainable import freeze, set_model_dropout
 from tuneloop.pipeline import resume_loop, run_loop
@@ -96,26 +96,69 @@ def _config(tmp_path, tiny_model, **train):
     })
 
 
-def test_auto_values_are_resolved(tmp_path, tiny_model):
+def test_auto_values_are_resolved(tmp_path, tiny_model, tokenizer):
+    from tuneloop.data import Splits
     from tuneloop.pipeline import resolve_auto
 
     config = _config(tmp_path, tiny_model, epochs="auto", batch_size="auto", eval_every=0)
-    resolved = resolve_auto(config, 32, {"tokens": {"p95": 60}}, tiny_model, "cpu")[0].train
+    config.eval.max_new_tokens = "auto"
+    answers = ["a", "a longer answer of several words"]
+    train = [Example([{"role": "user", "content": "q"}, {"role": "assistant", "content": answers[i % 2]}], i + 1)
+             for i in range(32)]
+    resolved = resolve_auto(config, Splits(train, [], []), {"tokens": {"p95": 60}}, tiny_model, "cpu", tokenizer)[0]
     # 32 rows: ceil(100 / 32) epochs; batch at most 1/20 of the rows; ~10 evaluations over 128 steps
-    assert (resolved.epochs, resolved.batch_size, resolved.eval_every) == (4, 1, 13)
-    assert resolved.precision in ("bf16", "fp32") and config.train.epochs == "auto"  # the input is not changed
+    assert (resolved.train.epochs, resolved.train.batch_size, resolved.train.eval_every) == (4, 1, 13)
+    assert resolved.train.precision in ("bf16", "fp32") and config.train.epochs == "auto"  # the input is not changed
+    # the longest answer in tokens x 1.25 + 8: a label task does not generate 128 tokens
+    longest = len(tokenizer(answers[1], add_special_tokens=False)["input_ids"])
+    assert resolved.eval.max_new_tokens == -(-5 * longest // 4) + 8 < 128
 
 
 def test_early_stopping_restores_the_best_checkpoint(tmp_path, tiny_model):
     # min_delta far above any real change: the second evaluation cannot "improve", so training
     # stops there and the first evaluation's weights are restored.
-    config = _config(tmp_path, tiny_model, epochs=3, early_stopping_patience=1, early_stopping_min_delta=100.0)
+    config = _config(tmp_path, tiny_model, epochs=3, early_stopping_patience=1, early_stopping_min_delta=100.0,
+                     select_best="loss")
     result = run_loop(config, QUIET)
     info = json.loads(result.run.info_file.read_text())
     evals = [r for r in result.run.read_metrics() if "eval_loss" in r]
     assert [r["step"] for r in evals] == [2, 4] and info["stopped_early"] is True
     assert info["best_checkpoint_step"] == min(evals, key=lambda r: r["eval_loss"])["step"]
+    assert info["selected_by"] == "loss"
     assert not result.run.checkpoints_dir.exists()  # cleaned up once finished
+
+
+SHRINKING_CALLS = []
+
+
+def shrinking(predictions, references):
+    """A custom metric that gets worse at every scoring: the first evaluation is the best."""
+    SHRINKING_CALLS.append(1)
+    return {"quality": 1.0 / len(SHRINKING_CALLS)}
+
+
+def test_select_best_by_metric_stops_early_and_restores_the_best_scored_weights(tmp_path, tiny_model):
+    # Every evaluation scored (budget 1). The metric falls at the second evaluation: patience 1
+    # stops the run there, and the first evaluation's weights are the ones saved.
+    SHRINKING_CALLS.clear()
+    config = _config(tmp_path, tiny_model, epochs=3, early_stopping_patience=1, select_best="metric",
+                     metric_budget=1.0)
+    config.eval.metric = f"{__name__}:shrinking"
+    result = run_loop(config, QUIET)
+    info = json.loads(result.run.info_file.read_text())
+    evals = [r for r in result.run.read_metrics() if "eval_loss" in r]
+    assert [r["step"] for r in evals] == [2, 4] and info["stopped_early"] is True
+    assert [r["eval_quality"] for r in evals] == [1.0, 0.5] and all("eval_loss_se" in r for r in evals)
+    assert info["selected_by"] == "eval_quality" and info["best_checkpoint_step"] == 2
+    ce = info["continuous_evaluation"]
+    assert ce["scored_steps"] == [2, 4] and ce["skipped_steps"] == [] and ce["key"] == "quality"
+    # the saved adapter is step 2's: its validation loss is step 2's, not step 4's
+    from tuneloop.eval.loss import answer_loss
+    from tuneloop.eval.sides import load_side
+
+    side = load_side(str(result.run.path), config)
+    loss = answer_loss(side.model, side.tokenizer, result.run.read_split("validation"), batch_size=4)["loss"]
+    assert abs(loss - evals[0]["eval_loss"]) < abs(loss - evals[1]["eval_loss"])
 
 
 class StopAt(TrainerCallback):

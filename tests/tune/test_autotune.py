@@ -17,13 +17,13 @@ def test_main_change_first_then_each_concrete_alternative_alone():
         Recommendation("data", None, "more data", "why", applied=False),
         Recommendation("train.gradient_accumulation", None, "x2", "why", applied=False),  # value unknown
     ])
-    proposals = _proposals(diagnosis, {"lora.r": 32}, "runs/a")
-    assert [changes for changes, _, _ in proposals] == [
+    proposals = _proposals(diagnosis, {"lora.r": 32}, "runs/a", None)
+    assert [changes for changes, _, _, _ in proposals] == [
         {"lora.r": 32, "train.epochs": 3, "train.weight_decay": 0.05},
         {"lora.r": 32, "train.learning_rate": 1e-4},
     ]
     assert [s["param"] for s in proposals[0][1]] == ["train.epochs", "train.weight_decay"]
-    assert all(parent == "runs/a" for _, _, parent in proposals)
+    assert all(parent == "runs/a" for _, _, parent, _ in proposals)
 
 
 def test_best_attempt_by_validation_loss_or_by_metric():
@@ -61,15 +61,24 @@ train: {{epochs: 2, learning_rate: 1.0e-7, batch_size: 4, log_every: 1, warmup_r
     assert "best: " in result.stdout
 
 
-def test_autotune_selecting_by_the_task_metric_evaluates_each_run(tmp_path, tiny_model):
+def test_autotune_selects_by_the_validation_metric_and_tests_base_first_and_best(tmp_path, tiny_model):
     write_tickets(tmp_path / "d.jsonl", 40)
     (tmp_path / "m.yaml").write_text(f"model: {tiny_model}\ndata: {{path: d.jsonl, max_seq_len: 256}}\n"
                                      "train: {epochs: 1, batch_size: 8}\neval: {max_new_tokens: 4}\n")
-    result = tuneloop("autotune", "m.yaml", "--max-runs", "1", "--select", "metric", cwd=tmp_path)
+    result = tuneloop("autotune", "m.yaml", "--max-runs", "2", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     [home] = (tmp_path / "runs" / "autotune").iterdir()
-    [attempt] = json.loads((home / "lineage.json").read_text())["attempts"]
-    assert attempt["metric"] == "field_accuracy" and 0 <= attempt["metric_value"] <= 1
-    assert (tmp_path / attempt["run"] / "eval.json").is_file()
+    lineage = json.loads((home / "lineage.json").read_text())
+    assert lineage["select"] == "metric"  # auto: the task has a metric
+    first, second = lineage["attempts"]  # a healthy first run does not end the loop: the budget does
+    assert first["metric"] == "field_accuracy" and 0 <= first["metric_value"] <= 1
+    assert second["parent"] == first["run"] and second["step"]
+    assert all(not (tmp_path / a["run"] / "eval.json").exists() for a in lineage["attempts"])  # test split: once
+    test = lineage["test"]
+    assert test["metric"] == "json_fields" and test["n"] > 0
+    assert {"base", "first", "best"} <= set(test) and test["first"]["run"] == first["run"]
+    assert test["best"]["run"] == lineage["best_run"]
+    assert all(0 <= test[k]["metrics"]["field_accuracy"] <= 1 for k in ("base", "first", "best"))
+    assert all(f"│ {label} " in result.stdout for label in ("base", "first", "best"))  # the test-split table
     bad = tuneloop("autotune", "m.yaml", "--select", "vibes", cwd=tmp_path, timeout=120)
     assert bad.returncode == 2 and "val_loss or metric" in bad.stderr

@@ -117,6 +117,7 @@ def train(
         evals = [v for _, v in Curves.from_metrics(result.run.read_metrics()).val]
         console.print(f"trained: best validation loss {min(evals):.4f} (last {evals[-1]:.4f}); "
                       f"weights in {result.run.path}; report {result.run.report_file}")
+        print_verdict(result.run, result.diagnosis)
 
 
 @app.command()
@@ -150,6 +151,24 @@ def _print_summary(result) -> None:
     t = result.timings
     console.print("time: " + " · ".join(f"{stage} {seconds}s" for stage, seconds in t.items()))
     console.print(f"report: {result.run.report_file}")
+    print_verdict(result.run, result.diagnosis)
+
+
+def print_verdict(run, diagnosis, top: int = 3) -> None:
+    """The doctor's verdict, its top recommendations with their cost, and the next command."""
+    if diagnosis is None:
+        return
+    colour = {"healthy": "green", "undertrained": "yellow"}.get(diagnosis.verdict, "red")
+    headline = next((f.message for f in diagnosis.findings if f.kind == diagnosis.verdict), "")
+    console.print(f"doctor: [bold {colour}]{diagnosis.verdict}[/bold {colour}] · {headline}")
+    for f in diagnosis.findings:
+        if f.kind in ("still_improving", "loss_rising_metric_improving", "checkpoint"):
+            console.print(f"  • {f.message}")
+    for r in diagnosis.recommendations[:top]:
+        cost = f" (~{r.minutes:g} min of training)" if r.minutes is not None else ""
+        console.print(f"  → {r.param}: {r.from_} → {r.to}{cost}: {r.why}")
+    if run.next_config_file.exists():
+        console.print(f"next: tuneloop run {run.next_config_file}", soft_wrap=True)
 
 
 _register_subcommands()

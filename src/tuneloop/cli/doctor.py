@@ -32,7 +32,8 @@ def diagnose(
     next_config: Annotated[Path | None, typer.Option("--next-config", help="Write the recommended config "
                                                      "(YAML), ready for `tuneloop run`.")] = None,
 ) -> None:
-    """Read the loss curves: overfitting, underfitting, divergence, undertraining or healthy; and what to change."""
+    """Read the loss curves and the task metric: overfitting, underfitting, divergence, undertraining or healthy;
+    which checkpoint to keep; and what to change next, with its cost."""
     from tuneloop.cli import reported
     from tuneloop.doctor import diagnose_path, recommend
     from tuneloop.doctor.curves import Curves
@@ -59,12 +60,18 @@ def diagnose(
                   f"{s.get('last_train_loss')}")
     console.print(f"  val   {sparkline([v for _, v in curves.val])}  best {s.get('best_val_loss')} at step "
                   f"{s.get('best_step')}, last {s.get('last_val_loss')}")
+    if curves.metric:
+        console.print(f"  val {curves.metric_key} {sparkline([v for _, v in curves.metric])}  best {s.get('best_metric')} "
+                      f"at step {s.get('best_metric_step')}, last {s.get('last_metric')}"
+                      + (f"; on a training sample {s['train_sample_metric']}" if "train_sample_metric" in s else ""))
     for f in diagnosis.findings:
         console.print(f"  • {f.message} [dim]({f.kind}, confidence {f.confidence:.1f})[/dim]")
     if diagnosis.recommendations:
-        table = Table("change", "from", "to", "why", title="recommended next run")
+        table = Table("change", "from", "to", "why", "est. min", title="recommended next run"
+                      + (f" (~{s['next_run_minutes']:g} min of training)" if s.get("next_run_minutes") else ""))
         for r in diagnosis.recommendations:
-            table.add_row(r.param, "?" if r.from_ is None else str(r.from_), str(r.to), r.why)
+            table.add_row(r.param, "?" if r.from_ is None else str(r.from_), str(r.to), r.why,
+                          "" if r.minutes is None else f"{r.minutes:g}")
         console.print(table)
     if next_config and diagnosis.next_config is not None and diagnosis.recommendations:
         console.print(f"next config: {next_config}  →  tuneloop run {next_config}")

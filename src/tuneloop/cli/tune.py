@@ -16,28 +16,43 @@ Overrides = Annotated[list[str], typer.Option("--set", help="Override a config v
 def autotune(
     config: Annotated[Path, typer.Argument(help="Run config YAML to start from.")],
     max_runs: Annotated[int, typer.Option("--max-runs", min=1, help="Budget: at most this many runs.")] = 4,
-    max_minutes: Annotated[float | None, typer.Option("--max-minutes", help="Budget: no run starts that would "
-                                                      "end past this (estimated from the runs so far).")] = None,
-    select: Annotated[str, typer.Option("--select", help="Keep the best run by val_loss (train only, fast) or "
-                                        "by metric (each run also evaluated on the test split).")] = "val_loss",
+    max_minutes: Annotated[float | None, typer.Option("--max-minutes", help="Budget: no run starts whose estimated "
+                                                      "time (the doctor's, from the runs so far) would end past "
+                                                      "this; the final test evaluation is kept within it.")] = None,
+    select: Annotated[str, typer.Option("--select", help="Keep the best run by the validation task metric "
+                                        "(metric), by validation loss (val_loss), or auto: metric where the task "
+                                        "has one. Never by the test split.")] = "auto",
     set_: Overrides = [],
 ) -> None:
-    """Run, diagnose, apply the doctor's recommendation, rerun — until healthy or out of budget."""
+    """Run, diagnose, apply the doctor's recommendation, rerun — past "healthy" while the budget lasts — then
+    evaluate base, first and best run on the test split."""
     from tuneloop.tune import autotune as run_autotune
 
-    if select not in ("val_loss", "metric"):
-        raise typer.BadParameter("use val_loss or metric", param_hint="--select")
+    if select not in ("auto", "val_loss", "metric"):
+        raise typer.BadParameter("use auto, val_loss or metric", param_hint="--select")
     tune = config_job(config, set_, lambda cfg: run_autotune(cfg, max_runs=max_runs, max_minutes=max_minutes,
                                                              select=select, console=console))
-    table = Table("#", "run", "change", "verdict", "best val loss", *(["metric"] if select == "metric" else []),
-                  title=f"autotune · stopped: {tune.stopped_because}")
+    by_metric = tune.select == "metric"
+    table = Table("#", "run", "change", "verdict", "best val loss", *(["val metric"] if by_metric else []), "min",
+                  title=f"autotune · selected by {tune.select} · stopped: {tune.stopped_because}")
     best = tune.best
     for a in tune.attempts:
         change = ", ".join(f"{s['param'].split('.')[-1]} {s['from']}→{s['to']}" for s in a.step) or "as given"
         table.add_row(str(a.index + 1) + (" *" if a is best else ""), Path(a.run).name, change, a.verdict,
                       f"{a.best_val_loss:.4f}" if a.best_val_loss is not None else "-",
-                      *([f"{a.metric} {a.metric_value:.4f}"] if select == "metric" and a.metric else []))
+                      *([f"{a.metric} {a.metric_value:.4f}" if a.metric else "-"] if by_metric else []),
+                      f"{a.seconds / 60:.1f}")
     console.print(table)
+    for s in tune.skipped:
+        console.print(f"skipped (would not fit the time left): {s['changes']} ~{s['estimated_minutes']} min, "
+                      f"{s['minutes_left']} min left")
+    if tune.test:
+        t = tune.test
+        keys = [k for k in t["best"]["metrics"] if k in ("loss", t["key"]) or k == t["key"]]
+        result = Table("test split", *keys, title=f"test split ({t['n']}): base → first → best")
+        for label in ("base", "first", "best"):
+            result.add_row(label, *(f"{t[label]['metrics'][k]:.4f}" for k in keys))
+        console.print(result)
     if best:
         console.print(f"best: {best.run}  ·  lineage: {tune.path / 'report.html'}", soft_wrap=True)
 

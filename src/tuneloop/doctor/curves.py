@@ -1,9 +1,15 @@
-"""The training and validation curves of a run, from metrics.jsonl records."""
+"""The curves of a run, from metrics.jsonl records: losses, gradient norms, and the task metric of
+continuous evaluation (eval_<key>) with the standard errors that say how noisy each point is."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from tuneloop.eval.metrics import HEADLINE, LOWER_IS_BETTER
+
+# eval_* keys that are not a task metric
+NOT_A_METRIC = {"eval_loss", "eval_loss_se", "eval_token_accuracy"}
 
 
 @dataclass(frozen=True)
@@ -12,6 +18,11 @@ class Curves:
     val: list[tuple[int, float]]
     grad_norm: list[tuple[int, float]]
     non_finite: list[tuple[int, str]]  # (step, key) where a loss or grad norm was NaN or inf
+    val_se: dict[int, float] = field(default_factory=dict)  # step -> standard error of eval_loss over examples
+    metric_key: str | None = None  # e.g. "field_accuracy"
+    metric: list[tuple[int, float]] = field(default_factory=list)  # (step, validation metric)
+    metric_se: dict[int, float] = field(default_factory=dict)
+    train_metric: list[tuple[int, float]] = field(default_factory=list)  # on a training sample
 
     @classmethod
     def from_metrics(cls, records: list[dict]) -> Curves:
@@ -26,7 +37,33 @@ class Curves:
                     bad.append((step, key))
                 else:
                     out.append((step, value))
-        return cls(train, val, grad, bad)
+        key = metric_key(records)
+        series = lambda name: [(r.get("step", 0), v) for r in records  # noqa: E731
+                               if name in r and (v := _number(r[name])) is not None and math.isfinite(v)]
+        return cls(train, val, grad, bad, val_se=dict(series("eval_loss_se")), metric_key=key,
+                   metric=series(f"eval_{key}") if key else [], metric_se=dict(series(f"eval_{key}_se")) if key else {},
+                   train_metric=series(f"train_{key}") if key else [])
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.metric_key not in LOWER_IS_BETTER
+
+    def best_metric(self) -> tuple[int, float] | None:
+        if not self.metric:
+            return None
+        sign = 1 if self.higher_is_better else -1
+        loss = dict(self.val)
+        # A tie on the metric goes to the lower validation loss, as KeepBestByMetric decides it.
+        return max(self.metric, key=lambda p: (sign * p[1], -loss.get(p[0], math.inf), -p[0]))
+
+
+def metric_key(records: list[dict]) -> str | None:
+    """The task metric that continuous evaluation logged (eval_<key>), headline metrics first."""
+    keys = {k for r in records for k in r if k.startswith("eval_") and k not in NOT_A_METRIC and not k.endswith("_se")}
+    for key in dict.fromkeys(HEADLINE.values()):
+        if f"eval_{key}" in keys:
+            return key
+    return sorted(keys)[0][len("eval_"):] if keys else None
 
 
 def _number(value) -> float | None:

@@ -1,19 +1,30 @@
 """Read the curves the way the practitioners' guides do, and name what is wrong.
 
 Verdicts, most urgent first:
-  diverging     NaN/inf, loss climbing above where it started, loss spikes, exploding gradients
-  overfitting   validation loss rising over consecutive evaluations while training loss falls;
-                training loss below ~0.2 with a widening train/validation gap
-  underfitting  both losses high and flat; little gain over the base model
+  diverging     NaN/inf, loss climbing above where it started, spikes that do not recover,
+                both losses rebounding well above their best
+  overfitting   validation loss rising beyond its noise while training loss falls; training loss
+                below ~0.2 with a widening gap; the validation task metric falling (task overfitting)
+  underfitting  both losses high and flat; little gain over the base model (loss or task metric);
+                a task metric low even on training examples (capacity)
   undertrained  validation loss still falling steeply when training ended
   healthy       none of the above
-Each finding carries its evidence (steps and values) and a confidence in [0, 1]. The
-thresholds are named below so that a reader can argue with them.
+Beside the verdict, findings that are not problems: headroom (the best validation loss or metric
+is at the last evaluation), loss rising while the metric still improves, spikes that recovered,
+and which checkpoint to keep. Users judge a run by its task metric, so where continuous
+evaluation logged one (eval_<key>), it outranks the loss: a rising validation loss with an
+improving metric is not harmful overfitting.
+
+Each finding carries its evidence (steps and values) and a confidence in [0, 1]. Changes are
+judged against the evaluation's own noise: the standard error over validation examples that
+each evaluation logs (eval_loss_se, eval_<key>_se), or one estimated from the validation size.
+The thresholds are named below so that a reader can argue with them.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -21,24 +32,31 @@ from tuneloop.doctor.curves import Curves, smooth
 
 VERDICTS = ("diverging", "overfitting", "underfitting", "undertrained", "healthy")
 LOW_TRAIN_LOSS = 0.2  # the guides' "training loss below ~0.2" memorisation line
-RISE = 0.03  # validation loss this far (relative) above its best counts as risen
+RISE = 0.03  # validation loss this far (relative) above its best counts as risen, at the least...
+NOISE_Z = 2.0  # ...and by at least this many standard errors of the evaluation
 FLAT = 0.10  # less relative improvement than this over a run is flat
 HIGH_LOSS = 0.5  # a flat validation loss above this (nats per answer token) is not "converged"
 STEEP = 0.05  # each of the last evaluations improving by more than this: still learning fast
 CLIMB = 1.10  # smoothed training loss this far above its start: the run is going the wrong way
+REBOUND = 1.5  # smoothed training loss this many times its own minimum at the end: unstable late
 SPIKE = 2.5  # a training loss this many times the recent median is a spike...
 SPIKE_MIN_SHARE = 0.1  # ...when the jump is also at least this share of the starting loss
+RECOVERED = 1.5  # a spike recovered when the loss is back below this x the pre-spike median...
+RECOVERY_POINTS = 3  # ...within this many logged points
 GRAD_EXPLOSION = 10.0  # a grad norm this many times the median
 BASE_GAIN = 0.90  # fine-tuned test loss above this share of the base model's: little gained
 SMALL_VALIDATION = 50  # fewer validation rows than this: differences of a few % are noise
+CAPACITY = 0.9  # a [0, 1] task metric below this on training examples: the model cannot fit its task
+HEADROOM_POINTS = 1  # the best at one of the last this-many evaluations: still improving
 
 
 @dataclass(frozen=True)
 class Finding:
-    kind: str  # a verdict, or a data finding: small_validation_set, duplicates, leakage
+    kind: str  # a verdict, or a note: still_improving, loss_rising_metric_improving, spike_recovered, checkpoint, ...
     evidence: dict
     confidence: float
     message: str
+    name: str = ""  # the shape within a verdict, e.g. task_overfitting, capacity, rebound
 
 
 @dataclass
@@ -54,21 +72,41 @@ class Diagnosis:
                 "recommendations": [r.to_dict() for r in self.recommendations], "next_config": self.next_config,
                 "summary": self.summary}
 
+    def has(self, kind: str) -> bool:
+        return any(f.kind == kind or f.name == kind for f in self.findings)
+
 
 def diagnose_metrics(records: list[dict], *, base_loss: float | None = None, tuned_loss: float | None = None,
-                     n_validation: int | None = None, data_report: dict | None = None) -> Diagnosis:
-    curves = Curves.from_metrics(records)
-    findings = (_diverging(curves) + _overfitting(curves) + _underfitting(curves, base_loss, tuned_loss)
-                + _undertrained(curves))
+                     n_validation: int | None = None, data_report: dict | None = None,
+                     base_metric: float | None = None, tuned_metric: float | None = None,
+                     info: dict | None = None) -> Diagnosis:
+    """`base_metric`/`tuned_metric`: the task metric on the test split (eval.json); `info`: run.json,
+    which says which checkpoint the saved weights are and how long training took."""
+    c = Curves.from_metrics(records)
+    noise = _loss_noise(c, n_validation)
+    metric = _metric_findings(c)
+    improving = any(f.kind in ("still_improving", "loss_rising_metric_improving") and f.evidence.get("by") == "metric"
+                    for f in metric)
+    findings = (_diverging(c, noise) + _overfitting(c, noise, metric_improving=improving)
+                + _underfitting(c, base_loss, tuned_loss, base_metric, tuned_metric, noise) + _undertrained(c) + metric)
     # The most confident problem wins; on a tie, the more urgent one (the order of VERDICTS).
     confidence = {v: max((f.confidence for f in findings if f.kind == v), default=0.0) for v in VERDICTS[:-1]}
     verdict = max(VERDICTS[:-1], key=lambda v: (confidence[v], -VERDICTS.index(v)))
     if confidence[verdict] < 0.5:
         verdict = "healthy"
+    # No contradictory findings side by side: the verdict's own findings, and the notes.
+    findings = [f for f in findings if f.kind == verdict or f.kind not in VERDICTS]
     if verdict == "healthy":
-        findings.append(_healthy(curves))
+        findings.insert(0, _healthy(c))
     findings += _data_findings(n_validation, data_report)
-    return Diagnosis(verdict, findings, summary=_summary(curves, records))
+    summary = _summary(c, records)
+    keep = _checkpoint(c, info or {}, verdict)
+    if keep:
+        summary["keep"] = keep.evidence
+        findings.append(keep)
+    if info and info.get("timings", {}).get("train"):
+        summary["train_seconds"] = info["timings"]["train"]
+    return Diagnosis(verdict, findings, summary=summary)
 
 
 def read_metrics_file(path: str | Path) -> list[dict]:
@@ -88,18 +126,22 @@ def diagnose_path(path: str | Path, records: list[dict] | None = None) -> tuple[
     them already). Returns the diagnosis and the run's config (or None)."""
     import yaml
 
+    from tuneloop.eval.metrics import headline
+
     path = Path(path)
     records = records if records is not None else read_metrics_file(path)
     run = path if path.is_dir() else path.parent
     config = yaml.safe_load((run / "config.yaml").read_text()) if (run / "config.yaml").is_file() else None
     info = _json(run / "run.json") or {}
     evaluation = _json(run / "eval.json") or {}
+    key = headline(evaluation.get("metric", "loss"))
+    side = lambda name, k: evaluation.get(name, {}).get("metrics", {}).get(k)  # noqa: E731
     diagnosis = diagnose_metrics(
-        records,
-        base_loss=evaluation.get("base", {}).get("metrics", {}).get("loss"),
-        tuned_loss=evaluation.get("finetuned", {}).get("metrics", {}).get("loss"),
+        records, base_loss=side("base", "loss"), tuned_loss=side("finetuned", "loss"),
+        base_metric=side("base", key) if key != "loss" else None,
+        tuned_metric=side("finetuned", key) if key != "loss" else None,
         n_validation=info.get("split_sizes", {}).get("validation"),
-        data_report=_json(run / "data" / "report.json"))
+        data_report=_json(run / "data" / "report.json"), info=info)
     return diagnosis, config
 
 
@@ -107,28 +149,47 @@ def _json(path: Path):
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _diverging(c: Curves) -> list[Finding]:
+def _loss_noise(c: Curves, n_validation: int | None) -> float:
+    """The relative change in validation loss that the evaluation's own noise can explain: NOISE_Z
+    standard errors over examples where the run logged them, else a guess from the validation
+    size (about 0.5 / sqrt(n): per-example answer losses vary about half as much as their mean)."""
+    if c.val_se and c.val:
+        best_step, best = min(c.val, key=lambda p: p[1])
+        se = c.val_se.get(best_step, max(c.val_se.values()))
+        return max(RISE, NOISE_Z * se / best) if best > 0 else RISE
+    if n_validation:
+        return max(RISE, 0.5 / math.sqrt(n_validation))
+    return RISE
+
+
+def _diverging(c: Curves, noise: float) -> list[Finding]:
     out = []
     if c.non_finite:
         step, key = c.non_finite[0]
         out.append(Finding("diverging", {"step": step, "metric": key, "count": len(c.non_finite)}, 1.0,
-                           f"{key} became NaN/inf at step {step}"))
-    if len(c.train) >= 4:
-        s = smooth(c.train)
-        if s[-1] > s[0] * CLIMB:
-            out.append(Finding("diverging", {"first_train_loss": round(s[0], 4), "last_train_loss": round(s[-1], 4)},
-                               0.8, f"training loss climbed from {s[0]:.3f} to {s[-1]:.3f}"))
-    spikes = []
-    for i in range(3, len(c.train)):
-        recent = sorted(v for _, v in c.train[max(0, i - 5):i])
-        median = recent[len(recent) // 2]
-        # Relative and absolute: near zero loss, 0.05 against 0.01 is noise, not instability.
-        if c.train[i][1] > SPIKE * median and c.train[i][1] - median > SPIKE_MIN_SHARE * c.train[0][1]:
-            spikes.append({"step": c.train[i][0], "loss": round(c.train[i][1], 4), "recent_median": round(median, 4)})
+                           f"{key} became NaN/inf at step {step}", "non_finite"))
+    s = smooth(c.train) if len(c.train) >= 4 else []
+    if s and s[-1] > s[0] * CLIMB:
+        out.append(Finding("diverging", {"first_train_loss": round(s[0], 4), "last_train_loss": round(s[-1], 4)},
+                           0.8, f"training loss climbed from {s[0]:.3f} to {s[-1]:.3f}", "climb"))
+    elif s and c.val and s[-1] > min(s) * REBOUND:
+        best_val = min(v for _, v in c.val)
+        if c.val[-1][1] > best_val * (1 + max(FLAT, noise)):
+            out.append(Finding("diverging", {"min_train_loss": round(min(s), 4), "last_train_loss": round(s[-1], 4),
+                                             "best_val_loss": round(best_val, 4), "last_val_loss": round(c.val[-1][1], 4)},
+                               0.7, f"training and validation loss both rebounded well above their best (training "
+                               f"{min(s):.3f} → {s[-1]:.3f}, validation {best_val:.3f} → {c.val[-1][1]:.3f}): the "
+                               "run became unstable late", "rebound"))
+    spikes, recovered = _spikes(c)
     if spikes:
         out.append(Finding("diverging", {"spikes": spikes[:5]}, min(0.9, 0.4 + 0.2 * len(spikes)),
-                           f"{len(spikes)} training-loss spike(s), e.g. {spikes[0]['loss']} at step "
-                           f"{spikes[0]['step']} against a recent median of {spikes[0]['recent_median']}"))
+                           f"{len(spikes)} training-loss spike(s) that did not recover, e.g. {spikes[0]['loss']} at "
+                           f"step {spikes[0]['step']} against a recent median of {spikes[0]['recent_median']}", "spikes"))
+    if recovered:
+        out.append(Finding("spike_recovered", {"spikes": recovered[:5]}, 0.6,
+                           f"{len(recovered)} training-loss spike(s) that recovered within {RECOVERY_POINTS} logged "
+                           f"points (e.g. {recovered[0]['loss']} at step {recovered[0]['step']}): a hard batch, not "
+                           "instability"))
     if len(c.grad_norm) >= 5:
         norms = sorted(v for _, v in c.grad_norm)
         median = norms[len(norms) // 2]
@@ -136,31 +197,65 @@ def _diverging(c: Curves) -> list[Finding]:
         settled = c.grad_norm[max(3, len(c.grad_norm) // 10):] or c.grad_norm
         step, peak = max(settled, key=lambda p: p[1])
         if median > 0 and peak > GRAD_EXPLOSION * median:
-            out.append(Finding("diverging", {"step": step, "grad_norm": round(peak, 3), "median": round(median, 3)},
-                               0.6, f"gradient norm {peak:.2f} at step {step}, {peak / median:.0f}x its median"))
+            evidence = {"step": step, "grad_norm": round(peak, 3), "median": round(median, 3)}
+            harmful = any(sp["step"] >= step for sp in spikes) or (s and s[-1] > s[0] * CLIMB)
+            if harmful:
+                out.append(Finding("diverging", evidence, 0.6, f"gradient norm {peak:.2f} at step {step}, "
+                                   f"{peak / median:.0f}x its median, and the loss went up", "gradient_explosion"))
+            else:  # clipping bounded the update; the loss did not move
+                out.append(Finding("grad_spike_absorbed", evidence, 0.6,
+                                   f"gradient norm {peak:.2f} at step {step} ({peak / median:.0f}x its median), absorbed "
+                                   "by gradient clipping: the loss did not go up"))
     return out
 
 
-def _overfitting(c: Curves) -> list[Finding]:
+def _spikes(c: Curves) -> tuple[list[dict], list[dict]]:
+    """Training-loss spikes, split into those that stayed and those that recovered."""
+    stayed, recovered = [], []
+    for i in range(3, len(c.train)):
+        recent = sorted(v for _, v in c.train[max(0, i - 5):i])
+        median = recent[len(recent) // 2]
+        # Relative and absolute: near zero loss, 0.05 against 0.01 is noise, not instability.
+        if c.train[i][1] > SPIKE * median and c.train[i][1] - median > SPIKE_MIN_SHARE * c.train[0][1]:
+            spike = {"step": c.train[i][0], "loss": round(c.train[i][1], 4), "recent_median": round(median, 4)}
+            after = [v for _, v in c.train[i + 1:i + 1 + RECOVERY_POINTS]]
+            if any(v < RECOVERED * median for v in after):
+                recovered.append(spike)
+            elif after or i == len(c.train) - 1:  # the last point: no evidence it recovered
+                stayed.append(spike)
+    # A spike "recovered" into a run that climbs anyway is part of the climb.
+    return stayed, recovered
+
+
+def _overfitting(c: Curves, noise: float, metric_improving: bool) -> list[Finding]:
+    """From the losses. When the task metric still improves, a rising validation loss is noted
+    (loss_rising_metric_improving) rather than called overfitting."""
     out = []
     if len(c.val) >= 3:
         best_i = min(range(len(c.val)), key=lambda i: c.val[i][1])
         best_step, best = c.val[best_i]
         after = c.val[best_i + 1:]
-        risen = [(s, v) for s, v in after if v > best * (1 + RISE)]
+        risen = [(s, v) for s, v in after if v > best * (1 + noise)]
         rising = len(after) >= 2 and after[-1][1] > after[-2][1] and len(risen) >= 2
         train_then = _train_at(c, best_step)
         train_now = smooth(c.train)[-1] if c.train else None
         train_falling = train_then is not None and train_now is not None and train_now < train_then
         if risen and train_falling:
             confidence = 0.9 if rising else 0.6 if len(risen) >= 2 else 0.5
-            out.append(Finding("overfitting", {
-                "best_step": best_step, "best_val_loss": round(best, 4), "last_step": c.val[-1][0],
-                "last_val_loss": round(c.val[-1][1], 4), "evaluations_above_best": len(risen),
-                "train_loss_at_best": round(train_then, 4), "train_loss_now": round(train_now, 4)}, confidence,
-                f"validation loss rose from {best:.3f} (step {best_step}) to {c.val[-1][1]:.3f} while training "
-                f"loss fell from {train_then:.3f} to {train_now:.3f}"))
-    if c.train and c.val:
+            evidence = {"best_step": best_step, "best_val_loss": round(best, 4), "last_step": c.val[-1][0],
+                        "last_val_loss": round(c.val[-1][1], 4), "evaluations_above_best": len(risen),
+                        "noise": round(noise, 4), "train_loss_at_best": round(train_then, 4),
+                        "train_loss_now": round(train_now, 4)}
+            message = (f"validation loss rose from {best:.3f} (step {best_step}) to {c.val[-1][1]:.3f}, more than its "
+                       f"noise ({noise:.1%}), while training loss fell from {train_then:.3f} to {train_now:.3f}")
+            if metric_improving:
+                out.append(Finding("loss_rising_metric_improving", {**evidence, "by": "metric"}, confidence,
+                                   message + f"; but validation {c.metric_key} kept improving: a rising loss is not by "
+                                   "itself harmful overfitting (the model grows more confident, right or wrong); keep "
+                                   "the checkpoint the metric prefers"))
+            else:
+                out.append(Finding("overfitting", evidence, confidence, message, "loss_rising"))
+    if c.train and c.val and not metric_improving:
         train_now = smooth(c.train)[-1]
         gap_now = c.val[-1][1] - train_now
         first_train = _train_at(c, c.val[0][0])
@@ -169,28 +264,45 @@ def _overfitting(c: Curves) -> list[Finding]:
             out.append(Finding("overfitting", {"train_loss": round(train_now, 4), "val_loss": round(c.val[-1][1], 4),
                                                "gap_first": round(gap_first, 4), "gap_now": round(gap_now, 4)}, 0.6,
                                f"training loss {train_now:.3f} is below {LOW_TRAIN_LOSS} and the gap to validation "
-                               f"widened from {gap_first:.3f} to {gap_now:.3f}"))
+                               f"widened from {gap_first:.3f} to {gap_now:.3f}", "memorising"))
     return out
 
 
-def _underfitting(c: Curves, base_loss: float | None, tuned_loss: float | None) -> list[Finding]:
+def _underfitting(c: Curves, base_loss, tuned_loss, base_metric, tuned_metric, noise: float) -> list[Finding]:
     out = []
     if len(c.train) >= 4 and len(c.val) >= 2:
         s = smooth(c.train)
         train_gain = (s[0] - s[-1]) / s[0] if s[0] > 0 else 0.0
         val_gain = (c.val[0][1] - c.val[-1][1]) / c.val[0][1] if c.val[0][1] > 0 else 0.0
-        if train_gain < FLAT and val_gain < FLAT and c.val[-1][1] > HIGH_LOSS:
+        # Flat, not rising: losses that go up are divergence or overfitting, not a model that cannot learn.
+        if -FLAT < train_gain < FLAT and -max(FLAT, noise) < val_gain < FLAT and c.val[-1][1] > HIGH_LOSS:
             out.append(Finding("underfitting", {"train_loss": [round(s[0], 4), round(s[-1], 4)],
                                                 "val_loss": [round(c.val[0][1], 4), round(c.val[-1][1], 4)],
                                                 "train_improvement": round(train_gain, 3),
                                                 "val_improvement": round(val_gain, 3)}, 0.8,
                                f"both losses stayed high and flat: training {s[0]:.3f} → {s[-1]:.3f}, "
-                               f"validation {c.val[0][1]:.3f} → {c.val[-1][1]:.3f}"))
+                               f"validation {c.val[0][1]:.3f} → {c.val[-1][1]:.3f}", "flat"))
     if base_loss and tuned_loss and tuned_loss > BASE_GAIN * base_loss:
         out.append(Finding("underfitting", {"base_test_loss": round(base_loss, 4),
                                             "finetuned_test_loss": round(tuned_loss, 4)}, 0.7,
                            f"the fine-tuned test loss {tuned_loss:.3f} is barely below the base model's "
-                           f"{base_loss:.3f}"))
+                           f"{base_loss:.3f}", "little_gain_in_loss"))
+    if base_metric is not None and tuned_metric is not None and c.metric_key:
+        sign = 1 if c.higher_is_better else -1
+        if sign * (tuned_metric - base_metric) <= 0.01 * max(abs(base_metric), 1.0):
+            out.append(Finding("underfitting", {"base_test_metric": round(base_metric, 4),
+                                                "finetuned_test_metric": round(tuned_metric, 4), "metric": c.metric_key},
+                               0.8, f"no gain over the base model on the task: test {c.metric_key} "
+                               f"{base_metric:.3f} (base) → {tuned_metric:.3f} (fine-tuned)", "no_gain_over_base"))
+    if c.train_metric and c.metric and c.higher_is_better and 0 <= c.train_metric[-1][1] <= 1:
+        train_value = c.train_metric[-1][1]
+        plateaued = len(c.metric) >= 2 and not _metric_rising_at_end(c)
+        if train_value < CAPACITY and plateaued:
+            out.append(Finding("underfitting", {"train_sample_metric": round(train_value, 4),
+                                                "val_metric": round(c.metric[-1][1], 4), "metric": c.metric_key},
+                               0.6, f"{c.metric_key} is only {train_value:.3f} even on training examples and stopped "
+                               "improving: the adapter lacks the capacity (rank, alpha) or the steps (learning rate) "
+                               "to fit the task", "capacity"))
     return out
 
 
@@ -203,8 +315,64 @@ def _undertrained(c: Curves) -> list[Finding]:
         return [Finding("undertrained", {"last_val_losses": [round(v, 4) for v in last],
                                          "relative_gains": [round(g, 3) for g in gains]}, 0.7,
                         f"validation loss was still falling fast when training ended "
-                        f"({' → '.join(f'{v:.3f}' for v in last)})")]
+                        f"({' → '.join(f'{v:.3f}' for v in last)})", "steep")]
     return []
+
+
+def _metric_se(c: Curves, step: int) -> float:
+    return c.metric_se.get(step, max(c.metric_se.values(), default=0.0))
+
+
+def _metric_rising_at_end(c: Curves) -> bool:
+    """The best validation metric is at one of the last HEADROOM_POINTS scored evaluations, and
+    above the first one by more than its noise."""
+    best = c.best_metric()
+    if best is None or len(c.metric) < 2:
+        return False
+    sign = 1 if c.higher_is_better else -1
+    at_end = best[0] in {s for s, _ in c.metric[-HEADROOM_POINTS:]}
+    gained = sign * (best[1] - c.metric[0][1]) > NOISE_Z * _metric_se(c, best[0])
+    return at_end and gained
+
+
+def _metric_findings(c: Curves) -> list[Finding]:
+    """What the task metric of continuous evaluation says: headroom, or task overfitting."""
+    out = []
+    if c.val:
+        best_step, best_loss = min(c.val, key=lambda p: p[1])
+        if best_step == c.val[-1][0] and len(c.val) >= 3:
+            out.append(Finding("still_improving", {"by": "loss", "best_step": best_step,
+                                                   "best_val_loss": round(best_loss, 4)}, 0.6,
+                               f"validation loss was at its best at the last evaluation (step {best_step}, "
+                               f"{best_loss:.3f}): there is headroom, more training should help"))
+    best = c.best_metric()
+    if best is None:
+        return out
+    key, (best_step, best_value) = c.metric_key, best
+    first_value = c.metric[0][1]
+    sign = 1 if c.higher_is_better else -1
+    se = _metric_se(c, best_step)
+    evidence = {"by": "metric", "metric": key, "first": round(first_value, 4), "best": round(best_value, 4),
+                "best_step": best_step, "last": round(c.metric[-1][1], 4), "last_step": c.metric[-1][0],
+                "se": round(se, 4), "scored_evaluations": len(c.metric)}
+    if _metric_rising_at_end(c):
+        out = [f for f in out if f.evidence.get("by") != "loss"]  # one headroom finding, the metric's
+        out.append(Finding("still_improving", evidence, 0.8 if len(c.metric) >= 3 else 0.6,
+                           f"validation {key} was still improving at the end ({first_value:.3f} → {best_value:.3f} at "
+                           f"step {best_step}, ±{se:.3f}): there is headroom, more training should raise it"))
+        return out
+    drop = sign * (best_value - c.metric[-1][1])
+    train_s = smooth(c.train)
+    train_then, train_now = _train_at(c, best_step), (train_s[-1] if train_s else None)
+    train_falling = train_then is not None and train_now is not None and train_now < train_then * (1 - RISE)
+    if best_step != c.metric[-1][0] and drop > NOISE_Z * max(se, 1e-9) and train_falling:
+        below = [v for s, v in c.metric if s > best_step and sign * (best_value - v) > NOISE_Z * se]
+        out.append(Finding("overfitting", {**evidence, "train_loss_at_best": round(train_then, 4),
+                                           "train_loss_now": round(train_now, 4)}, 0.9 if len(below) >= 2 else 0.7,
+                           f"validation {key} fell from {best_value:.3f} (step {best_step}) to {c.metric[-1][1]:.3f}, "
+                           f"beyond its noise (±{se:.3f}), while training loss kept falling ({train_then:.3f} → "
+                           f"{train_now:.3f}): the model is memorising, not learning the task", "task_overfitting"))
+    return out
 
 
 def _healthy(c: Curves) -> Finding:
@@ -212,8 +380,36 @@ def _healthy(c: Curves) -> Finding:
     if c.val:
         step, best = min(c.val, key=lambda p: p[1])
         evidence = {"best_step": step, "best_val_loss": round(best, 4), "last_val_loss": round(c.val[-1][1], 4)}
+    if c.metric:
+        evidence.update(metric=c.metric_key, last_metric=round(c.metric[-1][1], 4))
     return Finding("healthy", evidence, 0.7 if len(c.val) >= 3 else 0.4,
-                   "training and validation loss fell together and levelled off")
+                   "no problem in the curves: training and validation loss fell together"
+                   + (f", validation {c.metric_key} {c.metric[-1][1]:.3f}" if c.metric else ""))
+
+
+def _checkpoint(c: Curves, info: dict, verdict: str) -> Finding | None:
+    """Which weights to keep, and whether the saved ones are those."""
+    best = c.best_metric()
+    if best is not None:
+        step, value = best
+        by, what = f"eval_{c.metric_key}", f"validation {c.metric_key} {value:.3f}, the best of {len(c.metric)} scored"
+    elif c.val:
+        step, value = min(c.val, key=lambda p: p[1])
+        by, what = "eval_loss", f"validation loss {value:.3f}, the lowest of {len(c.val)}"
+    else:
+        return None
+    last_step = max([s for s, _ in c.train + c.val] or [step])
+    saved = info.get("best_checkpoint_step", last_step) if info else None
+    evidence = {"step": step, "by": by, "value": round(value, 4), "saved_step": saved}
+    message = f"keep the weights from step {step} ({what} evaluations)"
+    if saved == step:
+        message += "; the saved weights are that checkpoint"
+    elif saved is not None:
+        message += (f"; the saved weights are from step {saved}: rerun with train.select_best: "
+                    f"{'metric' if by != 'eval_loss' else 'loss'} and early stopping to keep the best one")
+    if verdict == "diverging" and c.non_finite:
+        message += "; resume only from a checkpoint before the first NaN, with a lower learning rate"
+    return Finding("checkpoint", evidence, 1.0, message)
 
 
 def _data_findings(n_validation: int | None, report: dict | None) -> list[Finding]:
@@ -249,4 +445,13 @@ def _summary(c: Curves, records: list[dict]) -> dict:
         out.update(best_val_loss=round(best, 4), best_step=step, best_epoch=epoch, last_val_loss=round(c.val[-1][1], 4))
     if c.train:
         out.update(first_train_loss=round(c.train[0][1], 4), last_train_loss=round(c.train[-1][1], 4))
+    best = c.best_metric()
+    if best is not None:
+        out.update(metric=c.metric_key, best_metric=round(best[1], 4), best_metric_step=best[0],
+                   last_metric=round(c.metric[-1][1], 4), metric_points=len(c.metric))
+        if c.train_metric:
+            out["train_sample_metric"] = round(c.train_metric[-1][1], 4)
+    epochs = max((r.get("epoch") or 0 for r in records), default=0)
+    if epochs:
+        out["epochs_done"] = round(epochs, 3)
     return out

@@ -4,13 +4,18 @@ With the run's config the changes are absolute (`train.learning_rate` 2e-4 → 1
 metrics.jsonl the hyperparameters are unknown and the changes are relative ("x0.5").
 `next_config` is the run's config with every change applied that is a config key; the adapter
 scale is an inference-time change and stays a recommendation only.
+
+A healthy run still gets what could improve its result next: more epochs when the validation
+loss or metric was still improving at the end, else a larger adapter or other step sizes.
+Every change carries its cost: the estimated training minutes of a run with it, scaled from the
+run's own measured training time (so on this machine, at this data size).
 """
 
 from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from tuneloop.config import get_key, set_key
 from tuneloop.doctor.diagnose import Diagnosis
@@ -20,6 +25,25 @@ MAX_EPOCHS = 10
 # The guides' learning-rate ranges; a recommendation far outside them jumps to the range instead
 # of taking a step that would leave it just as far out (1e-7 x 2 is still nothing).
 LR_RANGE = {"lora": (1e-4, 1e-3), "full": (1e-5, 5e-5)}
+# Measured cost of a change, per training step (LOG.md): LoRA dropout's masks cost ~35% of a CPU
+# step; the rank barely matters on CPU (the LoRA products are overhead-bound, not FLOP-bound).
+DROPOUT_STEP_COST = 1.35
+
+
+def estimated_minutes(train_seconds: float | None, config: dict | None, changes: dict) -> float | None:
+    """Training minutes of a run of `config` with `changes`, from the run's own training time:
+    time scales with the epochs, and LoRA dropout's masks add DROPOUT_STEP_COST per step."""
+    if not train_seconds or not config:
+        return None
+    epochs_now, epochs_next = get_key(config, "train.epochs"), changes.get("train.epochs", get_key(config, "train.epochs"))
+    factor = epochs_next / epochs_now if isinstance(epochs_now, (int, float)) and epochs_now > 0 else 1.0
+    dropout_now = get_key(config, "lora.dropout") or 0
+    dropout_next = changes.get("lora.dropout", dropout_now) or 0
+    if dropout_next and not dropout_now:
+        factor *= DROPOUT_STEP_COST
+    elif dropout_now and not dropout_next:
+        factor /= DROPOUT_STEP_COST
+    return round(train_seconds * factor / 60, 1)
 
 
 @dataclass(frozen=True)
@@ -29,9 +53,11 @@ class Recommendation:
     to: object  # the new value, or a relative change such as "x0.5" when the current value is unknown
     why: str
     applied: bool = True  # part of next_config; False for alternatives and inference-time changes
+    minutes: float | None = None  # estimated training minutes of a run with this change (None: unknown)
 
     def to_dict(self) -> dict:  # "from" is a Python keyword, hence the field's trailing underscore
-        return {"param": self.param, "from": self.from_, "to": self.to, "why": self.why, "applied": self.applied}
+        return {"param": self.param, "from": self.from_, "to": self.to, "why": self.why, "applied": self.applied,
+                "minutes": self.minutes}
 
 
 def recommend(diagnosis: Diagnosis, config: dict | None) -> Diagnosis:
@@ -42,14 +68,19 @@ def recommend(diagnosis: Diagnosis, config: dict | None) -> Diagnosis:
         "underfitting": _underfitting,
         "diverging": _diverging,
         "undertrained": _undertrained,
-    }.get(diagnosis.verdict, lambda d, g: [])(diagnosis, get)
+        "healthy": _healthy,
+    }[diagnosis.verdict](diagnosis, get)
+    seconds = diagnosis.summary.get("train_seconds")
+    changes = [replace(r, minutes=estimated_minutes(seconds, config, {r.param: r.to}))
+               if r.param.split(".")[0] in ("train", "lora") and not isinstance(r.to, str) else r for r in changes]
     diagnosis.recommendations = changes
     if config is not None:
         next_config = copy.deepcopy(config)
-        for r in changes:
-            if r.applied and not isinstance(r.to, str):  # "x2" means the current value was unknown
-                set_key(next_config, r.param, r.to)
+        applied = {r.param: r.to for r in changes if r.applied and not isinstance(r.to, str)}  # "x2": value unknown
+        for param, value in applied.items():
+            set_key(next_config, param, value)
         diagnosis.next_config = next_config
+        diagnosis.summary["next_run_minutes"] = estimated_minutes(seconds, config, applied)
     return diagnosis
 
 
@@ -145,6 +176,43 @@ def _diverging(d: Diagnosis, get) -> list[Recommendation]:
     clip = get("train.max_grad_norm")
     out.append(Recommendation("train.max_grad_norm", clip, _round(min(clip * 0.5, 1.0)) if clip else "x0.5",
                               "tighter gradient clipping caps the size of any single update", applied=clip is not None))
+    return out
+
+
+def _healthy(d: Diagnosis, get) -> list[Recommendation]:
+    """Nothing is wrong; what could still raise the result. With headroom (the best validation
+    loss or metric at the end), more of the same training; on a plateau, a larger adapter first
+    (nearly free on CPU), then other step sizes and longer training as alternatives."""
+    epochs, lr, method = get("train.epochs"), get("train.learning_rate"), get("train.method")
+    out = []
+    headroom = next((f for f in d.findings if f.kind == "still_improving"), None)
+    if headroom:
+        what = "validation " + (headroom.evidence["metric"] if headroom.evidence.get("by") == "metric" else "loss")
+        out.append(Recommendation("train.epochs", epochs, _round(min(MAX_EPOCHS, epochs * 2)) if epochs else "x2",
+                                  f"could improve: {what} was still improving when training ended; twice the epochs "
+                                  "continue the climb (the best checkpoint is kept if it turns)",
+                                  applied=epochs is not None))
+    if method != "full":
+        r, alpha = get("lora.r"), get("lora.alpha")
+        new_r = min(MAX_RANK, r * 2) if r else "x2"
+        if r is None or r < MAX_RANK:
+            main = not headroom and r is not None
+            out.append(Recommendation("lora.r", r, new_r, ("could improve: " if main else "alternative: ")
+                                      + "a higher-rank adapter can express more of the task", applied=main))
+            out.append(Recommendation("lora.alpha", alpha, 2 * new_r if isinstance(new_r, int) else "x2",
+                                      "keep alpha at 2 x rank so the larger adapter's update keeps its scale",
+                                      applied=main and alpha is not None))
+    low, high = LR_RANGE["full" if method == "full" else "lora"]
+    if lr is not None and lr < high:
+        out.append(Recommendation("train.learning_rate", lr, _round(min(high, lr * 2)),
+                                  "alternative: larger steps reach a better point in the same number of epochs",
+                                  applied=False))
+    if not headroom:
+        out.append(Recommendation("train.epochs", epochs, _round(min(MAX_EPOCHS, epochs * 1.5)) if epochs else "x1.5",
+                                  "alternative: longer training, with the best checkpoint kept", applied=False))
+    if lr is not None and lr > low:
+        out.append(Recommendation("train.learning_rate", lr, _round(max(low, lr * 0.5)),
+                                  "alternative: smaller steps settle into a finer minimum", applied=False))
     return out
 
 

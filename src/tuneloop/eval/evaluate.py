@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from tuneloop.config import EvalConfig
 from tuneloop.data import Example
 from tuneloop.eval.generate import generate_answers
@@ -17,6 +19,16 @@ def generation_set(examples: list[Example], config: EvalConfig) -> list[Example]
     return examples[: config.max_examples or len(examples)]
 
 
+def answer_token_budget(tokenizer, answers: list[str]) -> int:
+    """`eval.max_new_tokens: auto`: the longest reference answer in tokens, x 1.25 + 8. A label
+    task then generates ~12 tokens instead of 128: generation stops only when every row of a
+    batch has ended, so one rambling answer would otherwise cost the whole batch 128 steps."""
+    if not answers:
+        return 128
+    longest = max(len(ids) for ids in tokenizer(answers, add_special_tokens=False)["input_ids"])
+    return math.ceil(1.25 * longest) + 8
+
+
 def metric_for(examples: list[Example], config: EvalConfig) -> str:
     labelled = bool(examples) and all(e.label is not None and e.label == e.answer.strip() for e in examples)
     return choose_metric([e.answer for e in examples], config.metric, labelled=labelled)
@@ -29,8 +41,11 @@ def generate_and_score(model, tokenizer, examples: list[Example], config: EvalCo
     if not gen_set:
         return {"metric": "loss", "metrics": {}, "outputs": [], "per_example": []}
     metric = metric or metric_for(gen_set, config)
+    max_new_tokens = config.max_new_tokens
+    if max_new_tokens == "auto":  # a config that was not resolved by a run: bound by these references
+        max_new_tokens = answer_token_budget(tokenizer, [e.answer for e in gen_set])
     outputs = generate_answers(
-        model, tokenizer, [e.prompt for e in gen_set], max_new_tokens=config.max_new_tokens,
+        model, tokenizer, [e.prompt for e in gen_set], max_new_tokens=max_new_tokens,
         batch_size=config.batch_size, autocast_dtype=precision.autocast_dtype, on_batch=on_batch,
         sample=config.sample, temperature=config.temperature, top_p=config.top_p, seed=config.seed)
     metrics, per = score(metric, outputs, [e.answer for e in gen_set])

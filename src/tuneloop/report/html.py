@@ -138,8 +138,29 @@ def _lineage_section(info: dict) -> str:
             + (f"<ul>{changes}</ul>" if changes else ""))
 
 
+def _doctor_section(diagnosis: dict | None, next_config: Path | None) -> str:
+    """The report ends where the user decides what to do next: the verdict, the findings, the
+    top recommendations with their cost, and the command that runs the next config."""
+    if not diagnosis:
+        return ""
+    findings = "".join(f"<li>{_e(f['message'])} <span class='muted'>({_e(f['kind'])}, confidence "
+                       f"{f['confidence']:.1f})</span></li>" for f in diagnosis["findings"])
+    rows = "".join(
+        f"<tr><td>{_e(r['param'])}</td><td>{_e(r['from'])}</td><td><b>{_e(r['to'])}</b></td><td>{_e(r['why'])}</td>"
+        f"<td>{'' if r.get('minutes') is None else _e(r['minutes'])}</td><td>{'yes' if r['applied'] else ''}</td></tr>"
+        for r in diagnosis["recommendations"][:TOP_RECOMMENDATIONS])
+    table = ("<table><tr><th>change</th><th>from</th><th>to</th><th>why</th><th>est. training minutes</th>"
+             f"<th>in next config</th></tr>{rows}</table>") if rows else ""
+    command = f"<p>next: <code>tuneloop run {_e(next_config)}</code></p>" if next_config else ""
+    return (f"<h2>The doctor: {_e(diagnosis['verdict'])}</h2><ul>{findings}</ul>{table}{command}")
+
+
+TOP_RECOMMENDATIONS = 5
+
+
 def render_report(*, run_id: str, config: dict, info: dict, metrics: list[dict], evaluation: dict | None,
-                  data_report: dict | None = None, token_histogram: bytes | None = None) -> str:
+                  data_report: dict | None = None, token_histogram: bytes | None = None,
+                  diagnosis: dict | None = None, next_config: Path | None = None) -> str:
     png = base64.b64encode(loss_curve_png(metrics)).decode()
     hp = config.get("train", {}) | {f"lora.{k}": v for k, v in config.get("lora", {}).items()}
     hp_rows = "".join(f"<tr><td>{_e(k)}</td><td>{_e(v)}</td></tr>" for k, v in hp.items())
@@ -152,11 +173,12 @@ def render_report(*, run_id: str, config: dict, info: dict, metrics: list[dict],
 status {_e(info.get('status', '?'))} · precision {_e(info.get('precision', '?'))} on {_e(info.get('device', '?'))} ·
 split {_e(info.get('split_sizes', {}))}</p>
 {_lineage_section(info)}
-<h2>Training and validation loss</h2>
-<img alt="loss curves" src="data:image/png;base64,{png}">
+<h2>Training and validation loss, and the validation task metric</h2>
+<img alt="loss curves and the task metric" src="data:image/png;base64,{png}">
 {_evaluation_section(evaluation)}
 {_data_section(data_report, token_histogram)}
 <h2>Hyperparameters</h2><table>{hp_rows}</table>
 <h2>Timings</h2><table>{timing_rows}</table>
+{_doctor_section(diagnosis, next_config)}
 </body></html>
 """

@@ -7,7 +7,8 @@
     metrics.jsonl   one object per logged point: step, epoch, train_loss | eval_loss, ...
     adapter/        PEFT LoRA adapter (PeftModel.from_pretrained)
     eval.json       base and fine-tuned metrics on the test split, with per-example outputs
-    report.html     self-contained report
+    report.html     self-contained report, ending with the doctor's verdict
+    next.yaml       the doctor's recommended next config, ready for `tuneloop run` (when it changes anything)
 
 Writers append or replace whole files atomically, so a reader (the dashboard, a second
 terminal running `diagnose`) never sees half a JSON object.
@@ -62,6 +63,7 @@ class RunDir:
     token_histogram_file = property(lambda self: self.path / "data" / "token_lengths.png")
     dropped_file = property(lambda self: self.path / "data" / "dropped.jsonl")
     checkpoints_dir = property(lambda self: self.path / "checkpoints")
+    next_config_file = property(lambda self: self.path / "next.yaml")  # the doctor's recommended next run
 
     def append_metrics(self, record: dict[str, Any]) -> None:
         # One write() of one line: appends of that size are atomic on local filesystems.

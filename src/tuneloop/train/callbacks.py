@@ -16,6 +16,12 @@ KEEP = ("train_loss", "eval_loss", "learning_rate", "grad_norm", "train_token_ac
         "num_tokens", "tokens_per_second", "weight_penalty")
 
 
+def _kept(name: str) -> bool:
+    """KEEP, plus what each validation pass adds: eval_loss_se and the task metric of continuous
+    evaluation (eval_<key>, eval_<key>_se, train_<key>); not the Trainer's timing figures."""
+    return name in KEEP or (name.startswith(("eval_", "train_")) and not name.endswith(("_runtime", "_per_second")))
+
+
 def peak_memory_mb() -> float:
     """Peak memory of the process so far: CUDA allocations on a GPU, resident set size on CPU."""
     import resource
@@ -54,7 +60,7 @@ class MetricsWriter(TrainerCallback):
         record = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4)}
         for key, value in logs.items():
             name = RENAMES.get(key, key)
-            if name in KEEP and isinstance(value, (int, float)):
+            if _kept(name) and isinstance(value, (int, float)):
                 record[name] = value if math.isfinite(value) else str(value)
         if "train_loss" in record and "num_tokens" in record and self._step_time > 0:
             record["tokens_per_second"] = round((record["num_tokens"] - self._last_tokens) / self._step_time, 1)
@@ -72,13 +78,14 @@ class TrainingProgress(TrainerCallback):
     Add it after `writer` so it shows the throughput the writer has just computed.
     """
 
-    def __init__(self, console, writer: MetricsWriter, doctor=None):
+    def __init__(self, console, writer: MetricsWriter, doctor=None, task_eval=None):
         self.console = console
         self.writer = writer
         self.doctor = doctor  # a LiveDoctor, whose latest verdict is shown
+        self.task_eval = task_eval  # a TaskEvaluator: its task metric (e.g. field_accuracy) is shown
         self._progress = None
         self._task = None
-        self._fields = {"train": "-", "val": "-", "tps": "-", "doctor": ""}
+        self._fields = {"train": "-", "val": "-", "metric": "", "tps": "-", "doctor": ""}
 
     def on_train_begin(self, args, state, control, **kwargs):
         if not state.is_local_process_zero:
@@ -87,8 +94,8 @@ class TrainingProgress(TrainerCallback):
 
         self._progress = Progress(
             TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
-            TextColumn("train {task.fields[train]}  val {task.fields[val]}  {task.fields[tps]} tok/s"
-                       "{task.fields[doctor]}"),
+            TextColumn("train {task.fields[train]}  val {task.fields[val]}{task.fields[metric]}  "
+                       "{task.fields[tps]} tok/s{task.fields[doctor]}"),
             console=self.console, transient=False,
         )
         self._progress.start()
@@ -106,6 +113,9 @@ class TrainingProgress(TrainerCallback):
             self._fields["train"] = f"{logs['loss']:.3f}"
         if "eval_loss" in logs:
             self._fields["val"] = f"{logs['eval_loss']:.3f}"
+        key = self.task_eval.key if self.task_eval else None
+        if key and f"eval_{key}" in logs:
+            self._fields["metric"] = f"  val {key} {logs[f'eval_{key}']:.3f}"
         if "tokens_per_second" in self.writer.latest:
             self._fields["tps"] = f"{self.writer.latest['tokens_per_second']:.0f}"
         self._progress.update(self._task, **self._fields)

@@ -28,10 +28,13 @@ class CompletionLossTrainer(SFTTrainer):
     those copies cost ~0.5 s per step and autocast casts back to bf16 anyway.
     """
 
-    def __init__(self, *args, autocast_dtype: torch.dtype | None = None, l1: float = 0.0, l2: float = 0.0, **kwargs):
+    def __init__(self, *args, autocast_dtype: torch.dtype | None = None, l1: float = 0.0, l2: float = 0.0,
+                 task_eval=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.autocast_dtype = autocast_dtype
         self.l1, self.l2 = l1, l2
+        self.task_eval = task_eval  # a TaskEvaluator: the task metric at each validation pass
+        self._example_losses: list[float] = []  # per validation example, for the loss's standard error
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         mode = "train" if model.training else "eval"
@@ -43,7 +46,12 @@ class CompletionLossTrainer(SFTTrainer):
             outputs = model(**model_inputs, logits_to_keep=keep, use_cache=False)
         logits = outputs.logits.float()  # (n_label_tokens, vocab); fp32 for a stable log-softmax
         targets = shifted[keep]
-        loss_sum = F.cross_entropy(logits, targets, reduction="sum")
+        if mode == "train":
+            loss_sum = F.cross_entropy(logits, targets, reduction="sum")
+        else:
+            token_losses = F.cross_entropy(logits, targets, reduction="none")
+            loss_sum = token_losses.sum()
+            self._record_example_losses(token_losses.detach(), keep)
         # With gradient accumulation the Trainer passes the token count of the whole accumulated
         # batch, so long and short micro-batches weigh by tokens, not by micro-batch.
         denominator = num_items_in_batch if num_items_in_batch is not None else targets.numel()
@@ -66,6 +74,30 @@ class CompletionLossTrainer(SFTTrainer):
                 else inputs["input_ids"].numel()
             self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
         return (loss, outputs) if return_outputs else loss
+
+    def _record_example_losses(self, token_losses: torch.Tensor, keep: torch.Tensor) -> None:
+        rows = keep.nonzero(as_tuple=True)[0]
+        sums = torch.zeros(keep.shape[0], device=token_losses.device).index_add_(0, rows, token_losses.float())
+        counts = keep.sum(dim=1)
+        self._example_losses += (sums[counts > 0] / counts[counts > 0]).tolist()
+
+    def evaluation_loop(self, *args, **kwargs):
+        """The validation pass, plus what the doctor needs to judge it: the standard error of the
+        loss over examples (`eval_loss_se`: a small validation set jitters), and the task metric
+        of continuous evaluation (`eval_<key>`, train/task_eval.py)."""
+        self._example_losses = []
+        output = super().evaluation_loop(*args, **kwargs)
+        prefix = kwargs.get("metric_key_prefix", "eval")
+        if prefix != "eval":  # the test split after training: eval/ reports it
+            return output
+        losses = self._example_losses
+        if len(losses) > 1:
+            mean = sum(losses) / len(losses)
+            sd = (sum((x - mean) ** 2 for x in losses) / (len(losses) - 1)) ** 0.5
+            output.metrics["eval_loss_se"] = round(sd / len(losses) ** 0.5, 5)
+        if self.task_eval is not None and self.is_world_process_zero():
+            output.metrics.update(self.task_eval(self.model, self.state))
+        return output
 
     def _weight_penalty(self, model) -> torch.Tensor:
         """L1/L2 on the trainable weights (the adapters, or everything unfrozen in full fine-tuning)."""

@@ -44,13 +44,17 @@ def save_steps_for(train: TrainConfig, eval_steps: int) -> int:
 
 
 def build_trainer(model, tokenizer, train_rows, val_rows, *, train: TrainConfig, lora: LoraConfig,
-                  max_seq_len: int, precision: Precision, output_dir: Path, callbacks=(), device: str = "cpu"):
+                  max_seq_len: int, precision: Precision, output_dir: Path, callbacks=(), device: str = "cpu",
+                  task_eval=None):
+    """`task_eval`: a TaskEvaluator (continuous evaluation). With it, `train.select_best` auto or
+    metric keeps the weights of the best validation metric instead of the best validation loss."""
     from peft import LoraConfig as PeftLoraConfig
     from transformers import EarlyStoppingCallback, PrinterCallback
     from trl import SFTConfig
 
     from tuneloop.train.loss import CompletionLossTrainer
     from tuneloop.train.speed import use_liger
+    from tuneloop.train.task_eval import KeepBestByMetric
 
     # Padding-free (one concatenated row per batch) pays off only with varlen attention kernels
     # (flash-attention on CUDA). On CPU, SDPA evaluates the dense block-diagonal mask and was
@@ -59,7 +63,11 @@ def build_trainer(model, tokenizer, train_rows, val_rows, *, train: TrainConfig,
     padding_free = train.packing or (train.padding_free and device == "cuda")
     eval_steps = eval_steps_for(train, len(train_rows))
     early_stopping = train.early_stopping_patience > 0
-    keep_best = early_stopping or train.doctor == "stop"  # either may end a run past its best point
+    by_metric = task_eval is not None and train.select_best != "loss"
+    # Either may end a run past its best point. By metric, KeepBestByMetric keeps the best weights
+    # itself: the Trainer's own selection would need the metric at every evaluation, and
+    # continuous evaluation skips some to stay within its time budget.
+    keep_best = (early_stopping or train.doctor == "stop") and not by_metric
 
     args = SFTConfig(
         output_dir=str(output_dir),
@@ -119,13 +127,19 @@ def build_trainer(model, tokenizer, train_rows, val_rows, *, train: TrainConfig,
         use_dora=lora.use_dora,
         task_type="CAUSAL_LM",
     )
-    if early_stopping:
+    if task_eval is not None:
+        callbacks = [*callbacks, task_eval]
+    if by_metric:
+        callbacks = [*callbacks, KeepBestByMetric(task_eval, train.early_stopping_patience,
+                                                  train.early_stopping_min_delta)]
+    elif early_stopping:
         callbacks = [*callbacks, EarlyStoppingCallback(train.early_stopping_patience, train.early_stopping_min_delta)]
     trainer = CompletionLossTrainer(
         model=model,
         autocast_dtype=precision.autocast_dtype,
         l1=train.adapter_l1,
         l2=train.adapter_l2,
+        task_eval=task_eval,
         args=args,
         train_dataset=train_rows,
         eval_dataset=val_rows,
