@@ -217,6 +217,9 @@ class SweepConfig(_Section):
                           "trials at the same step.")
     storage: str | None = Field(None, description="Optuna storage URL; default sqlite in runs_dir/sweeps/<name>/. "
                                 "Point workers on several hosts at one PostgreSQL/MySQL URL to share a study.")
+    heartbeat_seconds: int = Field(60, ge=1, description="Each running trial's heartbeat; a trial silent for 3 "
+                                   "heartbeats (its worker was killed) is marked failed and its place is taken by "
+                                   "a new trial.")
     seed: int = 42
 
 

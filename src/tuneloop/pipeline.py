@@ -257,7 +257,7 @@ def _train_and_evaluate(run: RunDir, config: RunConfig, splits: Splits, folder, 
         if main:
             run.finish("stopped" if isinstance(e, KeyboardInterrupt) else "failed", error=f"{type(e).__name__}: {e}")
         raise
-    return RunResult(run, evaluation, timings)
+    return RunResult(run, evaluation, timings, diagnosis)
 
 
 def continuous_evaluation(config: RunConfig, splits: Splits, tokenizer, precision: Precision) -> TaskEvaluator | None:

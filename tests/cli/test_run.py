@@ -61,6 +61,43 @@ def test_eval_and_report(finished_run):
     assert "field_accuracy" in result.stdout and "report:" in result.stdout
 
 
+def test_continuous_evaluation_logs_the_task_metric_next_to_the_loss(finished_run):
+    run, _ = finished_run
+    evals = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if "eval_loss" in line]
+    scored = [r for r in evals if "eval_field_accuracy" in r]
+    assert scored[0] is evals[0] and scored[-1] is evals[-1]  # the first and the last are always scored
+    assert all(0 <= r["eval_field_accuracy"] <= 1 and r["eval_field_accuracy_se"] >= 0 for r in scored)
+    assert all(r["eval_loss_se"] > 0 for r in evals)
+    info = json.loads((run / "run.json").read_text())
+    ce = info["continuous_evaluation"]
+    assert ce["metric"] == "json_fields" and ce["rows"] == 6 and ce["scored_steps"][-1] == evals[-1]["step"]
+    assert ce["seconds"] > 0 and ce["share_of_training"] > 0
+    assert info["selected_by"] == "eval_field_accuracy" and info["best_checkpoint_step"] in ce["scored_steps"]
+    config = (run / "config.yaml").read_text()
+    assert "max_new_tokens: 8" in config  # the config's own value; auto is resolved from the answers (test_engine)
+
+
+def test_the_run_ends_with_the_doctor_and_a_ready_next_config(finished_run, tmp_path):
+    run, result = finished_run
+    assert "doctor: " in result.stdout and "next: tuneloop run " in result.stdout
+    assert "keep the weights from step" in result.stdout
+    report = (run / "report.html").read_text()
+    assert "<h2>The doctor: " in report and "est. training minutes" in report
+    assert report.index("The doctor:") > report.index("Timings")  # at the end, where the reader decides
+    import yaml
+
+    from tuneloop.config import config_from_dict, get_key
+
+    diagnosis = json.loads(tuneloop("diagnose", str(run), "--json", cwd=tmp_path).stdout)
+    assert diagnosis["recommendations"] and all("minutes" in r for r in diagnosis["recommendations"])
+    # next.yaml is the run's config with exactly the applied recommendations, and a valid config
+    now, nxt = (yaml.safe_load((run / name).read_text()) for name in ("config.yaml", "next.yaml"))
+    applied = {r["param"]: r["to"] for r in diagnosis["recommendations"] if r["applied"]}
+    assert applied and all(get_key(nxt, k) == v for k, v in applied.items())
+    assert all(get_key(now, k) != v for k, v in applied.items())
+    config_from_dict(nxt)
+
+
 def test_adapter_loads_with_peft(finished_run, tiny_model):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM

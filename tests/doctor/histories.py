@@ -6,12 +6,19 @@ gradient spike, the jitter of a tiny validation set, losses that rebound, a vali
 that rises while the task metric still improves. `label` is the verdict a careful reader gives;
 `finding` is a note or shape the doctor must report. bench/doctor_peers.py runs tuneloop's
 doctor and the peers on these same histories.
+
+REAL adds histories of real training runs (histories/real/<label>-<name>.jsonl), labelled by
+how the run was set up or by what the next run showed, never by a diagnoser's answer:
+bench/real_histories.py makes the tiny-model ones; the SmolLM2 ones are runs of this project's
+benchmarks (their origin is in histories/real/README.md).
 """
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -105,4 +112,12 @@ CASES: dict[str, Case] = {
     "no_gain_over_base": Case(history(HEALTHY_TRAIN, HEALTHY_VAL, metric=[0.3, 0.3, 0.31, 0.3, 0.31, 0.3, 0.31, 0.3]),
                               "underfitting", "no_gain_over_base",
                               kwargs={"base_metric": 0.31, "tuned_metric": 0.3}),
+}
+
+
+REAL_DIR = Path(__file__).resolve().parent / "histories" / "real"
+REAL: dict[str, Case] = {
+    f"real:{path.stem}": Case([json.loads(line) for line in path.read_text().splitlines() if line.strip()],
+                              path.stem.split("-", 1)[0])
+    for path in sorted(REAL_DIR.glob("*.jsonl"))
 }

@@ -104,7 +104,8 @@ def test_overfitting_despite_early_stopping_lowers_the_learning_rate():
 
 
 @pytest.mark.parametrize("method, lr, verdict, expected", [
-    ("lora", 1e-7, "underfitting", 1e-4),  # far below the range: jump to its floor, not 2e-7
+    ("lora", 1e-7, "underfitting", 2e-4),  # far below the range: to the guides' usual value, not 2e-7
+    ("full", 1e-8, "underfitting", 2e-5),
     ("lora", 5.0, "diverging", 1e-3),  # far above: to the range's top, not 1.5
     ("full", 1e-3, "diverging", 5e-5),
 ])

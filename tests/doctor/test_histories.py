@@ -2,15 +2,18 @@
 explains it, and no contradictory finding beside it."""
 
 import pytest
-from histories import CASES
+from histories import CASES, REAL
 
 from tuneloop.doctor import diagnose_metrics, recommend
 from tuneloop.doctor.diagnose import VERDICTS
 
 
-@pytest.mark.parametrize("name", list(CASES))
+ALL = {**CASES, **REAL}
+
+
+@pytest.mark.parametrize("name", list(ALL))
 def test_verdict_and_finding(name):
-    case = CASES[name]
+    case = ALL[name]
     d = diagnose_metrics(case.records, **case.kwargs)
     messages = [f"{f.kind}/{f.name}: {f.message}" for f in d.findings]
     assert d.verdict == case.label, messages
@@ -23,11 +26,11 @@ def test_verdict_and_finding(name):
     assert all(f.evidence and 0 < f.confidence <= 1 for f in d.findings if f.kind != "healthy")
 
 
-@pytest.mark.parametrize("name", list(CASES))
+@pytest.mark.parametrize("name", list(ALL))
 def test_every_verdict_says_which_checkpoint_to_keep(name):
-    d = diagnose_metrics(CASES[name].records, **CASES[name].kwargs)
+    d = diagnose_metrics(ALL[name].records, **ALL[name].kwargs)
     keep = [f for f in d.findings if f.kind == "checkpoint"]
-    if any("eval_loss" in r for r in CASES[name].records):
+    if any("eval_loss" in r for r in ALL[name].records):
         assert len(keep) == 1 and "keep the weights from step" in keep[0].message
 
 

@@ -50,7 +50,7 @@ train: {{epochs: 2, learning_rate: 1.0e-7, batch_size: 4, log_every: 1, warmup_r
     assert first["verdict"] == "underfitting" and first["step"] == [] and first["parent"] is None
     assert second["parent"] == first["run"]
     changed = {s["param"]: (s["from"], s["to"]) for s in second["step"]}
-    assert changed["train.learning_rate"] == (1e-7, 1e-4)  # jumped into the guides' LoRA range
+    assert changed["train.learning_rate"] == (1e-7, 2e-4)  # jumped to the guides' usual LoRA value
     assert changed["train.epochs"] == (2.0, 4.0)
     assert second["best_val_loss"] < first["best_val_loss"]
     assert lineage["best_run"] == second["run"] and lineage["stopped_because"] == "run budget spent (2 runs)"
@@ -80,5 +80,6 @@ def test_autotune_selects_by_the_validation_metric_and_tests_base_first_and_best
     assert test["best"]["run"] == lineage["best_run"]
     assert all(0 <= test[k]["metrics"]["field_accuracy"] <= 1 for k in ("base", "first", "best"))
     assert all(f"│ {label} " in result.stdout for label in ("base", "first", "best"))  # the test-split table
+    assert "base model → first run → best run" in (home / "report.html").read_text()
     bad = tuneloop("autotune", "m.yaml", "--select", "vibes", cwd=tmp_path, timeout=120)
     assert bad.returncode == 2 and "val_loss or metric" in bad.stderr

@@ -33,11 +33,13 @@ def test_runs_list_filters_and_sorts(client, ui_store):
 def test_run_page_has_curves_doctor_evaluation_and_data(client, ui_store):
     _, runs = ui_store
     page = client.get(f"/runs/{runs['slow'].name}").text
-    for needle in ('id="loss"', "/static/plotly.min.js", "underfitting", "launch the recommended next run",
+    for needle in ('id="loss"', 'id="metric"', "task metric:", "/static/plotly.min.js", "underfitting",
+                   "launch the recommended next run", "est. training minutes", "keep the weights from step",
                    "Test split: base vs fine-tuned", "interval of the change", "Data", "learning_rate"):
         assert needle in page, needle
     api = client.get(f"/api/runs/{runs['slow'].name}").json()
     assert api["status"] == "finished" and any("eval_loss" in m for m in api["metrics"])
+    assert any("eval_field_accuracy" in m for m in api["metrics"])  # continuous evaluation, for the metric chart
     assert client.get("/static/plotly.min.js").headers["content-type"].startswith("application/javascript")
 
 
@@ -52,7 +54,7 @@ def test_launch_the_recommended_next_run(client, ui_store):
     assert response.status_code == 303
     [config_file] = client.launched
     config = yaml.safe_load(config_file.read_text())
-    assert config["train"]["learning_rate"] == 1e-4  # the doctor's jump into the LoRA range
+    assert config["train"]["learning_rate"] == 2e-4  # the doctor's jump to the guides' usual LoRA value
     assert config["runs_dir"] == str((work / "runs").resolve())
 
 

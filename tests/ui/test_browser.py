@@ -51,6 +51,8 @@ def test_browse_open_a_run_see_its_chart_and_rate(dashboard, tmp_path):
         page.click(f"text={runs['good'].name}")
         page.wait_for_selector("#loss .main-svg")  # Plotly drew the chart, from the locally served script
         assert page.locator("#loss .scatterlayer .trace").count() == 2  # training and validation loss
+        page.wait_for_selector("#metric .main-svg")  # the task metric of continuous evaluation, charted
+        assert "task metric: field_accuracy" in page.locator("#metric .gtitle").inner_text()
         assert page.locator("#verdict").inner_text() in ("healthy", "underfitting", "undertrained", "overfitting")
         page.screenshot(path=str(tmp_path / "run.png"), full_page=True)
 

@@ -15,7 +15,8 @@ Overrides = Annotated[list[str], typer.Option("--set", help="Override a config v
 
 def autotune(
     config: Annotated[Path, typer.Argument(help="Run config YAML to start from.")],
-    max_runs: Annotated[int, typer.Option("--max-runs", min=1, help="Budget: at most this many runs.")] = 4,
+    max_runs: Annotated[int | None, typer.Option("--max-runs", min=1, help="Budget: at most this many runs "
+                                                 "(default 4, or no limit with --max-minutes).")] = None,
     max_minutes: Annotated[float | None, typer.Option("--max-minutes", help="Budget: no run starts whose estimated "
                                                       "time (the doctor's, from the runs so far) would end past "
                                                       "this; the final test evaluation is kept within it.")] = None,
@@ -30,6 +31,8 @@ def autotune(
 
     if select not in ("auto", "val_loss", "metric"):
         raise typer.BadParameter("use auto, val_loss or metric", param_hint="--select")
+    if max_runs is None and max_minutes is None:
+        max_runs = 4
     tune = config_job(config, set_, lambda cfg: run_autotune(cfg, max_runs=max_runs, max_minutes=max_minutes,
                                                              select=select, console=console))
     by_metric = tune.select == "metric"

@@ -272,16 +272,20 @@ def _underfitting(c: Curves, base_loss, tuned_loss, base_metric, tuned_metric, n
     out = []
     if len(c.train) >= 4 and len(c.val) >= 2:
         s = smooth(c.train)
-        train_gain = (s[0] - s[-1]) / s[0] if s[0] > 0 else 0.0
+        # From the first evaluation on: the first few steps drop fast on any run (format tokens,
+        # the end-of-turn marker) and say nothing about whether the task is being learned.
+        start = _train_at(c, c.val[0][0]) or s[0]
+        train_gain = (start - s[-1]) / start if start > 0 else 0.0
         val_gain = (c.val[0][1] - c.val[-1][1]) / c.val[0][1] if c.val[0][1] > 0 else 0.0
         # Flat, not rising: losses that go up are divergence or overfitting, not a model that cannot learn.
         if -FLAT < train_gain < FLAT and -max(FLAT, noise) < val_gain < FLAT and c.val[-1][1] > HIGH_LOSS:
-            out.append(Finding("underfitting", {"train_loss": [round(s[0], 4), round(s[-1], 4)],
+            out.append(Finding("underfitting", {"train_loss": [round(start, 4), round(s[-1], 4)],
                                                 "val_loss": [round(c.val[0][1], 4), round(c.val[-1][1], 4)],
                                                 "train_improvement": round(train_gain, 3),
                                                 "val_improvement": round(val_gain, 3)}, 0.8,
-                               f"both losses stayed high and flat: training {s[0]:.3f} → {s[-1]:.3f}, "
-                               f"validation {c.val[0][1]:.3f} → {c.val[-1][1]:.3f}", "flat"))
+                               f"both losses stayed high and flat after the first evaluation: training "
+                               f"{start:.3f} → {s[-1]:.3f}, validation {c.val[0][1]:.3f} → {c.val[-1][1]:.3f}",
+                               "flat"))
     if base_loss and tuned_loss and tuned_loss > BASE_GAIN * base_loss:
         out.append(Finding("underfitting", {"base_test_loss": round(base_loss, 4),
                                             "finetuned_test_loss": round(tuned_loss, 4)}, 0.7,
@@ -294,6 +298,15 @@ def _underfitting(c: Curves, base_loss, tuned_loss, base_metric, tuned_metric, n
                                                 "finetuned_test_metric": round(tuned_metric, 4), "metric": c.metric_key},
                                0.8, f"no gain over the base model on the task: test {c.metric_key} "
                                f"{base_metric:.3f} (base) → {tuned_metric:.3f} (fine-tuned)", "no_gain_over_base"))
+    if len(c.metric) >= 2 and c.val and c.val[-1][1] > HIGH_LOSS:
+        sign = 1 if c.higher_is_better else -1
+        best = c.best_metric()
+        if sign * (best[1] - c.metric[0][1]) <= NOISE_Z * _metric_se(c, best[0]):
+            out.append(Finding("underfitting", {"metric": c.metric_key, "first": round(c.metric[0][1], 4),
+                                                "best": round(best[1], 4), "val_loss": round(c.val[-1][1], 4)},
+                               0.6, f"validation {c.metric_key} did not move ({c.metric[0][1]:.3f} → best "
+                               f"{best[1]:.3f}) and the validation loss is still high ({c.val[-1][1]:.3f}): the "
+                               "model has not picked up the task", "no_task_progress"))
     if c.train_metric and c.metric and c.higher_is_better and 0 <= c.train_metric[-1][1] <= 1:
         train_value = c.train_metric[-1][1]
         plateaued = len(c.metric) >= 2 and not _metric_rising_at_end(c)

@@ -25,6 +25,11 @@ MAX_EPOCHS = 10
 # The guides' learning-rate ranges; a recommendation far outside them jumps to the range instead
 # of taking a step that would leave it just as far out (1e-7 x 2 is still nothing).
 LR_RANGE = {"lora": (1e-4, 1e-3), "full": (1e-5, 5e-5)}
+# Where an underfitting run far below the range lands: the guides' usual value, not the range's
+# floor. Measured on banking77 from 1e-5 (bench/results/doctor_real.json, LOG.md): the floor,
+# 1e-4, left validation accuracy at 0.01 after 2 epochs; 2e-4 reached 0.56 in the next run.
+LR_USUAL = {"lora": 2e-4, "full": 2e-5}
+MIN_UNDERFIT_RANK = 8  # doubling a rank-2 adapter to 4 barely adds capacity
 # Measured cost of a change, per training step (LOG.md): LoRA dropout's masks cost ~35% of a CPU
 # step; the rank barely matters on CPU (the LoRA products are overhead-bound, not FLOP-bound).
 DROPOUT_STEP_COST = 1.35
@@ -140,14 +145,18 @@ def _underfitting(d: Diagnosis, get) -> list[Recommendation]:
     out.append(Recommendation("train.epochs", epochs, _round(min(MAX_EPOCHS, epochs * 2)) if epochs else "x2",
                               "the loss had not come down: the model needs more passes over the data"))
     lr = get("train.learning_rate")
-    low, high = LR_RANGE["full" if get("train.method") == "full" else "lora"]
+    method = "full" if get("train.method") == "full" else "lora"
+    low, high = LR_RANGE[method]
     if lr is None or lr < high:
-        out.append(Recommendation("train.learning_rate", lr, _round(min(high, max(lr * 2, low))) if lr else "x2",
-                                  "a short run needs larger steps to move the weights far enough",
+        to = _round(min(high, lr * 2 if lr >= low else max(lr * 2, LR_USUAL[method]))) if lr else "x2"
+        out.append(Recommendation("train.learning_rate", lr, to,
+                                  "a short run needs larger steps to move the weights far enough"
+                                  + (f" (below the guides' range, {low:g}-{high:g}: to their usual {LR_USUAL[method]:g})"
+                                     if lr is not None and lr < low else ""),
                                   applied=lr is not None))
     if get("train.method") != "full":
         r = get("lora.r")
-        new_r = min(MAX_RANK, r * 2) if r else "x2"
+        new_r = min(MAX_RANK, max(MIN_UNDERFIT_RANK, r * 2)) if r else "x2"
         out.append(Recommendation("lora.r", r, new_r, "a higher-rank adapter can express more of the task "
                                   "(rank 4-64)"))
         alpha = get("lora.alpha")

@@ -10,6 +10,20 @@ from tuneloop.report.plots import validation_curves_png
 from tuneloop.runs import RunDir
 
 
+def _test_section(test: dict) -> str:
+    """Base model, first run and best run on the test split: touched once, after the search."""
+    if not test.get("best"):
+        return ""
+    keys = [k for k in test["best"]["metrics"] if k in ("loss", test.get("key"))]
+    rows = "".join(f"<tr><td>{label}</td>" + "".join(f"<td>{_fmt(test[label]['metrics'].get(k))}</td>" for k in keys)
+                   + "</tr>" for label in ("base", "first", "best"))
+    head = "".join(f"<th>{_e(k)}</th>" for k in keys)
+    return (f"<h2>Test split ({_e(test.get('n'))} examples): base model → first run → best run</h2>"
+            f"<table><tr><th></th>{head}</tr>{rows}</table>"
+            "<p class='muted'>runs were chosen on the validation split; the test split was evaluated once, "
+            "at the end</p>")
+
+
 def render_lineage(tune: dict) -> str:
     attempts = tune["attempts"]
     best = tune.get("best_run")
@@ -32,7 +46,8 @@ def render_lineage(tune: dict) -> str:
 stopped: {_e(tune['stopped_because'])}</p>
 <h2>Lineage: which change led to which result</h2>
 <table><tr><th>#</th><th>run</th><th>parent</th><th>change (and why)</th><th>verdict</th><th>best validation loss</th>
-<th>test metric</th><th>time</th></tr>{''.join(rows)}</table>
+<th>validation metric</th><th>time</th></tr>{''.join(rows)}</table>
+{_test_section(tune.get("test") or {})}
 <h2>Validation loss of every run</h2>
 <img alt="validation curves" src="data:image/png;base64,{png}">
 </body></html>

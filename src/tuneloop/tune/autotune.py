@@ -82,7 +82,7 @@ def _score(a: Attempt, select: str) -> float | None:
     return a.metric_value if a.metric in LOWER_IS_BETTER else -a.metric_value
 
 
-def autotune(config: RunConfig, *, max_runs: int = 4, max_minutes: float | None = None, select: str = "auto",
+def autotune(config: RunConfig, *, max_runs: int | None = 4, max_minutes: float | None = None, select: str = "auto",
              console: Console | None = None, evaluate_test: bool = True) -> Autotune:
     from tuneloop.pipeline import run_loop
 
@@ -100,7 +100,7 @@ def autotune(config: RunConfig, *, max_runs: int = 4, max_minutes: float | None 
     reserve = 0.0  # minutes kept for the final test-split evaluation
     while True:
         queue = [q for q in queue if _key(q[0]) not in tried]
-        if len(tune.attempts) >= max_runs:
+        if max_runs is not None and len(tune.attempts) >= max_runs:
             tune.stopped_because = f"run budget spent ({max_runs} runs)"
             break
         left = None if max_minutes is None else max_minutes - (time.perf_counter() - t0) / 60 - reserve
@@ -119,7 +119,8 @@ def autotune(config: RunConfig, *, max_runs: int = 4, max_minutes: float | None 
         tried.add(_key(changes))
         attempt = Attempt(len(tune.attempts), "", parent, changes, step, estimated_minutes=minutes)
         described = ", ".join(f"{s['param']} {s['from']} → {s['to']}" for s in step) or "the config as given"
-        console.rule(f"autotune run {attempt.index + 1}/{max_runs}: {described}"
+        of = f"/{max_runs}" if max_runs is not None else ""
+        console.rule(f"autotune run {attempt.index + 1}{of}: {described}"
                      + (f" (~{minutes:.0f} min)" if minutes else ""))
         t = time.perf_counter()
         result = run_loop(config_with(original, changes, run_name=f"{name}-{attempt.index}"), console,

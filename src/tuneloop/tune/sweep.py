@@ -11,6 +11,8 @@ Each trial is an ordinary run directory; its run.json names the study and trial.
 from __future__ import annotations
 
 import json
+import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,7 +105,8 @@ def sweep(config: RunConfig, *, trials: int | None = None, storage: str | None =
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # A heartbeat lets a resumed sweep mark the trials of a killed process as failed instead of
     # leaving them "running" forever.
-    rdb = optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=180)
+    rdb = optuna.storages.RDBStorage(url, heartbeat_interval=s.heartbeat_seconds, grace_period=3 * s.heartbeat_seconds)
+    worker = f"{socket.gethostname()}:{os.getpid()}"  # which worker ran which trial, in a shared study
     study = optuna.create_study(
         study_name=name, storage=rdb, load_if_exists=True, direction="minimize",
         sampler=optuna.samplers.TPESampler(seed=s.seed, n_startup_trials=min(5, max(2, trials // 3))),
@@ -121,11 +124,13 @@ def sweep(config: RunConfig, *, trials: int | None = None, storage: str | None =
     def objective(trial) -> float:
         values = sample(trial, space)
         trial.set_user_attr("values", values)  # with the derived ones (alpha = 2 x r), for best.yaml
+        trial.set_user_attr("worker", worker)
         console.rule(f"trial {trial.number}: " + ", ".join(f"{k}={_short(v)}" for k, v in values.items()))
         pruning = PruneOnValidationLoss(trial)
         result = run_loop(config_with(original, values, run_name=f"{name}-trial{trial.number}"), console,
                           callbacks=[pruning], evaluate=False,
-                          info={"sweep": {"study": name, "storage": url, "trial": trial.number, "params": values}})
+                          info={"sweep": {"study": name, "storage": _hide_password(url), "trial": trial.number,
+                                          "params": values, "worker": worker}})
         trial.set_user_attr("run", str(result.run.path))
         evals = [v for _, v in Curves.from_metrics(result.run.read_metrics()).val]  # finite values only
         if pruning.pruned_at is not None:
@@ -156,16 +161,23 @@ def _summarise(study, url: str, folder: Path, original: dict) -> SweepResult:
     for t in study.get_trials(deepcopy=False):
         rows.append({"number": t.number, "state": t.state.name.lower(), "params": t.params, "value": t.value,
                      "last_reported": max(t.intermediate_values.items())[1] if t.intermediate_values else None,
-                     "run": t.user_attrs.get("run")})
+                     "run": t.user_attrs.get("run"), "worker": t.user_attrs.get("worker")})
     best = None
     if study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
         b = study.best_trial
         best = {"number": b.number, "value": b.value, "params": b.params, "run": b.user_attrs.get("run")}
         best_config = config_with(original, b.user_attrs["values"], run_name=None)
         (folder / "best.yaml").write_text(dump_config(best_config))
-    (folder / "trials.json").write_text(json.dumps({"study": study.study_name, "storage": url, "best": best,
+    (folder / "trials.json").write_text(json.dumps({"study": study.study_name, "storage": _hide_password(url), "best": best,
                                                     "trials": rows}, indent=2) + "\n")
     return SweepResult(study.study_name, url, folder, rows, best)
+
+
+def _hide_password(url: str) -> str:
+    """A storage URL for run.json and trials.json: user and host, never the password."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
 
 
 def _short(v) -> str:
