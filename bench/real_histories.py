@@ -49,7 +49,7 @@ def main() -> None:
         data.write_text("\n".join(rows[:n]) + "\n")
         config = config_from_dict({"model": str(model), "runs_dir": str(work / "runs"), "run_name": name,
                                    "data": {"path": str(data), "max_seq_len": 256},
-                                   "train": {"log_every": 1, "warmup_ratio": 0.0, **train}})
+                                   "train": {"log_every": 1, "warmup_ratio": 0.0, "metric_rows": 0, **train}})
         result = run_loop(config, Console(quiet=True), evaluate=False)
         shutil.copy(result.run.metrics_file, OUT / f"{name}.jsonl")
         print(name, label, OUT / f"{name}.jsonl")

@@ -301,7 +301,9 @@ def _underfitting(c: Curves, base_loss, tuned_loss, base_metric, tuned_metric, n
     if len(c.metric) >= 2 and c.val and c.val[-1][1] > HIGH_LOSS:
         sign = 1 if c.higher_is_better else -1
         best = c.best_metric()
-        if sign * (best[1] - c.metric[0][1]) <= NOISE_Z * _metric_se(c, best[0]):
+        # Stuck, not slow: a loss still falling by a fifth or more is a model still learning.
+        val_gain = (c.val[0][1] - c.val[-1][1]) / c.val[0][1] if c.val[0][1] > 0 else 0.0
+        if sign * (best[1] - c.metric[0][1]) <= NOISE_Z * _metric_se(c, best[0]) and val_gain < 2 * FLAT:
             out.append(Finding("underfitting", {"metric": c.metric_key, "first": round(c.metric[0][1], 4),
                                                 "best": round(best[1], 4), "val_loss": round(c.val[-1][1], 4)},
                                0.6, f"validation {c.metric_key} did not move ({c.metric[0][1]:.3f} → best "
