@@ -51,7 +51,7 @@ def autotune(
                       f"{s['minutes_left']} min left")
     if tune.test:
         t = tune.test
-        keys = [k for k in t["best"]["metrics"] if k in ("loss", t["key"]) or k == t["key"]]
+        keys = [k for k in t["best"]["metrics"] if k in ("loss", t["key"])]
         result = Table("test split", *keys, title=f"test split ({t['n']}): base → first → best")
         for label in ("base", "first", "best"):
             result.add_row(label, *(f"{t[label]['metrics'][k]:.4f}" for k in keys))

@@ -48,13 +48,17 @@ class Curves:
     def higher_is_better(self) -> bool:
         return self.metric_key not in LOWER_IS_BETTER
 
+    @property
+    def sign(self) -> int:
+        """+1 or -1, so that `sign * metric` is larger when better."""
+        return 1 if self.higher_is_better else -1
+
     def best_metric(self) -> tuple[int, float] | None:
         if not self.metric:
             return None
-        sign = 1 if self.higher_is_better else -1
         loss = dict(self.val)
         # A tie on the metric goes to the lower validation loss, as KeepBestByMetric decides it.
-        return max(self.metric, key=lambda p: (sign * p[1], -loss.get(p[0], math.inf), -p[0]))
+        return max(self.metric, key=lambda p: (self.sign * p[1], -loss.get(p[0], math.inf), -p[0]))
 
 
 def metric_key(records: list[dict]) -> str | None:

@@ -223,7 +223,6 @@ def _spikes(c: Curves) -> tuple[list[dict], list[dict]]:
                 recovered.append(spike)
             elif after or i == len(c.train) - 1:  # the last point: no evidence it recovered
                 stayed.append(spike)
-    # A spike "recovered" into a run that climbs anyway is part of the climb.
     return stayed, recovered
 
 
@@ -292,18 +291,16 @@ def _underfitting(c: Curves, base_loss, tuned_loss, base_metric, tuned_metric, n
                            f"the fine-tuned test loss {tuned_loss:.3f} is barely below the base model's "
                            f"{base_loss:.3f}", "little_gain_in_loss"))
     if base_metric is not None and tuned_metric is not None and c.metric_key:
-        sign = 1 if c.higher_is_better else -1
-        if sign * (tuned_metric - base_metric) <= 0.01 * max(abs(base_metric), 1.0):
+        if c.sign * (tuned_metric - base_metric) <= 0.01 * max(abs(base_metric), 1.0):
             out.append(Finding("underfitting", {"base_test_metric": round(base_metric, 4),
                                                 "finetuned_test_metric": round(tuned_metric, 4), "metric": c.metric_key},
                                0.8, f"no gain over the base model on the task: test {c.metric_key} "
                                f"{base_metric:.3f} (base) → {tuned_metric:.3f} (fine-tuned)", "no_gain_over_base"))
     if len(c.metric) >= 2 and c.val and c.val[-1][1] > HIGH_LOSS:
-        sign = 1 if c.higher_is_better else -1
         best = c.best_metric()
         # Stuck, not slow: a loss still falling by a fifth or more is a model still learning.
         val_gain = (c.val[0][1] - c.val[-1][1]) / c.val[0][1] if c.val[0][1] > 0 else 0.0
-        if sign * (best[1] - c.metric[0][1]) <= NOISE_Z * _metric_se(c, best[0]) and val_gain < 2 * FLAT:
+        if c.sign * (best[1] - c.metric[0][1]) <= NOISE_Z * _metric_se(c, best[0]) and val_gain < 2 * FLAT:
             out.append(Finding("underfitting", {"metric": c.metric_key, "first": round(c.metric[0][1], 4),
                                                 "best": round(best[1], 4), "val_loss": round(c.val[-1][1], 4)},
                                0.6, f"validation {c.metric_key} did not move ({c.metric[0][1]:.3f} → best "
@@ -344,9 +341,8 @@ def _metric_rising_at_end(c: Curves) -> bool:
     best = c.best_metric()
     if best is None or len(c.metric) < 2:
         return False
-    sign = 1 if c.higher_is_better else -1
     at_end = best[0] in {s for s, _ in c.metric[-HEADROOM_POINTS:]}
-    gained = sign * (best[1] - c.metric[0][1]) > NOISE_Z * _metric_se(c, best[0])
+    gained = c.sign * (best[1] - c.metric[0][1]) > NOISE_Z * _metric_se(c, best[0])
     return at_end and gained
 
 
@@ -365,7 +361,6 @@ def _metric_findings(c: Curves) -> list[Finding]:
         return out
     key, (best_step, best_value) = c.metric_key, best
     first_value = c.metric[0][1]
-    sign = 1 if c.higher_is_better else -1
     se = _metric_se(c, best_step)
     evidence = {"by": "metric", "metric": key, "first": round(first_value, 4), "best": round(best_value, 4),
                 "best_step": best_step, "last": round(c.metric[-1][1], 4), "last_step": c.metric[-1][0],
@@ -376,12 +371,12 @@ def _metric_findings(c: Curves) -> list[Finding]:
                            f"validation {key} was still improving at the end ({first_value:.3f} → {best_value:.3f} at "
                            f"step {best_step}, ±{se:.3f}): there is headroom, more training should raise it"))
         return out
-    drop = sign * (best_value - c.metric[-1][1])
+    drop = c.sign * (best_value - c.metric[-1][1])
     train_s = smooth(c.train)
     train_then, train_now = _train_at(c, best_step), (train_s[-1] if train_s else None)
     train_falling = train_then is not None and train_now is not None and train_now < train_then * (1 - RISE)
     if best_step != c.metric[-1][0] and drop > NOISE_Z * max(se, 1e-9) and train_falling:
-        below = [v for s, v in c.metric if s > best_step and sign * (best_value - v) > NOISE_Z * se]
+        below = [v for s, v in c.metric if s > best_step and c.sign * (best_value - v) > NOISE_Z * se]
         out.append(Finding("overfitting", {**evidence, "train_loss_at_best": round(train_then, 4),
                                            "train_loss_now": round(train_now, 4)}, 0.9 if len(below) >= 2 else 0.7,
                            f"validation {key} fell from {best_value:.3f} (step {best_step}) to {c.metric[-1][1]:.3f}, "
