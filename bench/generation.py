@@ -31,7 +31,7 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 def main() -> None:
     import torch
 
-    from tuneloop.eval.generate import generate_answers
+    from tuneloop.models.generate import generate_answers
     from tuneloop.models import Precision, load_model, load_tokenizer, resolve_model
 
     parser = argparse.ArgumentParser()

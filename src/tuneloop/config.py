@@ -17,6 +17,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 
+# Metric names every stage shares (eval scores them; train, doctor, report and tune rank by them).
+BUILTIN_METRICS = ("exact_match", "final_number", "classification", "generation", "json_fields")
+# The headline number of each metric, and the per-example score used for win/tie/loss.
+HEADLINE = {"exact_match": "exact_match", "final_number": "exact_match", "classification": "accuracy",
+            "generation": "rougeL", "json_fields": "field_accuracy"}
+LOWER_IS_BETTER = {"loss", "perplexity"}  # every other metric: higher is better
+
+
+def headline(metric: str) -> str:
+    """The key a run is judged by for this kind of metric; loss for plain text and custom metrics."""
+    return HEADLINE.get(metric, "loss")
+
 
 class ConfigError(ValueError):
     """A config file or override that cannot be used; the message names file and key."""
@@ -183,10 +195,9 @@ class EvalConfig(_Section):
 
     @model_validator(mode="after")
     def _known_metric(self) -> EvalConfig:
-        from tuneloop.eval.metrics import BUILTIN
-
-        if self.metric != "auto" and self.metric not in BUILTIN and ":" not in self.metric:
-            raise ValueError(f"metric {self.metric!r}: use auto, one of {', '.join(BUILTIN)}, or module:function")
+        if self.metric != "auto" and self.metric not in BUILTIN_METRICS and ":" not in self.metric:
+            raise ValueError(f"metric {self.metric!r}: use auto, one of {', '.join(BUILTIN_METRICS)}, or "
+                             "module:function")
         return self
 
 

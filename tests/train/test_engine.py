@@ -154,7 +154,7 @@ def test_select_best_by_metric_stops_early_and_restores_the_best_scored_weights(
     assert ce["scored_steps"] == [2, 4] and ce["skipped_steps"] == [] and ce["key"] == "quality"
     # the saved adapter is step 2's: its validation loss is step 2's, not step 4's
     from tuneloop.eval.loss import answer_loss
-    from tuneloop.eval.sides import load_side
+    from tuneloop.runs.sides import load_side
 
     side = load_side(str(result.run.path), config)
     loss = answer_loss(side.model, side.tokenizer, result.run.read_split("validation"), batch_size=4)["loss"]

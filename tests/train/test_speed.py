@@ -7,22 +7,10 @@ from conftest import write_tickets
 from transformers import LlamaConfig
 
 from tuneloop.config import TrainConfig
-from tuneloop.train.speed import attention_for, resolve_speed, use_liger
+from tuneloop.train.speed import resolve_speed
 
 SMOLLM2 = LlamaConfig(hidden_size=576, num_attention_heads=9, num_hidden_layers=30)
 GIB = 2**30
-
-
-@pytest.mark.parametrize("device, inference, expected", [
-    ("cpu", False, "eager"), ("cuda", False, "sdpa"),  # flash_attn is not installed
-    ("cpu", True, "sdpa"), ("cuda", True, "sdpa"),
-])
-def test_attention_kernel(device, inference, expected):
-    assert attention_for(device, inference=inference) == expected
-
-
-def test_liger_only_on_cuda_when_installed():
-    assert not use_liger("cpu", True) and not use_liger("cuda", False)
 
 
 @pytest.mark.parametrize("setting, batch, seq, free_gib, expected", [

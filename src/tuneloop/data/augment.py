@@ -94,7 +94,7 @@ def augment_with_model(examples: list[Example], model, tokenizer, method: str = 
 
     Returns the accepted rows and the rejected rewrites ({source_row, output}) for the log.
     """
-    from tuneloop.eval.generate import generate_answers
+    from tuneloop.models.generate import generate_answers
 
     def ask(instruction: str, texts: list[str]) -> list[str]:
         prompts = [[{"role": "user", "content": f"{instruction}\n\n{t}"}] for t in texts]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from tuneloop.eval.metrics import HEADLINE, LOWER_IS_BETTER
+from tuneloop.config import HEADLINE, LOWER_IS_BETTER
 
 # eval_* keys that are not a task metric
 NOT_A_METRIC = {"eval_loss", "eval_loss_se", "eval_token_accuracy"}

@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from tuneloop.doctor.curves import Curves, smooth
+from tuneloop.runs import RunDir
 
 VERDICTS = ("diverging", "overfitting", "underfitting", "undertrained", "healthy")
 LOW_TRAIN_LOSS = 0.2  # the guides' "training loss below ~0.2" memorisation line
@@ -124,16 +125,14 @@ def read_metrics_file(path: str | Path) -> list[dict]:
 def diagnose_path(path: str | Path, records: list[dict] | None = None) -> tuple[Diagnosis, dict | None]:
     """A run directory, or a bare metrics.jsonl (`records`: its records, when the caller has read
     them already). Returns the diagnosis and the run's config (or None)."""
-    import yaml
-
-    from tuneloop.eval.metrics import headline
+    from tuneloop.config import headline
 
     path = Path(path)
     records = records if records is not None else read_metrics_file(path)
-    run = path if path.is_dir() else path.parent
-    config = yaml.safe_load((run / "config.yaml").read_text()) if (run / "config.yaml").is_file() else None
-    info = _json(run / "run.json") or {}
-    evaluation = _json(run / "eval.json") or {}
+    run = RunDir(path if path.is_dir() else path.parent)
+    config = run.config().model_dump(mode="json") if run.config_file.is_file() else None
+    info = run.info()
+    evaluation = run.evaluation() or {}
     key = headline(evaluation.get("metric", "loss"))
     side = lambda name, k: evaluation.get(name, {}).get("metrics", {}).get(k)  # noqa: E731
     diagnosis = diagnose_metrics(
@@ -141,12 +140,8 @@ def diagnose_path(path: str | Path, records: list[dict] | None = None) -> tuple[
         base_metric=side("base", key) if key != "loss" else None,
         tuned_metric=side("finetuned", key) if key != "loss" else None,
         n_validation=info.get("split_sizes", {}).get("validation"),
-        data_report=_json(run / "data" / "report.json"), info=info)
+        data_report=run.data_report(), info=info)
     return diagnosis, config
-
-
-def _json(path: Path):
-    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def _loss_noise(c: Curves, n_validation: int | None) -> float:

@@ -6,7 +6,7 @@ import math
 
 from tuneloop.config import EvalConfig
 from tuneloop.data import Example
-from tuneloop.eval.generate import generate_answers
+from tuneloop.models.generate import generate_answers
 from tuneloop.eval.loss import answer_loss
 from tuneloop.eval.metrics import choose_metric, confusion, score
 from tuneloop.models.precision import Precision

@@ -19,19 +19,10 @@ import json
 import re
 from typing import Any
 
+from tuneloop.config import BUILTIN_METRICS
 from tuneloop.data.load import looks_categorical
 
-BUILTIN = ("exact_match", "final_number", "classification", "generation", "json_fields")
-# The headline number of each metric, and the per-example score used for win/tie/loss.
-HEADLINE = {"exact_match": "exact_match", "final_number": "exact_match", "classification": "accuracy",
-            "generation": "rougeL", "json_fields": "field_accuracy"}
-LONG_ANSWER_WORDS = 8
-LOWER_IS_BETTER = {"loss", "perplexity"}  # every other metric: higher is better
-
-
-def headline(metric: str) -> str:
-    """The key a run is judged by for this kind of metric; loss for plain text and custom metrics."""
-    return HEADLINE.get(metric, "loss")  # references this long on average are free text: BLEU/ROUGE, not exact match
+LONG_ANSWER_WORDS = 8  # references this long on average are free text: BLEU/ROUGE, not exact match
 
 
 def parse_json_object(text: str) -> dict | None:
@@ -77,7 +68,7 @@ def custom_metric(spec: str):
     """`package.module:function`; the function takes (predictions, references) and returns {name: value}."""
     module, _, name = spec.partition(":")
     if not module or not name:
-        raise ValueError(f"metric {spec!r}: expected one of {BUILTIN}, auto, or module:function")
+        raise ValueError(f"metric {spec!r}: expected one of {BUILTIN_METRICS}, auto, or module:function")
     try:
         return getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError) as e:

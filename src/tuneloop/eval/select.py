@@ -7,7 +7,7 @@ import gc
 import time
 
 from tuneloop.data import Example
-from tuneloop.eval.generate import generate_answers
+from tuneloop.models.generate import generate_answers
 from tuneloop.eval.loss import answer_loss
 from tuneloop.models import choose_precision, load_model, load_tokenizer, resolve_model
 from tuneloop.models.precision import default_device

@@ -25,7 +25,7 @@ def load_model(folder: Path, precision: Precision, device: str = "cpu", quantize
     only evaluates and generates gets the attention kernel that decodes fastest."""
     from transformers import AutoModelForCausalLM
 
-    from tuneloop.train.speed import attention_for
+    from tuneloop.models.kernels import attention_for
 
     kwargs = {"dtype": precision.dtype, "attn_implementation": attention_for(device, fused_kernels, inference)}
     if quantize == "4bit":

@@ -6,7 +6,7 @@ import base64
 import html
 from pathlib import Path
 
-from tuneloop.eval.metrics import LOWER_IS_BETTER
+from tuneloop.config import LOWER_IS_BETTER
 from tuneloop.report.plots import loss_curve_png
 
 STYLE = """

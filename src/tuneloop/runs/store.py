@@ -7,6 +7,9 @@
     metrics.jsonl   one object per logged point: step, epoch, train_loss | eval_loss, ...
     adapter/        PEFT LoRA adapter (PeftModel.from_pretrained)
     eval.json       base and fine-tuned metrics on the test split, with per-example outputs
+    evals/          `tuneloop eval` records, one per data set (test.json, <file stem>.json)
+    compare/        `tuneloop compare` records (<a>-vs-<b>-<data>.json)
+    export/         `tuneloop export`: adapter/, merged/, model.gguf
     report.html     self-contained report, ending with the doctor's verdict
     next.yaml       the doctor's recommended next config, ready for `tuneloop run` (when it changes anything)
 
@@ -25,6 +28,8 @@ from datetime import datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
+
+from tuneloop.config import RunConfig, load_config
 
 TRACKED_PACKAGES = ("tuneloop", "torch", "transformers", "peft", "trl", "datasets", "accelerate")
 
@@ -64,6 +69,32 @@ class RunDir:
     dropped_file = property(lambda self: self.path / "data" / "dropped.jsonl")
     checkpoints_dir = property(lambda self: self.path / "checkpoints")
     next_config_file = property(lambda self: self.path / "next.yaml")  # the doctor's recommended next run
+    evals_dir = property(lambda self: self.path / "evals")
+    comparisons_dir = property(lambda self: self.path / "compare")
+    export_dir = property(lambda self: self.path / "export")
+
+    def eval_record_file(self, data_name: str) -> Path:
+        return self.evals_dir / f"{data_name}.json"
+
+    def comparison_file(self, a: str, b: str, data_name: str) -> Path:
+        return self.comparisons_dir / f"{a}-vs-{b}-{data_name}.json"
+
+    def config(self) -> RunConfig:
+        """config.yaml, validated: the resolved configuration the run trained with."""
+        if not self.config_file.is_file():
+            raise FileNotFoundError(f"{self.path}: not a run directory (no config.yaml)")
+        return load_config(self.config_file)
+
+    def info(self) -> dict[str, Any]:
+        """run.json, or {} before the run has started."""
+        return self.read_json(self.info_file) if self.info_file.is_file() else {}
+
+    def evaluation(self) -> dict[str, Any] | None:
+        """eval.json (base vs fine-tuned on the test split), or None before evaluation."""
+        return self.read_json(self.eval_file) if self.eval_file.is_file() else None
+
+    def data_report(self) -> dict[str, Any] | None:
+        return self.read_json(self.data_report_file) if self.data_report_file.is_file() else None
 
     def append_metrics(self, record: dict[str, Any]) -> None:
         # One write() of one line: appends of that size are atomic on local filesystems.
@@ -105,7 +136,7 @@ class RunDir:
                         label=r.get("label"), augmented=r.get("augmented")) for r in rows]
 
     def write_bytes(self, path: Path, data: bytes) -> None:
-        path.parent.mkdir(exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(path.suffix + ".tmp")
         tmp.write_bytes(data)
         os.replace(tmp, path)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from tuneloop.models.precision import default_device
 from tuneloop.serve.batcher import Batcher
 from tuneloop.serve.engine import AdapterSpec, Engine
-from tuneloop.train.speed import installed
+from tuneloop.models.kernels import installed
 
 BACKENDS = ("auto", "transformers", "vllm")
 

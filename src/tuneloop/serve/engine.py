@@ -17,8 +17,9 @@ from pathlib import Path
 import torch
 
 from tuneloop.models import choose_precision, load_model, load_tokenizer, resolve_model
-from tuneloop.eval.generate import left_padded
+from tuneloop.models.generate import left_padded
 from tuneloop.models.precision import default_device
+from tuneloop.runs import RunDir
 from tuneloop.serve.multilora import MultiLora
 
 
@@ -67,12 +68,10 @@ def resolve_adapter(name: str, target: str, scale: float = 1.0) -> AdapterSpec:
     """`target` is a run directory (its adapter/) or a PEFT adapter folder."""
     path = Path(target)
     base_model = None
-    if (path / "adapter" / "adapter_config.json").is_file():
-        import yaml
-
-        config = path / "config.yaml"
-        base_model = yaml.safe_load(config.read_text()).get("model") if config.is_file() else None
-        path = path / "adapter"
+    run = RunDir(path)
+    if (run.adapter_dir / "adapter_config.json").is_file():
+        base_model = run.config().model if run.config_file.is_file() else None
+        path = run.adapter_dir
     if not (path / "adapter_config.json").is_file():
         raise FileNotFoundError(f"adapter {name!r}: {target} is neither a run directory with adapter/ nor a PEFT "
                                 "adapter folder (no adapter_config.json)")

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import torch
 
-from tuneloop.eval.sides import run_config
 from tuneloop.models import Precision, load_model, load_tokenizer, resolve_model
 from tuneloop.runs import RunDir
 
@@ -43,7 +42,7 @@ def export_merged(run: RunDir, out: Path, adapter: Path | None = None) -> dict:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    config = run_config(run.path)
+    config = run.config()
     folder = resolve_model(config.model)
     tokenizer = load_tokenizer(folder)
     if run.model_dir.is_dir():  # full fine-tuning: the model is already whole

@@ -53,7 +53,7 @@ def build_trainer(model, tokenizer, train_rows, val_rows, *, train: TrainConfig,
     from trl import SFTConfig
 
     from tuneloop.train.loss import CompletionLossTrainer
-    from tuneloop.train.speed import use_liger
+    from tuneloop.models.kernels import use_liger
     from tuneloop.train.task_eval import KeepBestByMetric
 
     # Padding-free (one concatenated row per batch) pays off only with varlen attention kernels

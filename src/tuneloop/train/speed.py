@@ -5,32 +5,12 @@ the fallback is recorded in run.json (`speed_notes`) and the resolved values in 
 
 from __future__ import annotations
 
-import importlib.util
-
+from tuneloop.models.kernels import installed
 from tuneloop.train.auto import MEMORY_SHARE, activation_bytes_per_token
 
 # Regional compilation: ~1.55x the tokens/s of a LoRA step on CPU after a ~27 s compile. On 480
 # banking77 rows (23k training tokens) the compiled run already finished sooner (LOG.md).
 COMPILE_MIN_TOKENS = 20_000
-
-
-def installed(package: str) -> bool:
-    return importlib.util.find_spec(package) is not None
-
-
-def attention_for(device: str, fused_kernels: bool = True, inference: bool = False) -> str:
-    """Training: on CUDA, FlashAttention-2 when installed (varlen kernels for padding-free batches),
-    else SDPA; on CPU, eager: its bf16 products run on AMX, where SDPA's backward measured 3x slower
-    (LOG.md). Inference (no backward): SDPA, which decodes fastest on CPU and CUDA."""
-    if inference:
-        return "sdpa"
-    if device != "cuda":
-        return "eager"
-    return "flash_attention_2" if fused_kernels and installed("flash_attn") else "sdpa"
-
-
-def use_liger(device: str, fused_kernels: bool) -> bool:
-    return fused_kernels and device == "cuda" and installed("liger_kernel")
 
 
 def resolve_speed(train, device: str, model_config, batch_size: int, seq_len: int, free_bytes: float,

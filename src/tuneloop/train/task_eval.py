@@ -29,7 +29,7 @@ from transformers import TrainerCallback
 from tuneloop.config import EvalConfig
 from tuneloop.data import Example
 from tuneloop.eval.evaluate import generate_and_score, metric_for
-from tuneloop.eval.metrics import HEADLINE, LOWER_IS_BETTER
+from tuneloop.config import HEADLINE, LOWER_IS_BETTER
 from tuneloop.models.precision import Precision
 
 TRAIN_SAMPLE_ROWS = 32  # the capacity check: enough to tell 0.5 from 0.95, cheap next to the validation sample

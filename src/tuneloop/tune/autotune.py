@@ -29,7 +29,7 @@ from rich.console import Console
 from tuneloop.config import RunConfig, config_with
 from tuneloop.doctor import diagnose_path, recommend
 from tuneloop.doctor.recommend import estimated_minutes
-from tuneloop.eval.metrics import LOWER_IS_BETTER
+from tuneloop.config import LOWER_IS_BETTER
 from tuneloop.runs import RunDir
 
 SELECT = ("auto", "metric", "val_loss")
@@ -214,13 +214,13 @@ def _test_minutes(run: RunDir) -> float:
 
 def _evaluate_test(tune: Autotune, console: Console) -> dict:
     """Base model, first run and best run on the test split, once, at the end."""
+    from tuneloop.config import headline
     from tuneloop.eval.evaluate import evaluate_model
-    from tuneloop.eval.metrics import headline
-    from tuneloop.eval.sides import load_side, run_config
+    from tuneloop.runs.sides import load_side
 
     first, best = tune.attempts[0], tune.best or tune.attempts[0]
     test = RunDir(Path(first.run)).read_split("test")
-    config = run_config(first.run)
+    config = RunDir(Path(first.run)).config()
     out: dict = {"n": len(test)}
     for label, spec in (("base", "base"), ("first", first.run), ("best", best.run)):
         if label == "best" and best is first:
@@ -228,7 +228,7 @@ def _evaluate_test(tune: Autotune, console: Console) -> dict:
             continue
         with console.status(f"autotune: {label} model on the test split ({len(test)} examples)"):
             side = load_side(spec, config)
-            result = evaluate_model(side.model, side.tokenizer, test, run_config(first.run if spec == "base" else spec).eval,
+            result = evaluate_model(side.model, side.tokenizer, test, RunDir(Path(first.run if spec == "base" else spec)).config().eval,
                                     side.precision)
         out["metric"] = result["metric"]
         out["key"] = headline(result["metric"])

@@ -22,7 +22,7 @@ from fastapi.templating import Jinja2Templates
 
 from tuneloop.config import ConfigError, LoraConfig, TrainConfig, load_config
 from tuneloop.doctor.curves import Curves
-from tuneloop.eval.metrics import headline
+from tuneloop.config import headline
 from tuneloop.eval.ratings import add_rating, read_ratings, summarize
 from tuneloop.ui import store
 

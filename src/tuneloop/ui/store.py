@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import yaml
-
+from tuneloop.config import ConfigError
 from tuneloop.doctor import diagnose_metrics, diagnose_path, recommend
 from tuneloop.doctor.curves import Curves
 from tuneloop.eval.compare import compare_outputs
-from tuneloop.eval.metrics import headline
+from tuneloop.config import headline
 from tuneloop.runs import RunDir
 
 
@@ -22,16 +21,18 @@ def read_json(path: Path):
 
 
 def _config(run: RunDir) -> dict:
+    """The run's validated config as plain values; {} for a run directory without a usable one (the
+    runs list still shows the run)."""
     try:
-        return yaml.safe_load(run.config_file.read_text()) or {}
-    except (OSError, yaml.YAMLError):
+        return run.config().model_dump(mode="json")
+    except (OSError, ConfigError):
         return {}
 
 
 def runs(runs_dir: Path) -> list[RunDir]:
     if not runs_dir.is_dir():
         return []
-    return sorted((RunDir(p) for p in runs_dir.iterdir() if (p / "run.json").is_file()), key=lambda r: r.id,
+    return sorted((r for r in map(RunDir, runs_dir.iterdir()) if r.info_file.is_file()), key=lambda r: r.id,
                   reverse=True)
 
 

@@ -1,6 +1,6 @@
 import torch
 
-from tuneloop.eval import generate_answers
+from tuneloop.models.generate import generate_answers
 from tuneloop.models import Precision, load_model
 
 

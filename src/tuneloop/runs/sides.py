@@ -9,10 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from tuneloop.config import RunConfig, load_config
+from tuneloop.config import RunConfig
 from tuneloop.models import choose_precision, load_model, load_tokenizer, resolve_model
 from tuneloop.models.precision import default_device
-from tuneloop.runs import RunDir
+from tuneloop.runs.store import RunDir
 
 
 @dataclass
@@ -23,18 +23,11 @@ class Side:
     precision: object
 
 
-def run_config(path: str | Path) -> RunConfig:
-    run = RunDir(Path(path))
-    if not run.config_file.is_file():
-        raise FileNotFoundError(f"{path}: not a run directory (no config.yaml)")
-    return load_config(run.config_file)
-
-
 def load_side(spec: str, config: RunConfig, device: str | None = None) -> Side:
     """`spec` is "base" (config's model without fine-tuning) or a run directory."""
     device = device or default_device()
     if spec != "base":
-        config = run_config(spec)
+        config = RunDir(Path(spec)).config()
     folder = resolve_model(config.model)
     precision = choose_precision(config.train.precision, device)
     if spec == "base":
