@@ -1,7 +1,8 @@
 import pytest
 from transformers import LlamaConfig
 
-from tuneloop.train.auto import activation_bytes_per_token, auto_batch_size, auto_epochs
+from tuneloop.train.auto import auto_batch_size, auto_epochs
+from tuneloop.train.memory import activation_bytes_per_token
 
 
 @pytest.mark.parametrize("n_train, epochs", [(10, 10), (30, 4), (34, 3), (500, 3), (8333, 3), (10_000, 2),

@@ -98,7 +98,7 @@ def _config(tmp_path, tiny_model, **train):
 
 def test_auto_values_are_resolved(tmp_path, tiny_model, tokenizer):
     from tuneloop.data import Splits
-    from tuneloop.pipeline import resolve_auto
+    from tuneloop.train.auto import resolve_auto
 
     config = _config(tmp_path, tiny_model, epochs="auto", batch_size="auto", eval_every=0)
     config.eval.max_new_tokens = "auto"
@@ -205,10 +205,24 @@ def test_config_errors_for_engine_knobs():
         config_from_dict({"data": {"path": "x"}, "train": {"report_to": ["neptune"]}})
 
 
-def test_report_to_tensorboard_writes_into_the_run(tmp_path, tiny_model, monkeypatch):
+def test_two_runs_in_one_process_log_tensorboard_into_their_own_run(tmp_path, tiny_model, monkeypatch):
+    """Autotune, a sweep and a notebook run several runs in one process: each one's trackers
+    write into its own run directory, and the environment is left as it was."""
+    import os
+
     monkeypatch.delenv("TENSORBOARD_LOGGING_DIR", raising=False)
-    result = run_loop(_config(tmp_path, tiny_model, epochs=1, report_to=["tensorboard"]), QUIET)
-    assert list((result.run.path / "tensorboard").glob("events.out.tfevents.*"))
+    runs = [run_loop(_config(tmp_path, tiny_model, epochs=1, report_to=["tensorboard"]), QUIET).run for _ in range(2)]
+    assert runs[0].path != runs[1].path
+    for run in runs:
+        assert list((run.path / "tensorboard").glob("events.out.tfevents.*")), run.path
+    assert "TENSORBOARD_LOGGING_DIR" not in os.environ
+
+
+def test_the_users_own_tracker_directory_wins(tmp_path, tiny_model, monkeypatch):
+    mine = tmp_path / "my-tensorboard"
+    monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", str(mine))
+    run = run_loop(_config(tmp_path, tiny_model, epochs=1, report_to=["tensorboard"]), QUIET).run
+    assert list(mine.glob("events.out.tfevents.*")) and not (run.path / "tensorboard").exists()
 
 
 def test_a_tracker_that_is_not_installed_is_a_clear_error(tmp_path, tiny_model):

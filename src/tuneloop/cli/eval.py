@@ -46,13 +46,14 @@ def eval_(
     from tuneloop.config import ConfigError
     from tuneloop.data import DataError
     from tuneloop.eval.evaluate import evaluate_model, generation_set
-    from tuneloop.eval.sides import load_side, run_config
+    from tuneloop.runs import RunDir
+    from tuneloop.runs.sides import load_side
     from tuneloop.models import ModelNotFound
     from tuneloop.runs import RunDir
 
     quiet_libraries()
     with reported(ConfigError, DataError, ModelNotFound, FileNotFoundError, ValueError):
-        config = run_config(run)
+        config = RunDir(run).config()
         eval_config = _eval_config(config, metric, max_examples, sample, temperature, seed)
         examples, name = _examples(config, run, data)
         side = load_side(str(run), config)
@@ -92,7 +93,8 @@ def compare(
     from tuneloop.data import DataError
     from tuneloop.eval.compare import compare_outputs
     from tuneloop.eval.evaluate import generate_and_score, generation_set, metric_for
-    from tuneloop.eval.sides import load_side, run_config
+    from tuneloop.runs import RunDir
+    from tuneloop.runs.sides import load_side
     from tuneloop.models import ModelNotFound
 
     quiet_libraries()
@@ -100,7 +102,7 @@ def compare(
     with reported(ConfigError, DataError, ModelNotFound, FileNotFoundError, ValueError):
         if not runs:
             raise ValueError("at least one side must be a run directory (`base` is that run's base model)")
-        config = run_config(runs[0])
+        config = RunDir(runs[0]).config()
         eval_config = _eval_config(config, metric, max_examples, False, None, None)
         examples, name = _examples(config, runs[0], data)
         if data is None and len(runs) == 2:

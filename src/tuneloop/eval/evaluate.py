@@ -19,6 +19,16 @@ def generation_set(examples: list[Example], config: EvalConfig) -> list[Example]
     return examples[: config.max_examples or len(examples)]
 
 
+def example_record(e: Example) -> dict:
+    """What every per-example result starts with: where the row came from, its prompt and reference."""
+    return {"source_row": e.row, "prompt": e.prompt[-1]["content"], "reference": e.answer}
+
+
+def side_record(scored: dict, i: int) -> dict:
+    """One model's answer to example `i` of generate_and_score's result, with its scores."""
+    return {"output": scored["outputs"][i], **scored["per_example"][i]}
+
+
 def answer_token_budget(tokenizer, answers: list[str]) -> int:
     """`eval.max_new_tokens: auto`: the longest reference answer in tokens, x 1.25 + 8. A label
     task then generates ~12 tokens instead of 128: generation stops only when every row of a

@@ -1,5 +1,5 @@
-"""What full fine-tuning trains: freeze the embeddings and the first N layers, or named modules;
-and the model's own dropout."""
+"""A base model made ready for training: what full fine-tuning trains (freeze the embeddings and the
+first N layers, or named modules), the model's own dropout, QLoRA's preparation."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import re
 
 import torch
 
-from tuneloop.config import ConfigError
+from tuneloop.config import ConfigError, TrainConfig
+from tuneloop.models.load import load_model
+from tuneloop.models.precision import Precision
 
 _LAYER = re.compile(r"\.layers\.(\d+)\.")
 
@@ -54,3 +56,20 @@ def set_model_dropout(model, p: float) -> list[str]:
     if not changed:
         raise ConfigError(f"train.model_dropout: {type(model).__name__} has no dropout to set")
     return sorted(set(changed))
+
+
+def load_for_training(folder, train: TrainConfig, precision: Precision, device: str):
+    """The base model ready for training: QLoRA's preparation, the dropout asked for, and (full
+    fine-tuning) the frozen layers. Returns (model, parameter counts for full fine-tuning, else None)."""
+    full = train.method == "full"
+    # Full fine-tuning keeps fp32 master weights (AdamW on bf16 weights loses small updates);
+    # the matmuls still run in bf16 under autocast.
+    model = load_model(folder, Precision.fp32 if full else precision, device, train.quantize, train.fused_kernels)
+    if train.quantize == "4bit":  # QLoRA: norms in fp32, inputs that require grad
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, bool(train.gradient_checkpointing))
+    if train.model_dropout is not None:
+        set_model_dropout(model, train.model_dropout)
+    counts = freeze(model, train.freeze_layers, train.freeze_modules) if full else None
+    return model, counts

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from tuneloop.config import LOWER_IS_BETTER
 from tuneloop.report.plots import loss_curve_png
+from tuneloop.runs import RunDir
 
 STYLE = """
 body{font-family:system-ui,sans-serif;max-width:1050px;margin:2em auto;padding:0 1em;color:#222}
@@ -182,3 +183,13 @@ split {_e(info.get('split_sizes', {}))}</p>
 {_doctor_section(diagnosis, next_config)}
 </body></html>
 """
+
+
+def write_run_report(run: RunDir, diagnosis: dict | None) -> None:
+    """report.html from what the run directory holds, ending with the doctor's verdict."""
+    next_config = run.next_config_file if run.next_config_file.exists() else None
+    histogram = run.token_histogram_file.read_bytes() if run.token_histogram_file.exists() else None
+    run.write_text(run.report_file, render_report(
+        run_id=run.id, config=run.config().model_dump(mode="json"), info=run.info(), metrics=run.read_metrics(),
+        evaluation=run.evaluation(), data_report=run.data_report(), token_histogram=histogram, diagnosis=diagnosis,
+        next_config=next_config))

@@ -10,12 +10,19 @@ from __future__ import annotations
 
 import math
 
+from tuneloop.config import RunConfig
+from tuneloop.data import Splits
+from tuneloop.eval.evaluate import answer_token_budget
+from tuneloop.models import choose_precision
+from tuneloop.train.memory import MEMORY_SHARE, activation_bytes_per_token, free_memory_bytes
+from tuneloop.train.sft import eval_steps_for
+from tuneloop.train.speed import resolve_speed
+
 MIN_TARGET_EXAMPLES = 100
 MAX_TARGET_EXAMPLES = 25_000
 DEFAULT_EPOCHS = 3
 MAX_EPOCHS = 25
 MAX_AUTO_BATCH = 16
-MEMORY_SHARE = 0.25
 
 
 def auto_epochs(n_train: int) -> int:
@@ -26,14 +33,6 @@ def auto_epochs(n_train: int) -> int:
     return DEFAULT_EPOCHS
 
 
-def activation_bytes_per_token(model_config, seq_len: int) -> float:
-    """Training activations per token (Korthikanti et al. 2022, 16-bit, no recomputation):
-    per layer about hidden x (34 + 5 x heads x seq / hidden) bytes."""
-    hidden = model_config.hidden_size
-    heads = model_config.num_attention_heads
-    return model_config.num_hidden_layers * hidden * (34 + 5 * heads * seq_len / hidden)
-
-
 def auto_batch_size(n_train: int, seq_len: int, model_config, free_bytes: float) -> int:
     per_example = activation_bytes_per_token(model_config, seq_len) * seq_len
     by_memory = max(1, int(MEMORY_SHARE * free_bytes // per_example))
@@ -42,15 +41,26 @@ def auto_batch_size(n_train: int, seq_len: int, model_config, free_bytes: float)
     return 2 ** int(math.log2(limit))
 
 
-def free_memory_bytes(device: str) -> float:
-    if device == "cuda":
-        import torch
+def resolve_auto(config: RunConfig, splits: Splits, data_report: dict, folder, device: str,
+                 tokenizer) -> tuple[RunConfig, list[str]]:
+    """Every `auto` value settled for this data on this machine (a copy of `config`), and notes on
+    the speed fallbacks taken."""
+    from transformers import AutoConfig
 
-        return float(torch.cuda.mem_get_info()[0])
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("MemAvailable:"):
-                return float(line.split()[1]) * 1024
-    import os
-
-    return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"))
+    n_train = len(splits.train)
+    config = config.model_copy(deep=True)
+    if config.eval.max_new_tokens == "auto":  # from the answers training sees, never the test split's
+        config.eval.max_new_tokens = answer_token_budget(tokenizer, [e.answer for e in splits.train + splits.validation])
+    train = config.train
+    model_config = AutoConfig.from_pretrained(folder)
+    tokens = data_report.get("tokens", {})
+    train.precision = choose_precision(train.precision, device).value
+    if train.epochs == "auto":
+        train.epochs = auto_epochs(n_train)
+    free = free_memory_bytes(device)
+    if train.batch_size == "auto":
+        train.batch_size = auto_batch_size(n_train, tokens.get("p95", config.data.max_seq_len), model_config, free)
+    notes = resolve_speed(train, device, model_config, train.batch_size, tokens.get("max", config.data.max_seq_len),
+                          free, train_tokens=n_train * train.epochs * tokens.get("mean", 0))
+    train.eval_every = eval_steps_for(train, n_train)
+    return config, notes

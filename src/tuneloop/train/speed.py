@@ -6,7 +6,7 @@ the fallback is recorded in run.json (`speed_notes`) and the resolved values in 
 from __future__ import annotations
 
 from tuneloop.models.kernels import installed
-from tuneloop.train.auto import MEMORY_SHARE, activation_bytes_per_token
+from tuneloop.train.memory import MEMORY_SHARE, activation_bytes_per_token
 
 # Regional compilation: ~1.55x the tokens/s of a LoRA step on CPU after a ~27 s compile. On 480
 # banking77 rows (23k training tokens) the compiled run already finished sooner (LOG.md).

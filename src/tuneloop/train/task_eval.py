@@ -26,11 +26,11 @@ import time
 import torch
 from transformers import TrainerCallback
 
-from tuneloop.config import EvalConfig
-from tuneloop.data import Example
+from tuneloop.config import HEADLINE, LOWER_IS_BETTER, ConfigError, EvalConfig, RunConfig
+from tuneloop.data import Example, Splits
 from tuneloop.eval.evaluate import generate_and_score, metric_for
-from tuneloop.config import HEADLINE, LOWER_IS_BETTER
 from tuneloop.models.precision import Precision
+from tuneloop.runs import RunDir
 
 TRAIN_SAMPLE_ROWS = 32  # the capacity check: enough to tell 0.5 from 0.95, cheap next to the validation sample
 
@@ -163,3 +163,32 @@ class KeepBestByMetric(TrainerCallback):
         params = dict(model.named_parameters())
         for name, value in self._best_weights.items():
             params[name].data.copy_(value)
+
+
+def continuous_evaluation(config: RunConfig, splits: Splits, tokenizer, precision: Precision) -> TaskEvaluator | None:
+    """The task metric at every evaluation, where the data has one: chat rows with a validation
+    split, and `train.metric_rows` > 0."""
+    t = config.train
+    possible = t.metric_rows > 0 and splits.validation and splits.validation[0].kind != "text"
+    if not possible:
+        if t.select_best == "metric":
+            raise ConfigError("train.select_best: metric needs continuous evaluation: prompt/answer data with a "
+                              "validation split, and train.metric_rows > 0")
+        return None
+    return TaskEvaluator(splits.validation, splits.train, tokenizer, config.eval, precision, rows=t.metric_rows,
+                         budget=t.metric_budget, seed=t.seed)
+
+
+def record_selection(run: RunDir, trainer, task_eval: TaskEvaluator | None, train_seconds: float) -> None:
+    """run.json: which checkpoint's weights were kept and by what (validation loss or the task
+    metric), and what continuous evaluation cost."""
+    stopped_early = trainer.state.global_step < trainer.state.max_steps
+    if trainer.state.best_model_checkpoint:
+        run.update_info(best_checkpoint_step=int(trainer.state.best_model_checkpoint.rsplit("-", 1)[-1]),
+                        selected_by="loss", stopped_early=stopped_early)
+    keeper = next((c for c in trainer.callback_handler.callbacks if isinstance(c, KeepBestByMetric)), None)
+    if keeper is not None and keeper.best_step is not None:
+        run.update_info(best_checkpoint_step=keeper.best_step, selected_by=f"eval_{task_eval.key}",
+                        best_metric=keeper.best_value, stopped_early=stopped_early)
+    if task_eval is not None:
+        run.update_info(continuous_evaluation=task_eval.summary(train_seconds))
