@@ -348,5 +348,13 @@ def _did_you_mean(loc: tuple) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+def apply_overrides(config: RunConfig, overrides: list[str]) -> RunConfig:
+    """`config` with `section.key=value` overrides applied, validated again."""
+    raw = config.model_dump(mode="json")
+    for item in overrides:
+        _apply_override(raw, item)
+    return config_from_dict(raw, source="overrides")
+
+
 def dump_config(config: RunConfig) -> str:
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

@@ -12,7 +12,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
 from rich.console import Console
 
 from tuneloop.config import ConfigError, RunConfig, dump_config
@@ -20,6 +19,7 @@ from tuneloop.data import Splits
 from tuneloop.data.prepare import prepare_data
 from tuneloop.doctor import Diagnosis, diagnose_run
 from tuneloop.doctor.live import LiveDoctor
+from tuneloop.doctor.recommend import next_config_yaml
 from tuneloop.eval.base_vs_tuned import evaluate_base_and_finetuned, evaluate_side
 from tuneloop.models import load_tokenizer, resolve_model
 from tuneloop.models.precision import Precision, default_device
@@ -173,8 +173,8 @@ def _train_and_evaluate(job: Job, console: Console, timings: dict, t0: float, ca
         # 5. The doctor's verdict, with next.yaml (its next config, ready for `tuneloop run`) when it
         # changes anything; then the report, which ends with the verdict.
         diagnosis = diagnose_run(run.path)
-        if diagnosis.next_config is not None and any(r.applied for r in diagnosis.recommendations):
-            run.write_text(run.next_config_file, yaml.safe_dump(diagnosis.next_config, sort_keys=False))
+        if (next_yaml := next_config_yaml(diagnosis)) is not None:
+            run.write_text(run.next_config_file, next_yaml)
         write_run_report(run, diagnosis.to_dict())
     except BaseException as e:  # KeyboardInterrupt too: the run directory must say it did not finish
         if main:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tuneloop.eval.ratings import add_rating, bradley_terry, read_ratings, summarize
+from tuneloop.eval.ratings import add_rating, blind_winner, bradley_terry, read_ratings, summarize
 
 
 def _rate(tmp_path, a, b, winner):
@@ -44,3 +44,15 @@ def test_bad_ratings_are_refused(tmp_path, winner, a, b, message):
 
 def test_no_ratings_yet():
     assert summarize([]) == {"ratings": 0, "models": {}, "ranking": []}
+
+
+@pytest.mark.parametrize("choice, flipped, winner", [
+    ("1", False, "a"), ("2", False, "b"), ("1", True, "b"), ("2", True, "a"), ("tie", False, "tie"), ("tie", True, "tie"),
+])
+def test_blind_winner_undoes_the_shown_order(choice, flipped, winner):
+    assert blind_winner(choice, flipped) == winner
+
+
+def test_blind_winner_rejects_other_choices():
+    with pytest.raises(ValueError, match="choice"):
+        blind_winner("3", False)

@@ -88,19 +88,15 @@ def config_job(config: Path, overrides: list[str], job):
         return job(cfg)
 
 
-def _run_config(config: Path, overrides: list[str], evaluate: bool):
-    from tuneloop.pipeline import run_loop
-
-    return config_job(config, overrides, lambda cfg: run_loop(cfg, console, evaluate=evaluate))
-
-
 @app.command()
 def run(
     config: Path = typer.Argument(..., help="Run config YAML (see examples/quickstart/quickstart.yaml)."),
     set_: list[str] = typer.Option([], "--set", help="Override a config value, e.g. --set train.epochs=3"),
 ) -> None:
     """Run the whole loop: validate data, LoRA fine-tune, evaluate base vs fine-tuned, write the report."""
-    _print_summary(_run_config(config, set_, evaluate=True))
+    from tuneloop import api
+
+    _print_summary(config_job(config, set_, lambda cfg: api.run(cfg, console=console)))
 
 
 @app.command()
@@ -110,14 +106,16 @@ def train(
 ) -> None:
     """Data and training only (no base-vs-fine-tuned generation); runs under `accelerate launch` on many
     GPUs or machines: see configs/accelerate/."""
-    result = _run_config(config, set_, evaluate=False)
+    from tuneloop import api
+
+    result = config_job(config, set_, lambda cfg: api.run(cfg, evaluate=False, console=console))
     if "total" in result.timings:  # the other processes of a distributed run have nothing to report
         from tuneloop.doctor.curves import Curves
 
-        evals = [v for _, v in Curves.from_metrics(result.run.read_metrics()).val]
+        evals = [v for _, v in Curves.from_metrics(result.metrics).val]
         console.print(f"trained: best validation loss {min(evals):.4f} (last {evals[-1]:.4f}); "
-                      f"weights in {result.run.path}; report {result.run.report_file}")
-        print_verdict(result.run, result.diagnosis)
+                      f"weights in {result.path}; report {result.dir.report_file}")
+        print_verdict(result)
 
 
 @app.command()
@@ -128,16 +126,16 @@ def resume(run_dir: Path = typer.Argument(..., help="A run directory under runs/
 
     with reported(ConfigError, ModelNotFound, ValueError, FileNotFoundError):
         quiet_libraries()
-        from tuneloop.pipeline import resume_loop
+        from tuneloop import api
 
-        result = resume_loop(run_dir, console)
+        result = api.resume(run_dir, console=console)
     _print_summary(result)
 
 
-def _print_summary(result) -> None:
-    ev = result.evaluation
+def _print_summary(run) -> None:
+    ev = run.evaluation
     if ev is None:  # a resumed `tuneloop train` run
-        console.print(f"trained; report: {result.run.report_file}")
+        console.print(f"trained; report: {run.dir.report_file}")
         return
     table = Table(title=f"test split · {ev['n_test']} examples · metric {ev['metric']}")
     table.add_column("metric")
@@ -148,16 +146,14 @@ def _print_summary(result) -> None:
             continue
         table.add_row(key, f"{ev['base']['metrics'][key]:.4f}", f"{tuned:.4f}")
     console.print(table)
-    t = result.timings
-    console.print("time: " + " · ".join(f"{stage} {seconds}s" for stage, seconds in t.items()))
-    console.print(f"report: {result.run.report_file}")
-    print_verdict(result.run, result.diagnosis)
+    console.print("time: " + " · ".join(f"{stage} {seconds}s" for stage, seconds in run.timings.items()))
+    console.print(f"report: {run.dir.report_file}")
+    print_verdict(run)
 
 
-def print_verdict(run, diagnosis, top: int = 3) -> None:
+def print_verdict(run, top: int = 3) -> None:
     """The doctor's verdict, its top recommendations with their cost, and the next command."""
-    if diagnosis is None:
-        return
+    diagnosis = run.diagnose()
     colour = {"healthy": "green", "undertrained": "yellow"}.get(diagnosis.verdict, "red")
     headline = next((f.message for f in diagnosis.findings if f.kind == diagnosis.verdict), "")
     console.print(f"doctor: [bold {colour}]{diagnosis.verdict}[/bold {colour}] · {headline}")
@@ -167,8 +163,8 @@ def print_verdict(run, diagnosis, top: int = 3) -> None:
     for r in diagnosis.recommendations[:top]:
         cost = f" (~{r.minutes:g} min of training)" if r.minutes is not None else ""
         console.print(f"  → {r.param}: {r.from_} → {r.to}{cost}: {r.why}")
-    if run.next_config_file.exists():
-        console.print(f"next: tuneloop run {run.next_config_file}", soft_wrap=True)
+    if run.dir.next_config_file.exists():
+        console.print(f"next: tuneloop run {run.dir.next_config_file}", soft_wrap=True)
 
 
 _register_subcommands()

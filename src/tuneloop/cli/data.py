@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from tuneloop.cli import reported
+from tuneloop.cli import quiet_libraries, reported
 
 data_app = typer.Typer(no_args_is_help=True, help="Prepare data: check, clean, dedup, split, stats, augment.")
 console = Console()
@@ -70,7 +70,6 @@ def _settings(file: Path | None, config: Path | None, fmt: str, prompt, completi
 
 
 def _tokenizer(model: str):
-    from tuneloop.cli import quiet_libraries
     from tuneloop.models import load_tokenizer, resolve_model
 
     quiet_libraries()
@@ -164,11 +163,7 @@ def dedup(
         result = find_duplicates([e.text for e in examples], threshold=threshold, near=not exact_only)
         write_records(out, [examples[i].record for i in result.keep])
     log = log or out.with_name(out.name + ".log.jsonl")
-    _write_log(log, [{"kept": {"file": examples[k].file, "row": examples[k].row},
-                      "dropped": [{"file": examples[i].file, "row": examples[i].row,
-                                   **next({"kind": d.kind, "similarity": d.similarity}
-                                          for d in result.duplicates if d.index == i)} for i in members]}
-                     for k, members in result.clusters.items()])
+    _write_log(log, result.cluster_log(examples))
     exact = sum(d.kind == "exact" for d in result.duplicates)
     console.print(f"{len(examples)} rows → {len(result.keep)} kept; dropped {exact} exact and "
                   f"{len(result.duplicates) - exact} near duplicates in {len(result.clusters)} clusters")
@@ -272,30 +267,15 @@ def augment(
     """Make extra training rows from the prompts (answers are never changed). Split keeps them out of
     validation and test."""
     from tuneloop.data import write_records
-    from tuneloop.data.augment import augment_eda, augment_with_model, augmented_rows
+    from tuneloop.data.augment import augment, augmented_rows
 
     with _errors():
-        data = _load(file, fmt, prompt, completion, system, label="none")
-        examples = data.examples
-        if any(e.kind != "chat" for e in examples):
-            raise ValueError(f"{file}: augmentation rewrites prompts; plain-text rows have none")
-        rejected: list[dict] = []
-        if method == "eda":
-            new = augment_eda(examples, copies=copies, alpha=alpha, seed=seed)
-        elif method in ("paraphrase", "backtranslate"):
-            from tuneloop.models import choose_precision, load_model, resolve_model
-            from tuneloop.models.precision import default_device
-
-            device = default_device()
-            precision = choose_precision("auto", device)
-            folder = resolve_model(model)
-            tokenizer = _tokenizer(model)
-            generator = load_model(folder, precision, device, inference=True)
-            with console.status(f"{method} of {len(examples)} prompts with {model}"):
-                new, rejected = augment_with_model(examples, generator, tokenizer, method=method, language=language,
-                                         autocast_dtype=precision.autocast_dtype)
-        else:
-            raise ValueError(f"--method {method!r}: one of eda, paraphrase, backtranslate")
+        examples = _load(file, fmt, prompt, completion, system, label="none").examples
+        if method != "eda":
+            quiet_libraries()
+        with console.status(f"{method} of {len(examples)} prompts" + (f" with {model}" if method != "eda" else "")):
+            new, rejected = augment(examples, method, copies=copies, alpha=alpha, seed=seed, model=model,
+                                    language=language)
         write_records(out, augmented_rows(examples, new))
     console.print(f"{len(examples)} rows + {len(new)} augmented ({method}) → {out}")
     if rejected:

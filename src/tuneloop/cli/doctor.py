@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-import yaml
 from rich.console import Console
 from rich.table import Table
 
@@ -36,6 +35,7 @@ def diagnose(
     which checkpoint to keep; and what to change next, with its cost."""
     from tuneloop.cli import reported
     from tuneloop.doctor import diagnose_path, recommend
+    from tuneloop.doctor.recommend import next_config_yaml
     from tuneloop.doctor.curves import Curves
     from tuneloop.doctor.diagnose import read_metrics_file
 
@@ -47,8 +47,9 @@ def diagnose(
         from tuneloop.report.plots import loss_curve_png
 
         plot.write_bytes(loss_curve_png(records))
-    if next_config and diagnosis.next_config is not None and diagnosis.recommendations:
-        next_config.write_text(yaml.safe_dump(diagnosis.next_config, sort_keys=False))
+    next_yaml = next_config_yaml(diagnosis) if next_config else None
+    if next_yaml is not None:
+        next_config.write_text(next_yaml)
     if as_json:
         typer.echo(json.dumps(diagnosis.to_dict(), indent=2))
         return
@@ -73,7 +74,7 @@ def diagnose(
             table.add_row(r.param, "?" if r.from_ is None else str(r.from_), str(r.to), r.why,
                           "" if r.minutes is None else f"{r.minutes:g}")
         console.print(table)
-    if next_config and diagnosis.next_config is not None and diagnosis.recommendations:
+    if next_yaml is not None:
         console.print(f"next config: {next_config}  →  tuneloop run {next_config}")
     if plot:
         console.print(f"curves: {plot}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import json
 from pathlib import Path
 from typing import Annotated
@@ -18,21 +17,6 @@ Metric = Annotated[str | None, typer.Option("--metric", help="auto, exact_match,
                                             "generation, json_fields or module:function.")]
 
 
-def _eval_config(config, metric, max_examples, sample, temperature, seed):
-    changes = {k: v for k, v in {"metric": metric, "max_examples": max_examples, "sample": sample or None,
-                                 "temperature": temperature, "seed": seed}.items() if v is not None}
-    return config.eval.model_copy(update=changes)
-
-
-def _examples(config, run_path: Path | None, data: Path | None):
-    from tuneloop.data.prepare import load_from_config
-    from tuneloop.runs import RunDir
-
-    if data is not None:
-        return load_from_config(config.data.model_copy(update={"path": data})).examples, data.stem
-    return RunDir(run_path).read_split("test"), "test"
-
-
 def eval_(
     run: Annotated[Path, typer.Argument(help="A finished run directory.")],
     data: Data = None,
@@ -43,35 +27,17 @@ def eval_(
     seed: Annotated[int | None, typer.Option("--seed")] = None,
 ) -> None:
     """Task metrics of a fine-tuned run on its test split or on --data: loss, and the metric that fits the task."""
-    from tuneloop.config import ConfigError
-    from tuneloop.data import DataError
-    from tuneloop.eval.evaluate import evaluate_model, generation_set
-    from tuneloop.runs import RunDir
-    from tuneloop.runs.sides import load_side
-    from tuneloop.models import ModelNotFound
-    from tuneloop.runs import RunDir
+    from tuneloop import api
 
     quiet_libraries()
-    with reported(ConfigError, DataError, ModelNotFound, FileNotFoundError, ValueError):
-        config = RunDir(run).config()
-        eval_config = _eval_config(config, metric, max_examples, sample, temperature, seed)
-        examples, name = _examples(config, run, data)
-        side = load_side(str(run), config)
-    with console.status(f"evaluating {side.name} on {len(examples)} examples"):
-        result = evaluate_model(side.model, side.tokenizer, examples, eval_config, side.precision)
-    gen_set = generation_set(examples, eval_config)
-    record = {"run": side.name, "data": str(data) if data else "test split", "n": len(examples),
-              "eval_config": eval_config.model_dump(), "metric": result["metric"], "metrics": result["metrics"],
-              "confusion": result.get("confusion"),
-              "examples": [{"source_row": e.row, "prompt": e.prompt[-1]["content"], "reference": e.answer,
-                            "output": o, **p} for e, o, p in zip(gen_set, result["outputs"], result["per_example"])]}
-    out = RunDir(run).path / "evals" / f"{name}.json"
-    RunDir(run).write_json(out, record)
-    table = Table("metric", "value", title=f"{side.name} · {record['data']} · {len(examples)} examples")
-    for key, value in result["metrics"].items():
+    with reported(*_ERRORS()):
+        result = api.open_run(run).evaluate(data, console=console, metric=metric, max_examples=max_examples,
+                                            sample=sample, temperature=temperature, seed=seed)
+    table = Table("metric", "value", title=f"{result.run} · {result.data} · {result.n} examples")
+    for key, value in result.metrics.items():
         table.add_row(key, f"{value:.4f}")
     console.print(table)
-    console.print(f"per-example results: {out}", soft_wrap=True)
+    console.print(f"per-example results: {result.path}", soft_wrap=True)
 
 
 def compare(
@@ -89,46 +55,15 @@ def compare(
     rubric: Annotated[str | None, typer.Option("--rubric", help="What the judge looks for.")] = None,
 ) -> None:
     """A/B on one test set: each metric with a paired-bootstrap interval, McNemar, win/tie/loss, regressions first."""
-    from tuneloop.config import ConfigError
-    from tuneloop.data import DataError
-    from tuneloop.eval.compare import compare_outputs
-    from tuneloop.eval.evaluate import generate_and_score, generation_set, metric_for
-    from tuneloop.runs import RunDir
-    from tuneloop.runs.sides import load_side
-    from tuneloop.models import ModelNotFound
+    from tuneloop import api
 
     quiet_libraries()
-    runs = [Path(s) for s in (a, b) if s != "base"]
-    with reported(ConfigError, DataError, ModelNotFound, FileNotFoundError, ValueError):
-        if not runs:
-            raise ValueError("at least one side must be a run directory (`base` is that run's base model)")
-        config = RunDir(runs[0]).config()
-        eval_config = _eval_config(config, metric, max_examples, False, None, None)
-        examples, name = _examples(config, runs[0], data)
-        if data is None and len(runs) == 2:
-            from tuneloop.runs import RunDir
-
-            other = RunDir(runs[1]).read_split("test")
-            if [e.messages for e in other] != [e.messages for e in examples]:
-                raise ValueError(f"{runs[0]} and {runs[1]} have different test splits; pass --data FILE to "
-                                 "compare them on one set")
-        gen_set = generation_set(examples, eval_config)
-        if not gen_set:
-            raise ValueError("plain-text data has no prompts to answer; compare runs with `tuneloop eval` loss")
-        chosen = metric_for(gen_set, eval_config)
-        sides = {}
-        for spec in (a, b):
-            side = load_side(spec, config)
-            with console.status(f"generating with {side.name} on {len(gen_set)} examples"):
-                sides[spec] = (side.name, generate_and_score(side.model, side.tokenizer, gen_set, eval_config,
-                                                             side.precision, metric=chosen))
-            del side
-            gc.collect()  # one model in memory at a time
-    (name_a, side_a), (name_b, side_b) = sides[a], sides[b]
-    references = [e.answer for e in gen_set]
-    result = compare_outputs(chosen, references, side_a, side_b, resamples=resamples)
-    table = Table("metric", name_a, name_b, "B - A", f"{int(result['confidence'] * 100)}% interval", "p",
-                  title=f"{name_a} (A) vs {name_b} (B) · {len(gen_set)} examples · {chosen}")
+    with reported(*_ERRORS()):
+        c = api.compare(a, b, data, console=console, metric=metric, max_examples=max_examples, resamples=resamples,
+                        judge=judge, judge_model=judge_model, rubric=rubric)
+    result = c.result
+    table = Table("metric", c.a, c.b, "B - A", f"{int(result['confidence'] * 100)}% interval", "p",
+                  title=f"{c.a} (A) vs {c.b} (B) · {len(c.examples)} examples · {c.metric}")
     for key, s in result["metrics"].items():
         table.add_row(key, f"{s['a']:.4f}", f"{s['b']:.4f}", f"{s['difference']:+.4f}",
                       f"[{s['ci'][0]:+.4f}, {s['ci'][1]:+.4f}]" if s["ci"] else "-",
@@ -142,30 +77,24 @@ def compare(
         console.print(f"McNemar: only A right {m['only_a_correct']}, only B right {m['only_b_correct']}, "
                       f"p = {m['p_value']:.3g}")
     for i in result.get("regressions", [])[:show]:
-        console.print(f"[red]worse[/red] row {gen_set[i].row}: {gen_set[i].prompt[-1]['content'][:100]!r}\n"
-                      f"   reference {references[i][:100]!r}\n   A {side_a['outputs'][i][:100]!r}\n"
-                      f"   B {side_b['outputs'][i][:100]!r}")
-    if judge:
-        from tuneloop.eval.judge import RUBRIC, judge_pairs, make_judge
-
-        try:
-            with console.status(f"judging {len(gen_set)} pairs in both orders"):
-                result["judge"] = judge_pairs(make_judge(judge, judge_model), [e.prompt[-1]["content"] for e in gen_set],
-                                              side_a["outputs"], side_b["outputs"], rubric or RUBRIC)
-        except Exception as e:  # noqa: BLE001 — a model that will not load or an endpoint that will not answer
-            fail(ValueError(f"--judge {judge}: {e}"))
+        e = c.examples[i]
+        console.print(f"[red]worse[/red] row {e['source_row']}: {e['prompt'][:100]!r}\n"
+                      f"   reference {e['reference'][:100]!r}\n   A {e['a']['output'][:100]!r}\n"
+                      f"   B {e['b']['output'][:100]!r}")
+    if "judge" in result:
         j = result["judge"]
         console.print(f"judge {j['judge']}: B better on {j['b_wins']}, tied {j['ties']}, A better on {j['a_wins']}; "
                       f"both orders agreed on {j['position_consistency']:.0%} of pairs")
-    record = {"a": name_a, "b": name_b, "data": str(data) if data else "test split", **result,
-              "examples": [{"source_row": e.row, "prompt": e.prompt[-1]["content"], "reference": r,
-                            "a": {"output": side_a["outputs"][i], **side_a["per_example"][i]},
-                            "b": {"output": side_b["outputs"][i], **side_b["per_example"][i]}}
-                           for i, (e, r) in enumerate(zip(gen_set, references))]}
-    out = runs[-1] / "compare" / f"{name_a}-vs-{name_b}-{name}.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(record, indent=2) + "\n")
-    console.print(f"written: {out}", soft_wrap=True)
+    console.print(f"written: {c.path}", soft_wrap=True)
+
+
+def _ERRORS():
+    """What a bad run directory, data file, model or option raises: one line, exit status 2."""
+    from tuneloop.config import ConfigError
+    from tuneloop.data import DataError
+    from tuneloop.models import ModelNotFound
+
+    return ConfigError, DataError, ModelNotFound, FileNotFoundError, ValueError
 
 
 def rate(
@@ -177,7 +106,7 @@ def rate(
     """Rate two models' answers side by side (order shuffled, names hidden): 1, 2, t(ie), s(kip), q(uit)."""
     import random
 
-    from tuneloop.eval.ratings import add_rating, read_ratings, summarize
+    from tuneloop.eval.ratings import add_rating, blind_winner, read_ratings, summarize
 
     try:
         record = json.loads(comparison.read_text(encoding="utf-8"))
@@ -199,7 +128,7 @@ def rate(
             break
         if answer not in ("1", "2", "t"):
             continue
-        winner = "tie" if answer == "t" else ("b" if (answer == "1") == flip else "a")
+        winner = blind_winner("tie" if answer == "t" else answer, flip)
         comment = typer.prompt("comment (optional)", default="", show_default=False)
         add_rating(runs_dir, prompt=ex["prompt"], model_a=names[0], model_b=names[1], output_a=ex["a"]["output"],
                    output_b=ex["b"]["output"], winner=winner, comment=comment, shown_first="b" if flip else "a",

@@ -11,38 +11,6 @@ import typer
 from tuneloop.cli import console, quiet_libraries, reported
 
 
-def parse_adapter(spec: str):
-    """NAME=RUN_OR_PATH[@SCALE] -> AdapterSpec."""
-    from tuneloop.serve.engine import resolve_adapter
-
-    name, sep, target = spec.partition("=")
-    if not sep or not name or not target:
-        raise ValueError(f"--adapter {spec!r}: expected NAME=RUN_DIR or NAME=RUN_DIR@SCALE")
-    scale = 1.0
-    if "@" in target:
-        target, _, raw = target.rpartition("@")
-        try:
-            scale = float(raw)
-        except ValueError:
-            raise ValueError(f"--adapter {spec!r}: scale {raw!r} is not a number") from None
-    return resolve_adapter(name, target, scale)
-
-
-def base_model_for(model: str | None, adapters) -> str:
-    """--model, else the model the adapters' runs trained on (they must agree)."""
-    from tuneloop.config import DEFAULT_MODEL
-
-    trained_on = {a.base_model for a in adapters if a.base_model}
-    if model is None and len(trained_on) > 1:
-        raise ValueError(f"the adapters were trained on different models ({', '.join(sorted(trained_on))}); "
-                         "one server serves one base model: pass --model")
-    chosen = model or (trained_on.pop() if trained_on else DEFAULT_MODEL)
-    for a in adapters:
-        if a.base_model and a.base_model != chosen:
-            raise ValueError(f"adapter {a.name!r} was trained on {a.base_model}, not {chosen}")
-    return chosen
-
-
 def serve(
     model: Annotated[str | None, typer.Option("--model", help="Base model (default: the adapters' runs' model).")]
     = None,
@@ -60,24 +28,21 @@ def serve(
                                          "transformers or vllm.")] = "auto",
 ) -> None:
     """Serve a base model and LoRA adapters behind an OpenAI-compatible API (chat, completions, streaming)."""
-    import uvicorn
-
+    from tuneloop import api
     from tuneloop.models import ModelNotFound
-    from tuneloop.serve import create_app
-    from tuneloop.serve.backends import open_engine
 
     quiet_libraries()
     with reported(ValueError, FileNotFoundError, ModelNotFound):
-        adapters = [parse_adapter(s) for s in adapter]
-        engine, batcher, why = open_engine(base_model_for(model, adapters), adapters, backend=backend,
-                                           precision=precision, max_batch=max_batch)
-    console.print(f"serving {', '.join(engine.model_names())} ({engine.backend}: {why}; {engine.precision.value} on "
-                  f"{engine.device}) at http://{host}:{port}/v1" + ("  ·  API key required" if api_key else ""),
-                  soft_wrap=True)
+        server = api.server(adapter, model=model, host=host, port=port, api_key=api_key, precision=precision,
+                            max_batch=max_batch, backend=backend)
+    engine = server.engine
+    console.print(f"serving {', '.join(engine.model_names())} ({engine.backend}: {server.why}; "
+                  f"{engine.precision.value} on {engine.device}) at {server.url}" + ("  ·  API key required" if api_key
+                                                                                   else ""), soft_wrap=True)
     if host not in ("127.0.0.1", "localhost") and not api_key:
         console.print("[yellow]warning: listening beyond this machine without --api-key[/yellow]")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    uvicorn.run(create_app(engine, batcher, api_key), host=host, port=port, log_level="warning")  # closes batcher
+    server.run()  # closes the batcher on shutdown
 
 
 def export(
@@ -89,34 +54,18 @@ def export(
     gguf_type: Annotated[str, typer.Option("--gguf-type", help="f16 or f32 weights in the GGUF file.")] = "f16",
 ) -> None:
     """Export a run: the PEFT adapter, the merged model (plain transformers), optionally GGUF; each checked."""
-    from tuneloop.runs import RunDir
-    from tuneloop.serve.export import export_adapter, export_gguf, export_merged
+    from tuneloop import api
 
     quiet_libraries()
-    run_dir = RunDir(run)
-    out = out or run_dir.path / "export"
     with reported(ValueError, FileNotFoundError):
-        if gguf_type not in ("f16", "f32"):
-            raise ValueError(f"--gguf-type {gguf_type!r}: use f16 or f32")
-        adapter = None
-        if run_dir.adapter_dir.is_dir():
-            adapter = export_adapter(run_dir, out / "adapter", scale)
-            console.print(f"adapter: {adapter}" + (f" (alpha x {scale:g})" if scale != 1 else ""), soft_wrap=True)
-        elif scale != 1.0:
-            raise ValueError("--scale applies to LoRA adapters; this run fine-tuned the whole model")
-        with console.status("merging the adapter into the base weights"):
-            merged = export_merged(run_dir, out / "merged", adapter)
-        if merged["max_logit_difference"] > 1e-3:
-            raise ValueError(f"the merged model's logits differ from the adapter's by {merged['max_logit_difference']}")
-        console.print(f"merged model: {merged['path']} (logits match the adapter's within "
-                      f"{merged['max_logit_difference']:.1e})", soft_wrap=True)
-        if gguf:
-            with console.status("writing GGUF and loading it back"):
-                written = export_gguf(out / "merged", out / "model.gguf", gguf_type)
-            if written["max_logit_difference"] > 0.5:  # f16 rounding moves logits by ~0.03; a layout bug by far more
-                raise ValueError(f"model.gguf loads back with logits off by {written['max_logit_difference']:.3f}")
-            console.print(f"GGUF ({gguf_type}): {written['path']} (loads back; logits within "
-                          f"{written['max_logit_difference']:.3f})", soft_wrap=True)
+        result = api.open_run(run).export(out, scale=scale, gguf=gguf, gguf_type=gguf_type, console=console)
+    if result.adapter:
+        console.print(f"adapter: {result.adapter}" + (f" (alpha x {scale:g})" if scale != 1 else ""), soft_wrap=True)
+    console.print(f"merged model: {result.merged} (logits match the adapter's within "
+                  f"{result.merged_logit_difference:.1e})", soft_wrap=True)
+    if result.gguf:
+        console.print(f"GGUF ({gguf_type}): {result.gguf} (loads back; logits within "
+                      f"{result.gguf_logit_difference:.3f})", soft_wrap=True)
 
 
 def chat(
@@ -168,7 +117,7 @@ def chat(
 
 def _chat_engine(sides: list[str], scale: float):
     """One engine for both sides: a run is an adapter on the shared base model (or its own full model)."""
-    from tuneloop.serve.engine import Engine, resolve_adapter
+    from tuneloop.serve.engine import Engine, base_model_for, resolve_adapter
 
     adapters = [resolve_adapter(Path(s).name, s, scale) for s in sides if s != "base"]
     model = base_model_for(None, adapters)

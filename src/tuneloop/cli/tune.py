@@ -27,13 +27,11 @@ def autotune(
 ) -> None:
     """Run, diagnose, apply the doctor's recommendation, rerun — past "healthy" while the budget lasts — then
     evaluate base, first and best run on the test split."""
-    from tuneloop.tune import autotune as run_autotune
+    from tuneloop import api
 
     if select not in ("auto", "val_loss", "metric"):
         raise typer.BadParameter("use auto, val_loss or metric", param_hint="--select")
-    if max_runs is None and max_minutes is None:
-        max_runs = 4
-    tune = config_job(config, set_, lambda cfg: run_autotune(cfg, max_runs=max_runs, max_minutes=max_minutes,
+    tune = config_job(config, set_, lambda cfg: api.autotune(cfg, max_runs=max_runs, max_minutes=max_minutes,
                                                              select=select, console=console))
     by_metric = tune.select == "metric"
     table = Table("#", "run", "change", "verdict", "best val loss", *(["val metric"] if by_metric else []), "min",
@@ -75,14 +73,14 @@ def sweep(
     set_: Overrides = [],
 ) -> None:
     """Hyperparameter search with Optuna (TPE, pruning of weak trials, resumable SQLite storage), or on Ray Tune."""
-    from tuneloop.tune import sweep as run_sweep
+    from tuneloop import api
 
     if backend not in ("optuna", "ray"):
         raise typer.BadParameter("use optuna or ray", param_hint="--backend")
     if backend == "ray":
         _ray_sweep(config, set_, trials, study, ray_address)
         return
-    result = config_job(config, set_, lambda cfg: run_sweep(cfg, trials=trials, storage=storage, study_name=study,
+    result = config_job(config, set_, lambda cfg: api.sweep(cfg, trials=trials, storage=storage, study=study,
                                                             timeout_minutes=timeout_minutes, console=console))
     table = Table("trial", "state", "params", "best val loss", "run", title=f"sweep {result.study_name}")
     for t in result.trials:

@@ -87,6 +87,31 @@ def augment_eda(examples: list[Example], copies: int = 1, alpha: float = 0.1, se
     return out
 
 
+METHODS = ("eda", "paraphrase", "backtranslate")
+
+
+def augment(examples: list[Example], method: str = "eda", *, copies: int = 1, alpha: float = 0.1, seed: int = 0,
+            model: str = "smollm2-135m-instruct", language: str = "French") -> tuple[list[Example], list[dict]]:
+    """New training rows from `examples` by `method`: EDA edits, or a paraphrase / back-translation
+    by `model`. Returns the new rows and the rejected rewrites (model methods only)."""
+    if method not in METHODS:
+        raise ValueError(f"augmentation method {method!r}: one of {', '.join(METHODS)}")
+    text = next((e for e in examples if e.kind != "chat"), None)
+    if text is not None:
+        raise ValueError(f"{text.file}: row {text.row}: augmentation rewrites prompts; plain-text rows have none")
+    if method == "eda":
+        return augment_eda(examples, copies=copies, alpha=alpha, seed=seed), []
+    from tuneloop.models import choose_precision, load_model, load_tokenizer, resolve_model
+    from tuneloop.models.precision import default_device
+
+    device = default_device()
+    precision = choose_precision("auto", device)
+    folder = resolve_model(model)
+    generator = load_model(folder, precision, device, inference=True)
+    return augment_with_model(examples, generator, load_tokenizer(folder), method=method, language=language,
+                              autocast_dtype=precision.autocast_dtype)
+
+
 def augment_with_model(examples: list[Example], model, tokenizer, method: str = "paraphrase",
                        language: str = "French", max_new_tokens: int = 256, batch_size: int = 8,
                        autocast_dtype=None) -> tuple[list[Example], list[dict]]:

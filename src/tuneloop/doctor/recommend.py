@@ -17,7 +17,9 @@ import copy
 import math
 from dataclasses import dataclass, replace
 
-from tuneloop.config import get_key, set_key
+import yaml
+
+from tuneloop.config import config_from_dict, get_key, set_key
 from tuneloop.doctor.diagnose import Diagnosis
 
 MAX_RANK = 64
@@ -87,6 +89,16 @@ def recommend(diagnosis: Diagnosis, config: dict | None) -> Diagnosis:
         diagnosis.next_config = next_config
         diagnosis.summary["next_run_minutes"] = estimated_minutes(seconds, config, applied)
     return diagnosis
+
+
+def next_config_yaml(diagnosis: Diagnosis) -> str | None:
+    """next.yaml's text when the doctor changes anything in the config, else None. Validated as
+    `tuneloop run` will read it: a recommendation outside the schema is a doctor bug that must
+    surface here, not as a next config that fails later."""
+    if diagnosis.next_config is None or not any(r.applied for r in diagnosis.recommendations):
+        return None
+    config_from_dict(diagnosis.next_config, source="the doctor's next config")
+    return yaml.safe_dump(diagnosis.next_config, sort_keys=False)
 
 
 def _scale(value, factor: float, label: str):

@@ -22,6 +22,17 @@ def ratings_file(runs_dir: str | Path) -> Path:
     return Path(runs_dir) / "ratings.jsonl"
 
 
+def blind_winner(choice: str, flipped: bool) -> str:
+    """The winner ("a", "b" or "tie") from what a rater picked on a blind page: "1" (the answer shown
+    first), "2" or "tie". `flipped`: b was shown first. Both the terminal and the dashboard ask
+    this way."""
+    if choice not in ("1", "2", "tie"):
+        raise ValueError(f"choice must be 1, 2 or tie, not {choice!r}")
+    if choice == "tie":
+        return "tie"
+    return "b" if (choice == "1") == flipped else "a"
+
+
 def add_rating(runs_dir: str | Path, *, prompt: str, model_a: str, model_b: str, output_a: str, output_b: str,
                winner: str, comment: str = "", shown_first: str = "a", source: str | None = None) -> dict:
     if winner not in WINNERS:

@@ -11,6 +11,7 @@ Only the batcher's worker thread calls `generate`, so the model is never used co
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,9 +76,39 @@ def resolve_adapter(name: str, target: str, scale: float = 1.0) -> AdapterSpec:
     if not (path / "adapter_config.json").is_file():
         raise FileNotFoundError(f"adapter {name!r}: {target} is neither a run directory with adapter/ nor a PEFT "
                                 "adapter folder (no adapter_config.json)")
-    if scale < 0:
-        raise ValueError(f"adapter {name!r}: scale must be >= 0")
+    if not math.isfinite(scale) or scale < 0:
+        raise ValueError(f"adapter {name!r}: scale must be a finite number >= 0, not {scale}")
     return AdapterSpec(name, path.resolve(), scale, base_model)
+
+
+def parse_adapter(spec: str) -> AdapterSpec:
+    """NAME=RUN_OR_PATH[@SCALE], as `tuneloop serve --adapter` takes it."""
+    name, sep, target = spec.partition("=")
+    if not sep or not name or not target:
+        raise ValueError(f"--adapter {spec!r}: expected NAME=RUN_DIR or NAME=RUN_DIR@SCALE")
+    scale = 1.0
+    if "@" in target:
+        target, _, raw = target.rpartition("@")
+        try:
+            scale = float(raw)
+        except ValueError:
+            raise ValueError(f"--adapter {spec!r}: scale {raw!r} is not a number") from None
+    return resolve_adapter(name, target, scale)
+
+
+def base_model_for(model: str | None, adapters: list[AdapterSpec]) -> str:
+    """`model`, else the model the adapters' runs trained on (they must agree): one server, one base model."""
+    from tuneloop.config import DEFAULT_MODEL
+
+    trained_on = {a.base_model for a in adapters if a.base_model}
+    if model is None and len(trained_on) > 1:
+        raise ValueError(f"the adapters were trained on different models ({', '.join(sorted(trained_on))}); "
+                         "one server serves one base model: pass --model")
+    chosen = model or (trained_on.pop() if trained_on else DEFAULT_MODEL)
+    for a in adapters:
+        if a.base_model and a.base_model != chosen:
+            raise ValueError(f"adapter {a.name!r} was trained on {a.base_model}, not {chosen}")
+    return chosen
 
 
 class ServedModels:

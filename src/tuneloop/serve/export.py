@@ -11,12 +11,55 @@ from __future__ import annotations
 
 import json
 import shutil
+from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from tuneloop.models import Precision, load_model, load_tokenizer, resolve_model
 from tuneloop.runs import RunDir
+
+
+# A merged model must compute what base + adapter computes: fp32 merging moves logits by ~1e-5.
+MERGE_TOLERANCE = 1e-3
+# f16 rounding in GGUF moves logits by ~0.03; a wrong tensor layout by far more.
+GGUF_TOLERANCE = 0.5
+
+
+@dataclass
+class Export:
+    adapter: Path | None  # None for a full fine-tune
+    merged: Path
+    merged_logit_difference: float
+    gguf: Path | None = None
+    gguf_logit_difference: float | None = None
+
+
+def export_run(run: RunDir, out: Path | None = None, *, scale: float = 1.0, gguf: bool = False,
+               gguf_type: str = "f16", status=lambda message: nullcontext()) -> Export:
+    """The adapter (with `scale` baked in), the merged model and optionally GGUF, each checked against
+    the run's own model; a check that fails is an error, not a warning."""
+    if gguf_type not in ("f16", "f32"):
+        raise ValueError(f"gguf type {gguf_type!r}: use f16 or f32")
+    out = out or run.export_dir
+    adapter = None
+    if run.adapter_dir.is_dir():
+        adapter = export_adapter(run, out / "adapter", scale)
+    elif scale != 1.0:
+        raise ValueError("--scale applies to LoRA adapters; this run fine-tuned the whole model")
+    with status("merging the adapter into the base weights"):
+        merged = export_merged(run, out / "merged", adapter)
+    if merged["max_logit_difference"] > MERGE_TOLERANCE:
+        raise ValueError(f"the merged model's logits differ from the adapter's by {merged['max_logit_difference']}")
+    result = Export(adapter, Path(merged["path"]), merged["max_logit_difference"])
+    if gguf:
+        with status("writing GGUF and loading it back"):
+            written = export_gguf(out / "merged", out / "model.gguf", gguf_type)
+        if written["max_logit_difference"] > GGUF_TOLERANCE:
+            raise ValueError(f"model.gguf loads back with logits off by {written['max_logit_difference']:.3f}")
+        result.gguf, result.gguf_logit_difference = Path(written["path"]), written["max_logit_difference"]
+    return result
 
 
 def export_adapter(run: RunDir, out: Path, scale: float = 1.0) -> Path:

@@ -23,7 +23,7 @@ from fastapi.templating import Jinja2Templates
 from tuneloop.config import ConfigError, LoraConfig, TrainConfig, load_config
 from tuneloop.doctor.curves import Curves
 from tuneloop.config import headline
-from tuneloop.eval.ratings import add_rating, read_ratings, summarize
+from tuneloop.eval.ratings import add_rating, blind_winner, read_ratings, summarize
 from tuneloop.ui import store
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
@@ -150,10 +150,10 @@ def create_app(runs_dir: Path, presets: list[Path] | None = None, launcher=launc
             e = (store.read_json(get_run(run).eval_file) or {})["examples"][int(index)]
         except (ValueError, KeyError, IndexError):
             raise HTTPException(400, "unknown example") from None
-        if choice not in ("1", "2", "tie"):
-            raise HTTPException(400, "choice must be 1, 2 or tie")
-        # Side a is the base model, b the fine-tuned one; the page showed b first when flipped.
-        winner = "tie" if choice == "tie" else ("b" if (choice == "1") == (flip == "1") else "a")
+        try:  # side a is the base model, b the fine-tuned one; the page showed b first when flipped
+            winner = blind_winner(choice, flip == "1")
+        except ValueError as e:
+            raise HTTPException(400, str(e)) from None
         add_rating(runs_dir, prompt=e["prompt"], model_a="base", model_b=run, output_a=e["base"]["output"],
                    output_b=e["finetuned"]["output"], winner=winner, comment=comment,
                    shown_first="b" if flip == "1" else "a", source=f"dashboard:{run}")
