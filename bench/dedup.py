@@ -24,9 +24,9 @@ from hashlib import sha1
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from environment import save  # noqa: E402
+from environment import save
 
-from tuneloop.data.dedup import find_duplicates, normalize, shingles  # noqa: E402
+from tuneloop.data.dedup import find_duplicates, normalize, shingles
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 N_ROWS = 100_000
@@ -36,11 +36,9 @@ THRESHOLD = 0.8
 def source_texts() -> list[str]:
     with open(SHARED / "banking77" / "train.csv", newline="", encoding="utf-8") as f:
         texts = [r["text"] for r in csv.DictReader(f)]
-    for line in open(SHARED / "gsm8k" / "train.jsonl", encoding="utf-8"):
-        r = json.loads(line)
+    for r in map(json.loads, (SHARED / "gsm8k" / "train.jsonl").read_text(encoding="utf-8").splitlines()):
         texts.append(r["question"] + "\n" + r["answer"])
-    for line in open(SHARED / "dialogsum" / "dev.jsonl", encoding="utf-8"):
-        r = json.loads(line)
+    for r in map(json.loads, (SHARED / "dialogsum" / "dev.jsonl").read_text(encoding="utf-8").splitlines()):
         texts.append(r["dialogue"] + "\n" + r["summary"])
     return texts
 
@@ -49,7 +47,9 @@ def edit(text: str, n: int, rng: random.Random) -> str:
     words = text.split()
     for _ in range(n):
         i = rng.randrange(len(words))
-        words[i] = rng.choice(["really", "please", "now", "the", "my", "very"]) if rng.random() < 0.5 else words[i][::-1]
+        words[i] = (
+            rng.choice(["really", "please", "now", "the", "my", "very"]) if rng.random() < 0.5 else words[i][::-1]
+        )
     return " ".join(words)
 
 
@@ -95,8 +95,13 @@ def quality(sources: list[str], sample: int = 3000, seed: int = 1) -> dict:
     flagged = {d.index for d in result.duplicates}
     should = {i for _, i in truth}
     tp = len(flagged & should)
-    return {"sample": sample, "true_duplicate_rows": len(should), "flagged_rows": len(flagged),
-            "precision": round(tp / max(1, len(flagged)), 4), "recall": round(tp / max(1, len(should)), 4)}
+    return {
+        "sample": sample,
+        "true_duplicate_rows": len(should),
+        "flagged_rows": len(flagged),
+        "precision": round(tp / max(1, len(flagged)), 4),
+        "recall": round(tp / max(1, len(should)), 4),
+    }
 
 
 def main() -> None:
@@ -112,13 +117,24 @@ def main() -> None:
     agree = {(d.index, d.of) for d in result.duplicates} == {(d.index, d.of) for d in baseline.duplicates}
     q = quality(sources)
     print(f"quality vs exact Jaccard on a {q['sample']}-row sample: precision {q['precision']}, recall {q['recall']}")
-    path = save("dedup", {
-        "rows": len(rows), "threshold": THRESHOLD, "target_seconds": 30,
-        "seconds": seconds, "meets_target": seconds < 30,
-        "exact_duplicates": exact, "near_duplicates": near, "kept": len(result.keep),
-        "baseline_sha1_seconds": baseline_s, "speedup_vs_sha1": round(baseline_s / seconds, 2),
-        "same_result_as_sha1": agree, "quality": q,
-    }, extra_packages=("datasketch",))
+    path = save(
+        "dedup",
+        {
+            "rows": len(rows),
+            "threshold": THRESHOLD,
+            "target_seconds": 30,
+            "seconds": seconds,
+            "meets_target": seconds < 30,
+            "exact_duplicates": exact,
+            "near_duplicates": near,
+            "kept": len(result.keep),
+            "baseline_sha1_seconds": baseline_s,
+            "speedup_vs_sha1": round(baseline_s / seconds, 2),
+            "same_result_as_sha1": agree,
+            "quality": q,
+        },
+        extra_packages=("datasketch",),
+    )
     print(f"wrote {path}")
 
 

@@ -16,13 +16,13 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from environment import save  # noqa: E402
-from rich.console import Console  # noqa: E402
+from environment import save
+from rich.console import Console
 
-from tuneloop.config import config_from_dict  # noqa: E402
-from tuneloop.models import resolve_model  # noqa: E402
-from tuneloop.models.tiny import build_tiny_model  # noqa: E402
-from tuneloop.tune import autotune  # noqa: E402
+from tuneloop.config import config_from_dict
+from tuneloop.models import resolve_model
+from tuneloop.models.tiny import build_tiny_model
+from tuneloop.tune import autotune
 
 TICKETS = Path(__file__).resolve().parents[1] / "examples" / "quickstart" / "tickets.jsonl"
 CASES = {  # verdict: (rows, train settings) — as in the slow test, with enough rows to trust validation
@@ -40,24 +40,43 @@ def main() -> None:
     for verdict, (n, train) in CASES.items():
         data = work / f"{verdict}.jsonl"
         data.write_text("\n".join(rows[:n]) + "\n")
-        config = config_from_dict({"model": str(model), "runs_dir": str(work / "runs"), "run_name": verdict,
-                                   "data": {"path": str(data), "max_seq_len": 256},
-                                   "train": {"log_every": 1, "warmup_ratio": 0.0, "doctor": "watch", **train}})
+        config = config_from_dict(
+            {
+                "model": str(model),
+                "runs_dir": str(work / "runs"),
+                "run_name": verdict,
+                "data": {"path": str(data), "max_seq_len": 256},
+                "train": {"log_every": 1, "warmup_ratio": 0.0, "doctor": "watch", **train},
+            }
+        )
         tune = autotune(config, max_runs=3, select="val_loss", evaluate_test=False, console=Console(quiet=True))
         first, *rest = tune.attempts
         cases[verdict] = {
             "verdict": first.verdict,
-            "attempts": [{"change": {s["param"]: [s["from"], s["to"]] for s in a.step}, "verdict": a.verdict,
-                          "best_val_loss": a.best_val_loss} for a in tune.attempts],
+            "attempts": [
+                {
+                    "change": {s["param"]: [s["from"], s["to"]] for s in a.step},
+                    "verdict": a.verdict,
+                    "best_val_loss": a.best_val_loss,
+                }
+                for a in tune.attempts
+            ],
             "first_followup_improved": bool(rest) and rest[0].best_val_loss < first.best_val_loss,
             "best_improved": tune.best is not first,
         }
         print(verdict, [(a.verdict, a.best_val_loss) for a in tune.attempts], flush=True)
     improved = sum(c["first_followup_improved"] for c in cases.values())
-    result = {"cases": cases, "first_followup_improved": f"{improved}/{len(cases)}",
-              "best_within_three_runs_improved": f"{sum(c['best_improved'] for c in cases.values())}/{len(cases)}"}
-    print(result["first_followup_improved"], "improved after one recommendation;",
-          result["best_within_three_runs_improved"], "within three runs")
+    result = {
+        "cases": cases,
+        "first_followup_improved": f"{improved}/{len(cases)}",
+        "best_within_three_runs_improved": f"{sum(c['best_improved'] for c in cases.values())}/{len(cases)}",
+    }
+    print(
+        result["first_followup_improved"],
+        "improved after one recommendation;",
+        result["best_within_three_runs_improved"],
+        "within three runs",
+    )
     print(save("doctor_followup", result))
 
 

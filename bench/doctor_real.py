@@ -32,12 +32,12 @@ from collections import defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from environment import RESULTS, save  # noqa: E402
-from rich.console import Console  # noqa: E402
+from environment import RESULTS, save
+from rich.console import Console
 
-from tuneloop.cli import quiet_libraries  # noqa: E402
-from tuneloop.config import config_from_dict, load_config  # noqa: E402
-from tuneloop.tune import autotune  # noqa: E402
+from tuneloop.cli import quiet_libraries
+from tuneloop.config import config_from_dict, load_config
+from tuneloop.tune import autotune
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = ROOT.parent / "shared" / "datasets"
@@ -58,13 +58,21 @@ def banking77(work: Path) -> tuple[object, float]:
     rng = random.Random(0)
     rows = [r for label in sorted(by_label) for r in rng.sample(by_label[label], 10)]
     path = work / "banking77.jsonl"
-    path.write_text("".join(json.dumps({"prompt": f"Banking intent of this message: {r['text']}",
-                                        "completion": r["category"]}) + "\n" for r in rows))
-    return config_from_dict({
-        "run_name": "banking77", "runs_dir": str(work / "runs"),
-        "data": {"path": str(path), "validation_size": 0.1, "test_size": 0.15, "max_seq_len": 256},
-        "train": {"epochs": 1, "learning_rate": 1e-5, "batch_size": 8},
-        "eval": {"batch_size": 32}}), 15.0
+    path.write_text(
+        "".join(
+            json.dumps({"prompt": f"Banking intent of this message: {r['text']}", "completion": r["category"]}) + "\n"
+            for r in rows
+        )
+    )
+    return config_from_dict(
+        {
+            "run_name": "banking77",
+            "runs_dir": str(work / "runs"),
+            "data": {"path": str(path), "validation_size": 0.1, "test_size": 0.15, "max_seq_len": 256},
+            "train": {"epochs": 1, "learning_rate": 1e-5, "batch_size": 8},
+            "eval": {"batch_size": 32},
+        }
+    ), 15.0
 
 
 def dialogsum(work: Path) -> tuple[object, float]:
@@ -72,15 +80,28 @@ def dialogsum(work: Path) -> tuple[object, float]:
     rows = [json.loads(line) for line in (DATASETS / "dialogsum" / "dev.jsonl").read_text().splitlines()]
     rows = random.Random(0).sample([r for r in rows if len(r["dialogue"]) <= 1200], 300)
     path = work / "dialogsum.jsonl"
-    path.write_text("".join(json.dumps({"prompt": f"Summarise this dialogue in one or two sentences.\n\n"
-                                                  f"{r['dialogue']}", "completion": r["summary"]}) + "\n"
-                            for r in rows))
-    return config_from_dict({
-        "run_name": "dialogsum", "runs_dir": str(work / "runs"),
-        "data": {"path": str(path), "validation_size": 30, "test_size": 45, "max_seq_len": 512},
-        "lora": {"r": 2, "alpha": 2},
-        "train": {"epochs": 1, "learning_rate": 2e-5, "batch_size": 8},
-        "eval": {"batch_size": 16}}), 15.0
+    path.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "prompt": f"Summarise this dialogue in one or two sentences.\n\n{r['dialogue']}",
+                    "completion": r["summary"],
+                }
+            )
+            + "\n"
+            for r in rows
+        )
+    )
+    return config_from_dict(
+        {
+            "run_name": "dialogsum",
+            "runs_dir": str(work / "runs"),
+            "data": {"path": str(path), "validation_size": 30, "test_size": 45, "max_seq_len": 512},
+            "lora": {"r": 2, "alpha": 2},
+            "train": {"epochs": 1, "learning_rate": 2e-5, "batch_size": 8},
+            "eval": {"batch_size": 16},
+        }
+    ), 15.0
 
 
 CASES = {"quickstart": quickstart, "banking77": banking77, "dialogsum": dialogsum}
@@ -90,9 +111,13 @@ def continuous_evaluation_cost(run: Path) -> dict:
     """What continuous evaluation cost in this run: seconds, share of training, evaluations scored."""
     info = json.loads((run / "run.json").read_text())
     ce = info.get("continuous_evaluation") or {}
-    return {"train_seconds": info.get("timings", {}).get("train"), "metric_seconds": ce.get("seconds"),
-            "metric_share_of_training": ce.get("share_of_training"),
-            "metric_scored": f"{len(ce.get('scored_steps', []))}/{len(ce.get('scored_steps', [])) + len(ce.get('skipped_steps', []))}"}
+    scored = len(ce.get("scored_steps", []))
+    return {
+        "train_seconds": info.get("timings", {}).get("train"),
+        "metric_seconds": ce.get("seconds"),
+        "metric_share_of_training": ce.get("share_of_training"),
+        "metric_scored": f"{scored}/{scored + len(ce.get('skipped_steps', []))}",
+    }
 
 
 def run_case(name: str, work: Path) -> dict:
@@ -103,18 +128,33 @@ def run_case(name: str, work: Path) -> dict:
     first, best = tune.attempts[0], tune.best
     test, key = tune.test, tune.test["key"]
     out = {
-        "budget_minutes": minutes, "minutes_used": round(used, 1), "runs": len(tune.attempts),
-        "selected_by": tune.select, "metric": key, "stopped_because": tune.stopped_because,
-        "start_config": {"train": config.train.model_dump(include={"epochs", "learning_rate", "batch_size"}),
-                         "lora": config.lora.model_dump(include={"r", "alpha"})},
+        "budget_minutes": minutes,
+        "minutes_used": round(used, 1),
+        "runs": len(tune.attempts),
+        "selected_by": tune.select,
+        "metric": key,
+        "stopped_because": tune.stopped_because,
+        "start_config": {
+            "train": config.train.model_dump(include={"epochs", "learning_rate", "batch_size"}),
+            "lora": config.lora.model_dump(include={"r", "alpha"}),
+        },
         "val_metric": {"start": first.metric_value, "best": best.metric_value},
         "test_metric": {side: test[side]["metrics"][key] for side in ("base", "first", "best")},
         "test_n": test["n"],
         "best_beats_start_on_test": test["best"]["metrics"][key] > test["first"]["metrics"][key],
-        "lineage": [{"run": Path(a.run).name, "changes": a.changes, "verdict": a.verdict,
-                     "val_metric": a.metric_value, "best_val_loss": a.best_val_loss,
-                     "minutes": round(a.seconds / 60, 1), "estimated_minutes": a.estimated_minutes,
-                     **continuous_evaluation_cost(Path(a.run))} for a in tune.attempts],
+        "lineage": [
+            {
+                "run": Path(a.run).name,
+                "changes": a.changes,
+                "verdict": a.verdict,
+                "val_metric": a.metric_value,
+                "best_val_loss": a.best_val_loss,
+                "minutes": round(a.seconds / 60, 1),
+                "estimated_minutes": a.estimated_minutes,
+                **continuous_evaluation_cost(Path(a.run)),
+            }
+            for a in tune.attempts
+        ],
         "skipped": tune.skipped,
     }
     print(name, json.dumps({k: out[k] for k in ("val_metric", "test_metric", "runs", "minutes_used")}), flush=True)
@@ -133,13 +173,23 @@ def main() -> None:
         cases[name] = run_case(name, work)
         beat = [c["best_beats_start_on_test"] for c in cases.values()]
         quick = cases.get("quickstart", {})
-        shares = [a["metric_share_of_training"] for c in cases.values() for a in c["lineage"]
-                  if a.get("metric_share_of_training") is not None]
-        result = {"cases": cases, "best_beats_start": f"{sum(beat)}/{len(beat)}",
-                  "continuous_evaluation_share": {"median": sorted(shares)[len(shares) // 2] if shares else None,
-                                                  "max": max(shares, default=None), "runs": len(shares)},
-                  "quickstart_field_accuracy": quick.get("test_metric", {}).get("best"),
-                  "quickstart_minutes": quick.get("minutes_used")}
+        shares = [
+            a["metric_share_of_training"]
+            for c in cases.values()
+            for a in c["lineage"]
+            if a.get("metric_share_of_training") is not None
+        ]
+        result = {
+            "cases": cases,
+            "best_beats_start": f"{sum(beat)}/{len(beat)}",
+            "continuous_evaluation_share": {
+                "median": sorted(shares)[len(shares) // 2] if shares else None,
+                "max": max(shares, default=None),
+                "runs": len(shares),
+            },
+            "quickstart_field_accuracy": quick.get("test_metric", {}).get("best"),
+            "quickstart_minutes": quick.get("minutes_used"),
+        }
         print(save("doctor_real", result))  # after every case: a long benchmark keeps what it measured
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -23,12 +24,15 @@ def hardware() -> dict:
     except OSError:
         pass
     memory = None
-    try:
+    with contextlib.suppress(ValueError, OSError):
         memory = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
-    except (ValueError, OSError):
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": memory, "python": platform.python_version(),
-            "platform": platform.platform()}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": memory,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
 
 
 def save(name: str, result: dict, extra_packages: tuple[str, ...] = ()) -> Path:
@@ -40,8 +44,14 @@ def save(name: str, result: dict, extra_packages: tuple[str, ...] = ()) -> Path:
             packages[p] = version(p)
         except PackageNotFoundError:
             packages[p] = None
-    record = {"benchmark": name, "date": datetime.now().astimezone().isoformat(timespec="seconds"),
-              "git_commit": git_commit(), "hardware": hardware(), "packages": packages, **result}
+    record = {
+        "benchmark": name,
+        "date": datetime.now().astimezone().isoformat(timespec="seconds"),
+        "git_commit": git_commit(),
+        "hardware": hardware(),
+        "packages": packages,
+        **result,
+    }
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(record, indent=2) + "\n")

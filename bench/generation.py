@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from environment import save  # noqa: E402
+from environment import save
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 
@@ -31,8 +31,8 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 def main() -> None:
     import torch
 
-    from tuneloop.models.generate import generate_answers
     from tuneloop.models import Precision, load_model, load_tokenizer, resolve_model
+    from tuneloop.models.generate import generate_answers
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--prompts", type=int, default=48)
@@ -49,8 +49,12 @@ def main() -> None:
         return sum(len(tokenizer(a)["input_ids"]) for a in answers)
 
     def one_by_one(model, autocast):
-        return [generate_answers(model, tokenizer, [p], max_new_tokens=args.max_new_tokens, batch_size=1,
-                                 autocast_dtype=autocast)[0] for p in prompts]
+        return [
+            generate_answers(
+                model, tokenizer, [p], max_new_tokens=args.max_new_tokens, batch_size=1, autocast_dtype=autocast
+            )[0]
+            for p in prompts
+        ]
 
     sides = {}
     plain = load_model(folder, Precision.fp32)
@@ -60,10 +64,17 @@ def main() -> None:
     runs = {
         "plain": lambda: one_by_one(plain, None),
         "one_by_one": lambda: one_by_one(fast, torch.bfloat16),
-        "batched": lambda: generate_answers(fast, tokenizer, prompts, max_new_tokens=args.max_new_tokens,
-                                            batch_size=args.batch_size, autocast_dtype=torch.bfloat16),
-        "batched_fp32": lambda: generate_answers(plain, tokenizer, prompts, max_new_tokens=args.max_new_tokens,
-                                                 batch_size=args.batch_size),
+        "batched": lambda: generate_answers(
+            fast,
+            tokenizer,
+            prompts,
+            max_new_tokens=args.max_new_tokens,
+            batch_size=args.batch_size,
+            autocast_dtype=torch.bfloat16,
+        ),
+        "batched_fp32": lambda: generate_answers(
+            plain, tokenizer, prompts, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size
+        ),
     }
     for model, autocast in ((plain, None), (fast, torch.bfloat16)):  # first-call costs are not throughput
         generate_answers(model, tokenizer, prompts[:2], max_new_tokens=4, batch_size=2, autocast_dtype=autocast)
@@ -72,21 +83,32 @@ def main() -> None:
         t = time.perf_counter()
         answers[name] = run()
         seconds = time.perf_counter() - t
-        sides[name] = {"seconds": round(seconds, 2), "answer_tokens": count(answers[name]),
-                       "tokens_per_second": round(count(answers[name]) / seconds, 1)}
+        sides[name] = {
+            "seconds": round(seconds, 2),
+            "answer_tokens": count(answers[name]),
+            "tokens_per_second": round(count(answers[name]) / seconds, 1),
+        }
         print(name, sides[name], flush=True)
     agreement = sum(a == b for a, b in zip(answers["batched"], answers["one_by_one"])) / len(prompts)
     agreement_fp32 = sum(a == b for a, b in zip(answers["batched_fp32"], answers["plain"])) / len(prompts)
     result = {
-        "model": "smollm2-135m-instruct", "prompts": len(prompts), "max_new_tokens": args.max_new_tokens,
-        "batch_size": args.batch_size, "sides": sides,
+        "model": "smollm2-135m-instruct",
+        "prompts": len(prompts),
+        "max_new_tokens": args.max_new_tokens,
+        "batch_size": args.batch_size,
+        "sides": sides,
         "speedup_vs_plain": round(sides["batched"]["tokens_per_second"] / sides["plain"]["tokens_per_second"], 2),
-        "speedup_vs_one_by_one": round(sides["batched"]["tokens_per_second"]
-                                       / sides["one_by_one"]["tokens_per_second"], 2),
-        "target_speedup": 5.0, "agreement_with_one_by_one": agreement, "agreement_fp32": agreement_fp32,
+        "speedup_vs_one_by_one": round(
+            sides["batched"]["tokens_per_second"] / sides["one_by_one"]["tokens_per_second"], 2
+        ),
+        "target_speedup": 5.0,
+        "agreement_with_one_by_one": agreement,
+        "agreement_fp32": agreement_fp32,
     }
-    print(f"batched: {result['speedup_vs_plain']}x plain, {result['speedup_vs_one_by_one']}x one-by-one; "
-          f"agreement bf16 {agreement:.2f}, fp32 {agreement_fp32:.2f}")
+    print(
+        f"batched: {result['speedup_vs_plain']}x plain, {result['speedup_vs_one_by_one']}x one-by-one; "
+        f"agreement bf16 {agreement:.2f}, fp32 {agreement_fp32:.2f}"
+    )
     print(save("generation", result))
 
 

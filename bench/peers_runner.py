@@ -18,16 +18,38 @@ import sys
 import tempfile
 from pathlib import Path
 
-FTDOCTOR = {"overfitting": "overfitting", "not_learning": "underfitting", "loss_spikes": "diverging",
-            "gradients": "diverging", "loss_degenerate": "diverging", "stopped_improving": "overfitting"}
-RUNMEDIC = {"non_finite": "diverging", "divergence": "diverging", "loss_spikes": "diverging",
-            "grad_spikes": "diverging", "no_learning": "underfitting", "overfitting": "overfitting"}
-TRAINING_DOCTOR = {"lr_too_high": "diverging", "gradient_instability": "diverging",
-                   "mixed_precision_instability": "diverging", "lr_too_low": "underfitting",
-                   "early_plateau": "underfitting", "overfitting": "overfitting"}
-SK_AUTOD = {"Classic overfitting": "overfitting", "Missed early stopping": "overfitting",
-            "Underfitting": "underfitting", "LR too low": "underfitting", "LR too high": "diverging",
-            "Exploding gradient": "diverging"}
+FTDOCTOR = {
+    "overfitting": "overfitting",
+    "not_learning": "underfitting",
+    "loss_spikes": "diverging",
+    "gradients": "diverging",
+    "loss_degenerate": "diverging",
+    "stopped_improving": "overfitting",
+}
+RUNMEDIC = {
+    "non_finite": "diverging",
+    "divergence": "diverging",
+    "loss_spikes": "diverging",
+    "grad_spikes": "diverging",
+    "no_learning": "underfitting",
+    "overfitting": "overfitting",
+}
+TRAINING_DOCTOR = {
+    "lr_too_high": "diverging",
+    "gradient_instability": "diverging",
+    "mixed_precision_instability": "diverging",
+    "lr_too_low": "underfitting",
+    "early_plateau": "underfitting",
+    "overfitting": "overfitting",
+}
+SK_AUTOD = {
+    "Classic overfitting": "overfitting",
+    "Missed early stopping": "overfitting",
+    "Underfitting": "underfitting",
+    "LR too low": "underfitting",
+    "LR too high": "diverging",
+    "Exploding gradient": "diverging",
+}
 
 
 def _num(v):
@@ -85,8 +107,10 @@ def training_doctor(records: list[dict]) -> tuple[str, list[str]]:
     rank = {"CRITICAL": 0, "WARNING": 1, "INFO": 2}
     found.sort(key=lambda f: (rank.get(f.severity.name, 3), -f.confidence))
     problems = [f for f in found if f.severity.name in ("CRITICAL", "WARNING")]
-    return (_first(problems, lambda f: TRAINING_DOCTOR.get(f.detector_name)),
-            sorted({f"{f.detector_name}:{f.severity.name}" for f in found}))
+    return (
+        _first(problems, lambda f: TRAINING_DOCTOR.get(f.detector_name)),
+        sorted({f"{f.detector_name}:{f.severity.name}" for f in found}),
+    )
 
 
 def sk_autod(records: list[dict]) -> tuple[str, list[str]]:
@@ -108,8 +132,9 @@ def sk_autod(records: list[dict]) -> tuple[str, list[str]]:
     except Exception as e:  # it validates its input and refuses some curves
         return "healthy", [f"refused: {e}"]
     problems = [f for f in report.findings if f.severity.value != "INFO"]
-    return _first(problems, lambda f: SK_AUTOD.get(f.detector_name)), [f"{f.detector_name}:{f.severity.value}"
-                                                                      for f in report.findings]
+    return _first(problems, lambda f: SK_AUTOD.get(f.detector_name)), [
+        f"{f.detector_name}:{f.severity.value}" for f in report.findings
+    ]
 
 
 def _first(findings, verdict_of) -> str:

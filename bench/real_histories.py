@@ -31,8 +31,11 @@ TICKETS = ROOT / "examples" / "quickstart" / "tickets.jsonl"
 CASES = {  # name: (label, rows, train settings)
     "overfitting-1": ("overfitting", 40, {"method": "full", "epochs": 30, "learning_rate": 3e-3, "batch_size": 4}),
     "underfitting-1": ("underfitting", 80, {"epochs": 2, "learning_rate": 1e-7, "batch_size": 4}),
-    "diverging-1": ("diverging", 80, {"method": "full", "epochs": 2, "learning_rate": 5.0, "batch_size": 4,
-                                      "max_grad_norm": 1e6}),
+    "diverging-1": (
+        "diverging",
+        80,
+        {"method": "full", "epochs": 2, "learning_rate": 5.0, "batch_size": 4, "max_grad_norm": 1e6},
+    ),
     "healthy-1": ("healthy", 160, {"epochs": 3, "learning_rate": 2e-2, "batch_size": 8}),
     "healthy-2": ("healthy", 200, {"epochs": 4, "learning_rate": 1e-2, "batch_size": 8}),
 }
@@ -47,9 +50,15 @@ def main() -> None:
     for name, (label, n, train) in CASES.items():
         data = work / f"{name}.jsonl"
         data.write_text("\n".join(rows[:n]) + "\n")
-        config = config_from_dict({"model": str(model), "runs_dir": str(work / "runs"), "run_name": name,
-                                   "data": {"path": str(data), "max_seq_len": 256},
-                                   "train": {"log_every": 1, "warmup_ratio": 0.0, "metric_rows": 0, **train}})
+        config = config_from_dict(
+            {
+                "model": str(model),
+                "runs_dir": str(work / "runs"),
+                "run_name": name,
+                "data": {"path": str(data), "max_seq_len": 256},
+                "train": {"log_every": 1, "warmup_ratio": 0.0, "metric_rows": 0, **train},
+            }
+        )
         result = run_loop(config, Console(quiet=True), evaluate=False)
         shutil.copy(result.run.metrics_file, OUT / f"{name}.jsonl")
         print(name, label, OUT / f"{name}.jsonl")

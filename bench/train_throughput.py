@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import json
 import resource
 import subprocess
@@ -28,7 +29,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from environment import save  # noqa: E402
+from environment import save
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 SYSTEM = "Classify the banking customer's message into one intent label."
@@ -41,8 +42,13 @@ def rows(n_train: int) -> tuple[list[dict], list[dict]]:
     conversational prompt/completion."""
     with open(SHARED / "banking77" / "train.csv", newline="", encoding="utf-8") as f:
         picked = list(csv.DictReader(f))[::10][: n_train + N_VALIDATION]
-    data = [{"prompt": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": r["text"]}],
-             "completion": [{"role": "assistant", "content": r["category"]}]} for r in picked]
+    data = [
+        {
+            "prompt": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": r["text"]}],
+            "completion": [{"role": "assistant", "content": r["category"]}],
+        }
+        for r in picked
+    ]
     return data[N_VALIDATION:], data[:N_VALIDATION]
 
 
@@ -78,9 +84,16 @@ def run_tuneloop(n_train: int, out: Path) -> dict:
     folder = resolve_model("smollm2-135m-instruct")
     precision = choose_precision("auto", "cpu")
     trainer = build_trainer(
-        load_model(folder, precision), load_tokenizer(folder), Dataset.from_list(train), Dataset.from_list(val),
+        load_model(folder, precision),
+        load_tokenizer(folder),
+        Dataset.from_list(train),
+        Dataset.from_list(val),
         train=TrainConfig(epochs=EPOCHS, batch_size=BATCH, learning_rate=LR, eval_every=10_000, log_every=5),
-        lora=LoraConfig(r=R, alpha=ALPHA), max_seq_len=1024, precision=precision, output_dir=out)
+        lora=LoraConfig(r=R, alpha=ALPHA),
+        max_seq_len=1024,
+        precision=precision,
+        output_dir=out,
+    )
     trainer.args.save_strategy = "no"  # the baseline saves no checkpoints either; compare training alone
     if train_tokens(trainer) * EPOCHS >= COMPILE_MIN_TOKENS:  # tuneloop's default, train.compile: auto
         compile_layers(trainer.model)
@@ -99,10 +112,19 @@ def run_trl(n_train: int, out: Path) -> dict:
     train, val = rows(n_train)
     trainer = SFTTrainer(
         model=str(resolve_model("smollm2-135m-instruct")),
-        args=SFTConfig(output_dir=str(out), use_cpu=True, num_train_epochs=EPOCHS, learning_rate=LR,
-                       per_device_train_batch_size=BATCH, report_to="none", save_strategy="no"),
-        train_dataset=Dataset.from_list(train), eval_dataset=Dataset.from_list(val),
-        peft_config=LoraConfig(r=R, lora_alpha=ALPHA, target_modules="all-linear", task_type="CAUSAL_LM"))
+        args=SFTConfig(
+            output_dir=str(out),
+            use_cpu=True,
+            num_train_epochs=EPOCHS,
+            learning_rate=LR,
+            per_device_train_batch_size=BATCH,
+            report_to="none",
+            save_strategy="no",
+        ),
+        train_dataset=Dataset.from_list(train),
+        eval_dataset=Dataset.from_list(val),
+        peft_config=LoraConfig(r=R, lora_alpha=ALPHA, target_modules="all-linear", task_type="CAUSAL_LM"),
+    )
     return _measure(trainer, "plain TRL defaults")
 
 
@@ -127,16 +149,21 @@ def _measure(trainer, label: str) -> dict:
     validation_loss = trainer.evaluate()["eval_loss"]
     n_params = sum(p.numel() for p in trainer.model.parameters())
     # Steady state: the median step, so compilation and warm-up (the first steps) do not count.
-    step_seconds = sorted(b - a for a, b in zip(step_ends, step_ends[1:]))
+    step_seconds = sorted(b - a for a, b in itertools.pairwise(step_ends))
     median_step = step_seconds[len(step_seconds) // 2]
-    return {"label": label, "train_seconds": round(seconds, 1), "tokens": tokens,
-            "tokens_per_second": round(tokens * EPOCHS / seconds, 1),
-            "median_step_seconds": round(median_step, 3),
-            "steady_tokens_per_second": round(tokens * EPOCHS / (median_step * len(step_ends)), 1),
-            "final_train_loss": round(losses[-1], 4) if losses else None,
-            "validation_loss": round(validation_loss, 4), "parameters": n_params,
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-            "steps": trainer.state.global_step}
+    return {
+        "label": label,
+        "train_seconds": round(seconds, 1),
+        "tokens": tokens,
+        "tokens_per_second": round(tokens * EPOCHS / seconds, 1),
+        "median_step_seconds": round(median_step, 3),
+        "steady_tokens_per_second": round(tokens * EPOCHS / (median_step * len(step_ends)), 1),
+        "final_train_loss": round(losses[-1], 4) if losses else None,
+        "validation_loss": round(validation_loss, 4),
+        "parameters": n_params,
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "steps": trainer.state.global_step,
+    }
 
 
 def main() -> None:
@@ -153,29 +180,48 @@ def main() -> None:
     print(f"bf16 matmul peak measured: {peak:.0f} GFLOP/s")
     sides = {}
     for side in ("tuneloop", "trl"):
-        done = subprocess.run([sys.executable, __file__, "--one", side, "--rows", str(args.rows)],
-                              capture_output=True, text=True)
+        done = subprocess.run(
+            [sys.executable, __file__, "--one", side, "--rows", str(args.rows)], capture_output=True, text=True
+        )
         line = next((ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")), None)
         if line is None:
             raise SystemExit(f"{side} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-        sides[side] = json.loads(line[len("RESULT "):])
+        sides[side] = json.loads(line[len("RESULT ") :])
         s = sides[side]
         s["mfu"] = round(4 * s["parameters"] * s["tokens_per_second"] / (peak * 1e9), 4)
-        print(f"{s['label']}: {s['tokens_per_second']} tok/s, {s['train_seconds']} s, peak RSS {s['peak_rss_mb']} MB, "
-              f"train loss {s['final_train_loss']}, validation loss {s['validation_loss']}, MFU {s['mfu']:.1%}")
+        print(
+            f"{s['label']}: {s['tokens_per_second']} tok/s, {s['train_seconds']} s, peak RSS {s['peak_rss_mb']} MB, "
+            f"train loss {s['final_train_loss']}, validation loss {s['validation_loss']}, MFU {s['mfu']:.1%}"
+        )
     ours, base = sides["tuneloop"], sides["trl"]
-    ratios = {"tokens_per_second": round(ours["tokens_per_second"] / base["tokens_per_second"], 2),
-              "steady_tokens_per_second": round(ours["steady_tokens_per_second"] / base["steady_tokens_per_second"], 2),
-              "peak_rss": round(ours["peak_rss_mb"] / base["peak_rss_mb"], 2),
-              "validation_loss": round(ours["validation_loss"] / base["validation_loss"], 4)}
+    ratios = {
+        "tokens_per_second": round(ours["tokens_per_second"] / base["tokens_per_second"], 2),
+        "steady_tokens_per_second": round(ours["steady_tokens_per_second"] / base["steady_tokens_per_second"], 2),
+        "peak_rss": round(ours["peak_rss_mb"] / base["peak_rss_mb"], 2),
+        "validation_loss": round(ours["validation_loss"] / base["validation_loss"], 4),
+    }
     print(f"ratios tuneloop / TRL: {ratios}")
-    path = save("train_throughput", {
-        "settings": {"model": "smollm2-135m-instruct", "data": "banking77 every 10th row", "train_rows": args.rows,
-                     "validation_rows": N_VALIDATION, "epochs": EPOCHS, "batch_size": BATCH, "learning_rate": LR,
-                     "lora_r": R, "lora_alpha": ALPHA},
-        "bf16_matmul_peak_gflops": round(peak, 1), "tuneloop": ours, "trl_defaults": base, "ratios": ratios,
-        "targets": {"tokens_per_second_ratio": ">= 10", "validation_loss_within": "2%", "peak_rss_ratio": "<= 1"},
-    })
+    path = save(
+        "train_throughput",
+        {
+            "settings": {
+                "model": "smollm2-135m-instruct",
+                "data": "banking77 every 10th row",
+                "train_rows": args.rows,
+                "validation_rows": N_VALIDATION,
+                "epochs": EPOCHS,
+                "batch_size": BATCH,
+                "learning_rate": LR,
+                "lora_r": R,
+                "lora_alpha": ALPHA,
+            },
+            "bf16_matmul_peak_gflops": round(peak, 1),
+            "tuneloop": ours,
+            "trl_defaults": base,
+            "ratios": ratios,
+            "targets": {"tokens_per_second_ratio": ">= 10", "validation_loss_within": "2%", "peak_rss_ratio": "<= 1"},
+        },
+    )
     print(f"wrote {path}")
 
 

@@ -47,18 +47,26 @@ def write_jsonl(path: Path, rows: list) -> Path:
 
 def write_tickets(path: Path, n: int, start: int = 0) -> Path:
     """The first n quickstart support tickets (from row `start`) as a JSONL data file."""
-    return write_jsonl(path, QUICKSTART.joinpath("tickets.jsonl").read_text().splitlines()[start:start + n])
+    return write_jsonl(path, QUICKSTART.joinpath("tickets.jsonl").read_text().splitlines()[start : start + n])
 
 
 def tuneloop(*args, cwd, stdin: str | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
     """The real `tuneloop` command line, run as a user runs it."""
-    return subprocess.run([sys.executable, "-m", "tuneloop.cli", *map(str, args)], cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout, input=stdin)
+    return subprocess.run(
+        [sys.executable, "-m", "tuneloop.cli", *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        input=stdin,
+    )
 
 
 def chat(user: str, answer: str, system: str | None = None) -> dict:
     messages = ([{"role": "system", "content": system}] if system else []) + [
-        {"role": "user", "content": user}, {"role": "assistant", "content": answer}]
+        {"role": "user", "content": user},
+        {"role": "assistant", "content": answer},
+    ]
     return {"messages": messages}
 
 
@@ -77,9 +85,11 @@ def banking77_rows() -> list[dict]:
 
 def _train_adapter(work, tiny_model, name, lr):
     write_tickets(work / f"{name}.jsonl", 40)
-    (work / f"{name}.yaml").write_text(f"model: {tiny_model}\ndata: {{path: {name}.jsonl, max_seq_len: 256}}\n"
-                                       f"lora: {{r: 4, alpha: 8}}\ntrain: {{epochs: 1, batch_size: 8, "
-                                       f"learning_rate: {lr}}}\n")
+    (work / f"{name}.yaml").write_text(
+        f"model: {tiny_model}\ndata: {{path: {name}.jsonl, max_seq_len: 256}}\n"
+        f"lora: {{r: 4, alpha: 8}}\ntrain: {{epochs: 1, batch_size: 8, "
+        f"learning_rate: {lr}}}\n"
+    )
     result = tuneloop("train", f"{name}.yaml", cwd=work)
     assert result.returncode == 0, result.stdout + result.stderr
     return next((work / "runs").glob(f"{name}-*"))
@@ -89,8 +99,10 @@ def _train_adapter(work, tiny_model, name, lr):
 def adapter_runs(tmp_path_factory, tiny_model):
     """Two LoRA runs on the tiny model (for serving, export and chat tests)."""
     work = tmp_path_factory.mktemp("serve")
-    return {"support": _train_adapter(work, tiny_model, "support", 3e-2),
-            "billing": _train_adapter(work, tiny_model, "billing", 1e-2)}
+    return {
+        "support": _train_adapter(work, tiny_model, "support", 3e-2),
+        "billing": _train_adapter(work, tiny_model, "billing", 1e-2),
+    }
 
 
 @pytest.fixture(scope="session")
@@ -101,9 +113,30 @@ def ui_store(tmp_path_factory, tiny_model):
     for name, lr in (("good", 2e-2), ("slow", 1e-6)):
         (work / f"{name}.yaml").write_text(
             f"model: {tiny_model}\ndata: {{path: d.jsonl, max_seq_len: 256}}\n"
-            f"train: {{epochs: 2, batch_size: 8, learning_rate: {lr}, log_every: 1}}\neval: {{max_new_tokens: 6}}\n")
+            f"train: {{epochs: 2, batch_size: 8, learning_rate: {lr}, log_every: 1}}\neval: {{max_new_tokens: 6}}\n"
+        )
         result = tuneloop("run", f"{name}.yaml", cwd=work)
         assert result.returncode == 0, result.stdout + result.stderr
     runs = {p.name.split("-")[0]: p for p in (work / "runs").iterdir()}
     (work / "preset.yaml").write_text((work / "good.yaml").read_text())
     return work, runs
+
+
+def tiny_run_config(tmp_path, tiny_model, **train):
+    """A run of 40 small JSON-answer chats on the tiny model, with `train` settings."""
+    from tuneloop.config import config_from_dict
+
+    rows = [chat(f"question number {i} " + "pad " * (i % 7), json.dumps({"answer": i % 5})) for i in range(40)]
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    write_jsonl(tmp_path / "d.jsonl", rows)
+    return config_from_dict(
+        {
+            "model": str(tiny_model),
+            "runs_dir": str(tmp_path / "runs"),
+            "run_name": "t",
+            "data": {"path": str(tmp_path / "d.jsonl"), "max_seq_len": 256, "dedup": "none", "test_size": 4},
+            "lora": {"r": 4, "alpha": 8},
+            "train": {"batch_size": 4, "learning_rate": 1e-2, "log_every": 1, "eval_every": 2, **train},
+            "eval": {"max_new_tokens": 4},
+        }
+    )

@@ -7,7 +7,11 @@ from tuneloop.config import ConfigError, RunConfig, config_from_dict, load_confi
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("yaml_path", sorted(REPO.glob("examples/**/*.yaml")), ids=lambda p: p.name)
+# The examples and the presets the package ships (configs/accelerate/ holds accelerate's own configs).
+SHIPPED = sorted({*REPO.glob("examples/**/*.yaml"), *REPO.glob("src/tuneloop/presets/*/*.yaml")})
+
+
+@pytest.mark.parametrize("yaml_path", SHIPPED, ids=lambda p: str(p.relative_to(REPO)))
 def test_every_shipped_yaml_loads(yaml_path):
     config = load_config(yaml_path)
     assert config.data.path.exists(), f"{yaml_path} points at missing data {config.data.path}"
@@ -19,14 +23,20 @@ def test_minimal_config_gets_defaults():
     assert config.lora.r == 16 and config.train.epochs == "auto" and config.train.batch_size == "auto"
 
 
-@pytest.mark.parametrize("raw, expected", [
-    ({"data": {"path": "x"}, "train": {"learning_rte": 1e-4}}, "train.learning_rte: unknown key (did you mean 'learning_rate'?)"),
-    ({"data": {"path": "x"}, "lroa": {}}, "lroa: unknown key (did you mean 'lora'?)"),
-    ({"data": {"path": "x"}, "train": {"epochs": -1}}, "train.epochs: Input should be greater than 0"),
-    ({"data": {"path": "x"}, "train": {"scheduler": "exp"}}, "train.scheduler: Input should be"),
-    ({"data": {"path": "x", "validation_size": 0.45, "test_size": 0.4}}, "at least 20% for training"),
-    ({}, "data: Field required"),
-])
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        (
+            {"data": {"path": "x"}, "train": {"learning_rte": 1e-4}},
+            "train.learning_rte: unknown key (did you mean 'learning_rate'?)",
+        ),
+        ({"data": {"path": "x"}, "lroa": {}}, "lroa: unknown key (did you mean 'lora'?)"),
+        ({"data": {"path": "x"}, "train": {"epochs": -1}}, "train.epochs: Input should be greater than 0"),
+        ({"data": {"path": "x"}, "train": {"scheduler": "exp"}}, "train.scheduler: Input should be"),
+        ({"data": {"path": "x", "validation_size": 0.45, "test_size": 0.4}}, "at least 20% for training"),
+        ({}, "data: Field required"),
+    ],
+)
 def test_invalid_configs_name_the_key(raw, expected):
     with pytest.raises(ConfigError) as e:
         config_from_dict(raw, source="my.yaml")
@@ -43,10 +53,13 @@ def test_overrides_and_relative_paths(tmp_path):
     assert config.run_name == "c"
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("data: [unclosed", "not valid YAML"),
-    ("- a\n- b\n", "expected a mapping"),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("data: [unclosed", "not valid YAML"),
+        ("- a\n- b\n", "expected a mapping"),
+    ],
+)
 def test_unreadable_config_files(tmp_path, text, expected):
     path = tmp_path / "bad.yaml"
     path.write_text(text)

@@ -53,6 +53,9 @@ def test_every_component_has_a_layer():
 @pytest.mark.parametrize("path", _modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
 def test_no_upward_import(path):
     own = path.relative_to(PACKAGE).parts[0].removesuffix(".py")
-    upward = [f"line {line}: {module} ({_component(module)} is above {own})" for line, module in _imports(path)
-              if _component(module) in LEVEL and LEVEL[_component(module)] > LEVEL[own]]
+    upward = [
+        f"line {line}: {module} ({_component(module)} is above {own})"
+        for line, module in _imports(path)
+        if _component(module) in LEVEL and LEVEL[_component(module)] > LEVEL[own]
+    ]
     assert not upward, "\n".join(upward)

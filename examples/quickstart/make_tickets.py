@@ -21,10 +21,21 @@ SYSTEM = (
 )
 
 PRODUCTS = [
-    "AeroBook 14 laptop", "Pulse X2 headphones", "Nimbus smart speaker", "Vantage 27 monitor",
-    "Orbit fitness watch", "Glide wireless mouse", "Keyforge mechanical keyboard", "Lumen desk lamp",
-    "Stratus router", "Echo Dock charging station", "Pixel Pro webcam", "Tempo bluetooth speaker",
-    "Quill drawing tablet", "Atlas power bank", "Horizon 4K projector",
+    "AeroBook 14 laptop",
+    "Pulse X2 headphones",
+    "Nimbus smart speaker",
+    "Vantage 27 monitor",
+    "Orbit fitness watch",
+    "Glide wireless mouse",
+    "Keyforge mechanical keyboard",
+    "Lumen desk lamp",
+    "Stratus router",
+    "Echo Dock charging station",
+    "Pixel Pro webcam",
+    "Tempo bluetooth speaker",
+    "Quill drawing tablet",
+    "Atlas power bank",
+    "Horizon 4K projector",
 ]
 
 # Each category: issue sentences with a {p} slot for the product; whether a refund fits it.
@@ -80,8 +91,12 @@ ISSUES = {
 NEEDS_PRODUCT = {"account": False}  # account issues never name a product; others always do
 
 REFUND_ASKS = [
-    "I want my money back.", "Please refund me.", "I'd like a full refund.",
-    "Refund the charge please.", "Just give me a refund.", "Can I get a refund for this?",
+    "I want my money back.",
+    "Please refund me.",
+    "I'd like a full refund.",
+    "Refund the charge please.",
+    "Just give me a refund.",
+    "Can I get a refund for this?",
 ]
 OPENINGS = ["", "", "Hi,", "Hello,", "Hey there.", "Good morning,", "Hi team,", "To whom it may concern,", "Hiya -"]
 CLOSINGS = ["", "", "", "Thanks.", "Thank you!", "Cheers,\nSam", "Regards, Priya", "Thanks in advance.", "- Tom"]
@@ -91,10 +106,18 @@ URGENCY = {
     # Only "medium" may carry no cue at all, so the label is always recoverable from the text.
     "low": ["No rush on this.", "Whenever you get a chance.", "Just curious.", "Not urgent at all."],
     "medium": ["", "Could you look into it?", "Let me know what to do.", "Please advise."],
-    "high": ["This is really frustrating.", "Please sort this out quickly.", "I need this fixed this week.",
-             "This is the second time I'm writing about this."],
-    "urgent": ["I need this resolved TODAY.", "URGENT - I need it for work tomorrow.",
-               "This is unacceptable, fix it immediately!", "Please help ASAP, it's an emergency."],
+    "high": [
+        "This is really frustrating.",
+        "Please sort this out quickly.",
+        "I need this fixed this week.",
+        "This is the second time I'm writing about this.",
+    ],
+    "urgent": [
+        "I need this resolved TODAY.",
+        "URGENT - I need it for work tomorrow.",
+        "This is unacceptable, fix it immediately!",
+        "Please help ASAP, it's an emergency.",
+    ],
 }
 PRIORITY_BY_CATEGORY = {
     "billing": ["medium", "high", "urgent"],
@@ -156,7 +179,7 @@ def main(n: int = 480, seed: int = 7) -> None:
         if key not in seen:  # no duplicate messages, so no train/test overlap by construction
             seen.add(key)
             rows.append(row)
-    out = Path(__file__).with_name("tickets.jsonl")
+    out = Path(__file__).resolve().parents[2] / "src" / "tuneloop" / "presets" / "quickstart" / "tickets.jsonl"
     out.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     print(f"wrote {len(rows)} rows to {out}")
 

@@ -76,11 +76,19 @@ class Run:
         """`tuneloop compare other self`: this run is B, `other` (default: its base model) is A."""
         return compare(other, self, data, **options)
 
-    def export(self, out: str | Path | None = None, *, scale: float = 1.0, gguf: bool = False,
-               gguf_type: str = "f16", console: Console | None = None) -> Export:
+    def export(
+        self,
+        out: str | Path | None = None,
+        *,
+        scale: float = 1.0,
+        gguf: bool = False,
+        gguf_type: str = "f16",
+        console: Console | None = None,
+    ) -> Export:
         """`tuneloop export`: adapter, merged model, optionally GGUF, each checked."""
-        return export_run(self.dir, Path(out) if out else None, scale=scale, gguf=gguf, gguf_type=gguf_type,
-                          status=_status(console))
+        return export_run(
+            self.dir, Path(out) if out else None, scale=scale, gguf=gguf, gguf_type=gguf_type, status=_status(console)
+        )
 
 
 def config_from(config: RunConfig | str | Path, overrides: list[str] | tuple = ()) -> RunConfig:
@@ -90,8 +98,14 @@ def config_from(config: RunConfig | str | Path, overrides: list[str] | tuple = (
     return load_config(config, list(overrides))
 
 
-def run(config: RunConfig | str | Path, overrides: list[str] | tuple = (), *, evaluate: bool = True,
-        console: Console | None = None, callbacks=()) -> Run:
+def run(
+    config: RunConfig | str | Path,
+    overrides: list[str] | tuple = (),
+    *,
+    evaluate: bool = True,
+    console: Console | None = None,
+    callbacks=(),
+) -> Run:
     """`tuneloop run` (`evaluate=False`: `tuneloop train`): data, training, evaluation, report, the
     doctor's verdict, in a new run directory."""
     result = run_loop(config_from(config, overrides), console or Console(), callbacks=callbacks, evaluate=evaluate)
@@ -113,33 +127,59 @@ def diagnose(path: RunLike) -> Diagnosis:
     return diagnose_run(_path(path))
 
 
-def compare(a: RunLike, b: RunLike, data: str | Path | None = None, *, console: Console | None = None,
-            **options) -> Comparison:
+def compare(
+    a: RunLike, b: RunLike, data: str | Path | None = None, *, console: Console | None = None, **options
+) -> Comparison:
     """`tuneloop compare`: A vs B (each `base` or a run) on the first run's test split or `data`.
     `options`: metric, max_examples, resamples, judge, judge_model, rubric."""
     return compare_runs(_spec(a), _spec(b), data, status=_status(console), **options)
 
 
-def autotune(config: RunConfig | str | Path, overrides: list[str] | tuple = (), *, max_runs: int | None = None,
-             max_minutes: float | None = None, select: str = "auto", console: Console | None = None) -> Autotune:
+def autotune(
+    config: RunConfig | str | Path,
+    overrides: list[str] | tuple = (),
+    *,
+    max_runs: int | None = None,
+    max_minutes: float | None = None,
+    select: str = "auto",
+    console: Console | None = None,
+) -> Autotune:
     """`tuneloop autotune`: run, diagnose, apply the doctor's advice, rerun, within the budget (4 runs
     when neither is given), then test base, first and best run once."""
     from tuneloop.tune import autotune as run_autotune
 
     if max_runs is None and max_minutes is None:
         max_runs = 4
-    return run_autotune(config_from(config, overrides), max_runs=max_runs, max_minutes=max_minutes, select=select,
-                        console=console or Console())
+    return run_autotune(
+        config_from(config, overrides),
+        max_runs=max_runs,
+        max_minutes=max_minutes,
+        select=select,
+        console=console or Console(),
+    )
 
 
-def sweep(config: RunConfig | str | Path, overrides: list[str] | tuple = (), *, trials: int | None = None,
-          storage: str | None = None, study: str | None = None, timeout_minutes: float | None = None,
-          console: Console | None = None) -> SweepResult:
+def sweep(
+    config: RunConfig | str | Path,
+    overrides: list[str] | tuple = (),
+    *,
+    trials: int | None = None,
+    storage: str | None = None,
+    study: str | None = None,
+    timeout_minutes: float | None = None,
+    console: Console | None = None,
+) -> SweepResult:
     """`tuneloop sweep`: Optuna over the config's `sweep:` search space."""
     from tuneloop.tune import sweep as run_sweep
 
-    return run_sweep(config_from(config, overrides), trials=trials, storage=storage, study_name=study,
-                     timeout_minutes=timeout_minutes, console=console or Console())
+    return run_sweep(
+        config_from(config, overrides),
+        trials=trials,
+        storage=storage,
+        study_name=study,
+        timeout_minutes=timeout_minutes,
+        console=console or Console(),
+    )
 
 
 class Server:
@@ -182,9 +222,17 @@ class Server:
         self.stop()
 
 
-def server(adapters: dict[str, RunLike] | list[str] = (), *, model: str | None = None, host: str = "127.0.0.1",
-          port: int = 8000, api_key: str | None = None, precision: str = "auto", max_batch: int = 16,
-          backend: str = "auto") -> Server:
+def server(
+    adapters: dict[str, RunLike] | list[str] = (),
+    *,
+    model: str | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    api_key: str | None = None,
+    precision: str = "auto",
+    max_batch: int = 16,
+    backend: str = "auto",
+) -> Server:
     """`tuneloop serve`: one base model and many LoRA adapters behind an OpenAI-compatible API. `adapters`: {name: run
     or adapter folder}, or the CLI's NAME=RUN[@SCALE] strings. The base model defaults to the one the
     adapters' runs trained on."""
@@ -192,10 +240,14 @@ def server(adapters: dict[str, RunLike] | list[str] = (), *, model: str | None =
     from tuneloop.serve.backends import open_engine
     from tuneloop.serve.engine import base_model_for, parse_adapter, resolve_adapter
 
-    specs = ([resolve_adapter(name, str(_path(target))) for name, target in adapters.items()]
-             if isinstance(adapters, dict) else [parse_adapter(s) for s in adapters])
-    engine, batcher, why = open_engine(base_model_for(model, specs), specs, backend=backend, precision=precision,
-                                       max_batch=max_batch)
+    specs = (
+        [resolve_adapter(name, str(_path(target))) for name, target in adapters.items()]
+        if isinstance(adapters, dict)
+        else [parse_adapter(s) for s in adapters]
+    )
+    engine, batcher, why = open_engine(
+        base_model_for(model, specs), specs, backend=backend, precision=precision, max_batch=max_batch
+    )
     return Server(create_app(engine, batcher, api_key), engine, why, host, port)
 
 

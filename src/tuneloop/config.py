@@ -20,8 +20,13 @@ DEFAULT_MODEL = "smollm2-135m-instruct"
 # Metric names every stage shares (eval scores them; train, doctor, report and tune rank by them).
 BUILTIN_METRICS = ("exact_match", "final_number", "classification", "generation", "json_fields")
 # The headline number of each metric, and the per-example score used for win/tie/loss.
-HEADLINE = {"exact_match": "exact_match", "final_number": "exact_match", "classification": "accuracy",
-            "generation": "rougeL", "json_fields": "field_accuracy"}
+HEADLINE = {
+    "exact_match": "exact_match",
+    "final_number": "exact_match",
+    "classification": "accuracy",
+    "generation": "rougeL",
+    "json_fields": "field_accuracy",
+}
 LOWER_IS_BETTER = {"loss", "perplexity"}  # every other metric: higher is better
 
 
@@ -55,13 +60,17 @@ class DataConfig(_Section):
     format: DataFormat = Field("auto", description="auto: detected from the rows' keys.")
     columns: ColumnMap | None = Field(None, description="Map any columns to prompt/completion with templates.")
     system_prompt: str | None = Field(None, description="Added as the system turn to rows that have none.")
-    label: str = Field("auto", description="Class label for stratified splits: auto (short categorical answers), "
-                       "none, or a field name of the rows.")
+    label: str = Field(
+        "auto",
+        description="Class label for stratified splits: auto (short categorical answers), "
+        "none, or a field name of the rows.",
+    )
     clean: bool = Field(False, description="Normalise unicode, whitespace and HTML remnants before training.")
     redact_pii: bool = Field(False, description="Replace emails, phone, card numbers and IPs with placeholders.")
     dedup: Literal["near", "exact", "none"] = Field("near", description="Drop duplicate rows before splitting.")
     leakage_check: Literal["near", "exact", "none"] = Field(
-        "near", description="Remove train rows that duplicate a validation or test row.")
+        "near", description="Remove train rows that duplicate a validation or test row."
+    )
     near_duplicate_threshold: float = Field(0.8, gt=0, le=1, description="MinHash Jaccard similarity.")
     validation_size: float = Field(0.1, gt=0, description="A fraction (< 1) or a number of rows (>= 1).")
     test_size: float = Field(0.15, gt=0, description="A fraction (< 1) or a number of rows (>= 1).")
@@ -88,7 +97,9 @@ class LoraConfig(_Section):
     # recommends 0.05-0.1 when a run overfits.
     dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the adapter's input; 0.05-0.1 against overfitting.")
     target_modules: list[str] | Literal["all-linear"] = "all-linear"
-    use_rslora: bool = Field(False, description="Scale by alpha/sqrt(r) instead of alpha/r, so high ranks keep learning.")
+    use_rslora: bool = Field(
+        False, description="Scale by alpha/sqrt(r) instead of alpha/r, so high ranks keep learning."
+    )
     use_dora: bool = Field(False, description="Weight-decomposed LoRA: often better at low rank, ~2x slower per step.")
 
 
@@ -98,40 +109,61 @@ ReportTo = Literal["tensorboard", "mlflow", "wandb"]
 class TrainConfig(_Section):
     method: Literal["lora", "full"] = Field("lora", description="LoRA adapters, or full fine-tuning of the weights.")
     freeze_layers: int = Field(0, ge=0, description="Full fine-tuning: freeze the embeddings and the first N layers.")
-    freeze_modules: list[str] = Field([], description="Full fine-tuning: freeze parameters whose name contains any "
-                                      "of these, e.g. [embed_tokens, lm_head].")
+    freeze_modules: list[str] = Field(
+        [],
+        description="Full fine-tuning: freeze parameters whose name contains any "
+        "of these, e.g. [embed_tokens, lm_head].",
+    )
     epochs: Annotated[float, Field(gt=0)] | Literal["auto"] = Field(
-        "auto", description="auto: 3, more for small datasets (at least ~100 examples seen per run), fewer for "
-        "large ones (at most ~25,000), as hosted fine-tuning APIs do.")
+        "auto",
+        description="auto: 3, more for small datasets (at least ~100 examples seen per run), fewer for "
+        "large ones (at most ~25,000), as hosted fine-tuning APIs do.",
+    )
     learning_rate: float = Field(2e-4, gt=0, description="LoRA: 1e-4 to 1e-3; full fine-tuning: 1e-5 to 5e-5.")
     batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
-        "auto", description="Examples per micro-step. auto: the largest power of two up to 16 whose activations fit "
-        "a quarter of free memory, and at most 1/20 of the training set.")
-    gradient_accumulation: int = Field(1, ge=1, description="Micro-steps per optimizer step; effective batch = "
-                                       "batch_size x gradient_accumulation.")
+        "auto",
+        description="Examples per micro-step. auto: the largest power of two up to 16 whose activations fit "
+        "a quarter of free memory, and at most 1/20 of the training set.",
+    )
+    gradient_accumulation: int = Field(
+        1, ge=1, description="Micro-steps per optimizer step; effective batch = batch_size x gradient_accumulation."
+    )
     scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "cosine"
     warmup_ratio: float = Field(0.05, ge=0, lt=1, description="Share of steps with a linearly rising learning rate.")
     warmup_steps: int | None = Field(None, ge=0, description="Warm-up in steps; overrides warmup_ratio.")
     weight_decay: float = Field(0.0, ge=0, description="0.01-0.1 regularises against overfitting.")
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping; lower it if the loss spikes.")
-    model_dropout: float | None = Field(None, ge=0, lt=1, description="The model's own dropout (e.g. attention "
-                                        "dropout), where it has one; None keeps the model's value.")
-    neftune_noise_alpha: float | None = Field(None, gt=0, description="NEFTune: noise on the input embeddings during "
-                                              "training (5-15 in the paper).")
+    model_dropout: float | None = Field(
+        None,
+        ge=0,
+        lt=1,
+        description="The model's own dropout (e.g. attention dropout), where it has one; None keeps the model's value.",
+    )
+    neftune_noise_alpha: float | None = Field(
+        None, gt=0, description="NEFTune: noise on the input embeddings during training (5-15 in the paper)."
+    )
     adapter_l1: float = Field(0.0, ge=0, description="L1 penalty on trainable weights, added to the loss.")
     adapter_l2: float = Field(0.0, ge=0, description="L2 penalty on trainable weights, added to the loss.")
     packing: bool = Field(False, description="Pack several examples into each row (fewer pad tokens; best on CUDA).")
     completion_only_loss: bool = Field(True, description="Loss on the answer only; false also trains on the prompt.")
     doctor: Literal["off", "watch", "stop"] = Field(
-        "watch", description="The doctor reads every evaluation: watch shows its verdict while training; stop also "
-        "ends a clearly diverging or overfitting run and restores the best checkpoint.")
-    early_stopping_patience: int = Field(0, ge=0, description="Stop after this many evaluations without a better "
-                                         "validation loss (0: off); the best checkpoint is restored.")
+        "watch",
+        description="The doctor reads every evaluation: watch shows its verdict while training; stop also "
+        "ends a clearly diverging or overfitting run and restores the best checkpoint.",
+    )
+    early_stopping_patience: int = Field(
+        0,
+        ge=0,
+        description="Stop after this many evaluations without a better "
+        "validation loss (0: off); the best checkpoint is restored.",
+    )
     early_stopping_min_delta: float = Field(0.0, ge=0, description="Smallest drop in validation loss that counts.")
-    save_every: int = Field(0, ge=0, description="Steps between checkpoints (for `tuneloop resume`); 0: at every "
-                            "evaluation.")
-    report_to: list[ReportTo] = Field([], description="Also log to these trackers (TensorBoard, MLflow, W&B offline), "
-                                      "inside the run directory.")
+    save_every: int = Field(
+        0, ge=0, description="Steps between checkpoints (for `tuneloop resume`); 0: at every evaluation."
+    )
+    report_to: list[ReportTo] = Field(
+        [], description="Also log to these trackers (TensorBoard, MLflow, W&B offline), inside the run directory."
+    )
     eval_every: int = Field(0, ge=0, description="Steps between validation-loss evaluations; 0 = about 10 per run.")
     log_every: int = Field(5, ge=1)
     seed: int = 42
@@ -139,28 +171,49 @@ class TrainConfig(_Section):
         "auto", description="auto: bf16 base weights where the CPU/GPU multiplies bf16 natively, else fp32."
     )
     padding_free: bool = Field(
-        True, description="On CUDA, concatenate each batch into one row (no padding); on CPU, batches are grouped by "
-        "length instead, which measured faster than a dense block-diagonal mask.")
+        True,
+        description="On CUDA, concatenate each batch into one row (no padding); on CPU, batches are grouped by "
+        "length instead, which measured faster than a dense block-diagonal mask.",
+    )
     gradient_checkpointing: Literal["auto"] | bool = Field(
-        "auto", description="Recompute activations in the backward pass: less memory, ~40% slower steps. auto: on "
-        "only when a batch's estimated activations do not fit a quarter of free memory.")
+        "auto",
+        description="Recompute activations in the backward pass: less memory, ~40% slower steps. auto: on "
+        "only when a batch's estimated activations do not fit a quarter of free memory.",
+    )
     quantize: Literal["none", "4bit"] = Field(
-        "none", description="4bit: QLoRA, the frozen base in NF4 (bitsandbytes, CUDA only); elsewhere the run falls "
-        "back to the usual precision and says so.")
+        "none",
+        description="4bit: QLoRA, the frozen base in NF4 (bitsandbytes, CUDA only); elsewhere the run falls "
+        "back to the usual precision and says so.",
+    )
     compile: Literal["auto"] | bool = Field(
-        "auto", description="torch.compile each decoder layer for training (~1.5x a step on CPU after a ~1 min "
-        "compile). auto: on when the run trains on enough tokens to repay the compile.")
-    fused_kernels: bool = Field(True, description="On CUDA, Liger's fused kernels and FlashAttention-2 where they are "
-                                "installed; SDPA otherwise.")
-    metric_rows: int = Field(128, ge=0, description="Continuous evaluation: at each evaluation also generate answers "
-                             "for this many validation rows (a fixed, seeded sample) and score them with the task "
-                             "metric, logged as eval_<metric>. 0: off.")
-    metric_budget: float = Field(0.15, gt=0, le=1, description="Continuous evaluation may take at most about this "
-                                 "share of the training time; evaluations past the budget log the loss only (the "
-                                 "first and the last always score the metric); 1: score every evaluation.")
+        "auto",
+        description="torch.compile each decoder layer for training (~1.5x a step on CPU after a ~1 min "
+        "compile). auto: on when the run trains on enough tokens to repay the compile.",
+    )
+    fused_kernels: bool = Field(
+        True,
+        description="On CUDA, Liger's fused kernels and FlashAttention-2 where they are installed; SDPA otherwise.",
+    )
+    metric_rows: int = Field(
+        128,
+        ge=0,
+        description="Continuous evaluation: at each evaluation also generate answers "
+        "for this many validation rows (a fixed, seeded sample) and score them with the task "
+        "metric, logged as eval_<metric>. 0: off.",
+    )
+    metric_budget: float = Field(
+        0.15,
+        gt=0,
+        le=1,
+        description="Continuous evaluation may take at most about this "
+        "share of the training time; evaluations past the budget log the loss only (the "
+        "first and the last always score the metric); 1: score every evaluation.",
+    )
     select_best: Literal["auto", "loss", "metric"] = Field(
-        "auto", description="Which checkpoint early stopping and the saved weights keep: the best validation loss, or "
-        "the best validation task metric. auto: metric when the task has one (continuous evaluation on), else loss.")
+        "auto",
+        description="Which checkpoint early stopping and the saved weights keep: the best validation loss, or "
+        "the best validation task metric. auto: metric when the task has one (continuous evaluation on), else loss.",
+    )
 
     @field_validator("doctor", mode="before")
     @classmethod
@@ -179,12 +232,16 @@ class TrainConfig(_Section):
 
 class EvalConfig(_Section):
     metric: str = Field(
-        "auto", description="auto (json_fields for JSON answers, final_number for '#### 42' answers, classification "
+        "auto",
+        description="auto (json_fields for JSON answers, final_number for '#### 42' answers, classification "
         "for labelled data, generation for free text, else exact_match), one of those names, or a custom "
-        "metric as module:function taking (predictions, references) and returning {name: value}.")
+        "metric as module:function taking (predictions, references) and returning {name: value}.",
+    )
     max_new_tokens: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
-        "auto", description="auto: what the references need, the longest answer in the data in tokens x 1.25 + 8 "
-        "(a label task generates a few tokens, not 128).")
+        "auto",
+        description="auto: what the references need, the longest answer in the data in tokens x 1.25 + 8 "
+        "(a label task generates a few tokens, not 128).",
+    )
     batch_size: int = Field(16, ge=1)
     max_examples: int | None = Field(None, ge=1, description="Cap on test examples generated (loss uses all).")
     report_examples: int = Field(6, ge=0)
@@ -196,8 +253,9 @@ class EvalConfig(_Section):
     @model_validator(mode="after")
     def _known_metric(self) -> EvalConfig:
         if self.metric != "auto" and self.metric not in BUILTIN_METRICS and ":" not in self.metric:
-            raise ValueError(f"metric {self.metric!r}: use auto, one of {', '.join(BUILTIN_METRICS)}, or "
-                             "module:function")
+            raise ValueError(
+                f"metric {self.metric!r}: use auto, one of {', '.join(BUILTIN_METRICS)}, or module:function"
+            )
         return self
 
 
@@ -222,15 +280,26 @@ class SearchRange(_Section):
 class SweepConfig(_Section):
     trials: int = Field(20, ge=1, description="Trials in the study (finished and pruned ones count).")
     space: dict[str, SearchRange] = Field(
-        {}, description="Config key -> range, e.g. train.learning_rate: {low: 5.0e-5, high: 1.0e-3, log: true}. "
-        "Empty: learning rate, LoRA rank (alpha = 2 x rank), LoRA dropout and weight decay.")
-    pruning: bool = Field(True, description="Stop a trial whose validation loss is worse than the median of earlier "
-                          "trials at the same step.")
-    storage: str | None = Field(None, description="Optuna storage URL; default sqlite in runs_dir/sweeps/<name>/. "
-                                "Point workers on several hosts at one PostgreSQL/MySQL URL to share a study.")
-    heartbeat_seconds: int = Field(60, ge=1, description="Each running trial's heartbeat; a trial silent for 3 "
-                                   "heartbeats (its worker was killed) is marked failed and its place is taken by "
-                                   "a new trial.")
+        {},
+        description="Config key -> range, e.g. train.learning_rate: {low: 5.0e-5, high: 1.0e-3, log: true}. "
+        "Empty: learning rate, LoRA rank (alpha = 2 x rank), LoRA dropout and weight decay.",
+    )
+    pruning: bool = Field(
+        True,
+        description="Stop a trial whose validation loss is worse than the median of earlier trials at the same step.",
+    )
+    storage: str | None = Field(
+        None,
+        description="Optuna storage URL; default sqlite in runs_dir/sweeps/<name>/. "
+        "Point workers on several hosts at one PostgreSQL/MySQL URL to share a study.",
+    )
+    heartbeat_seconds: int = Field(
+        60,
+        ge=1,
+        description="Each running trial's heartbeat; a trial silent for 3 "
+        "heartbeats (its worker was killed) is marked failed and its place is taken by "
+        "a new trial.",
+    )
     seed: int = 42
 
 

@@ -56,8 +56,9 @@ class Job:
     resume_from: Path | None = None  # a checkpoint to continue from
 
 
-def run_loop(config: RunConfig, console: Console | None = None, callbacks=(), evaluate: bool = True,
-             info: dict | None = None) -> RunResult:
+def run_loop(
+    config: RunConfig, console: Console | None = None, callbacks=(), evaluate: bool = True, info: dict | None = None
+) -> RunResult:
     """The loop. `callbacks`: extra transformers TrainerCallbacks (custom logging, a sweep's
     pruning, or a test that stops a run). `evaluate=False` is `tuneloop train`: stop after
     training and validation. `info`: extra fields for run.json (an autotune run's lineage).
@@ -73,8 +74,9 @@ def run_loop(config: RunConfig, console: Console | None = None, callbacks=(), ev
     state = PartialState(cpu=device == "cpu")
     if evaluate and state.num_processes > 1:
         # Test-set generation runs on one process; the others would wait in collective ops.
-        raise ConfigError("under accelerate launch / torchrun use `tuneloop train`; `tuneloop run` evaluates on "
-                          "a single process")
+        raise ConfigError(
+            "under accelerate launch / torchrun use `tuneloop train`; `tuneloop run` evaluates on a single process"
+        )
     main = state.is_main_process
     console = console if main and console else Console(quiet=not main)
     t0 = time.perf_counter()
@@ -90,8 +92,9 @@ def run_loop(config: RunConfig, console: Console | None = None, callbacks=(), ev
 
     # 2. What "auto" means for this data on this machine, decided by the main process (free
     # memory differs between processes) and recorded in the run directory.
-    config, speed_notes = _from_main(state, resolve_auto(config, prepared.splits, prepared.report, folder, device,
-                                                         tokenizer) if main else None)
+    config, speed_notes = _from_main(
+        state, resolve_auto(config, prepared.splits, prepared.report, folder, device, tokenizer) if main else None
+    )
     run = RunDir(_from_main(state, RunDir.create(config.runs_dir, config.run_name or "run").path if main else None))
     if main:
         _record_start(run, config, prepared, folder, device, state.num_processes, evaluate, speed_notes, info or {})
@@ -118,8 +121,10 @@ def resume_loop(run_path, console: Console | None = None, callbacks=()) -> RunRe
         raise ValueError(f"{run.path}: the run has finished; nothing to resume")
     checkpoint = run.last_checkpoint()
     if checkpoint is None:
-        raise ValueError(f"{run.path}: no checkpoint to resume from (none was saved before it stopped); "
-                         "start it again with `tuneloop run`")
+        raise ValueError(
+            f"{run.path}: no checkpoint to resume from (none was saved before it stopped); "
+            "start it again with `tuneloop run`"
+        )
     config = run.config()
     splits = Splits(*(run.read_split(name) for name in ("train", "validation", "test")))
     folder = resolve_model(config.model)
@@ -127,8 +132,16 @@ def resume_loop(run_path, console: Console | None = None, callbacks=()) -> RunRe
     run.truncate_metrics(after_step=step)  # the killed process may have logged past its last checkpoint
     run.update_info(status="running", resumed_from_step=step, error=None)
     console.print(f"[bold]resume[/bold] {run.path} from step {step}")
-    job = Job(run, config, splits, folder, load_tokenizer(folder), info.get("device", default_device()),
-              info.get("evaluate", True), resume_from=checkpoint)
+    job = Job(
+        run,
+        config,
+        splits,
+        folder,
+        load_tokenizer(folder),
+        info.get("device", default_device()),
+        info.get("evaluate", True),
+        resume_from=checkpoint,
+    )
     return _train_and_evaluate(job, console, {}, t0, callbacks)
 
 
@@ -144,7 +157,9 @@ def _train_and_evaluate(job: Job, console: Console, timings: dict, t0: float, ca
         t = time.perf_counter()
         model, counts = load_for_training(job.folder, config.train, precision, job.device)
         if counts:
-            console.print(f"full fine-tuning: {counts['trainable']:,} trainable, {counts['frozen']:,} frozen parameters")
+            console.print(
+                f"full fine-tuning: {counts['trainable']:,} trainable, {counts['frozen']:,} frozen parameters"
+            )
         task_eval = continuous_evaluation(config, job.splits, job.tokenizer, precision)
         base = None
         with run_trackers(run.path, config.train.report_to):
@@ -162,8 +177,9 @@ def _train_and_evaluate(job: Job, console: Console, timings: dict, t0: float, ca
         evaluation = None
         if job.evaluate:
             t = time.perf_counter()
-            evaluation = evaluate_base_and_finetuned(trainer.model, job.tokenizer, test, config.eval, precision,
-                                                     base, status=console.status)
+            evaluation = evaluate_base_and_finetuned(
+                trainer.model, job.tokenizer, test, config.eval, precision, base, status=console.status
+            )
             run.write_json(run.eval_file, evaluation)
             timings["evaluate"] = _lap(t)
         timings["total"] = _lap(t0)
@@ -189,20 +205,40 @@ def _trainer(job: Job, model, precision: Precision, console: Console, task_eval,
     writer = MetricsWriter(job.run)
     doctor = LiveDoctor(job.run, stop=config.train.doctor == "stop") if config.train.doctor != "off" else None
     trainer = build_trainer(
-        model, job.tokenizer, to_prompt_completion(job.splits.train), to_prompt_completion(job.splits.validation),
-        train=config.train, lora=config.lora, max_seq_len=config.data.max_seq_len, precision=precision,
+        model,
+        job.tokenizer,
+        to_prompt_completion(job.splits.train),
+        to_prompt_completion(job.splits.validation),
+        train=config.train,
+        lora=config.lora,
+        max_seq_len=config.data.max_seq_len,
+        precision=precision,
         output_dir=job.run.checkpoints_dir,
-        callbacks=[writer, *([doctor] if doctor else []), TrainingProgress(console, writer, doctor, task_eval),
-                   *callbacks],
-        device=job.device, task_eval=task_eval,
+        callbacks=[
+            writer,
+            *([doctor] if doctor else []),
+            TrainingProgress(console, writer, doctor, task_eval),
+            *callbacks,
+        ],
+        device=job.device,
+        task_eval=task_eval,
     )
     if config.train.compile:
         compile_layers(trainer.model)
     return trainer
 
 
-def _record_start(run: RunDir, config: RunConfig, prepared, folder, device: str, processes: int, evaluate: bool,
-                  speed_notes: list[str], info: dict) -> None:
+def _record_start(
+    run: RunDir,
+    config: RunConfig,
+    prepared,
+    folder,
+    device: str,
+    processes: int,
+    evaluate: bool,
+    speed_notes: list[str],
+    info: dict,
+) -> None:
     """The resolved config, the exact splits, the data profile and what is dropped, before training."""
     run.write_text(run.config_file, dump_config(config))
     for name, part in prepared.splits.items():
@@ -210,25 +246,39 @@ def _record_start(run: RunDir, config: RunConfig, prepared, folder, device: str,
     run.write_json(run.data_report_file, prepared.report)
     run.write_jsonl(run.dropped_file, prepared.dropped)
     run.write_bytes(run.token_histogram_file, token_histogram_png(prepared.lengths.total, config.data.max_seq_len))
-    run.start(model=config.model, model_folder=str(folder), data=str(config.data.path), device=device,
-              precision=config.train.precision, split_sizes={name: len(part) for name, part in prepared.splits.items()},
-              processes=processes, evaluate=evaluate, speed_notes=speed_notes, **info)
+    run.start(
+        model=config.model,
+        model_folder=str(folder),
+        data=str(config.data.path),
+        device=device,
+        precision=config.train.precision,
+        split_sizes={name: len(part) for name, part in prepared.splits.items()},
+        processes=processes,
+        evaluate=evaluate,
+        speed_notes=speed_notes,
+        **info,
+    )
 
 
-def _announce(console: Console, run: RunDir, config: RunConfig, prepared, device: str, processes: int,
-              speed_notes: list[str]) -> None:
+def _announce(
+    console: Console, run: RunDir, config: RunConfig, prepared, device: str, processes: int, speed_notes: list[str]
+) -> None:
     t, splits = config.train, prepared.splits
     times = f" x {processes} processes" if processes > 1 else ""
-    console.print(f"[bold]run[/bold] {run.path}  ·  {config.model} ({t.precision} on {device}{times})  ·  "
-                  f"train {len(splits.train)} / validation {len(splits.validation)} / test {len(splits.test)}  ·  "
-                  f"{t.epochs:g} epochs, batch {t.batch_size} x {t.gradient_accumulation} accumulation{times} = "
-                  f"{t.batch_size * t.gradient_accumulation * processes} effective")
+    console.print(
+        f"[bold]run[/bold] {run.path}  ·  {config.model} ({t.precision} on {device}{times})  ·  "
+        f"train {len(splits.train)} / validation {len(splits.validation)} / test {len(splits.test)}  ·  "
+        f"{t.epochs:g} epochs, batch {t.batch_size} x {t.gradient_accumulation} accumulation{times} = "
+        f"{t.batch_size * t.gradient_accumulation * processes} effective"
+    )
     for note in speed_notes:
         console.print(f"[yellow]{note}[/yellow]")
     if prepared.dropped:
         d = prepared.report["dropped"]
-        console.print(f"data: dropped {d['duplicates']} duplicate(s) and {d['leakage']} train row(s) that "
-                      f"duplicated a held-out row; listed in {run.dropped_file}")
+        console.print(
+            f"data: dropped {d['duplicates']} duplicate(s) and {d['leakage']} train row(s) that "
+            f"duplicated a held-out row; listed in {run.dropped_file}"
+        )
 
 
 def _from_main(state, value):

@@ -4,8 +4,9 @@ import csv
 import json
 from functools import partial
 
-import conftest
 import pytest
+
+import conftest
 from conftest import SHARED, write_jsonl
 
 MAP = ["--prompt", "{text}", "--completion", "{category}"]
@@ -17,8 +18,11 @@ def banking(tmp_path_factory):
     """400 banking77 rows (4 intents) with two exact copies and PII planted in two rows."""
     work = tmp_path_factory.mktemp("data_cli")
     with open(SHARED / "banking77" / "train.csv", newline="", encoding="utf-8") as f:
-        rows = [r for r in csv.DictReader(f)
-                if r["category"] in ("card_arrival", "exchange_rate", "lost_or_stolen_card", "top_up_failed")][:400]
+        rows = [
+            r
+            for r in csv.DictReader(f)
+            if r["category"] in ("card_arrival", "exchange_rate", "lost_or_stolen_card", "top_up_failed")
+        ][:400]
     rows[10]["text"] += " Email me at sam@example.com"
     rows[11]["text"] = "<b>" + rows[11]["text"] + "</b>   "
     rows += [rows[0], rows[1]]
@@ -76,7 +80,8 @@ def test_dedup_writes_clusters(banking):
     dropped = sum(len(c["dropped"]) for c in clusters)
     assert len(kept) == 402 - dropped and dropped >= 2
     assert {"row": 401, "file": str(path), "kind": "exact", "similarity": 1.0} in clusters[0]["dropped"] + [
-        d for c in clusters for d in c["dropped"]]
+        d for c in clusters for d in c["dropped"]
+    ]
     assert json.loads(kept[0]) == {"text": json.loads(kept[0])["text"], "category": "card_arrival"}
 
 
@@ -97,8 +102,9 @@ def test_split_is_stratified_and_leak_free(banking):
 
 def test_stats_json_and_plot(banking, tiny_model):
     work, path = banking
-    result = tuneloop("data", "stats", path, *MAP, "--model", tiny_model, "--plot", work / "hist.png", "--json",
-                      cwd=work)
+    result = tuneloop(
+        "data", "stats", path, *MAP, "--model", tiny_model, "--plot", work / "hist.png", "--json", cwd=work
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["rows"] == 402 and len(report["labels"]) == 4 and report["duplicates"]["exact"] >= 2
@@ -111,8 +117,9 @@ def test_augment_then_split_keeps_augmented_rows_in_train(banking):
     assert result.returncode == 0, result.stderr
     rows = [json.loads(line) for line in (work / "aug.jsonl").read_text().splitlines()]
     new = [r for r in rows if "augmented" in r]
-    assert len(new) > 300 and all(rows[r["augmented"]["source_row"] - 1]["messages"][-1] == r["messages"][-1]
-                                  for r in new)
+    assert len(new) > 300 and all(
+        rows[r["augmented"]["source_row"] - 1]["messages"][-1] == r["messages"][-1] for r in new
+    )
     result = tuneloop("data", "split", work / "aug.jsonl", "-o", work / "aug_splits", cwd=work)
     assert result.returncode == 0, result.stderr
     for name in ("validation", "test"):
@@ -122,8 +129,10 @@ def test_augment_then_split_keeps_augmented_rows_in_train(banking):
 def test_check_and_stats_read_a_run_config(banking, tiny_model):
     """`--config` checks exactly what `tuneloop run` will see: its data settings, model and max_seq_len."""
     work, path = banking
-    (work / "run.yaml").write_text(f"model: {tiny_model}\ndata:\n  path: {path.name}\n  max_seq_len: 40\n"
-                                   "  columns: {prompt: '{text}', completion: '{category}'}\n")
+    (work / "run.yaml").write_text(
+        f"model: {tiny_model}\ndata:\n  path: {path.name}\n  max_seq_len: 40\n"
+        "  columns: {prompt: '{text}', completion: '{category}'}\n"
+    )
     result = tuneloop("data", "check", "--config", work / "run.yaml", "--json", cwd=work)
     report = json.loads(result.stdout)
     assert result.returncode == 1 and report["format"] == "columns"

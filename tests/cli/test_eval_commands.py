@@ -3,6 +3,7 @@
 import json
 
 import pytest
+
 from conftest import SHARED, tuneloop, write_jsonl, write_tickets
 
 
@@ -10,8 +11,10 @@ from conftest import SHARED, tuneloop, write_jsonl, write_tickets
 def trained(tmp_path_factory, tiny_model):
     work = tmp_path_factory.mktemp("evalcmd")
     write_tickets(work / "d.jsonl", 60)
-    (work / "c.yaml").write_text(f"model: {tiny_model}\ndata: {{path: d.jsonl, max_seq_len: 256}}\n"
-                                 "train: {epochs: 2, batch_size: 8, learning_rate: 2.0e-2}\n")
+    (work / "c.yaml").write_text(
+        f"model: {tiny_model}\ndata: {{path: d.jsonl, max_seq_len: 256}}\n"
+        "train: {epochs: 2, batch_size: 8, learning_rate: 2.0e-2}\n"
+    )
     result = tuneloop("train", "c.yaml", cwd=work)
     assert result.returncode == 0, result.stdout + result.stderr
     [run] = (work / "runs").iterdir()
@@ -31,8 +34,9 @@ def test_eval_writes_per_example_results(trained):
 def test_eval_on_other_data_with_a_chosen_metric(trained):
     work, run = trained
     write_tickets(work / "extra.jsonl", 3, start=100)
-    result = tuneloop("eval", str(run), "--data", "extra.jsonl", "--metric", "exact_match", "--sample",
-                       "--seed", "3", cwd=work)
+    result = tuneloop(
+        "eval", str(run), "--data", "extra.jsonl", "--metric", "exact_match", "--sample", "--seed", "3", cwd=work
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     record = json.loads((run / "evals" / "extra.json").read_text())
     assert record["metric"] == "exact_match" and record["n"] == 3 and record["eval_config"]["sample"] is True
@@ -47,8 +51,9 @@ def test_eval_bad_data_names_file_row_and_field(trained):
 
 def test_compare_base_then_rate_and_rank(trained, tiny_model):
     work, run = trained
-    result = tuneloop("compare", "base", str(run), "--max-examples", "4", "--resamples", "200",
-                       "--judge", str(tiny_model), cwd=work)
+    result = tuneloop(
+        "compare", "base", str(run), "--max-examples", "4", "--resamples", "200", "--judge", str(tiny_model), cwd=work
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "95% interval" in result.stdout and "McNemar" in result.stdout and "per example" in result.stdout
     [record_file] = (run / "compare").iterdir()
@@ -79,8 +84,21 @@ def test_models_compare(tmp_path, tiny_model, smollm2_folder):
     rows = [json.loads(line) for line in (SHARED / "gsm8k" / "train.jsonl").read_text().splitlines()[:6]]
     write_jsonl(tmp_path / "g.jsonl", [{"prompt": r["question"], "completion": r["answer"]} for r in rows])
     out = tmp_path / "m.json"
-    result = tuneloop("models", "compare", str(tiny_model), str(other), "--data", "g.jsonl", "--show", "2",
-                       "--max-new-tokens", "4", "--out", str(out), cwd=tmp_path)
+    result = tuneloop(
+        "models",
+        "compare",
+        str(tiny_model),
+        str(other),
+        "--data",
+        "g.jsonl",
+        "--show",
+        "2",
+        "--max-new-tokens",
+        "4",
+        "--out",
+        str(out),
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     record = json.loads(out.read_text())
     assert [m["model"] for m in record["models"]] == [str(tiny_model), str(other)]
@@ -93,8 +111,10 @@ def test_models_compare(tmp_path, tiny_model, smollm2_folder):
 
 def test_full_fine_tune_evaluates_and_exports(tmp_path, tiny_model):
     write_tickets(tmp_path / "d.jsonl", 40)
-    (tmp_path / "f.yaml").write_text(f"model: {tiny_model}\ndata: {{path: d.jsonl, max_seq_len: 256}}\n"
-                                     "train: {method: full, epochs: 1, batch_size: 8, learning_rate: 1.0e-3}\n")
+    (tmp_path / "f.yaml").write_text(
+        f"model: {tiny_model}\ndata: {{path: d.jsonl, max_seq_len: 256}}\n"
+        "train: {method: full, epochs: 1, batch_size: 8, learning_rate: 1.0e-3}\n"
+    )
     assert tuneloop("train", "f.yaml", cwd=tmp_path).returncode == 0
     [run] = (tmp_path / "runs").iterdir()
     assert (run / "model").is_dir() and not (run / "adapter").exists()
@@ -110,7 +130,9 @@ def test_full_fine_tune_evaluates_and_exports(tmp_path, tiny_model):
 
 def test_compare_two_runs_on_the_same_split(trained):
     work, run = trained
-    (work / "c2.yaml").write_text((work / "c.yaml").read_text().replace("learning_rate: 2.0e-2", "learning_rate: 5.0e-3"))
+    (work / "c2.yaml").write_text(
+        (work / "c.yaml").read_text().replace("learning_rate: 2.0e-2", "learning_rate: 5.0e-3")
+    )
     assert tuneloop("train", "c2.yaml", cwd=work).returncode == 0
     [other] = (work / "runs").glob("c2-*")
     result = tuneloop("compare", str(run), str(other), "--max-examples", "3", "--resamples", "100", cwd=work)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tuneloop.runs import RunDir
 from conftest import QUICKSTART, SHARED, tuneloop, write_jsonl, write_tickets
+from tuneloop.runs import RunDir
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +30,17 @@ eval: {{max_new_tokens: 8, batch_size: 16}}
 
 def test_run_directory_contract(finished_run):
     run, _ = finished_run
-    for name in ("config.yaml", "metrics.jsonl", "eval.json", "report.html", "run.json",
-                 "adapter/adapter_config.json", "data/train.jsonl", "data/validation.jsonl", "data/test.jsonl"):
+    for name in (
+        "config.yaml",
+        "metrics.jsonl",
+        "eval.json",
+        "report.html",
+        "run.json",
+        "adapter/adapter_config.json",
+        "data/train.jsonl",
+        "data/validation.jsonl",
+        "data/test.jsonl",
+    ):
         assert (run / name).is_file(), name
     info = json.loads((run / "run.json").read_text())
     assert info["status"] == "finished" and info["split_sizes"] == {"train": 45, "validation": 6, "test": 9}
@@ -149,7 +158,8 @@ def test_run_on_csv_columns_with_dedup_and_stratified_labels(tmp_path, tiny_mode
     with open(SHARED / "banking77" / "train.csv", newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     rows = [r for r in rows if r["category"] == "card_arrival"][:40] + [
-        r for r in rows if r["category"] == "exchange_rate"][:40]
+        r for r in rows if r["category"] == "exchange_rate"
+    ][:40]
     rows.append(rows[7])  # an exact copy: must be dropped and listed
     with open(tmp_path / "b.csv", "w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, ["text", "category"])
@@ -170,8 +180,13 @@ eval: {{max_new_tokens: 4}}
     assert result.returncode == 0, result.stdout + result.stderr
     [run] = (tmp_path / "runs").iterdir()
     dropped = [json.loads(line) for line in (run / "data" / "dropped.jsonl").read_text().splitlines()]
-    assert {"file": str(tmp_path / "b.csv"), "row": 81, "reason": "exact_duplicate",
-            "duplicate_of": {"file": str(tmp_path / "b.csv"), "row": 8}, "similarity": 1.0} in dropped
+    assert {
+        "file": str(tmp_path / "b.csv"),
+        "row": 81,
+        "reason": "exact_duplicate",
+        "duplicate_of": {"file": str(tmp_path / "b.csv"), "row": 8},
+        "similarity": 1.0,
+    } in dropped
     report = json.loads((run / "data" / "report.json").read_text())
     assert report["format"] == "columns" and report["splits"]["test"] == 20
     assert set(report["labels_by_split"]["test"]) == {"card_arrival", "exchange_rate"}
@@ -188,11 +203,13 @@ eval: {{max_new_tokens: 4}}
 
 
 def test_run_on_plain_text_reports_loss_and_perplexity(tmp_path, tiny_model):
-    dialogues = [json.loads(line)["summary"] for line in
-                 (SHARED / "dialogsum" / "dev.jsonl").read_text().splitlines()[:40]]
+    dialogues = [
+        json.loads(line)["summary"] for line in (SHARED / "dialogsum" / "dev.jsonl").read_text().splitlines()[:40]
+    ]
     write_jsonl(tmp_path / "t.jsonl", [{"text": d} for d in dialogues])
-    (tmp_path / "c.yaml").write_text(f"model: {tiny_model}\ndata: {{path: t.jsonl, max_seq_len: 256}}\n"
-                                     "train: {epochs: 1, batch_size: 8}\n")
+    (tmp_path / "c.yaml").write_text(
+        f"model: {tiny_model}\ndata: {{path: t.jsonl, max_seq_len: 256}}\ntrain: {{epochs: 1, batch_size: 8}}\n"
+    )
     result = tuneloop("run", "c.yaml", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     [run] = (tmp_path / "runs").iterdir()
@@ -214,10 +231,16 @@ def test_resume_command_continues_a_stopped_run(tmp_path, tiny_model):
                 raise KeyboardInterrupt
 
     write_tickets(tmp_path / "t.jsonl", 40)
-    config = config_from_dict({"model": str(tiny_model), "runs_dir": str(tmp_path / "runs"), "run_name": "r",
-                               "data": {"path": str(tmp_path / "t.jsonl"), "max_seq_len": 256},
-                               "train": {"epochs": 2, "batch_size": 4, "eval_every": 2},
-                               "eval": {"max_new_tokens": 4}})
+    config = config_from_dict(
+        {
+            "model": str(tiny_model),
+            "runs_dir": str(tmp_path / "runs"),
+            "run_name": "r",
+            "data": {"path": str(tmp_path / "t.jsonl"), "max_seq_len": 256},
+            "train": {"epochs": 2, "batch_size": 4, "eval_every": 2},
+            "eval": {"max_new_tokens": 4},
+        }
+    )
     with pytest.raises(KeyboardInterrupt):
         run_loop(config, Console(quiet=True), callbacks=[StopAt()])
     [run] = (tmp_path / "runs").iterdir()
@@ -232,8 +255,10 @@ def test_resume_command_continues_a_stopped_run(tmp_path, tiny_model):
 def train_config(tmp_path_factory, tiny_model):
     work = tmp_path_factory.mktemp("train")
     write_tickets(work / "t.jsonl", 60)
-    (work / "c.yaml").write_text(f"model: {tiny_model}\ndata: {{path: t.jsonl, max_seq_len: 256}}\n"
-                                 "train: {epochs: 2, batch_size: 4, eval_every: 3, learning_rate: 1.0e-2}\n")
+    (work / "c.yaml").write_text(
+        f"model: {tiny_model}\ndata: {{path: t.jsonl, max_seq_len: 256}}\n"
+        "train: {epochs: 2, batch_size: 4, eval_every: 3, learning_rate: 1.0e-2}\n"
+    )
     return work
 
 
@@ -243,7 +268,9 @@ def test_train_command_trains_without_evaluating(train_config):
     [run] = (train_config / "single").iterdir()
     info = json.loads((run / "run.json").read_text())
     assert info["status"] == "trained" and info["processes"] == 1 and not (run / "eval.json").exists()
-    assert (run / "adapter" / "adapter_config.json").exists() and "not evaluated yet" in (run / "report.html").read_text()
+    assert (run / "adapter" / "adapter_config.json").exists() and "not evaluated yet" in (
+        run / "report.html"
+    ).read_text()
     assert "trained: best validation loss" in result.stdout
 
 
@@ -252,8 +279,13 @@ def test_train_runs_distributed_with_two_processes(train_config):
     import shutil
 
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
-    result = subprocess.run([torchrun, "--nproc_per_node", "2", "-m", "tuneloop.cli", "train", "c.yaml", "--set",
-                             "runs_dir=ddp"], cwd=train_config, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [torchrun, "--nproc_per_node", "2", "-m", "tuneloop.cli", "train", "c.yaml", "--set", "runs_dir=ddp"],
+        cwd=train_config,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     [run] = (train_config / "ddp").iterdir()  # one run directory, written by the main process only
     info = json.loads((run / "run.json").read_text())
@@ -304,17 +336,22 @@ def test_doctor_verdicts_on_real_training(tmp_path, tiny_model):
     cases = {  # verdict: (rows, train settings)
         "overfitting": (40, {"method": "full", "epochs": 30, "learning_rate": 3e-3, "batch_size": 4}),
         "underfitting": (80, {"epochs": 2, "learning_rate": 1e-7, "batch_size": 4}),
-        "diverging": (80, {"method": "full", "epochs": 2, "learning_rate": 5.0, "batch_size": 4,
-                           "max_grad_norm": 1e6}),
+        "diverging": (80, {"method": "full", "epochs": 2, "learning_rate": 5.0, "batch_size": 4, "max_grad_norm": 1e6}),
         "healthy": (160, {"epochs": 3, "learning_rate": 2e-2, "batch_size": 8}),
     }
     for verdict, (n, train) in cases.items():
         write_jsonl(tmp_path / f"{verdict}.jsonl", rows[:n])
-        config = config_from_dict({"model": str(tiny_model), "runs_dir": str(tmp_path / verdict), "run_name": verdict,
-                                   "data": {"path": str(tmp_path / f"{verdict}.jsonl"), "max_seq_len": 256},
-                                   # The curves alone: with the task metric on, the doctor rightly calls the
-                                   # "healthy" tiny run capacity-limited (it never writes valid JSON).
-                                   "train": {"log_every": 1, "warmup_ratio": 0.0, "metric_rows": 0, **train}})
+        config = config_from_dict(
+            {
+                "model": str(tiny_model),
+                "runs_dir": str(tmp_path / verdict),
+                "run_name": verdict,
+                "data": {"path": str(tmp_path / f"{verdict}.jsonl"), "max_seq_len": 256},
+                # The curves alone: with the task metric on, the doctor rightly calls the
+                # "healthy" tiny run capacity-limited (it never writes valid JSON).
+                "train": {"log_every": 1, "warmup_ratio": 0.0, "metric_rows": 0, **train},
+            }
+        )
         result = run_loop(config, Console(quiet=True), evaluate=False)
         diagnosis, _ = diagnose_path(result.run.path)
         assert diagnosis.verdict == verdict, [f.message for f in diagnosis.findings]

@@ -1,10 +1,16 @@
 import random
 
 import pytest
-from conftest import chat
 
+from conftest import chat
 from tuneloop.data import Example
-from tuneloop.data.augment import augment_eda, augment_with_model, augmented_rows, eda, synonyms
+from tuneloop.data.augment import (
+    augment_eda,
+    augment_with_model,
+    augmented_rows,
+    eda,
+    synonyms,
+)
 
 TEXT = "My new card has not arrived yet and I need it for a trip next week"
 
@@ -47,17 +53,21 @@ def test_paraphrase_through_a_loaded_model(tiny_model, tokenizer):
         new, rejected = augment_with_model(examples, model, tokenizer, method=method, max_new_tokens=6)
         assert len(new) + len(rejected) == 3  # a random tiny model's output is mostly rejected
         assert all(e.answer == "yes" and e.augmented["method"] == method for e in new)
-        assert all(e.messages[0]["content"] != examples[e.augmented["source_row"] - 1].messages[0]["content"]
-                   for e in new)
+        assert all(
+            e.messages[0]["content"] != examples[e.augmented["source_row"] - 1].messages[0]["content"] for e in new
+        )
 
 
-@pytest.mark.parametrize("source, text, ok", [
-    ("I am still waiting on my card?", "I'm waiting on my card.", True),
-    ("I am still waiting on my card?", "I am still waiting on my card?", False),  # unchanged
-    ("I am still waiting on my card?", "Je ne sais pas où est ma carte.", False),  # another language
-    ("Is the card still coming?", "The card " + "is coming and it will arrive soon " * 4, False),  # rambling
-    ("Is the card still coming?", "", False),
-])
+@pytest.mark.parametrize(
+    "source, text, ok",
+    [
+        ("I am still waiting on my card?", "I'm waiting on my card.", True),
+        ("I am still waiting on my card?", "I am still waiting on my card?", False),  # unchanged
+        ("I am still waiting on my card?", "Je ne sais pas où est ma carte.", False),  # another language
+        ("Is the card still coming?", "The card " + "is coming and it will arrive soon " * 4, False),  # rambling
+        ("Is the card still coming?", "", False),
+    ],
+)
 def test_model_rewrites_are_filtered(source, text, ok):
     from tuneloop.data.augment import plausible_rewrite
 

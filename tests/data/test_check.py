@@ -4,7 +4,6 @@ import csv
 import json
 
 from conftest import SHARED, write_jsonl
-
 from tuneloop.data import check_data
 
 
@@ -44,8 +43,13 @@ def test_every_defect_is_reported_with_row_field_and_code(tmp_path, tokenizer):
     path.write_bytes(("\n".join(lines[:16]) + "\n").encode() + b'{"question": "caf\xe9", "answer": "1"}\n')
     report = check_data(path, columns=COLUMNS, tokenizer=tokenizer, max_seq_len=512).to_dict()
     errors = [(e["row"], e["field"], e["code"]) for e in report["errors"]]
-    assert errors == [(3, None, "invalid_json"), (7, "question", "empty_content"), (9, "answer", "missing_field"),
-                      (11, "messages", "no_trainable_tokens"), (17, None, "encoding_error")]
+    assert errors == [
+        (3, None, "invalid_json"),
+        (7, "question", "empty_content"),
+        (9, "answer", "missing_field"),
+        (11, "messages", "no_trainable_tokens"),
+        (17, None, "encoding_error"),
+    ]
     warnings = {(w["row"], w["code"]) for w in report["warnings"]}
     assert {(13, "exact_duplicate"), (15, "conflicting_answers")} <= warnings
     assert not report["ok"]

@@ -3,8 +3,8 @@
 import json
 
 import pytest
-from conftest import chat, write_jsonl
 
+from conftest import chat, write_jsonl
 from tuneloop.data import clean_file, clean_text
 
 CASES = [
@@ -29,8 +29,13 @@ def test_clean_text(text, redact, expected, changes):
 
 
 def test_clean_file_logs_every_row_and_keeps_the_source(tmp_path):
-    rows = [chat("Hello  <br> there", "ok"), chat("\u200b", "dropped: empty prompt"), "{broken",
-            chat("email me at a@b.io", "sure"), chat("fine", "fine")]
+    rows = [
+        chat("Hello  <br> there", "ok"),
+        chat("\u200b", "dropped: empty prompt"),
+        "{broken",
+        chat("email me at a@b.io", "sure"),
+        chat("fine", "fine"),
+    ]
     src = write_jsonl(tmp_path / "in.jsonl", rows)
     before = src.read_bytes()
     summary = clean_file(src, tmp_path / "out.jsonl", redact_pii=True)

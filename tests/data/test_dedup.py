@@ -3,24 +3,29 @@
 import csv
 
 import pytest
-from conftest import SHARED
 
+from conftest import SHARED
 from tuneloop.data import find_duplicates, find_overlap
 from tuneloop.data.dedup import normalize
 
 # 40 words, so one changed word leaves 35 of 41 three-word shingles shared: Jaccard 0.85.
-BASE = ("my card payment was declined at the supermarket yesterday and i do not know why it happened because "
-        "there was enough money in the account and the card had worked fine in the morning at the cafe near work")
+BASE = (
+    "my card payment was declined at the supermarket yesterday and i do not know why it happened because "
+    "there was enough money in the account and the card had worked fine in the morning at the cafe near work"
+)
 
 
-@pytest.mark.parametrize("a, b, kind", [
-    (BASE, BASE.upper() + "!!", "exact"),  # case and punctuation do not count
-    (BASE, "  " + BASE.replace(" ", "   "), "exact"),
-    (BASE, BASE.replace("yesterday", "today"), "near"),  # one word in 40
-    (BASE, BASE.replace("yesterday", "today").replace("morning", "evening").replace("cafe", "bar"), None),
-    (BASE, BASE + " please help", "near"),
-    (BASE, "how do i top up my account with a bank transfer from abroad", None),
-])
+@pytest.mark.parametrize(
+    "a, b, kind",
+    [
+        (BASE, BASE.upper() + "!!", "exact"),  # case and punctuation do not count
+        (BASE, "  " + BASE.replace(" ", "   "), "exact"),
+        (BASE, BASE.replace("yesterday", "today"), "near"),  # one word in 40
+        (BASE, BASE.replace("yesterday", "today").replace("morning", "evening").replace("cafe", "bar"), None),
+        (BASE, BASE + " please help", "near"),
+        (BASE, "how do i top up my account with a bank transfer from abroad", None),
+    ],
+)
 def test_pairs(a, b, kind):
     result = find_duplicates([a, b])
     assert [d.kind for d in result.duplicates] == ([kind] if kind else [])
@@ -34,8 +39,13 @@ def test_threshold_is_configurable():
 
 
 def test_clusters_keep_the_first_row_and_exact_off_switch():
-    texts = [BASE, "unrelated text about exchange rates for travel money", BASE + " thanks",
-             BASE.upper(), BASE + " thanks a lot"]
+    texts = [
+        BASE,
+        "unrelated text about exchange rates for travel money",
+        BASE + " thanks",
+        BASE.upper(),
+        BASE + " thanks a lot",
+    ]
     result = find_duplicates(texts)
     assert result.keep == [0, 1]
     assert result.clusters == {0: [2, 3, 4]}

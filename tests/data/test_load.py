@@ -4,13 +4,19 @@ import csv
 import json
 
 import pytest
-from conftest import SHARED, chat, write_jsonl
 
-from tuneloop.data import DataError, load_examples, load_examples_strict, validate_lengths
+from conftest import SHARED, chat, write_jsonl
+from tuneloop.data import (
+    DataError,
+    load_examples,
+    load_examples_strict,
+    validate_lengths,
+)
 
 
 def load_chat_jsonl(path):
     return load_examples_strict(path, fmt="messages").examples
+
 
 GOOD = json.dumps(chat("hi", "hello"))
 
@@ -18,23 +24,49 @@ GOOD = json.dumps(chat("hi", "hello"))
 # (row text, expected code, expected field) — each defect on line 2, after one good row.
 DEFECTS = [
     ('{"messages": [', "invalid_json", None),
-    ('[1, 2]', "wrong_type", None),
+    ("[1, 2]", "wrong_type", None),
     ('{"text": "hi"}', "missing_field", "messages"),
     ('{"messages": []}', "wrong_type", "messages"),
     ('{"messages": ["hi"]}', "wrong_type", "messages[0]"),
-    (json.dumps({"messages": [{"role": "bot", "content": "x"}, {"role": "assistant", "content": "y"}]}),
-     "unknown_role", "messages[0].role"),
-    (json.dumps({"messages": [{"role": "user", "content": "  "}, {"role": "assistant", "content": "y"}]}),
-     "empty_content", "messages[0].content"),
-    (json.dumps({"messages": [{"role": "user", "content": 5}, {"role": "assistant", "content": "y"}]}),
-     "wrong_type", "messages[0].content"),
-    (json.dumps({"messages": [{"role": "user"}, {"role": "assistant", "content": "y"}]}),
-     "missing_field", "messages[0].content"),
+    (
+        json.dumps({"messages": [{"role": "bot", "content": "x"}, {"role": "assistant", "content": "y"}]}),
+        "unknown_role",
+        "messages[0].role",
+    ),
+    (
+        json.dumps({"messages": [{"role": "user", "content": "  "}, {"role": "assistant", "content": "y"}]}),
+        "empty_content",
+        "messages[0].content",
+    ),
+    (
+        json.dumps({"messages": [{"role": "user", "content": 5}, {"role": "assistant", "content": "y"}]}),
+        "wrong_type",
+        "messages[0].content",
+    ),
+    (
+        json.dumps({"messages": [{"role": "user"}, {"role": "assistant", "content": "y"}]}),
+        "missing_field",
+        "messages[0].content",
+    ),
     (json.dumps({"messages": [{"role": "user", "content": "q"}]}), "no_final_assistant", "messages[0].role"),
-    (json.dumps({"messages": [{"role": "system", "content": "s"}, {"role": "assistant", "content": "a"}]}),
-     "no_user_turn", "messages"),
-    (json.dumps({"messages": [{"role": "user", "content": "q"}, {"role": "system", "content": "s"},
-                              {"role": "assistant", "content": "a"}]}), "misplaced_system", "messages[1].role"),
+    (
+        json.dumps({"messages": [{"role": "system", "content": "s"}, {"role": "assistant", "content": "a"}]}),
+        "no_user_turn",
+        "messages",
+    ),
+    (
+        json.dumps(
+            {
+                "messages": [
+                    {"role": "user", "content": "q"},
+                    {"role": "system", "content": "s"},
+                    {"role": "assistant", "content": "a"},
+                ]
+            }
+        ),
+        "misplaced_system",
+        "messages[1].role",
+    ),
 ]
 
 
@@ -83,7 +115,9 @@ def test_real_data_loads_and_source_is_untouched(tmp_path, banking77_rows):
     examples = load_chat_jsonl(path)
     assert len(examples) == len(banking77_rows)
     assert examples[0].row == 1 and examples[-1].row == len(banking77_rows)
-    assert examples[0].prompt[0]["role"] == "system" and examples[0].answer == banking77_rows[0]["messages"][-1]["content"]
+    assert (
+        examples[0].prompt[0]["role"] == "system" and examples[0].answer == banking77_rows[0]["messages"][-1]["content"]
+    )
     assert path.read_bytes() == before
 
 
@@ -105,7 +139,9 @@ def test_too_long_examples_are_errors_not_truncated(tmp_path, tokenizer):
     with pytest.raises(DataError) as e:
         validate_lengths(examples, tokenizer, 64)
     assert [(p.row, p.code, p.field) for p in e.value.problems] == [
-        (2, "no_trainable_tokens", "messages"), (3, "too_long", "messages")]
+        (2, "no_trainable_tokens", "messages"),
+        (3, "too_long", "messages"),
+    ]
     assert validate_lengths(examples[:1], tokenizer, 64).total[0] <= 64
 
 
@@ -114,15 +150,28 @@ ANSWER = {"role": "assistant", "content": "A"}
 FORMATS = [
     ({"messages": [{"role": "user", "content": "Q"}, ANSWER]}, "messages", [{"role": "user", "content": "Q"}, ANSWER]),
     ({"prompt": "Q", "completion": "A"}, "prompt_completion", [{"role": "user", "content": "Q"}, ANSWER]),
-    ({"prompt": [{"role": "system", "content": "S"}, {"role": "user", "content": "Q"}], "completion": [ANSWER]},
-     "prompt_completion", [{"role": "system", "content": "S"}, {"role": "user", "content": "Q"}, ANSWER]),
+    (
+        {"prompt": [{"role": "system", "content": "S"}, {"role": "user", "content": "Q"}], "completion": [ANSWER]},
+        "prompt_completion",
+        [{"role": "system", "content": "S"}, {"role": "user", "content": "Q"}, ANSWER],
+    ),
     ({"input": "Q", "output": "A"}, "input_output", [{"role": "user", "content": "Q"}, ANSWER]),
-    ({"instruction": "Do", "input": "this", "output": "A"}, "alpaca", [{"role": "user", "content": "Do\n\nthis"}, ANSWER]),
+    (
+        {"instruction": "Do", "input": "this", "output": "A"},
+        "alpaca",
+        [{"role": "user", "content": "Do\n\nthis"}, ANSWER],
+    ),
     ({"instruction": "Do", "input": "", "output": "A"}, "alpaca", [{"role": "user", "content": "Do"}, ANSWER]),
-    ({"conversations": [{"from": "human", "value": "Q"}, {"from": "gpt", "value": "A"}]}, "sharegpt",
-     [{"role": "user", "content": "Q"}, ANSWER]),
-    ({"system": "S", "conversations": [{"from": "human", "value": "Q"}, {"from": "gpt", "value": "A"}]}, "sharegpt",
-     [{"role": "system", "content": "S"}, {"role": "user", "content": "Q"}, ANSWER]),
+    (
+        {"conversations": [{"from": "human", "value": "Q"}, {"from": "gpt", "value": "A"}]},
+        "sharegpt",
+        [{"role": "user", "content": "Q"}, ANSWER],
+    ),
+    (
+        {"system": "S", "conversations": [{"from": "human", "value": "Q"}, {"from": "gpt", "value": "A"}]},
+        "sharegpt",
+        [{"role": "system", "content": "S"}, {"role": "user", "content": "Q"}, ANSWER],
+    ),
     ({"text": "A"}, "text", [ANSWER]),
 ]
 
@@ -141,8 +190,12 @@ FORMAT_DEFECTS = [
     ("prompt_completion", {"prompt": "", "completion": "A"}, "empty_content", "prompt"),
     ("input_output", {"input": "Q"}, "missing_field", "output"),
     ("alpaca", {"instruction": "Do", "input": 5, "output": "A"}, "wrong_type", "input"),
-    ("sharegpt", {"conversations": [{"from": "alien", "value": "Q"}, {"from": "gpt", "value": "A"}]},
-     "unknown_role", "conversations[0].from"),
+    (
+        "sharegpt",
+        {"conversations": [{"from": "alien", "value": "Q"}, {"from": "gpt", "value": "A"}]},
+        "unknown_role",
+        "conversations[0].from",
+    ),
     ("sharegpt", {"conversations": [{"from": "human", "value": "Q"}]}, "no_final_assistant", "conversations[0].from"),
     ("text", {"text": "  "}, "empty_content", "text"),
 ]
@@ -150,9 +203,13 @@ FORMAT_DEFECTS = [
 
 @pytest.mark.parametrize("fmt, row, code, field", FORMAT_DEFECTS, ids=[f"{d[0]}-{d[2]}" for d in FORMAT_DEFECTS])
 def test_format_defects_name_row_and_field(tmp_path, fmt, row, code, field):
-    good = {"prompt_completion": {"prompt": "Q", "completion": "A"}, "input_output": {"input": "Q", "output": "A"},
-            "alpaca": {"instruction": "Q", "output": "A"}, "text": {"text": "A"},
-            "sharegpt": {"conversations": [{"from": "human", "value": "Q"}, {"from": "gpt", "value": "A"}]}}[fmt]
+    good = {
+        "prompt_completion": {"prompt": "Q", "completion": "A"},
+        "input_output": {"input": "Q", "output": "A"},
+        "alpaca": {"instruction": "Q", "output": "A"},
+        "text": {"text": "A"},
+        "sharegpt": {"conversations": [{"from": "human", "value": "Q"}, {"from": "gpt", "value": "A"}]},
+    }[fmt]
     data = load_examples(write_jsonl(tmp_path / "d.jsonl", [good, row, good]), fmt=fmt)
     assert [(p.row, p.code, p.field) for p in data.problems] == [(2, code, field)]
     assert len(data.examples) == 2
@@ -193,13 +250,16 @@ def test_file_types_with_a_column_mapping(tmp_path, suffix):
         path.mkdir()
         write_jsonl(path / "a.jsonl", rows[:30])
         _write_csv(path / "b.csv", rows[30:])
-    data = load_examples_strict(path, columns={"prompt": "Intent of: {text}", "completion": "{category}"},
-                                system_prompt="Classify.")
+    data = load_examples_strict(
+        path, columns={"prompt": "Intent of: {text}", "completion": "{category}"}, system_prompt="Classify."
+    )
     assert len(data.examples) == 60 and data.format == "columns"
     first = data.examples[0]
-    assert first.messages == [{"role": "system", "content": "Classify."},
-                              {"role": "user", "content": f"Intent of: {rows[0]['text']}"},
-                              {"role": "assistant", "content": rows[0]["category"]}]
+    assert first.messages == [
+        {"role": "system", "content": "Classify."},
+        {"role": "user", "content": f"Intent of: {rows[0]['text']}"},
+        {"role": "assistant", "content": rows[0]["category"]},
+    ]
     assert first.row == 1 and first.record == rows[0]
     assert data.has_labels and first.label == rows[0]["category"]
 
@@ -213,17 +273,22 @@ def test_csv_defects_name_the_data_row(tmp_path):
     path.write_bytes(b"\r\n".join(lines))
     data = load_examples(path, columns={"prompt": "{text}", "completion": "{category}"})
     assert [(p.row, p.code, p.field) for p in data.problems] == [
-        (3, "wrong_column_count", None), (5, "encoding_error", "text")]
+        (3, "wrong_column_count", None),
+        (5, "encoding_error", "text"),
+    ]
     missing = load_examples(path, columns={"prompt": "{txt}", "completion": "{category}"})
     assert (missing.problems[0].row, missing.problems[0].code, missing.problems[0].field) == (1, "missing_field", "txt")
 
 
-@pytest.mark.parametrize("name, content, code", [
-    ("d.parquet", b"PAR1 not really parquet", "invalid_parquet"),
-    ("d.csv", b"\x89PNG\r\n\x1a\n\x00\x00", "binary_file"),
-    ("d.json", b"[{\"a\": 1},", "invalid_json"),
-    ("d.xlsx", b"whatever", "unknown_file_type"),
-])
+@pytest.mark.parametrize(
+    "name, content, code",
+    [
+        ("d.parquet", b"PAR1 not really parquet", "invalid_parquet"),
+        ("d.csv", b"\x89PNG\r\n\x1a\n\x00\x00", "binary_file"),
+        ("d.json", b'[{"a": 1},', "invalid_json"),
+        ("d.xlsx", b"whatever", "unknown_file_type"),
+    ],
+)
 def test_corrupt_files_get_a_clear_problem(tmp_path, name, content, code):
     path = tmp_path / name
     path.write_bytes(content)
@@ -235,8 +300,9 @@ def test_unknown_format_says_how_to_map_it(tmp_path):
     data = load_examples(SHARED / "gsm8k" / "train.jsonl")
     [problem] = data.problems
     assert problem.code == "unknown_format" and "['answer', 'question']" in problem.message
-    mapped = load_examples_strict(SHARED / "gsm8k" / "train.jsonl",
-                                  columns={"prompt": "{question}", "completion": "{answer}"})
+    mapped = load_examples_strict(
+        SHARED / "gsm8k" / "train.jsonl", columns={"prompt": "{question}", "completion": "{answer}"}
+    )
     assert len(mapped.examples) == 7473 and not mapped.has_labels
 
 

@@ -3,7 +3,6 @@
 import csv
 
 from conftest import SHARED
-
 from tuneloop.config import DataConfig
 from tuneloop.data.prepare import prepare_data
 
@@ -19,8 +18,13 @@ def test_banking77_columns_dedup_stratified_split(tmp_path, tokenizer):
         w = csv.DictWriter(f, ["text", "category"])
         w.writeheader()
         w.writerows(picked)
-    data = DataConfig(path=path, columns={"prompt": "{text}", "completion": "{category}"}, validation_size=0.1,
-                      test_size=0.2, max_seq_len=256)
+    data = DataConfig(
+        path=path,
+        columns={"prompt": "{text}", "completion": "{category}"},
+        validation_size=0.1,
+        test_size=0.2,
+        max_seq_len=256,
+    )
     prepared = prepare_data(data, tokenizer)
     assert {(d["row"], d["reason"]) for d in prepared.dropped} >= {(201, "exact_duplicate"), (202, "exact_duplicate")}
     report = prepared.report

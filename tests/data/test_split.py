@@ -6,18 +6,30 @@ from tuneloop.data import DataError, Example, split_examples
 
 
 def _examples(n, labels=None):
-    return [Example([{"role": "user", "content": f"question {i} " + "word " * (i % 5)},
-                     {"role": "assistant", "content": labels[i % len(labels)] if labels else f"answer {i}"}],
-                    i + 1, "d.jsonl", label=labels[i % len(labels)] if labels else None) for i in range(n)]
+    return [
+        Example(
+            [
+                {"role": "user", "content": f"question {i} " + "word " * (i % 5)},
+                {"role": "assistant", "content": labels[i % len(labels)] if labels else f"answer {i}"},
+            ],
+            i + 1,
+            "d.jsonl",
+            label=labels[i % len(labels)] if labels else None,
+        )
+        for i in range(n)
+    ]
 
 
-@pytest.mark.parametrize("n, val, test, sizes", [
-    (100, 0.1, 0.15, (75, 10, 15)),
-    (10, 0.1, 0.1, (8, 1, 1)),
-    (480, 0.1, 0.15, (360, 48, 72)),
-    (100, 20, 30, (50, 20, 30)),  # sizes in rows
-    (100, 0.2, 5, (75, 20, 5)),
-])
+@pytest.mark.parametrize(
+    "n, val, test, sizes",
+    [
+        (100, 0.1, 0.15, (75, 10, 15)),
+        (10, 0.1, 0.1, (8, 1, 1)),
+        (480, 0.1, 0.15, (360, 48, 72)),
+        (100, 20, 30, (50, 20, 30)),  # sizes in rows
+        (100, 0.2, 5, (75, 20, 5)),
+    ],
+)
 def test_sizes(n, val, test, sizes):
     s = split_examples(_examples(n), val, test, seed=0, leakage="none")
     assert (len(s.train), len(s.validation), len(s.test)) == sizes
@@ -55,13 +67,20 @@ def test_leakage_removed_from_train():
         assert 101 not in {e.row for e in s.train}
         assert s.removed[0]["row"] == 101 and s.removed[0]["reason"] == "exact_duplicate_of_held_out"
     else:
-        assert {e.row for e in s.train} >= {1} and s.removed == [] or s.removed[0]["row"] == 1
+        assert ({e.row for e in s.train} >= {1} and s.removed == []) or s.removed[0]["row"] == 1
 
 
 def test_augmented_rows_only_in_train_and_dropped_when_their_source_is_held_out():
     ex = _examples(50)
-    augmented = [Example([{"role": "user", "content": f"reworded {i}"}, e.messages[1]], 100 + i, "d.jsonl",
-                         augmented={"method": "eda:swap", "source_row": e.row}) for i, e in enumerate(ex)]
+    augmented = [
+        Example(
+            [{"role": "user", "content": f"reworded {i}"}, e.messages[1]],
+            100 + i,
+            "d.jsonl",
+            augmented={"method": "eda:swap", "source_row": e.row},
+        )
+        for i, e in enumerate(ex)
+    ]
     s = split_examples(ex + augmented, 10, 10, seed=1, leakage="none")
     held = {e.row for e in s.validation + s.test}
     assert all(not e.augmented for e in s.validation + s.test)

@@ -1,12 +1,21 @@
 from conftest import chat
-
 from tuneloop.data import Example, find_duplicates, profile, token_lengths
 from tuneloop.data.stats import percentiles
 
 
 def test_percentiles_pinned():
-    assert percentiles(list(range(1, 101))) == {"count": 100, "mean": 50.5, "min": 1, "p5": 5, "p25": 25, "p50": 50,
-                                                "p75": 75, "p95": 95, "p99": 99, "max": 100}
+    assert percentiles(list(range(1, 101))) == {
+        "count": 100,
+        "mean": 50.5,
+        "min": 1,
+        "p5": 5,
+        "p25": 25,
+        "p50": 50,
+        "p75": 75,
+        "p95": 95,
+        "p99": 99,
+        "max": 100,
+    }
     assert percentiles([]) == {"count": 0}
 
 

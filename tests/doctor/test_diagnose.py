@@ -11,8 +11,7 @@ def metrics(train: list[float], val: list[float], every: int = 5, grad: list[flo
     """train_loss logged every step; eval_loss every `every` steps; 10 steps an epoch."""
     out = []
     for i, loss in enumerate(train, start=1):
-        out.append({"step": i, "epoch": i / 10, "train_loss": loss,
-                    **({"grad_norm": grad[i - 1]} if grad else {})})
+        out.append({"step": i, "epoch": i / 10, "train_loss": loss, **({"grad_norm": grad[i - 1]} if grad else {})})
         if i % every == 0 and i // every <= len(val):
             out.append({"step": i, "epoch": i / 10, "eval_loss": val[i // every - 1]})
     return out
@@ -26,8 +25,7 @@ CURVES = {
     "healthy": metrics(falling(2.0, 0.45, 40), [1.2, 0.8, 0.62, 0.56, 0.55, 0.55, 0.55, 0.55]),
     "overfitting": metrics(falling(2.0, 0.05, 40), [1.0, 0.7, 0.6, 0.62, 0.68, 0.75, 0.83, 0.9]),
     "underfitting": metrics([2.4 - 0.002 * i for i in range(40)], [2.35, 2.34, 2.34, 2.33, 2.33, 2.32, 2.32, 2.31]),
-    "diverging": metrics([2.0, 1.8, 1.7, 1.9, 2.4, 3.1, 4.5, 6.0, 8.0, 9.5] * 1 + [10.0] * 10,
-                         [1.8, 2.6, 7.0, 10.1]),
+    "diverging": metrics([2.0, 1.8, 1.7, 1.9, 2.4, 3.1, 4.5, 6.0, 8.0, 9.5] * 1 + [10.0] * 10, [1.8, 2.6, 7.0, 10.1]),
     "undertrained": metrics(falling(2.0, 0.2, 40)[:20], [1.6, 1.2, 0.95, 0.75]),
 }
 
@@ -61,22 +59,43 @@ def test_data_findings():
     assert {f.kind for f in d.findings} >= {"small_validation_set", "duplicates", "leakage"}
 
 
-CONFIG = {"train": {"epochs": 5, "learning_rate": 2e-4, "weight_decay": 0.0, "gradient_accumulation": 2,
-                    "warmup_ratio": 0.05, "warmup_steps": None, "max_grad_norm": 1.0, "early_stopping_patience": 0,
-                    "method": "lora"},
-          "lora": {"r": 16, "alpha": 32, "dropout": 0.0}}
+CONFIG = {
+    "train": {
+        "epochs": 5,
+        "learning_rate": 2e-4,
+        "weight_decay": 0.0,
+        "gradient_accumulation": 2,
+        "warmup_ratio": 0.05,
+        "warmup_steps": None,
+        "max_grad_norm": 1.0,
+        "early_stopping_patience": 0,
+        "method": "lora",
+    },
+    "lora": {"r": 16, "alpha": 32, "dropout": 0.0},
+}
 
 
-@pytest.mark.parametrize("verdict, expected", [
-    # applied: stop early at the best point and regularise; fewer epochs (the best was at 1.5), a lower
-    # learning rate, a larger batch and a softer adapter are listed but not applied
-    ("overfitting", {"train.weight_decay": 0.05, "lora.dropout": 0.1, "train.early_stopping_patience": 2}),
-    ("underfitting", {"train.epochs": 10, "train.learning_rate": 4e-4, "lora.r": 32, "lora.alpha": 64,
-                      "train.gradient_accumulation": 1}),
-    ("diverging", {"train.learning_rate": 6e-5, "train.warmup_ratio": 0.1, "train.max_grad_norm": 0.5}),
-    ("undertrained", {"train.epochs": 7.5}),
-    ("healthy", {"lora.r": 32, "lora.alpha": 64}),  # nothing wrong; a plateau: a larger adapter could improve it
-])
+@pytest.mark.parametrize(
+    "verdict, expected",
+    [
+        # applied: stop early at the best point and regularise; fewer epochs (the best was at 1.5), a lower
+        # learning rate, a larger batch and a softer adapter are listed but not applied
+        ("overfitting", {"train.weight_decay": 0.05, "lora.dropout": 0.1, "train.early_stopping_patience": 2}),
+        (
+            "underfitting",
+            {
+                "train.epochs": 10,
+                "train.learning_rate": 4e-4,
+                "lora.r": 32,
+                "lora.alpha": 64,
+                "train.gradient_accumulation": 1,
+            },
+        ),
+        ("diverging", {"train.learning_rate": 6e-5, "train.warmup_ratio": 0.1, "train.max_grad_norm": 0.5}),
+        ("undertrained", {"train.epochs": 7.5}),
+        ("healthy", {"lora.r": 32, "lora.alpha": 64}),  # nothing wrong; a plateau: a larger adapter could improve it
+    ],
+)
 def test_recommendations_are_concrete_changes(verdict, expected):
     d = recommend(diagnose_metrics(CURVES[verdict]), CONFIG)
     got = {r.param: r.to for r in d.recommendations if r.applied}
@@ -92,23 +111,34 @@ def test_recommendations_are_concrete_changes(verdict, expected):
 def test_overfitting_lists_alternatives_and_the_inference_time_remedy():
     d = recommend(diagnose_metrics(CURVES["overfitting"]), CONFIG)
     alternatives = {r.param: r.to for r in d.recommendations if not r.applied}
-    assert alternatives == {"train.learning_rate": 1e-4, "train.epochs": 2, "train.gradient_accumulation": 4,
-                            "serve.adapter_scale": 0.5, "data": "more, more diverse examples"}
+    assert alternatives == {
+        "train.learning_rate": 1e-4,
+        "train.epochs": 2,
+        "train.gradient_accumulation": 4,
+        "serve.adapter_scale": 0.5,
+        "data": "more, more diverse examples",
+    }
 
 
 def test_overfitting_despite_early_stopping_lowers_the_learning_rate():
     config = {**CONFIG, "train": {**CONFIG["train"], "early_stopping_patience": 3}}
     d = recommend(diagnose_metrics(CURVES["overfitting"]), config)
     assert {r.param: r.to for r in d.recommendations if r.applied} == {
-        "train.learning_rate": 1e-4, "train.weight_decay": 0.05, "lora.dropout": 0.1}
+        "train.learning_rate": 1e-4,
+        "train.weight_decay": 0.05,
+        "lora.dropout": 0.1,
+    }
 
 
-@pytest.mark.parametrize("method, lr, verdict, expected", [
-    ("lora", 1e-7, "underfitting", 2e-4),  # far below the range: to the guides' usual value, not 2e-7
-    ("full", 1e-8, "underfitting", 2e-5),
-    ("lora", 5.0, "diverging", 1e-3),  # far above: to the range's top, not 1.5
-    ("full", 1e-3, "diverging", 5e-5),
-])
+@pytest.mark.parametrize(
+    "method, lr, verdict, expected",
+    [
+        ("lora", 1e-7, "underfitting", 2e-4),  # far below the range: to the guides' usual value, not 2e-7
+        ("full", 1e-8, "underfitting", 2e-5),
+        ("lora", 5.0, "diverging", 1e-3),  # far above: to the range's top, not 1.5
+        ("full", 1e-3, "diverging", 5e-5),
+    ],
+)
 def test_learning_rate_jumps_back_into_the_guides_range(method, lr, verdict, expected):
     config = {"train": {**CONFIG["train"], "method": method, "learning_rate": lr}, "lora": CONFIG["lora"]}
     d = recommend(diagnose_metrics(CURVES[verdict]), config)
@@ -118,6 +148,12 @@ def test_learning_rate_jumps_back_into_the_guides_range(method, lr, verdict, exp
 def test_without_a_config_the_changes_are_relative():
     d = recommend(diagnose_metrics(CURVES["diverging"]), None).to_dict()
     lr = next(r for r in d["recommendations"] if r["param"] == "train.learning_rate")
-    assert lr == {"param": "train.learning_rate", "from": None, "to": "x0.3", "why": lr["why"], "applied": False,
-                  "minutes": None}
+    assert lr == {
+        "param": "train.learning_rate",
+        "from": None,
+        "to": "x0.3",
+        "why": lr["why"],
+        "applied": False,
+        "minutes": None,
+    }
     assert d["next_config"] is None and d["verdict"] == "diverging"

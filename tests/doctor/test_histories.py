@@ -7,7 +7,6 @@ from histories import CASES, REAL
 from tuneloop.doctor import diagnose_metrics, recommend
 from tuneloop.doctor.diagnose import VERDICTS
 
-
 ALL = {**CASES, **REAL}
 
 
@@ -38,21 +37,33 @@ def test_the_metric_decides_which_checkpoint_to_keep():
     d = diagnose_metrics(CASES["task_overfitting"].records)
     assert d.summary["keep"] == {"step": 20, "by": "eval_field_accuracy", "value": 0.74, "saved_step": None}
     saved_last = diagnose_metrics(CASES["task_overfitting"].records, info={"best_checkpoint_step": 40})
-    assert "rerun with train.select_best: metric" in next(f.message for f in saved_last.findings
-                                                          if f.kind == "checkpoint")
+    assert "rerun with train.select_best: metric" in next(
+        f.message for f in saved_last.findings if f.kind == "checkpoint"
+    )
 
 
-CONFIG = {"train": {"epochs": 2, "learning_rate": 2e-4, "method": "lora", "weight_decay": 0.0,
-                    "early_stopping_patience": 0, "gradient_accumulation": 1},
-          "lora": {"r": 16, "alpha": 32, "dropout": 0.0}}
+CONFIG = {
+    "train": {
+        "epochs": 2,
+        "learning_rate": 2e-4,
+        "method": "lora",
+        "weight_decay": 0.0,
+        "early_stopping_patience": 0,
+        "gradient_accumulation": 1,
+    },
+    "lora": {"r": 16, "alpha": 32, "dropout": 0.0},
+}
 
 
-@pytest.mark.parametrize("name, applied", [
-    # headroom: the same training, longer
-    ("metric_still_improving", {"train.epochs": 4}),
-    # a plateau: a larger adapter first (nearly free on CPU)
-    ("healthy", {"lora.r": 32, "lora.alpha": 64}),
-])
+@pytest.mark.parametrize(
+    "name, applied",
+    [
+        # headroom: the same training, longer
+        ("metric_still_improving", {"train.epochs": 4}),
+        # a plateau: a larger adapter first (nearly free on CPU)
+        ("healthy", {"lora.r": 32, "lora.alpha": 64}),
+    ],
+)
 def test_a_healthy_run_still_gets_what_could_improve_it_with_its_cost(name, applied):
     d = recommend(diagnose_metrics(CASES[name].records, info={"timings": {"train": 120.0}}), CONFIG)
     assert d.verdict == "healthy"

@@ -10,11 +10,14 @@ def _side(metric, outputs, references):
     return {"outputs": outputs, "per_example": score(metric, outputs, references)[1]}
 
 
-@pytest.mark.parametrize("a_right, b_right, only_a, only_b, p", [
-    ([1] * 10, [1] * 10, 0, 0, 1.0),
-    ([1, 0, 0, 0, 0, 0, 0, 0, 0, 0], [0, 1, 1, 1, 1, 1, 1, 1, 1, 1], 1, 9, 22 / 1024),  # 2 * P(X <= 1 | n=10)
-    ([1, 1, 0, 0], [0, 0, 1, 1], 2, 2, 1.0),
-])
+@pytest.mark.parametrize(
+    "a_right, b_right, only_a, only_b, p",
+    [
+        ([1] * 10, [1] * 10, 0, 0, 1.0),
+        ([1, 0, 0, 0, 0, 0, 0, 0, 0, 0], [0, 1, 1, 1, 1, 1, 1, 1, 1, 1], 1, 9, 22 / 1024),  # 2 * P(X <= 1 | n=10)
+        ([1, 1, 0, 0], [0, 0, 1, 1], 2, 2, 1.0),
+    ],
+)
 def test_mcnemar_exact(a_right, b_right, only_a, only_b, p):
     m = mcnemar([{"correct": bool(x)} for x in a_right], [{"correct": bool(x)} for x in b_right])
     assert (m["only_a_correct"], m["only_b_correct"]) == (only_a, only_b)
@@ -42,8 +45,12 @@ def test_identical_sides_show_no_difference():
 
 
 def test_corpus_metrics_are_recomputed_on_each_resample():
-    refs = ["the customer wants a refund for the broken blender", "the parcel arrived late and damaged",
-            "please reset my password today", "the invoice shows a double charge"]
+    refs = [
+        "the customer wants a refund for the broken blender",
+        "the parcel arrived late and damaged",
+        "please reset my password today",
+        "the invoice shows a double charge",
+    ]
     a = _side("generation", ["a refund", "late", "reset", "charge"], refs)
     b = _side("generation", refs, refs)
     result = compare_outputs("generation", refs, a, b, resamples=200)
@@ -55,5 +62,6 @@ def test_corpus_metrics_are_recomputed_on_each_resample():
 
 def test_sides_must_answer_the_same_examples():
     with pytest.raises(ValueError, match="same 2 examples"):
-        compare_outputs("exact_match", ["a", "b"], _side("exact_match", ["a"], ["a"]),
-                        _side("exact_match", ["a", "b"], ["a", "b"]))
+        compare_outputs(
+            "exact_match", ["a", "b"], _side("exact_match", ["a"], ["a"]), _side("exact_match", ["a", "b"], ["a", "b"])
+        )

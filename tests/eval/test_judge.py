@@ -14,6 +14,7 @@ class FirstAlways:
 
 class Keyword:
     """Prefers the answer containing 'refund', wherever it appears."""
+
     name = "keyword"
 
     def first_is_better(self, messages):

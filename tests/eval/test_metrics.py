@@ -8,25 +8,31 @@ from tuneloop.eval.metrics import parse_json_object
 REF = json.dumps({"category": "billing", "priority": "high", "product": None, "refund_requested": True})
 
 
-@pytest.mark.parametrize("text, expected", [
-    ('{"a": 1}', {"a": 1}),
-    ('Sure! ```json\n{"a": 1}\n```', {"a": 1}),
-    ('{broken {"a": [1, 2]} tail', {"a": [1, 2]}),
-    ("no json here", None),
-    ("[1, 2]", None),
-    ('{"a": ', None),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ('{"a": 1}', {"a": 1}),
+        ('Sure! ```json\n{"a": 1}\n```', {"a": 1}),
+        ('{broken {"a": [1, 2]} tail', {"a": [1, 2]}),
+        ("no json here", None),
+        ("[1, 2]", None),
+        ('{"a": ', None),
+    ],
+)
 def test_parse_json_object(text, expected):
     assert parse_json_object(text) == expected
 
 
-@pytest.mark.parametrize("prediction, field_acc, exact, valid", [
-    (REF, 1.0, 1.0, 1.0),
-    ('{"category": "billing", "priority": "low", "product": null, "refund_requested": true}', 0.75, 0.0, 1.0),
-    ('{"category": "billing"}', 0.25, 0.0, 1.0),
-    ("I cannot help with that.", 0.0, 0.0, 0.0),
-    ('{"category": "billing", "priority": "high", "product": null, "refund_requested": "true"}', 0.75, 0.0, 1.0),
-])
+@pytest.mark.parametrize(
+    "prediction, field_acc, exact, valid",
+    [
+        (REF, 1.0, 1.0, 1.0),
+        ('{"category": "billing", "priority": "low", "product": null, "refund_requested": true}', 0.75, 0.0, 1.0),
+        ('{"category": "billing"}', 0.25, 0.0, 1.0),
+        ("I cannot help with that.", 0.0, 0.0, 0.0),
+        ('{"category": "billing", "priority": "high", "product": null, "refund_requested": "true"}', 0.75, 0.0, 1.0),
+    ],
+)
 def test_json_fields_pinned(prediction, field_acc, exact, valid):
     metrics, per = score("json_fields", [prediction], [REF])
     assert (metrics["field_accuracy"], metrics["exact_match"], metrics["valid_json"]) == (field_acc, exact, valid)
@@ -41,21 +47,27 @@ def test_per_field_breakdown():
     assert metrics["field_accuracy"] == 7 / 8
 
 
-@pytest.mark.parametrize("preds, refs, expected", [
-    (["a", " b "], ["a", "b"], 1.0),
-    (["a", "c"], ["a", "b"], 0.5),
-    (["A"], ["a"], 0.0),
-])
+@pytest.mark.parametrize(
+    "preds, refs, expected",
+    [
+        (["a", " b "], ["a", "b"], 1.0),
+        (["a", "c"], ["a", "b"], 0.5),
+        (["A"], ["a"], 0.0),
+    ],
+)
 def test_exact_match(preds, refs, expected):
     assert score("exact_match", preds, refs)[0]["exact_match"] == expected
 
 
-@pytest.mark.parametrize("refs, requested, expected", [
-    ([REF, REF], "auto", "json_fields"),
-    ([REF, "card_arrival"], "auto", "exact_match"),
-    (["42"], "auto", "exact_match"),  # a bare number is JSON, but not an object
-    ([REF], "exact_match", "exact_match"),
-])
+@pytest.mark.parametrize(
+    "refs, requested, expected",
+    [
+        ([REF, REF], "auto", "json_fields"),
+        ([REF, "card_arrival"], "auto", "exact_match"),
+        (["42"], "auto", "exact_match"),  # a bare number is JSON, but not an object
+        ([REF], "exact_match", "exact_match"),
+    ],
+)
 def test_choose_metric(refs, requested, expected):
     assert choose_metric(refs, requested) == expected
 
@@ -67,13 +79,13 @@ def test_length_mismatch_is_an_error():
 
 # --- task metrics on the real data in ../shared/datasets ---
 
+
 def _jsonl(path, n):
     return [json.loads(line) for line in path.read_text().splitlines()[:n]]
 
 
 def test_final_number_on_gsm8k():
     from conftest import SHARED
-
     from tuneloop.eval.metrics import final_number
 
     answers = [r["answer"] for r in _jsonl(SHARED / "gsm8k" / "train.jsonl", 300)]
@@ -89,16 +101,18 @@ def test_final_number_on_gsm8k():
 def test_classification_on_banking77():
     import csv
 
-    from conftest import SHARED
     from sklearn.metrics import f1_score
+
+    from conftest import SHARED
 
     with open(SHARED / "banking77" / "train.csv", newline="", encoding="utf-8") as f:
         labels = [r["category"] for r in csv.DictReader(f)][:300]
     predictions = [label if i % 3 else "card_arrival" for i, label in enumerate(labels)]
     metrics, per = score("classification", predictions, labels)
     assert metrics["accuracy"] == pytest.approx(sum(p == t for p, t in zip(predictions, labels)) / 300)
-    assert metrics["macro_f1"] == pytest.approx(f1_score(labels, predictions, labels=sorted(set(labels)),
-                                                         average="macro", zero_division=0))
+    assert metrics["macro_f1"] == pytest.approx(
+        f1_score(labels, predictions, labels=sorted(set(labels)), average="macro", zero_division=0)
+    )
     assert len([k for k in metrics if k.startswith("f1/")]) == len(set(labels))
     from tuneloop.eval.metrics import confusion
 

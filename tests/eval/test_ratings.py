@@ -2,7 +2,13 @@
 
 import pytest
 
-from tuneloop.eval.ratings import add_rating, blind_winner, bradley_terry, read_ratings, summarize
+from tuneloop.eval.ratings import (
+    add_rating,
+    blind_winner,
+    bradley_terry,
+    read_ratings,
+    summarize,
+)
 
 
 def _rate(tmp_path, a, b, winner):
@@ -28,14 +34,20 @@ def test_bradley_terry_matches_the_closed_form_for_two_models():
 
 
 def test_ranking_is_transitive_across_three_models():
-    ratings = ([{"model_a": "A", "model_b": "B", "winner": "b"}] * 4 + [{"model_a": "A", "model_b": "B", "winner": "a"}]
-               + [{"model_a": "B", "model_b": "C", "winner": "b"}] * 4 + [{"model_a": "B", "model_b": "C", "winner": "a"}])
+    ratings = (
+        [{"model_a": "A", "model_b": "B", "winner": "b"}] * 4
+        + [{"model_a": "A", "model_b": "B", "winner": "a"}]
+        + [{"model_a": "B", "model_b": "C", "winner": "b"}] * 4
+        + [{"model_a": "B", "model_b": "C", "winner": "a"}]
+    )
     ranking = summarize(ratings)["ranking"]
     assert [r["model"] for r in ranking] == ["C", "B", "A"]
     assert ranking[0]["elo"] > ranking[1]["elo"] > ranking[2]["elo"]
 
 
-@pytest.mark.parametrize("winner, a, b, message", [("left", "x", "y", "winner must be"), ("a", "x", "x", "two different")])
+@pytest.mark.parametrize(
+    "winner, a, b, message", [("left", "x", "y", "winner must be"), ("a", "x", "x", "two different")]
+)
 def test_bad_ratings_are_refused(tmp_path, winner, a, b, message):
     with pytest.raises(ValueError, match=message):
         _rate(tmp_path, a, b, winner)
@@ -46,9 +58,17 @@ def test_no_ratings_yet():
     assert summarize([]) == {"ratings": 0, "models": {}, "ranking": []}
 
 
-@pytest.mark.parametrize("choice, flipped, winner", [
-    ("1", False, "a"), ("2", False, "b"), ("1", True, "b"), ("2", True, "a"), ("tie", False, "tie"), ("tie", True, "tie"),
-])
+@pytest.mark.parametrize(
+    "choice, flipped, winner",
+    [
+        ("1", False, "a"),
+        ("2", False, "b"),
+        ("1", True, "b"),
+        ("2", True, "a"),
+        ("tie", False, "tie"),
+        ("tie", True, "tie"),
+    ],
+)
 def test_blind_winner_undoes_the_shown_order(choice, flipped, winner):
     assert blind_winner(choice, flipped) == winner
 

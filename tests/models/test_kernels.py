@@ -5,10 +5,15 @@ import pytest
 from tuneloop.models.kernels import attention_for, use_liger
 
 
-@pytest.mark.parametrize("device, inference, expected", [
-    ("cpu", False, "eager"), ("cuda", False, "sdpa"),  # flash_attn is not installed
-    ("cpu", True, "sdpa"), ("cuda", True, "sdpa"),
-])
+@pytest.mark.parametrize(
+    "device, inference, expected",
+    [
+        ("cpu", False, "eager"),
+        ("cuda", False, "sdpa"),  # flash_attn is not installed
+        ("cpu", True, "sdpa"),
+        ("cuda", True, "sdpa"),
+    ],
+)
 def test_attention_kernel(device, inference, expected):
     assert attention_for(device, inference=inference) == expected
 

@@ -25,12 +25,15 @@ def test_unknown_model_offline_is_a_clear_error(monkeypatch):
         resolve_model("someone/not-a-model-xyz")
 
 
-@pytest.mark.parametrize("requested, fast_bf16, expected", [
-    ("auto", True, Precision.bf16),
-    ("auto", False, Precision.fp32),
-    ("fp32", True, Precision.fp32),
-    ("bf16", False, Precision.bf16),
-])
+@pytest.mark.parametrize(
+    "requested, fast_bf16, expected",
+    [
+        ("auto", True, Precision.bf16),
+        ("auto", False, Precision.fp32),
+        ("fp32", True, Precision.fp32),
+        ("bf16", False, Precision.bf16),
+    ],
+)
 def test_choose_precision_on_cpu(monkeypatch, requested, fast_bf16, expected):
     monkeypatch.setattr(precision_mod, "cpu_has_fast_bf16", lambda: fast_bf16)
     assert choose_precision(requested, device="cpu") is expected

@@ -20,15 +20,21 @@ def server(adapter_runs, tiny_model):
     from tuneloop.serve import Batcher, Engine, create_app, resolve_adapter
 
     # fp32: greedy answers must not depend on which requests share a batch (bf16 rounding can).
-    engine = Engine(str(tiny_model), [resolve_adapter("support", adapter_runs["support"]),
-                                      resolve_adapter("billing", adapter_runs["billing"], scale=0.5)],
-                    precision="fp32")
+    engine = Engine(
+        str(tiny_model),
+        [
+            resolve_adapter("support", adapter_runs["support"]),
+            resolve_adapter("billing", adapter_runs["billing"], scale=0.5),
+        ],
+        precision="fp32",
+    )
     batcher = Batcher(engine, max_batch=16, wait_ms=20)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    config = uvicorn.Config(create_app(engine, batcher, api_key="secret"), host="127.0.0.1", port=port,
-                            log_level="warning")
+    config = uvicorn.Config(
+        create_app(engine, batcher, api_key="secret"), host="127.0.0.1", port=port, log_level="warning"
+    )
     uv = uvicorn.Server(config)
     thread = threading.Thread(target=uv.run, daemon=True)
     thread.start()
@@ -46,9 +52,13 @@ def client(server):
 
 
 def _chat(client, model, content="My parcel never arrived.", **kw):
-    return client.chat.completions.create(model=model, messages=[{"role": "user", "content": content}],
-                                          max_tokens=kw.pop("max_tokens", 8), temperature=kw.pop("temperature", 0),
-                                          **kw)
+    return client.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": content}],
+        max_tokens=kw.pop("max_tokens", 8),
+        temperature=kw.pop("temperature", 0),
+        **kw,
+    )
 
 
 def test_models_lists_base_and_adapters(client, server):
@@ -73,9 +83,10 @@ def test_adapters_and_scales_change_outputs_deterministically(client, server):
 
 def test_concurrent_mixed_requests_match_solo_answers(client, server):
     """32 concurrent clients over three models and two scales: batched, and each answer as if alone."""
-    cases = [(m, s, f"Question {i}: where is my order ORD-{1000 + i}?")
-             for i, (m, s) in enumerate([(server["base"], None), ("support", None), ("support", 0.5),
-                                         ("billing", None)] * 8)]
+    cases = [
+        (m, s, f"Question {i}: where is my order ORD-{1000 + i}?")
+        for i, (m, s) in enumerate([(server["base"], None), ("support", None), ("support", 0.5), ("billing", None)] * 8)
+    ]
 
     def ask(case):
         model, scale, content = case
@@ -100,14 +111,16 @@ def test_streaming_chat(client):
 
 
 def test_completions_with_stop_and_several_prompts(client, server):
-    r = client.completions.create(model=server["base"], prompt=["Hello there", "Order status"], max_tokens=5,
-                                  temperature=0)
+    r = client.completions.create(
+        model=server["base"], prompt=["Hello there", "Order status"], max_tokens=5, temperature=0
+    )
     assert [c.index for c in r.choices] == [0, 1] and r.object == "text_completion"
     full = r.choices[0].text
     assert len(full) > 3  # five tokens of the random tiny model: some text to cut
     stop = full[2:4]
-    cut = client.completions.create(model=server["base"], prompt="Hello there", max_tokens=5, temperature=0,
-                                    stop=[stop])
+    cut = client.completions.create(
+        model=server["base"], prompt="Hello there", max_tokens=5, temperature=0, stop=[stop]
+    )
     assert cut.choices[0].text == full[: full.index(stop)] and cut.choices[0].finish_reason == "stop"
 
 
@@ -123,15 +136,18 @@ def test_unknown_model_is_a_404_naming_the_models(client):
     assert "nope" in str(e.value) and "support" in str(e.value)
 
 
-@pytest.mark.parametrize("body, needle", [
-    ({"model": "support", "messages": []}, "messages"),
-    ({"model": "support", "messages": [{"role": "wizard", "content": "x"}]}, "role"),
-    ({"model": "support", "messages": [{"role": "user", "content": "x"}], "temperature": 9}, "temperature"),
-    ({"model": "support", "messages": [{"role": "user", "content": "x"}], "adapter_scale": -1}, "adapter_scale"),
-    ({"model": "support", "messages": [{"role": "user", "content": "x"}], "max_tokens": 100000}, "context"),
-    ({"messages": [{"role": "user", "content": "x"}]}, "model"),
-    ({"model": "support", "messages": [{"role": "user", "content": "x"}], "n": 3}, "n"),
-])
+@pytest.mark.parametrize(
+    "body, needle",
+    [
+        ({"model": "support", "messages": []}, "messages"),
+        ({"model": "support", "messages": [{"role": "wizard", "content": "x"}]}, "role"),
+        ({"model": "support", "messages": [{"role": "user", "content": "x"}], "temperature": 9}, "temperature"),
+        ({"model": "support", "messages": [{"role": "user", "content": "x"}], "adapter_scale": -1}, "adapter_scale"),
+        ({"model": "support", "messages": [{"role": "user", "content": "x"}], "max_tokens": 100000}, "context"),
+        ({"messages": [{"role": "user", "content": "x"}]}, "model"),
+        ({"model": "support", "messages": [{"role": "user", "content": "x"}], "n": 3}, "n"),
+    ],
+)
 def test_malformed_requests_are_400s_with_a_message(server, body, needle):
     status, error = _post(server, "/chat/completions", json.dumps(body).encode())
     assert status == 400 and needle in error["message"]
@@ -150,8 +166,12 @@ def test_adapter_scale_on_the_base_model_is_refused(client, server):
 
 
 def _post(server, path, data, key="secret"):
-    request = urllib.request.Request(server["url"] + path, data=data, method="POST",
-                                     headers={"Content-Type": "application/json", "Authorization": f"Bearer {key}"})
+    request = urllib.request.Request(
+        server["url"] + path,
+        data=data,
+        method="POST",
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {key}"},
+    )
     try:
         with urllib.request.urlopen(request, timeout=60) as r:
             return r.status, json.loads(r.read())

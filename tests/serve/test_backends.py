@@ -5,14 +5,17 @@ import pytest
 from tuneloop.serve import backends
 
 
-@pytest.mark.parametrize("requested, device, has_vllm, dora, want", [
-    ("auto", "cuda", True, False, "vllm"),
-    ("auto", "cuda", False, False, "transformers"),
-    ("auto", "cuda", True, True, "transformers"),  # vLLM cannot serve DoRA adapters
-    ("auto", "cpu", True, False, "transformers"),  # vLLM's CPU build only when asked for
-    ("vllm", "cpu", True, False, "vllm"),
-    ("transformers", "cuda", True, False, "transformers"),
-])
+@pytest.mark.parametrize(
+    "requested, device, has_vllm, dora, want",
+    [
+        ("auto", "cuda", True, False, "vllm"),
+        ("auto", "cuda", False, False, "transformers"),
+        ("auto", "cuda", True, True, "transformers"),  # vLLM cannot serve DoRA adapters
+        ("auto", "cpu", True, False, "transformers"),  # vLLM's CPU build only when asked for
+        ("vllm", "cpu", True, False, "vllm"),
+        ("transformers", "cuda", True, False, "transformers"),
+    ],
+)
 def test_choose_backend(monkeypatch, tmp_path, requested, device, has_vllm, dora, want):
     from tuneloop.serve import AdapterSpec
 

@@ -3,6 +3,7 @@
 import json
 
 import torch
+
 from conftest import tuneloop
 
 
@@ -12,8 +13,9 @@ def test_export_merged_scaled_and_gguf(adapter_runs, tiny_model, tmp_path):
 
     run = adapter_runs["support"]
     out = tmp_path / "export"
-    result = tuneloop("export", str(run), "--out", str(out), "--scale", "0.5", "--gguf", "--gguf-type", "f32",
-                       cwd=tmp_path)
+    result = tuneloop(
+        "export", str(run), "--out", str(out), "--scale", "0.5", "--gguf", "--gguf-type", "f32", cwd=tmp_path
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     original = json.loads((run / "adapter" / "adapter_config.json").read_text())
     scaled = json.loads((out / "adapter" / "adapter_config.json").read_text())
@@ -40,8 +42,16 @@ def test_export_refuses_a_missing_run(tmp_path):
 
 def test_chat_side_by_side_with_base(adapter_runs, tmp_path):
     run = adapter_runs["support"]
-    result = tuneloop("chat", str(run), "--compare", "base", "--max-tokens", "4", cwd=tmp_path,
-                       stdin="Where is my parcel?\n/reset\nHello\n/quit\n")
+    result = tuneloop(
+        "chat",
+        str(run),
+        "--compare",
+        "base",
+        "--max-tokens",
+        "4",
+        cwd=tmp_path,
+        stdin="Where is my parcel?\n/reset\nHello\n/quit\n",
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count(run.name[:20]) >= 3  # the header, then one panel per question
     assert result.stdout.count("you>") == 4

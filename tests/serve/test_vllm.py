@@ -18,6 +18,7 @@ def _vllm():
     # Here rather than at import: the default run deselects this module and should not report a skip.
     pytest.importorskip("vllm", reason="the vLLM backend's tests need vLLM (scripts/setup.sh --vllm)")
 
+
 PROMPT = [{"role": "user", "content": "My parcel never arrived."}]
 
 
@@ -36,8 +37,9 @@ def _adapter(base, out, seed: int, **lora):
 
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(base)
-    get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", init_lora_weights=False,
-                                     **lora)).save_pretrained(out)
+    get_peft_model(
+        model, LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", init_lora_weights=False, **lora)
+    ).save_pretrained(out)
     return out
 
 
@@ -46,8 +48,10 @@ def adapters(tiny32, tmp_path_factory):
     from tuneloop.serve import resolve_adapter
 
     root = tmp_path_factory.mktemp("adapters")
-    return [resolve_adapter("support", _adapter(tiny32, root / "support", 0)),
-            resolve_adapter("billing", _adapter(tiny32, root / "billing", 1), scale=0.5)]
+    return [
+        resolve_adapter("support", _adapter(tiny32, root / "support", 0)),
+        resolve_adapter("billing", _adapter(tiny32, root / "billing", 1), scale=0.5),
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -66,9 +70,10 @@ def _requests(engine, base: str):
     from tuneloop.serve import Request
 
     ids = engine.chat_ids(PROMPT)
-    return [Request(model, ids, 12, 0.0, adapter_scale=scale)
-            for model, scale in [(base, None), ("support", None), ("billing", None), ("support", 0.5),
-                                 ("billing", 0.0)]]
+    return [
+        Request(model, ids, 12, 0.0, adapter_scale=scale)
+        for model, scale in [(base, None), ("support", None), ("billing", None), ("support", 0.5), ("billing", 0.0)]
+    ]
 
 
 def test_mixed_batch_matches_the_transformers_backend(engines, tiny32):
@@ -140,8 +145,9 @@ def test_openai_client_against_the_vllm_backend(engines, tiny32):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(served, served), host="127.0.0.1", port=port,
-                                           log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(served, served), host="127.0.0.1", port=port, log_level="warning")
+    )
     threading.Thread(target=server.run, daemon=True).start()
     while not server.started:
         time.sleep(0.05)
@@ -151,8 +157,9 @@ def test_openai_client_against_the_vllm_backend(engines, tiny32):
 
         def ask(model, scale=None, stream=False):
             extra = {"extra_body": {"adapter_scale": scale}} if scale is not None else {}
-            return client.chat.completions.create(model=model, messages=PROMPT, max_tokens=12, temperature=0,
-                                                  stream=stream, **extra)
+            return client.chat.completions.create(
+                model=model, messages=PROMPT, max_tokens=12, temperature=0, stream=stream, **extra
+            )
 
         want = [r.text for r in reference.generate(_requests(reference, str(tiny32)))]
         cases = [(str(tiny32), None), ("support", None), ("billing", None), ("support", 0.5), ("billing", 0.0)]
@@ -182,17 +189,36 @@ def test_serve_command_with_the_vllm_backend(tiny32, adapters, tmp_path):
         port = s.getsockname()[1]
     log = tmp_path / "serve.log"
     with log.open("w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "tuneloop.cli", "serve", "--model", str(tiny32), "--adapter",
-                                 f"support={adapters[0].path}@0.5", "--backend", "vllm", "--precision", "fp32",
-                                 "--port", str(port)], stdout=out, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tuneloop.cli",
+                "serve",
+                "--model",
+                str(tiny32),
+                "--adapter",
+                f"support={adapters[0].path}@0.5",
+                "--backend",
+                "vllm",
+                "--precision",
+                "fp32",
+                "--port",
+                str(port),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
     try:
         body = json.dumps({"model": "support", "messages": PROMPT, "max_tokens": 4, "temperature": 0}).encode()
         deadline = time.time() + 240
         while True:
             assert proc.poll() is None, log.read_text()[-3000:]
             try:
-                request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/chat/completions", body,
-                                                 {"Content-Type": "application/json"})
+                request = urllib.request.Request(
+                    f"http://127.0.0.1:{port}/v1/chat/completions", body, {"Content-Type": "application/json"}
+                )
                 answer = json.loads(urllib.request.urlopen(request, timeout=30).read())
                 break
             except OSError:

@@ -1,12 +1,14 @@
 import pytest
 from transformers import LlamaConfig
 
+from conftest import tiny_run_config
 from tuneloop.train.auto import auto_batch_size, auto_epochs
 from tuneloop.train.memory import activation_bytes_per_token
 
 
-@pytest.mark.parametrize("n_train, epochs", [(10, 10), (30, 4), (34, 3), (500, 3), (8333, 3), (10_000, 2),
-                                             (30_000, 1), (3, 25)])
+@pytest.mark.parametrize(
+    "n_train, epochs", [(10, 10), (30, 4), (34, 3), (500, 3), (8333, 3), (10_000, 2), (30_000, 1), (3, 25)]
+)
 def test_auto_epochs_follow_dataset_size(n_train, epochs):
     assert auto_epochs(n_train) == epochs
 
@@ -14,13 +16,16 @@ def test_auto_epochs_follow_dataset_size(n_train, epochs):
 SMOLLM2 = LlamaConfig(hidden_size=576, num_hidden_layers=30, num_attention_heads=9)
 
 
-@pytest.mark.parametrize("n_train, seq_len, free_gib, batch", [
-    (354, 170, 20, 16),  # quickstart-sized: data and memory allow the cap
-    (100, 170, 20, 4),  # 100 rows: at most 1/20 of the set
-    (10_000, 256, 4, 4),  # ~240 MB of activations per 256-token example; a quarter of 4 GiB holds 4
-    (10_000, 1024, 2, 1),  # eager attention's scores grow with length squared
-    (10_000, 4096, 0.5, 1),  # never below 1
-])
+@pytest.mark.parametrize(
+    "n_train, seq_len, free_gib, batch",
+    [
+        (354, 170, 20, 16),  # quickstart-sized: data and memory allow the cap
+        (100, 170, 20, 4),  # 100 rows: at most 1/20 of the set
+        (10_000, 256, 4, 4),  # ~240 MB of activations per 256-token example; a quarter of 4 GiB holds 4
+        (10_000, 1024, 2, 1),  # eager attention's scores grow with length squared
+        (10_000, 4096, 0.5, 1),  # never below 1
+    ],
+)
 def test_auto_batch_size_from_memory_and_data(n_train, seq_len, free_gib, batch):
     assert auto_batch_size(n_train, seq_len, SMOLLM2, free_gib * 2**30) == batch
 
@@ -28,3 +33,23 @@ def test_auto_batch_size_from_memory_and_data(n_train, seq_len, free_gib, batch)
 def test_activation_estimate_is_pinned():
     # 30 layers x 576 x (34 + 5 x 9 x 170 / 576) bytes per token
     assert activation_bytes_per_token(SMOLLM2, 170) == pytest.approx(30 * 576 * (34 + 5 * 9 * 170 / 576))
+
+
+def test_auto_values_are_resolved(tmp_path, tiny_model, tokenizer):
+    from tuneloop.data import Example, Splits
+    from tuneloop.train.auto import resolve_auto
+
+    config = tiny_run_config(tmp_path, tiny_model, epochs="auto", batch_size="auto", eval_every=0)
+    config.eval.max_new_tokens = "auto"
+    answers = ["a", "a longer answer of several words"]
+    train = [
+        Example([{"role": "user", "content": "q"}, {"role": "assistant", "content": answers[i % 2]}], i + 1)
+        for i in range(32)
+    ]
+    resolved = resolve_auto(config, Splits(train, [], []), {"tokens": {"p95": 60}}, tiny_model, "cpu", tokenizer)[0]
+    # 32 rows: ceil(100 / 32) epochs; batch at most 1/20 of the rows; ~10 evaluations over 128 steps
+    assert (resolved.train.epochs, resolved.train.batch_size, resolved.train.eval_every) == (4, 1, 13)
+    assert resolved.train.precision in ("bf16", "fp32") and config.train.epochs == "auto"  # the input is not changed
+    # the longest answer in tokens x 1.25 + 8: a label task does not generate 128 tokens
+    longest = len(tokenizer(answers[1], add_special_tokens=False)["input_ids"])
+    assert resolved.eval.max_new_tokens == -(-5 * longest // 4) + 8 < 128

@@ -5,8 +5,8 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import chat, write_jsonl
 
+from conftest import chat, write_jsonl
 from tuneloop.config import LoraConfig, TrainConfig
 from tuneloop.data import load_examples_strict
 from tuneloop.models import Precision, load_model
@@ -18,9 +18,17 @@ def trainer(tmp_path, tiny_model, tokenizer):
     rows = [chat(f"question number {i} " + "pad " * (i % 7), json.dumps({"answer": i})) for i in range(16)]
     examples = load_examples_strict(write_jsonl(tmp_path / "d.jsonl", rows)).examples
     model = load_model(tiny_model, Precision.fp32)
-    return build_trainer(model, tokenizer, to_prompt_completion(examples[:12]), to_prompt_completion(examples[12:]),
-                         train=TrainConfig(batch_size=4, epochs=1), lora=LoraConfig(r=4, alpha=8), max_seq_len=256,
-                         precision=Precision.fp32, output_dir=tmp_path / "out")
+    return build_trainer(
+        model,
+        tokenizer,
+        to_prompt_completion(examples[:12]),
+        to_prompt_completion(examples[12:]),
+        train=TrainConfig(batch_size=4, epochs=1),
+        lora=LoraConfig(r=4, alpha=8),
+        max_seq_len=256,
+        precision=Precision.fp32,
+        output_dir=tmp_path / "out",
+    )
 
 
 def test_loss_matches_reference_cross_entropy(trainer):
@@ -31,8 +39,9 @@ def test_loss_matches_reference_cross_entropy(trainer):
     with torch.no_grad():
         ours = trainer.compute_loss(model, dict(batch))
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        reference = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), batch["labels"][:, 1:].flatten(),
-                                    ignore_index=-100)
+        reference = F.cross_entropy(
+            logits[:, :-1].flatten(0, 1).float(), batch["labels"][:, 1:].flatten(), ignore_index=-100
+        )
     torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-5)
 
 
@@ -52,12 +61,27 @@ def test_packed_rows_match_padded_rows(tiny_model, tokenizer):
     padded = torch.full((2, width), tokenizer.pad_token_id)
     mask = torch.zeros((2, width), dtype=torch.long)
     for i, s in enumerate(seqs):
-        padded[i, :len(s)] = torch.tensor(s)
-        mask[i, :len(s)] = 1
-    packed = torch.tensor([sum(seqs, [])])
+        padded[i, : len(s)] = torch.tensor(s)
+        mask[i, : len(s)] = 1
+    packed = torch.tensor([seqs[0] + seqs[1]])
     positions = torch.tensor([list(range(len(seqs[0]))) + list(range(len(seqs[1])))])
     with torch.no_grad():
         a = model(input_ids=padded, attention_mask=mask, use_cache=False).logits
         b = model(input_ids=packed, position_ids=positions, use_cache=False).logits
-    torch.testing.assert_close(b[0, :len(seqs[0])], a[0, :len(seqs[0])], rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(b[0, len(seqs[0]):], a[1, :len(seqs[1])], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(b[0, : len(seqs[0])], a[0, : len(seqs[0])], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(b[0, len(seqs[0]) :], a[1, : len(seqs[1])], rtol=1e-4, atol=1e-4)
+
+
+def test_trl_private_state_is_checked_loudly(trainer):
+    """The private TRL state compute_loss feeds is checked when the trainer is built; a TRL that
+    renames it must fail with a message naming TRL, not quietly lose token accuracy and counts."""
+    from tuneloop.train.loss import check_trl_internals
+
+    check_trl_internals(trainer)  # the installed TRL has it
+    batch = next(iter(trainer.get_train_dataloader()))
+    trainer.model.train()
+    trainer.compute_loss(trainer.model, {k: v.to(trainer.args.device) for k, v in batch.items()})
+    assert trainer._metrics["train"]["mean_token_accuracy"] and trainer._metrics["train"]["num_tokens"][0] > 0
+    del trainer._total_train_tokens
+    with pytest.raises(RuntimeError, match="TRL .* changed SFTTrainer's private"):
+        check_trl_internals(trainer)

@@ -3,9 +3,9 @@
 import json
 
 import pytest
-from conftest import write_tickets
 from transformers import LlamaConfig
 
+from conftest import write_tickets
 from tuneloop.config import TrainConfig
 from tuneloop.train.speed import resolve_speed
 
@@ -13,12 +13,15 @@ SMOLLM2 = LlamaConfig(hidden_size=576, num_attention_heads=9, num_hidden_layers=
 GIB = 2**30
 
 
-@pytest.mark.parametrize("setting, batch, seq, free_gib, expected", [
-    ("auto", 8, 256, 16, False),  # ~0.6 GiB of activations against 4 GiB: no recomputation
-    ("auto", 16, 2048, 4, True),  # ~28 GiB: must recompute
-    (True, 1, 16, 64, True),  # an explicit choice is kept
-    (False, 64, 4096, 1, False),
-])
+@pytest.mark.parametrize(
+    "setting, batch, seq, free_gib, expected",
+    [
+        ("auto", 8, 256, 16, False),  # ~0.6 GiB of activations against 4 GiB: no recomputation
+        ("auto", 16, 2048, 4, True),  # ~28 GiB: must recompute
+        (True, 1, 16, 64, True),  # an explicit choice is kept
+        (False, 64, 4096, 1, False),
+    ],
+)
 def test_gradient_checkpointing_only_when_memory_requires(setting, batch, seq, free_gib, expected):
     train = TrainConfig(gradient_checkpointing=setting)
     notes = resolve_speed(train, "cpu", SMOLLM2, batch, seq, free_gib * GIB)
@@ -45,10 +48,14 @@ def test_run_with_qlora_and_checkpointing_on_cpu(tmp_path, tiny_model):
     from tuneloop.pipeline import run_loop
 
     write_tickets(tmp_path / "d.jsonl", 30)
-    config = config_from_dict({"model": str(tiny_model), "runs_dir": str(tmp_path / "runs"),
-                               "data": {"path": str(tmp_path / "d.jsonl"), "max_seq_len": 256},
-                               "train": {"epochs": 1, "batch_size": 8, "quantize": "4bit",
-                                         "gradient_checkpointing": True}})
+    config = config_from_dict(
+        {
+            "model": str(tiny_model),
+            "runs_dir": str(tmp_path / "runs"),
+            "data": {"path": str(tmp_path / "d.jsonl"), "max_seq_len": 256},
+            "train": {"epochs": 1, "batch_size": 8, "quantize": "4bit", "gradient_checkpointing": True},
+        }
+    )
     result = run_loop(config, Console(quiet=True), evaluate=False)
     info = json.loads(result.run.info_file.read_text())
     assert any("quantize: 4bit needs CUDA" in n for n in info["speed_notes"])
@@ -72,10 +79,15 @@ def test_compiled_run_trains_evaluates_and_generates(tmp_path, tiny_model):
     from tuneloop.pipeline import run_loop
 
     write_tickets(tmp_path / "d.jsonl", 30)
-    config = config_from_dict({"model": str(tiny_model), "runs_dir": str(tmp_path / "runs"),
-                               "data": {"path": str(tmp_path / "d.jsonl"), "max_seq_len": 256},
-                               "train": {"epochs": 1, "batch_size": 8, "compile": True},
-                               "eval": {"max_new_tokens": 4}})
+    config = config_from_dict(
+        {
+            "model": str(tiny_model),
+            "runs_dir": str(tmp_path / "runs"),
+            "data": {"path": str(tmp_path / "d.jsonl"), "max_seq_len": 256},
+            "train": {"epochs": 1, "batch_size": 8, "compile": True},
+            "eval": {"max_new_tokens": 4},
+        }
+    )
     result = run_loop(config, Console(quiet=True))
     assert result.evaluation["n_generated"] == result.evaluation["n_test"] > 0
     assert "compile: true" in result.run.config_file.read_text()

@@ -12,8 +12,10 @@ from tuneloop.train.task_eval import TaskEvaluator, sample_rows
 
 
 def examples(n):
-    return [Example([{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"label{i % 3}"}], i + 1)
-            for i in range(n)]
+    return [
+        Example([{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"label{i % 3}"}], i + 1)
+        for i in range(n)
+    ]
 
 
 def test_the_sample_is_fixed_and_seeded():
@@ -32,23 +34,35 @@ class Clock:
         return self.now
 
 
-@pytest.mark.parametrize("budget, step_seconds, scoring_seconds, expected_scored", [
-    # cheap scoring: every evaluation fits
-    (0.15, 10.0, 1.0, list(range(10, 101, 10))),
-    # ten scorings would cost 30% of training: the first, then whenever the allowance (15% of the
-    # training so far, one scoring kept for the last) has grown enough, and the last
-    (0.15, 10.0, 30.0, [10, 60, 80, 100]),
-    # a scoring dearer than the whole budget: only the first (it measures the cost) and the last
-    (0.15, 10.0, 50.0, [10, 100]),
-    # a budget of 1 scores every evaluation, whatever it costs
-    (1.0, 10.0, 50.0, list(range(10, 101, 10))),
-])
-def test_the_budget_decides_which_evaluations_are_scored(monkeypatch, budget, step_seconds, scoring_seconds,
-                                                         expected_scored):
+@pytest.mark.parametrize(
+    "budget, step_seconds, scoring_seconds, expected_scored",
+    [
+        # cheap scoring: every evaluation fits
+        (0.15, 10.0, 1.0, list(range(10, 101, 10))),
+        # ten scorings would cost 30% of training: the first, then whenever the allowance (15% of the
+        # training so far, one scoring kept for the last) has grown enough, and the last
+        (0.15, 10.0, 30.0, [10, 60, 80, 100]),
+        # a scoring dearer than the whole budget: only the first (it measures the cost) and the last
+        (0.15, 10.0, 50.0, [10, 100]),
+        # a budget of 1 scores every evaluation, whatever it costs
+        (1.0, 10.0, 50.0, list(range(10, 101, 10))),
+    ],
+)
+def test_the_budget_decides_which_evaluations_are_scored(
+    monkeypatch, budget, step_seconds, scoring_seconds, expected_scored
+):
     clock = Clock()
     monkeypatch.setattr(task_eval.time, "perf_counter", clock)
-    evaluator = TaskEvaluator(examples(20), examples(20), tokenizer=None, config=EvalConfig(), precision=Precision.fp32,
-                              rows=8, budget=budget, seed=0)
+    evaluator = TaskEvaluator(
+        examples(20),
+        examples(20),
+        tokenizer=None,
+        config=EvalConfig(),
+        precision=Precision.fp32,
+        rows=8,
+        budget=budget,
+        seed=0,
+    )
 
     def score(model, rows, prefix):
         clock.now += scoring_seconds * len(rows) / 8

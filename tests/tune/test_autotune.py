@@ -3,20 +3,23 @@
 import json
 
 from conftest import tuneloop, write_tickets
-
 from tuneloop.doctor import Diagnosis, Recommendation
 from tuneloop.tune.autotune import Attempt, Autotune, _proposals
 
 
 def test_main_change_first_then_each_concrete_alternative_alone():
-    diagnosis = Diagnosis("overfitting", [], recommendations=[
-        Recommendation("train.epochs", 10, 3, "why"),
-        Recommendation("train.weight_decay", 0.0, 0.05, "why"),
-        Recommendation("train.learning_rate", 2e-4, 1e-4, "why", applied=False),
-        Recommendation("serve.adapter_scale", 1.0, 0.5, "why", applied=False),  # inference time: not retrainable
-        Recommendation("data", None, "more data", "why", applied=False),
-        Recommendation("train.gradient_accumulation", None, "x2", "why", applied=False),  # value unknown
-    ])
+    diagnosis = Diagnosis(
+        "overfitting",
+        [],
+        recommendations=[
+            Recommendation("train.epochs", 10, 3, "why"),
+            Recommendation("train.weight_decay", 0.0, 0.05, "why"),
+            Recommendation("train.learning_rate", 2e-4, 1e-4, "why", applied=False),
+            Recommendation("serve.adapter_scale", 1.0, 0.5, "why", applied=False),  # inference time: not retrainable
+            Recommendation("data", None, "more data", "why", applied=False),
+            Recommendation("train.gradient_accumulation", None, "x2", "why", applied=False),  # value unknown
+        ],
+    )
     proposals = _proposals(diagnosis, {"lora.r": 32}, "runs/a", None)
     assert [changes for changes, _, _, _ in proposals] == [
         {"lora.r": 32, "train.epochs": 3, "train.weight_decay": 0.05},
@@ -63,8 +66,10 @@ train: {{epochs: 2, learning_rate: 1.0e-7, batch_size: 4, log_every: 1, warmup_r
 
 def test_autotune_selects_by_the_validation_metric_and_tests_base_first_and_best(tmp_path, tiny_model):
     write_tickets(tmp_path / "d.jsonl", 40)
-    (tmp_path / "m.yaml").write_text(f"model: {tiny_model}\ndata: {{path: d.jsonl, max_seq_len: 256}}\n"
-                                     "train: {epochs: 1, batch_size: 8}\neval: {max_new_tokens: 4}\n")
+    (tmp_path / "m.yaml").write_text(
+        f"model: {tiny_model}\ndata: {{path: d.jsonl, max_seq_len: 256}}\n"
+        "train: {epochs: 1, batch_size: 8}\neval: {max_new_tokens: 4}\n"
+    )
     result = tuneloop("autotune", "m.yaml", "--max-runs", "2", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     [home] = (tmp_path / "runs" / "autotune").iterdir()

@@ -4,22 +4,34 @@ import json
 
 import optuna
 import pytest
-from conftest import tuneloop, write_tickets
 from transformers import TrainerControl, TrainerState
 
+from conftest import tuneloop, write_tickets
 from tuneloop.config import ConfigError, SearchRange, config_from_dict
 from tuneloop.tune.sweep import PruneOnValidationLoss, _baseline, sample
 
 
-@pytest.mark.parametrize("space, params, expected", [
-    ({"train.learning_rate": SearchRange(low=1e-5, high=1e-3, log=True)}, {"train.learning_rate": 3e-4},
-     {"train.learning_rate": 3e-4}),
-    ({"lora.r": SearchRange(choices=[8, 16])}, {"lora.r": 16}, {"lora.r": 16, "lora.alpha": 32}),  # alpha follows
-    ({"lora.r": SearchRange(choices=[8, 16]), "lora.alpha": SearchRange(choices=[8])}, {"lora.r": 16, "lora.alpha": 8},
-     {"lora.r": 16, "lora.alpha": 8}),  # ...unless it is searched itself
-    ({"train.gradient_accumulation": SearchRange(low=1, high=4)}, {"train.gradient_accumulation": 2},
-     {"train.gradient_accumulation": 2}),
-])
+@pytest.mark.parametrize(
+    "space, params, expected",
+    [
+        (
+            {"train.learning_rate": SearchRange(low=1e-5, high=1e-3, log=True)},
+            {"train.learning_rate": 3e-4},
+            {"train.learning_rate": 3e-4},
+        ),
+        ({"lora.r": SearchRange(choices=[8, 16])}, {"lora.r": 16}, {"lora.r": 16, "lora.alpha": 32}),  # alpha follows
+        (
+            {"lora.r": SearchRange(choices=[8, 16]), "lora.alpha": SearchRange(choices=[8])},
+            {"lora.r": 16, "lora.alpha": 8},
+            {"lora.r": 16, "lora.alpha": 8},
+        ),  # ...unless it is searched itself
+        (
+            {"train.gradient_accumulation": SearchRange(low=1, high=4)},
+            {"train.gradient_accumulation": 2},
+            {"train.gradient_accumulation": 2},
+        ),
+    ],
+)
 def test_sample(space, params, expected):
     assert sample(optuna.trial.FixedTrial(params), space) == expected
 
@@ -30,11 +42,14 @@ def test_integer_range_is_sampled_as_integers():
     assert all(isinstance(v, int) and 4 <= v <= 64 for v in values)
 
 
-@pytest.mark.parametrize("raw, message", [
-    ({"choices": [1], "low": 1, "high": 2}, "either choices"),
-    ({"low": 1e-3}, "either choices"),
-    ({"low": 1e-3, "high": 1e-4}, "must be below"),
-])
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        ({"choices": [1], "low": 1, "high": 2}, "either choices"),
+        ({"low": 1e-3}, "either choices"),
+        ({"low": 1e-3, "high": 1e-4}, "must be below"),
+    ],
+)
 def test_bad_search_range(raw, message):
     with pytest.raises(ConfigError, match=message):
         config_from_dict({"data": {"path": "x.jsonl"}, "sweep": {"space": {"train.learning_rate": raw}}})
@@ -50,8 +65,11 @@ def test_baseline_is_the_configs_own_values_when_inside_the_space():
 def test_a_trial_behind_the_median_is_stopped():
     study = optuna.create_study(pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0))
     for losses in ([2.0, 1.5], [2.1, 1.4]):
-        study.add_trial(optuna.trial.create_trial(value=losses[-1], intermediate_values=dict(zip((5, 10), losses)),
-                                                  params={}, distributions={}))
+        study.add_trial(
+            optuna.trial.create_trial(
+                value=losses[-1], intermediate_values=dict(zip((5, 10), losses)), params={}, distributions={}
+            )
+        )
     state, control = TrainerState(), TrainerControl()
     callback = PruneOnValidationLoss(study.ask())
     state.global_step = 5
@@ -96,8 +114,10 @@ sweep:
 
 def test_a_typo_in_the_space_fails_before_any_trial(tmp_path, tiny_model):
     write_tickets(tmp_path / "d.jsonl", 20)
-    (tmp_path / "s.yaml").write_text(f"model: {tiny_model}\ndata: {{path: d.jsonl}}\n"
-                                     "sweep: {space: {train.learning_rte: {low: 1.0e-4, high: 1.0e-3}}}\n")
+    (tmp_path / "s.yaml").write_text(
+        f"model: {tiny_model}\ndata: {{path: d.jsonl}}\n"
+        "sweep: {space: {train.learning_rte: {low: 1.0e-4, high: 1.0e-3}}}\n"
+    )
     result = tuneloop("sweep", "s.yaml", cwd=tmp_path, timeout=120)
     assert result.returncode == 2 and "learning_rte" in result.stderr and "did you mean" in result.stderr
     assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").glob("s-trial*"))
@@ -122,4 +142,7 @@ sweep:
     runs = [p for p in (tmp_path / "runs").iterdir() if p.name.startswith("r-")]
     assert len(runs) == 2
     info = json.loads((runs[0] / "run.json").read_text())
-    assert info["sweep"]["backend"] == "ray" and info["sweep"]["params"]["lora.alpha"] == 2 * info["sweep"]["params"]["lora.r"]
+    assert (
+        info["sweep"]["backend"] == "ray"
+        and info["sweep"]["params"]["lora.alpha"] == 2 * info["sweep"]["params"]["lora.r"]
+    )

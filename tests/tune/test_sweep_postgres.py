@@ -14,6 +14,7 @@ import time
 
 import optuna
 import pytest
+
 from conftest import write_tickets
 
 pytestmark = pytest.mark.postgres
@@ -22,16 +23,32 @@ TRIALS = 6
 
 
 def worker(cwd, study):
-    return subprocess.Popen([sys.executable, "-m", "tuneloop.cli", "sweep", "s.yaml", "--trials", str(TRIALS),
-                             "--storage", URL, "--study", study], cwd=cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tuneloop.cli",
+            "sweep",
+            "s.yaml",
+            "--trials",
+            str(TRIALS),
+            "--storage",
+            URL,
+            "--study",
+            study,
+        ],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def trials_of(study):
     return optuna.load_study(study_name=study, storage=URL).get_trials(deepcopy=False)
 
 
-@pytest.mark.skipif(URL is None, reason="no PostgreSQL server: run `eval \"$(scripts/postgres.sh start)\"` first")
+@pytest.mark.skipif(URL is None, reason='no PostgreSQL server: run `eval "$(scripts/postgres.sh start)"` first')
 def test_two_workers_share_one_study_and_a_killed_workers_trial_is_replaced(tmp_path, tiny_model):
     write_tickets(tmp_path / "d.jsonl", 40)
     (tmp_path / "s.yaml").write_text(f"""
@@ -56,8 +73,9 @@ sweep:
         except KeyError:  # the study is not created yet
             trials = []
         mine = [t for t in trials if str(t.user_attrs.get("worker", "")).endswith(pid_a)]
-        if any(t.state == optuna.trial.TrialState.COMPLETE for t in mine) and \
-                any(t.state == optuna.trial.TrialState.RUNNING for t in mine):
+        if any(t.state == optuna.trial.TrialState.COMPLETE for t in mine) and any(
+            t.state == optuna.trial.TrialState.RUNNING for t in mine
+        ):
             break
         time.sleep(0.5)
     else:

@@ -33,9 +33,20 @@ def test_runs_list_filters_and_sorts(client, ui_store):
 def test_run_page_has_curves_doctor_evaluation_and_data(client, ui_store):
     _, runs = ui_store
     page = client.get(f"/runs/{runs['slow'].name}").text
-    for needle in ('id="loss"', 'id="metric"', "task metric:", "/static/plotly.min.js", "underfitting",
-                   "launch the recommended next run", "est. training minutes", "keep the weights from step",
-                   "Test split: base vs fine-tuned", "interval of the change", "Data", "learning_rate"):
+    for needle in (
+        'id="loss"',
+        'id="metric"',
+        "task metric:",
+        "/static/plotly.min.js",
+        "underfitting",
+        "launch the recommended next run",
+        "est. training minutes",
+        "keep the weights from step",
+        "Test split: base vs fine-tuned",
+        "interval of the change",
+        "Data",
+        "learning_rate",
+    ):
         assert needle in page, needle
     api = client.get(f"/api/runs/{runs['slow'].name}").json()
     assert api["status"] == "finished" and any("eval_loss" in m for m in api["metrics"])
@@ -88,8 +99,11 @@ def test_launch_form_validates_and_launches(client, ui_store):
     assert "train.learning_rate" in page and "LoRA: 1e-4 to 1e-3" in page  # the guides' hint beside the field
     bad = client.post("/launch", data={"preset": str(work / "preset.yaml"), "train.learning_rate": "-1"})
     assert "greater than 0" in bad.text and not client.launched
-    ok = client.post("/launch", data={"preset": str(work / "preset.yaml"), "train.epochs": "3", "lora.r": "4"},
-                     follow_redirects=False)
+    ok = client.post(
+        "/launch",
+        data={"preset": str(work / "preset.yaml"), "train.epochs": "3", "lora.r": "4"},
+        follow_redirects=False,
+    )
     assert ok.status_code == 303
     config = yaml.safe_load(client.launched[0].read_text())
     assert config["train"]["epochs"] == 3 and config["lora"]["r"] == 4

@@ -24,8 +24,11 @@ def dashboard(ui_store):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(work / "runs", launcher=lambda path: None), host="127.0.0.1",
-                                           port=port, log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(work / "runs", launcher=lambda path: None), host="127.0.0.1", port=port, log_level="warning"
+        )
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:
@@ -66,8 +69,11 @@ def test_browse_open_a_run_see_its_chart_and_rate(dashboard, tmp_path):
         assert "1 ratings" in page.content()
         page.screenshot(path=str(tmp_path / "rate.png"))
         browser.close()
-    [rating] = [json.loads(x) for x in (work / "runs" / "ratings.jsonl").read_text().splitlines()
-                if json.loads(x)["comment"] == "from the browser"]
+    [rating] = [
+        json.loads(x)
+        for x in (work / "runs" / "ratings.jsonl").read_text().splitlines()
+        if json.loads(x)["comment"] == "from the browser"
+    ]
     assert rating["prompt"] == prompt and rating["winner"] in ("a", "b")
 
 

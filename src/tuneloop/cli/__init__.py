@@ -12,8 +12,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Fine-tune an LLM on your data: prepare, train, diagnose, evaluate, serve.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Fine-tune an LLM on your data: prepare, train, diagnose, evaluate, serve.",
+)
 console = Console()
 
 
@@ -113,8 +116,10 @@ def train(
         from tuneloop.doctor.curves import Curves
 
         evals = [v for _, v in Curves.from_metrics(result.metrics).val]
-        console.print(f"trained: best validation loss {min(evals):.4f} (last {evals[-1]:.4f}); "
-                      f"weights in {result.path}; report {result.dir.report_file}")
+        console.print(
+            f"trained: best validation loss {min(evals):.4f} (last {evals[-1]:.4f}); "
+            f"weights in {result.path}; report {result.dir.report_file}"
+        )
         print_verdict(result)
 
 

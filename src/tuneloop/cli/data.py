@@ -19,18 +19,29 @@ err = Console(stderr=True)
 
 File = Annotated[Path, typer.Argument(help="A data file (JSONL, JSON, CSV, TSV, Parquet) or a folder of them.")]
 OptionalFile = Annotated[Path | None, typer.Argument(help="A data file or folder; default: the config's data.path.")]
-Config = Annotated[Path | None, typer.Option("--config", help="Take the data settings, model and max_seq_len from a "
-                                             "run config, to check exactly what `tuneloop run` will see.")]
-Format = Annotated[str, typer.Option("--format", help="auto, messages, prompt_completion, input_output, alpaca, "
-                                     "sharegpt or text.")]
+Config = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        help="Take the data settings, model and max_seq_len from a "
+        "run config, to check exactly what `tuneloop run` will see.",
+    ),
+]
+Format = Annotated[
+    str, typer.Option("--format", help="auto, messages, prompt_completion, input_output, alpaca, sharegpt or text.")
+]
 Prompt = Annotated[str | None, typer.Option("--prompt", help="Column template for the prompt, e.g. '{text}'.")]
-Completion = Annotated[str | None, typer.Option("--completion", help="Column template for the answer, e.g. "
-                                                "'{category}'.")]
+Completion = Annotated[
+    str | None, typer.Option("--completion", help="Column template for the answer, e.g. '{category}'.")
+]
 System = Annotated[str | None, typer.Option("--system", help="System prompt for rows that have none.")]
 Label = Annotated[str, typer.Option("--label", help="auto, none, or the field holding the class label.")]
-Model = Annotated[str | None, typer.Option("--model", help="Model whose tokenizer counts tokens [default: "
-                                           "smollm2-135m-instruct].")]
-MaxLen = Annotated[int | None, typer.Option("--max-seq-len", help="Longest example allowed, in tokens [default: 1024].")]
+Model = Annotated[
+    str | None, typer.Option("--model", help="Model whose tokenizer counts tokens [default: smollm2-135m-instruct].")
+]
+MaxLen = Annotated[
+    int | None, typer.Option("--max-seq-len", help="Longest example allowed, in tokens [default: 1024].")
+]
 Threshold = Annotated[float, typer.Option("--threshold", help="Near-duplicate MinHash Jaccard similarity.")]
 Seed = Annotated[int, typer.Option("--seed")]
 
@@ -53,8 +64,17 @@ def _errors():
         yield
 
 
-def _settings(file: Path | None, config: Path | None, fmt: str, prompt, completion, system, label: str,
-              model: str | None, max_seq_len: int | None) -> dict:
+def _settings(
+    file: Path | None,
+    config: Path | None,
+    fmt: str,
+    prompt,
+    completion,
+    system,
+    label: str,
+    model: str | None,
+    max_seq_len: int | None,
+) -> dict:
     """Command-line options, filled in from a run config where given; the options win."""
     from tuneloop.config import DEFAULT_MODEL, DataConfig, load_config
 
@@ -63,10 +83,15 @@ def _settings(file: Path | None, config: Path | None, fmt: str, prompt, completi
     if file is None and cfg is None:
         raise ValueError("give a data FILE, or --config with a data.path")
     columns = _columns(prompt, completion) or (data.columns.model_dump() if data.columns else None)
-    return {"path": file or data.path, "fmt": fmt if fmt != "auto" else data.format, "columns": columns,
-            "system_prompt": system or data.system_prompt, "label": label if label != "auto" else data.label,
-            "model": model or (cfg.model if cfg else DEFAULT_MODEL),
-            "max_seq_len": max_seq_len or data.max_seq_len}
+    return {
+        "path": file or data.path,
+        "fmt": fmt if fmt != "auto" else data.format,
+        "columns": columns,
+        "system_prompt": system or data.system_prompt,
+        "label": label if label != "auto" else data.label,
+        "model": model or (cfg.model if cfg else DEFAULT_MODEL),
+        "max_seq_len": max_seq_len or data.max_seq_len,
+    }
 
 
 def _tokenizer(model: str):
@@ -94,9 +119,15 @@ def _write_log(path: Path, entries: list[dict]) -> None:
 
 @data_app.command()
 def check(
-    file: OptionalFile = None, config: Config = None,
-    fmt: Format = "auto", prompt: Prompt = None, completion: Completion = None, system: System = None,
-    label: Label = "auto", model: Model = None, max_seq_len: MaxLen = None,
+    file: OptionalFile = None,
+    config: Config = None,
+    fmt: Format = "auto",
+    prompt: Prompt = None,
+    completion: Completion = None,
+    system: System = None,
+    label: Label = "auto",
+    model: Model = None,
+    max_seq_len: MaxLen = None,
     no_tokens: Annotated[bool, typer.Option("--no-tokens", help="Skip the token checks (no tokenizer).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
@@ -106,8 +137,15 @@ def check(
     with _errors():  # a ConfigError is a ValueError: reported the same way
         s = _settings(file, config, fmt, prompt, completion, system, label, model, max_seq_len)
         tokenizer = None if no_tokens else _tokenizer(s["model"])
-        report = check_data(s["path"], fmt=s["fmt"], columns=s["columns"], system_prompt=s["system_prompt"],
-                            label=s["label"], tokenizer=tokenizer, max_seq_len=None if no_tokens else s["max_seq_len"])
+        report = check_data(
+            s["path"],
+            fmt=s["fmt"],
+            columns=s["columns"],
+            system_prompt=s["system_prompt"],
+            label=s["label"],
+            tokenizer=tokenizer,
+            max_seq_len=None if no_tokens else s["max_seq_len"],
+        )
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
     else:
@@ -116,8 +154,10 @@ def check(
         for p in report.warnings:
             typer.echo(f"warning: {p}")
         verdict = "[green]ok[/green]" if report.ok else "[red]errors[/red]"
-        console.print(f"{report.path}: {verdict} · format {report.format} · {report.rows} rows, "
-                      f"{report.valid_rows} valid · {len(report.errors)} error(s), {len(report.warnings)} warning(s)")
+        console.print(
+            f"{report.path}: {verdict} · format {report.format} · {report.rows} rows, "
+            f"{report.valid_rows} valid · {len(report.errors)} error(s), {len(report.warnings)} warning(s)"
+        )
     raise typer.Exit(0 if report.ok else 1)
 
 
@@ -125,10 +165,16 @@ def check(
 def clean(
     file: File,
     out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the cleaned copy.")],
-    redact_pii: Annotated[bool, typer.Option("--redact-pii", help="Replace emails, phone numbers, card numbers "
-                                             "and IP addresses with placeholders.")] = False,
+    redact_pii: Annotated[
+        bool,
+        typer.Option(
+            "--redact-pii", help="Replace emails, phone numbers, card numbers and IP addresses with placeholders."
+        ),
+    ] = False,
     log: Annotated[Path | None, typer.Option("--log", help="Row log (default: OUT.log.jsonl).")] = None,
-    fmt: Format = "auto", prompt: Prompt = None, completion: Completion = None,
+    fmt: Format = "auto",
+    prompt: Prompt = None,
+    completion: Completion = None,
 ) -> None:
     """Normalise unicode, whitespace and markup; drop unusable rows; optionally redact PII. Logs every change."""
     from tuneloop.data import clean_file
@@ -152,7 +198,10 @@ def dedup(
     threshold: Threshold = 0.8,
     exact_only: Annotated[bool, typer.Option("--exact-only", help="Skip near-duplicate detection.")] = False,
     log: Annotated[Path | None, typer.Option("--log", help="Cluster log (default: OUT.log.jsonl).")] = None,
-    fmt: Format = "auto", prompt: Prompt = None, completion: Completion = None, system: System = None,
+    fmt: Format = "auto",
+    prompt: Prompt = None,
+    completion: Completion = None,
+    system: System = None,
 ) -> None:
     """Remove exact and near duplicates (MinHash LSH over word shingles); keeps the first row of each cluster."""
     from tuneloop.data import find_duplicates, write_records
@@ -165,8 +214,10 @@ def dedup(
     log = log or out.with_name(out.name + ".log.jsonl")
     _write_log(log, result.cluster_log(examples))
     exact = sum(d.kind == "exact" for d in result.duplicates)
-    console.print(f"{len(examples)} rows → {len(result.keep)} kept; dropped {exact} exact and "
-                  f"{len(result.duplicates) - exact} near duplicates in {len(result.clusters)} clusters")
+    console.print(
+        f"{len(examples)} rows → {len(result.keep)} kept; dropped {exact} exact and "
+        f"{len(result.duplicates) - exact} near duplicates in {len(result.clusters)} clusters"
+    )
     console.print(f"wrote {out}; clusters in {log}")
 
 
@@ -178,10 +229,14 @@ def split(
     test: Annotated[float, typer.Option("--test", help="Fraction (< 1) or rows (>= 1).")] = 0.15,
     seed: Seed = 42,
     stratify: Annotated[bool, typer.Option(help="Keep the label mix in each split when rows have labels.")] = True,
-    leakage: Annotated[str, typer.Option("--leakage", help="near, exact or none: remove train rows that duplicate "
-                                         "a held-out row.")] = "near",
+    leakage: Annotated[
+        str, typer.Option("--leakage", help="near, exact or none: remove train rows that duplicate a held-out row.")
+    ] = "near",
     threshold: Threshold = 0.8,
-    fmt: Format = "auto", prompt: Prompt = None, completion: Completion = None, system: System = None,
+    fmt: Format = "auto",
+    prompt: Prompt = None,
+    completion: Completion = None,
+    system: System = None,
     label: Label = "auto",
 ) -> None:
     """Seeded train/validation/test split, stratified by label, with a leakage check."""
@@ -189,8 +244,16 @@ def split(
 
     with _errors():
         data = _load(file, fmt, prompt, completion, system, label)
-        splits = split_examples(data.examples, validation, test, seed=seed, stratify=stratify, leakage=leakage,
-                                threshold=threshold, file=str(file))
+        splits = split_examples(
+            data.examples,
+            validation,
+            test,
+            seed=seed,
+            stratify=stratify,
+            leakage=leakage,
+            threshold=threshold,
+            file=str(file),
+        )
         suffix = _output_suffix(file)
         for name, part in splits.items():
             write_records(out / f"{name}{suffix}", [e.record for e in part])
@@ -203,9 +266,15 @@ def split(
 
 @data_app.command()
 def stats(
-    file: OptionalFile = None, config: Config = None,
-    fmt: Format = "auto", prompt: Prompt = None, completion: Completion = None, system: System = None,
-    label: Label = "auto", model: Model = None, max_seq_len: MaxLen = None,
+    file: OptionalFile = None,
+    config: Config = None,
+    fmt: Format = "auto",
+    prompt: Prompt = None,
+    completion: Completion = None,
+    system: System = None,
+    label: Label = "auto",
+    model: Model = None,
+    max_seq_len: MaxLen = None,
     plot: Annotated[Path | None, typer.Option("--plot", help="Write the token-length histogram (PNG).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the profile as JSON.")] = False,
 ) -> None:
@@ -214,13 +283,18 @@ def stats(
 
     with _errors():
         s = _settings(file, config, fmt, prompt, completion, system, label, model, max_seq_len)
-        data = load_examples_strict(s["path"], fmt=s["fmt"], columns=s["columns"], system_prompt=s["system_prompt"],
-                                    label=s["label"])
+        data = load_examples_strict(
+            s["path"], fmt=s["fmt"], columns=s["columns"], system_prompt=s["system_prompt"], label=s["label"]
+        )
         tokenizer = _tokenizer(s["model"])
         lengths = token_lengths(data.examples, tokenizer)
-        report = {"path": str(s["path"]), "format": data.format,
-                  **profile(data.examples, tokenizer, lengths, find_duplicates([e.text for e in data.examples]),
-                            s["max_seq_len"])}
+        report = {
+            "path": str(s["path"]),
+            "format": data.format,
+            **profile(
+                data.examples, tokenizer, lengths, find_duplicates([e.text for e in data.examples]), s["max_seq_len"]
+            ),
+        }
     if plot:
         from tuneloop.report.plots import token_histogram_png
 
@@ -243,8 +317,9 @@ def _print_profile(report: dict) -> None:
     console.print(table)
     if "labels" in report:
         top = list(report["labels"].items())
-        console.print(f"labels: {len(top)} · imbalance {report['imbalance_ratio']}x · most "
-                      f"{top[:3]} · least {top[-3:]}")
+        console.print(
+            f"labels: {len(top)} · imbalance {report['imbalance_ratio']}x · most {top[:3]} · least {top[-3:]}"
+        )
     d = report["duplicates"]
     console.print(f"duplicates: {d['exact']} exact, {d['near']} near ({100 * d['rate']:.1f}%)")
     for w in report["warnings"]:
@@ -259,10 +334,14 @@ def augment(
     copies: Annotated[int, typer.Option("--copies", help="New rows per row (eda).", min=1)] = 1,
     alpha: Annotated[float, typer.Option("--alpha", help="Share of words each EDA edit touches.")] = 0.1,
     seed: Seed = 0,
-    model: Annotated[str, typer.Option("--model", help="Model for paraphrase / backtranslate.")] =
-    "smollm2-135m-instruct",
+    model: Annotated[
+        str, typer.Option("--model", help="Model for paraphrase / backtranslate.")
+    ] = "smollm2-135m-instruct",
     language: Annotated[str, typer.Option("--language", help="Pivot language for backtranslate.")] = "French",
-    fmt: Format = "auto", prompt: Prompt = None, completion: Completion = None, system: System = None,
+    fmt: Format = "auto",
+    prompt: Prompt = None,
+    completion: Completion = None,
+    system: System = None,
 ) -> None:
     """Make extra training rows from the prompts (answers are never changed). Split keeps them out of
     validation and test."""
@@ -274,12 +353,14 @@ def augment(
         if method != "eda":
             quiet_libraries()
         with console.status(f"{method} of {len(examples)} prompts" + (f" with {model}" if method != "eda" else "")):
-            new, rejected = augment(examples, method, copies=copies, alpha=alpha, seed=seed, model=model,
-                                    language=language)
+            new, rejected = augment(
+                examples, method, copies=copies, alpha=alpha, seed=seed, model=model, language=language
+            )
         write_records(out, augmented_rows(examples, new))
     console.print(f"{len(examples)} rows + {len(new)} augmented ({method}) → {out}")
     if rejected:
         log = out.with_name(out.name + ".rejected.jsonl")
         _write_log(log, rejected)
-        console.print(f"{len(rejected)} rewrites rejected (unchanged, another language, or length off by more "
-                      f"than 2x): {log}")
+        console.print(
+            f"{len(rejected)} rewrites rejected (unchanged, another language, or length off by more than 2x): {log}"
+        )

@@ -25,19 +25,22 @@ def sparkline(values: list[float], width: int = 60) -> str:
 
 def diagnose(
     path: Annotated[Path, typer.Argument(help="A run directory, or a metrics.jsonl in the run-directory format.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print verdict, findings, recommendations, "
-                                          "next_config as JSON.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print verdict, findings, recommendations, next_config as JSON.")
+    ] = False,
     plot: Annotated[Path | None, typer.Option("--plot", help="Also write the loss curves (PNG).")] = None,
-    next_config: Annotated[Path | None, typer.Option("--next-config", help="Write the recommended config "
-                                                     "(YAML), ready for `tuneloop run`.")] = None,
+    next_config: Annotated[
+        Path | None,
+        typer.Option("--next-config", help="Write the recommended config (YAML), ready for `tuneloop run`."),
+    ] = None,
 ) -> None:
     """Read the loss curves and the task metric: overfitting, underfitting, divergence, undertraining or healthy;
     which checkpoint to keep; and what to change next, with its cost."""
     from tuneloop.cli import reported
     from tuneloop.doctor import diagnose_path, recommend
-    from tuneloop.doctor.recommend import next_config_yaml
     from tuneloop.doctor.curves import Curves
     from tuneloop.doctor.diagnose import read_metrics_file
+    from tuneloop.doctor.recommend import next_config_yaml
 
     with reported(FileNotFoundError, ValueError, json.JSONDecodeError):
         records = read_metrics_file(path)
@@ -57,22 +60,39 @@ def diagnose(
     console.print(f"[bold {colour}]{diagnosis.verdict}[/bold {colour}]  ({path})")
     curves = Curves.from_metrics(records)
     s = diagnosis.summary
-    console.print(f"  train {sparkline([v for _, v in curves.train])}  {s.get('first_train_loss')} → "
-                  f"{s.get('last_train_loss')}")
-    console.print(f"  val   {sparkline([v for _, v in curves.val])}  best {s.get('best_val_loss')} at step "
-                  f"{s.get('best_step')}, last {s.get('last_val_loss')}")
+    console.print(
+        f"  train {sparkline([v for _, v in curves.train])}  {s.get('first_train_loss')} → {s.get('last_train_loss')}"
+    )
+    console.print(
+        f"  val   {sparkline([v for _, v in curves.val])}  best {s.get('best_val_loss')} at step "
+        f"{s.get('best_step')}, last {s.get('last_val_loss')}"
+    )
     if curves.metric:
-        console.print(f"  val {curves.metric_key} {sparkline([v for _, v in curves.metric])}  best {s.get('best_metric')} "
-                      f"at step {s.get('best_metric_step')}, last {s.get('last_metric')}"
-                      + (f"; on a training sample {s['train_sample_metric']}" if "train_sample_metric" in s else ""))
+        console.print(
+            f"  val {curves.metric_key} {sparkline([v for _, v in curves.metric])}  best {s.get('best_metric')} "
+            f"at step {s.get('best_metric_step')}, last {s.get('last_metric')}"
+            + (f"; on a training sample {s['train_sample_metric']}" if "train_sample_metric" in s else "")
+        )
     for f in diagnosis.findings:
         console.print(f"  • {f.message} [dim]({f.kind}, confidence {f.confidence:.1f})[/dim]")
     if diagnosis.recommendations:
-        table = Table("change", "from", "to", "why", "est. min", title="recommended next run"
-                      + (f" (~{s['next_run_minutes']:g} min of training)" if s.get("next_run_minutes") else ""))
+        table = Table(
+            "change",
+            "from",
+            "to",
+            "why",
+            "est. min",
+            title="recommended next run"
+            + (f" (~{s['next_run_minutes']:g} min of training)" if s.get("next_run_minutes") else ""),
+        )
         for r in diagnosis.recommendations:
-            table.add_row(r.param, "?" if r.from_ is None else str(r.from_), str(r.to), r.why,
-                          "" if r.minutes is None else f"{r.minutes:g}")
+            table.add_row(
+                r.param,
+                "?" if r.from_ is None else str(r.from_),
+                str(r.to),
+                r.why,
+                "" if r.minutes is None else f"{r.minutes:g}",
+            )
         console.print(table)
     if next_yaml is not None:
         console.print(f"next config: {next_config}  →  tuneloop run {next_config}")

@@ -11,10 +11,18 @@ from rich.table import Table
 
 from tuneloop.cli import console, fail, quiet_libraries, reported
 
-Data = Annotated[Path | None, typer.Option("--data", help="Evaluate on this file (read with the run's data "
-                                           "settings) instead of the run's test split.")]
-Metric = Annotated[str | None, typer.Option("--metric", help="auto, exact_match, final_number, classification, "
-                                            "generation, json_fields or module:function.")]
+Data = Annotated[
+    Path | None,
+    typer.Option(
+        "--data", help="Evaluate on this file (read with the run's data settings) instead of the run's test split."
+    ),
+]
+Metric = Annotated[
+    str | None,
+    typer.Option(
+        "--metric", help="auto, exact_match, final_number, classification, generation, json_fields or module:function."
+    ),
+]
 
 
 def eval_(
@@ -31,8 +39,15 @@ def eval_(
 
     quiet_libraries()
     with reported(*_ERRORS()):
-        result = api.open_run(run).evaluate(data, console=console, metric=metric, max_examples=max_examples,
-                                            sample=sample, temperature=temperature, seed=seed)
+        result = api.open_run(run).evaluate(
+            data,
+            console=console,
+            metric=metric,
+            max_examples=max_examples,
+            sample=sample,
+            temperature=temperature,
+            seed=seed,
+        )
     table = Table("metric", "value", title=f"{result.run} · {result.data} · {result.n} examples")
     for key, value in result.metrics.items():
         table.add_row(key, f"{value:.4f}")
@@ -48,9 +63,15 @@ def compare(
     max_examples: Annotated[int | None, typer.Option("--max-examples", min=1)] = None,
     resamples: Annotated[int, typer.Option("--resamples", min=100, help="Bootstrap resamples.")] = 1000,
     show: Annotated[int, typer.Option("--show", help="Regressions to print.")] = 5,
-    judge: Annotated[str | None, typer.Option("--judge", help="Also let a judge pick the better answer of each "
-                                              "pair (both orders): a model tuneloop loads, or an "
-                                              "OpenAI-compatible URL.")] = None,
+    judge: Annotated[
+        str | None,
+        typer.Option(
+            "--judge",
+            help="Also let a judge pick the better answer of each "
+            "pair (both orders): a model tuneloop loads, or an "
+            "OpenAI-compatible URL.",
+        ),
+    ] = None,
     judge_model: Annotated[str | None, typer.Option("--judge-model", help="The endpoint's model name.")] = None,
     rubric: Annotated[str | None, typer.Option("--rubric", help="What the judge looks for.")] = None,
 ) -> None:
@@ -59,32 +80,60 @@ def compare(
 
     quiet_libraries()
     with reported(*_ERRORS()):
-        c = api.compare(a, b, data, console=console, metric=metric, max_examples=max_examples, resamples=resamples,
-                        judge=judge, judge_model=judge_model, rubric=rubric)
+        c = api.compare(
+            a,
+            b,
+            data,
+            console=console,
+            metric=metric,
+            max_examples=max_examples,
+            resamples=resamples,
+            judge=judge,
+            judge_model=judge_model,
+            rubric=rubric,
+        )
     result = c.result
-    table = Table("metric", c.a, c.b, "B - A", f"{int(result['confidence'] * 100)}% interval", "p",
-                  title=f"{c.a} (A) vs {c.b} (B) · {len(c.examples)} examples · {c.metric}")
+    table = Table(
+        "metric",
+        c.a,
+        c.b,
+        "B - A",
+        f"{int(result['confidence'] * 100)}% interval",
+        "p",
+        title=f"{c.a} (A) vs {c.b} (B) · {len(c.examples)} examples · {c.metric}",
+    )
     for key, s in result["metrics"].items():
-        table.add_row(key, f"{s['a']:.4f}", f"{s['b']:.4f}", f"{s['difference']:+.4f}",
-                      f"[{s['ci'][0]:+.4f}, {s['ci'][1]:+.4f}]" if s["ci"] else "-",
-                      f"{s['p_value']:.3f}" if s["p_value"] is not None else "-")
+        table.add_row(
+            key,
+            f"{s['a']:.4f}",
+            f"{s['b']:.4f}",
+            f"{s['difference']:+.4f}",
+            f"[{s['ci'][0]:+.4f}, {s['ci'][1]:+.4f}]" if s["ci"] else "-",
+            f"{s['p_value']:.3f}" if s["p_value"] is not None else "-",
+        )
     console.print(table)
     if "wins" in result:
-        console.print(f"per example: B better on {result['wins']}, tied on {result['ties']}, "
-                      f"worse on {result['losses']}")
+        console.print(
+            f"per example: B better on {result['wins']}, tied on {result['ties']}, worse on {result['losses']}"
+        )
     if "mcnemar" in result:
         m = result["mcnemar"]
-        console.print(f"McNemar: only A right {m['only_a_correct']}, only B right {m['only_b_correct']}, "
-                      f"p = {m['p_value']:.3g}")
+        console.print(
+            f"McNemar: only A right {m['only_a_correct']}, only B right {m['only_b_correct']}, p = {m['p_value']:.3g}"
+        )
     for i in result.get("regressions", [])[:show]:
         e = c.examples[i]
-        console.print(f"[red]worse[/red] row {e['source_row']}: {e['prompt'][:100]!r}\n"
-                      f"   reference {e['reference'][:100]!r}\n   A {e['a']['output'][:100]!r}\n"
-                      f"   B {e['b']['output'][:100]!r}")
+        console.print(
+            f"[red]worse[/red] row {e['source_row']}: {e['prompt'][:100]!r}\n"
+            f"   reference {e['reference'][:100]!r}\n   A {e['a']['output'][:100]!r}\n"
+            f"   B {e['b']['output'][:100]!r}"
+        )
     if "judge" in result:
         j = result["judge"]
-        console.print(f"judge {j['judge']}: B better on {j['b_wins']}, tied {j['ties']}, A better on {j['a_wins']}; "
-                      f"both orders agreed on {j['position_consistency']:.0%} of pairs")
+        console.print(
+            f"judge {j['judge']}: B better on {j['b_wins']}, tied {j['ties']}, A better on {j['a_wins']}; "
+            f"both orders agreed on {j['position_consistency']:.0%} of pairs"
+        )
     console.print(f"written: {c.path}", soft_wrap=True)
 
 
@@ -98,8 +147,9 @@ def _ERRORS():
 
 
 def rate(
-    comparison: Annotated[Path, typer.Argument(help="A comparison written by `tuneloop compare` "
-                                               "(RUN/compare/A-vs-B-test.json).")],
+    comparison: Annotated[
+        Path, typer.Argument(help="A comparison written by `tuneloop compare` (RUN/compare/A-vs-B-test.json).")
+    ],
     runs_dir: Annotated[Path, typer.Option("--runs-dir", help="Where ratings.jsonl lives.")] = Path("runs"),
     seed: Annotated[int, typer.Option("--seed", help="Seeds the left/right order.")] = 0,
 ) -> None:
@@ -121,8 +171,10 @@ def rate(
         flip = rng.random() < 0.5  # hide which model is which, and control for position bias
         first, second = (ex["b"], ex["a"]) if flip else (ex["a"], ex["b"])
         console.rule(f"example {n}/{len(examples)}")
-        console.print(f"[bold]prompt[/bold]\n{ex['prompt']}\n\n[bold]1[/bold]\n{first['output']}\n\n"
-                      f"[bold]2[/bold]\n{second['output']}\n")
+        console.print(
+            f"[bold]prompt[/bold]\n{ex['prompt']}\n\n[bold]1[/bold]\n{first['output']}\n\n"
+            f"[bold]2[/bold]\n{second['output']}\n"
+        )
         answer = typer.prompt("better: 1, 2, t(ie), s(kip), q(uit)").strip().lower()[:1]
         if answer == "q":
             break
@@ -130,9 +182,18 @@ def rate(
             continue
         winner = blind_winner("tie" if answer == "t" else answer, flip)
         comment = typer.prompt("comment (optional)", default="", show_default=False)
-        add_rating(runs_dir, prompt=ex["prompt"], model_a=names[0], model_b=names[1], output_a=ex["a"]["output"],
-                   output_b=ex["b"]["output"], winner=winner, comment=comment, shown_first="b" if flip else "a",
-                   source=str(comparison))
+        add_rating(
+            runs_dir,
+            prompt=ex["prompt"],
+            model_a=names[0],
+            model_b=names[1],
+            output_a=ex["a"]["output"],
+            output_b=ex["b"]["output"],
+            winner=winner,
+            comment=comment,
+            shown_first="b" if flip else "a",
+            source=str(comparison),
+        )
     _print_ratings(summarize(read_ratings(runs_dir)))
 
 
@@ -144,10 +205,12 @@ def ratings(runs_dir: Annotated[Path, typer.Argument(help="The run store.")] = P
 
 
 def _print_ratings(summary: dict) -> None:
-    table = Table("model", "Elo (Bradley–Terry)", "wins", "ties", "losses", "win rate",
-                  title=f"{summary['ratings']} ratings")
+    table = Table(
+        "model", "Elo (Bradley–Terry)", "wins", "ties", "losses", "win rate", title=f"{summary['ratings']} ratings"
+    )
     for r in summary["ranking"]:
         m = summary["models"][r["model"]]
-        table.add_row(r["model"], f"{r['elo']:.0f}", str(m["wins"]), str(m["ties"]), str(m["losses"]),
-                      f"{m['win_rate']:.2f}")
+        table.add_row(
+            r["model"], f"{r['elo']:.0f}", str(m["wins"]), str(m["ties"]), str(m["losses"]), f"{m['win_rate']:.2f}"
+        )
     console.print(table)

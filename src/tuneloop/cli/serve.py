@@ -12,20 +12,29 @@ from tuneloop.cli import console, quiet_libraries, reported
 
 
 def serve(
-    model: Annotated[str | None, typer.Option("--model", help="Base model (default: the adapters' runs' model).")]
-    = None,
-    adapter: Annotated[list[str], typer.Option("--adapter", help="NAME=RUN_DIR[@SCALE], repeatable; SCALE is the "
-                                               "adapter's default strength (e.g. 0.5 softens an over-fitted "
-                                               "adapter).")] = [],
+    model: Annotated[
+        str | None, typer.Option("--model", help="Base model (default: the adapters' runs' model).")
+    ] = None,
+    adapter: Annotated[
+        list[str],
+        typer.Option(
+            "--adapter",
+            help="NAME=RUN_DIR[@SCALE], repeatable; SCALE is the "
+            "adapter's default strength (e.g. 0.5 softens an over-fitted "
+            "adapter).",
+        ),
+    ] = [],
     host: Annotated[str, typer.Option("--host", help="127.0.0.1: this machine only.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port")] = 8000,
-    api_key: Annotated[str | None, typer.Option("--api-key", envvar="TUNELOOP_API_KEY",
-                                                help="Require 'Authorization: Bearer KEY'.")] = None,
+    api_key: Annotated[
+        str | None, typer.Option("--api-key", envvar="TUNELOOP_API_KEY", help="Require 'Authorization: Bearer KEY'.")
+    ] = None,
     precision: Annotated[str, typer.Option("--precision", help="auto, bf16 or fp32.")] = "auto",
-    max_batch: Annotated[int, typer.Option("--max-batch", min=1, help="Largest batch (transformers backend).")]
-    = 16,
-    backend: Annotated[str, typer.Option("--backend", help="auto (vLLM on CUDA when installed, else transformers), "
-                                         "transformers or vllm.")] = "auto",
+    max_batch: Annotated[int, typer.Option("--max-batch", min=1, help="Largest batch (transformers backend).")] = 16,
+    backend: Annotated[
+        str,
+        typer.Option("--backend", help="auto (vLLM on CUDA when installed, else transformers), transformers or vllm."),
+    ] = "auto",
 ) -> None:
     """Serve a base model and LoRA adapters behind an OpenAI-compatible API (chat, completions, streaming)."""
     from tuneloop import api
@@ -33,12 +42,22 @@ def serve(
 
     quiet_libraries()
     with reported(ValueError, FileNotFoundError, ModelNotFound):
-        server = api.server(adapter, model=model, host=host, port=port, api_key=api_key, precision=precision,
-                            max_batch=max_batch, backend=backend)
+        server = api.server(
+            adapter,
+            model=model,
+            host=host,
+            port=port,
+            api_key=api_key,
+            precision=precision,
+            max_batch=max_batch,
+            backend=backend,
+        )
     engine = server.engine
-    console.print(f"serving {', '.join(engine.model_names())} ({engine.backend}: {server.why}; "
-                  f"{engine.precision.value} on {engine.device}) at {server.url}" + ("  ·  API key required" if api_key
-                                                                                   else ""), soft_wrap=True)
+    console.print(
+        f"serving {', '.join(engine.model_names())} ({engine.backend}: {server.why}; "
+        f"{engine.precision.value} on {engine.device}) at {server.url}" + ("  ·  API key required" if api_key else ""),
+        soft_wrap=True,
+    )
     if host not in ("127.0.0.1", "localhost") and not api_key:
         console.print("[yellow]warning: listening beyond this machine without --api-key[/yellow]")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -48,8 +67,14 @@ def serve(
 def export(
     run: Annotated[Path, typer.Argument(help="A finished run directory.")],
     out: Annotated[Path | None, typer.Option("--out", help="Folder to write (default: RUN/export).")] = None,
-    scale: Annotated[float, typer.Option("--scale", min=0.0, help="Bake in an adapter strength, e.g. 0.5 to "
-                                         "soften an over-fitted adapter (alpha x 0.5).")] = 1.0,
+    scale: Annotated[
+        float,
+        typer.Option(
+            "--scale",
+            min=0.0,
+            help="Bake in an adapter strength, e.g. 0.5 to soften an over-fitted adapter (alpha x 0.5).",
+        ),
+    ] = 1.0,
     gguf: Annotated[bool, typer.Option("--gguf", help="Also write model.gguf (Llama-family models).")] = False,
     gguf_type: Annotated[str, typer.Option("--gguf-type", help="f16 or f32 weights in the GGUF file.")] = "f16",
 ) -> None:
@@ -61,17 +86,22 @@ def export(
         result = api.open_run(run).export(out, scale=scale, gguf=gguf, gguf_type=gguf_type, console=console)
     if result.adapter:
         console.print(f"adapter: {result.adapter}" + (f" (alpha x {scale:g})" if scale != 1 else ""), soft_wrap=True)
-    console.print(f"merged model: {result.merged} (logits match the adapter's within "
-                  f"{result.merged_logit_difference:.1e})", soft_wrap=True)
+    console.print(
+        f"merged model: {result.merged} (logits match the adapter's within {result.merged_logit_difference:.1e})",
+        soft_wrap=True,
+    )
     if result.gguf:
-        console.print(f"GGUF ({gguf_type}): {result.gguf} (loads back; logits within "
-                      f"{result.gguf_logit_difference:.3f})", soft_wrap=True)
+        console.print(
+            f"GGUF ({gguf_type}): {result.gguf} (loads back; logits within {result.gguf_logit_difference:.3f})",
+            soft_wrap=True,
+        )
 
 
 def chat(
     run: Annotated[str, typer.Argument(help="A run directory, or `base`.")],
-    compare: Annotated[str | None, typer.Option("--compare", help="`base` or another run: answer side by side.")]
-    = None,
+    compare: Annotated[
+        str | None, typer.Option("--compare", help="`base` or another run: answer side by side.")
+    ] = None,
     system: Annotated[str | None, typer.Option("--system", help="A system prompt.")] = None,
     max_tokens: Annotated[int, typer.Option("--max-tokens", min=1)] = 256,
     temperature: Annotated[float, typer.Option("--temperature", min=0.0)] = 0.0,
@@ -111,8 +141,9 @@ def chat(
         results = engine.generate(requests) if temperature == 0 else [engine.generate([r])[0] for r in requests]
         for name, result in zip(names, results):
             histories[name].append({"role": "assistant", "content": result.text})
-        console.print(Columns([Panel(r.text, title=n, expand=True) for n, r in zip(names, results)], equal=True,
-                              expand=True))
+        console.print(
+            Columns([Panel(r.text, title=n, expand=True) for n, r in zip(names, results)], equal=True, expand=True)
+        )
 
 
 def _chat_engine(sides: list[str], scale: float):

@@ -12,8 +12,25 @@ from tuneloop.data.stats import profile
 from tuneloop.data.tokens import TokenLengths, token_lengths, validate_lengths
 
 __all__ = [
-    "CheckReport", "DataError", "DedupResult", "Example", "LoadedData", "Problem", "Splits", "TokenLengths",
-    "check_data", "clean_file", "clean_text", "find_duplicates", "find_overlap", "load_examples",
-    "load_examples_strict", "profile", "read_records", "split_examples", "token_lengths", "validate_lengths",
+    "CheckReport",
+    "DataError",
+    "DedupResult",
+    "Example",
+    "LoadedData",
+    "Problem",
+    "Splits",
+    "TokenLengths",
+    "check_data",
+    "clean_file",
+    "clean_text",
+    "find_duplicates",
+    "find_overlap",
+    "load_examples",
+    "load_examples_strict",
+    "profile",
+    "read_records",
+    "split_examples",
+    "token_lengths",
+    "validate_lengths",
     "write_records",
 ]

@@ -21,11 +21,116 @@ from tuneloop.data.example import Example
 
 EDA_OPERATIONS = ("synonym", "insert", "swap", "delete")
 # Function words carry no meaning worth a synonym (the EDA paper's stop-word list, abridged).
-STOPWORDS = frozenset("""a an the and or but if of at by for with about against between into through during before
-after above below to from up down in out on off over under again further then once here there when where why how all
-any both each few more most other some such no nor not only own same so than too very can will just should now i me
-my we our you your he him his she her it its they them their what which who whom this that these those am is are was
-were be been being have has had do does did""".split())
+STOPWORDS = frozenset(
+    [
+        "a",
+        "an",
+        "the",
+        "and",
+        "or",
+        "but",
+        "if",
+        "of",
+        "at",
+        "by",
+        "for",
+        "with",
+        "about",
+        "against",
+        "between",
+        "into",
+        "through",
+        "during",
+        "before",
+        "after",
+        "above",
+        "below",
+        "to",
+        "from",
+        "up",
+        "down",
+        "in",
+        "out",
+        "on",
+        "off",
+        "over",
+        "under",
+        "again",
+        "further",
+        "then",
+        "once",
+        "here",
+        "there",
+        "when",
+        "where",
+        "why",
+        "how",
+        "all",
+        "any",
+        "both",
+        "each",
+        "few",
+        "more",
+        "most",
+        "other",
+        "some",
+        "such",
+        "no",
+        "nor",
+        "not",
+        "only",
+        "own",
+        "same",
+        "so",
+        "than",
+        "too",
+        "very",
+        "can",
+        "will",
+        "just",
+        "should",
+        "now",
+        "i",
+        "me",
+        "my",
+        "we",
+        "our",
+        "you",
+        "your",
+        "he",
+        "him",
+        "his",
+        "she",
+        "her",
+        "it",
+        "its",
+        "they",
+        "them",
+        "their",
+        "what",
+        "which",
+        "who",
+        "whom",
+        "this",
+        "that",
+        "these",
+        "those",
+        "am",
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "been",
+        "being",
+        "have",
+        "has",
+        "had",
+        "do",
+        "does",
+        "did",
+    ]
+)
 _TOKEN = re.compile(r"\w+(?:'\w+)*|[^\w\s]+")  # "hasn't" stays one word
 
 
@@ -73,15 +178,20 @@ def _detokenize(words: list[str]) -> str:
     return re.sub(r"\s+([.,!?;:%)\]}])", r"\1", " ".join(words))  # no space before closing punctuation
 
 
-def augment_eda(examples: list[Example], copies: int = 1, alpha: float = 0.1, seed: int = 0,
-                operations: tuple[str, ...] = EDA_OPERATIONS) -> list[Example]:
+def augment_eda(
+    examples: list[Example],
+    copies: int = 1,
+    alpha: float = 0.1,
+    seed: int = 0,
+    operations: tuple[str, ...] = EDA_OPERATIONS,
+) -> list[Example]:
     """`copies` new rows per example, cycling through `operations`; unchanged results are skipped."""
     rng = random.Random(seed)
     out = []
     for position, e in enumerate(examples, start=1):
         for c in range(copies):
             operation = operations[(position + c) % len(operations)]
-            new = _rewrite_user_turns(e, lambda t: eda(t, operation, alpha, rng))
+            new = _rewrite_user_turns(e, lambda t, op=operation: eda(t, op, alpha, rng))
             if new != e.messages:
                 out.append(_marked(e, new, f"eda:{operation}", position))
     return out
@@ -90,8 +200,16 @@ def augment_eda(examples: list[Example], copies: int = 1, alpha: float = 0.1, se
 METHODS = ("eda", "paraphrase", "backtranslate")
 
 
-def augment(examples: list[Example], method: str = "eda", *, copies: int = 1, alpha: float = 0.1, seed: int = 0,
-            model: str = "smollm2-135m-instruct", language: str = "French") -> tuple[list[Example], list[dict]]:
+def augment(
+    examples: list[Example],
+    method: str = "eda",
+    *,
+    copies: int = 1,
+    alpha: float = 0.1,
+    seed: int = 0,
+    model: str = "smollm2-135m-instruct",
+    language: str = "French",
+) -> tuple[list[Example], list[dict]]:
     """New training rows from `examples` by `method`: EDA edits, or a paraphrase / back-translation
     by `model`. Returns the new rows and the rejected rewrites (model methods only)."""
     if method not in METHODS:
@@ -108,13 +226,26 @@ def augment(examples: list[Example], method: str = "eda", *, copies: int = 1, al
     precision = choose_precision("auto", device)
     folder = resolve_model(model)
     generator = load_model(folder, precision, device, inference=True)
-    return augment_with_model(examples, generator, load_tokenizer(folder), method=method, language=language,
-                              autocast_dtype=precision.autocast_dtype)
+    return augment_with_model(
+        examples,
+        generator,
+        load_tokenizer(folder),
+        method=method,
+        language=language,
+        autocast_dtype=precision.autocast_dtype,
+    )
 
 
-def augment_with_model(examples: list[Example], model, tokenizer, method: str = "paraphrase",
-                       language: str = "French", max_new_tokens: int = 256, batch_size: int = 8,
-                       autocast_dtype=None) -> tuple[list[Example], list[dict]]:
+def augment_with_model(
+    examples: list[Example],
+    model,
+    tokenizer,
+    method: str = "paraphrase",
+    language: str = "French",
+    max_new_tokens: int = 256,
+    batch_size: int = 8,
+    autocast_dtype=None,
+) -> tuple[list[Example], list[dict]]:
     """Paraphrase, or translate to `language` and back, with any model tuneloop can load.
 
     Returns the accepted rows and the rejected rewrites ({source_row, output}) for the log.
@@ -123,13 +254,25 @@ def augment_with_model(examples: list[Example], model, tokenizer, method: str = 
 
     def ask(instruction: str, texts: list[str]) -> list[str]:
         prompts = [[{"role": "user", "content": f"{instruction}\n\n{t}"}] for t in texts]
-        return [o.strip() for o in generate_answers(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
-                                                    batch_size=batch_size, autocast_dtype=autocast_dtype)]
+        return [
+            o.strip()
+            for o in generate_answers(
+                model,
+                tokenizer,
+                prompts,
+                max_new_tokens=max_new_tokens,
+                batch_size=batch_size,
+                autocast_dtype=autocast_dtype,
+            )
+        ]
 
     sources = [e.messages[_last_user(e)]["content"] for e in examples]
     if method == "paraphrase":
-        rewritten = ask("Rewrite the following text in different words, keeping its meaning exactly. "
-                        "Reply with the rewritten text only.", sources)
+        rewritten = ask(
+            "Rewrite the following text in different words, keeping its meaning exactly. "
+            "Reply with the rewritten text only.",
+            sources,
+        )
     elif method == "backtranslate":
         foreign = ask(f"Translate the following text into {language}. Reply with the translation only.", sources)
         rewritten = ask("Translate the following text into English. Reply with the translation only.", foreign)
@@ -151,6 +294,7 @@ def plausible_rewrite(source: str, text: str) -> bool:
     rambling answer (length off by more than 2x), or another language (no content word shared).
     Measured with SmolLM2-135M on banking77: paraphrases mostly pass; back-translations mostly fail.
     """
+
     def content(t: str) -> set[str]:
         return {w.lower() for w in _TOKEN.findall(t) if w.isalpha() and w.lower() not in STOPWORDS}
 
@@ -165,8 +309,10 @@ def _last_user(e: Example) -> int:
 
 
 def _rewrite_user_turns(e: Example, rewrite) -> list[dict]:
-    return [{"role": m["role"], "content": rewrite(m["content"]) if m["role"] == "user" else m["content"]}
-            for m in e.messages]
+    return [
+        {"role": m["role"], "content": rewrite(m["content"]) if m["role"] == "user" else m["content"]}
+        for m in e.messages
+    ]
 
 
 def _marked(e: Example, messages: list[dict], method: str, position: int) -> Example:
@@ -175,5 +321,6 @@ def _marked(e: Example, messages: list[dict], method: str, position: int) -> Exa
 
 def augmented_rows(originals: list[Example], augmented: list[Example]) -> list[dict]:
     """Rows for the output file: originals first, in order, so `source_row` n is the n-th row."""
-    return ([{"messages": e.messages} for e in originals]
-            + [{"messages": e.messages, "augmented": e.augmented} for e in augmented])
+    return [{"messages": e.messages} for e in originals] + [
+        {"messages": e.messages, "augmented": e.augmented} for e in augmented
+    ]

@@ -28,14 +28,27 @@ class CheckReport:
         return not self.errors
 
     def to_dict(self) -> dict:
-        return {"path": self.path, "format": self.format, "rows": self.rows, "valid_rows": self.valid_rows,
-                "ok": self.ok, "errors": [p.to_dict() for p in self.errors],
-                "warnings": [p.to_dict() for p in self.warnings]}
+        return {
+            "path": self.path,
+            "format": self.format,
+            "rows": self.rows,
+            "valid_rows": self.valid_rows,
+            "ok": self.ok,
+            "errors": [p.to_dict() for p in self.errors],
+            "warnings": [p.to_dict() for p in self.warnings],
+        }
 
 
-def check_data(path: str | Path, fmt: str = "auto", columns: dict[str, str] | None = None,
-               system_prompt: str | None = None, label: str = "auto", tokenizer=None,
-               max_seq_len: int | None = None, near_duplicate_threshold: float = 0.8) -> CheckReport:
+def check_data(
+    path: str | Path,
+    fmt: str = "auto",
+    columns: dict[str, str] | None = None,
+    system_prompt: str | None = None,
+    label: str = "auto",
+    tokenizer=None,
+    max_seq_len: int | None = None,
+    near_duplicate_threshold: float = 0.8,
+) -> CheckReport:
     data = load_examples(path, fmt=fmt, columns=columns, system_prompt=system_prompt, label=label)
     errors = list(data.problems)
     examples = data.examples
@@ -53,11 +66,21 @@ def check_data(path: str | Path, fmt: str = "auto", columns: dict[str, str] | No
             warnings.append(Problem(e.file, e.row, None, f"{d.kind}_duplicate", f"{what} row {kept.row}"))
     warnings += _conflicting_answers(examples)
     if 0 < len(examples) < MIN_EXAMPLES:
-        warnings.append(Problem(str(path), None, None, "too_few_rows",
-                                f"{len(examples)} valid rows; a run needs at least {MIN_EXAMPLES} to split"))
+        warnings.append(
+            Problem(
+                str(path),
+                None,
+                None,
+                "too_few_rows",
+                f"{len(examples)} valid rows; a run needs at least {MIN_EXAMPLES} to split",
+            )
+        )
     stats = profile(examples, lengths=lengths, dedup=dedup, max_seq_len=max_seq_len) if examples else {}
-    warnings += [Problem(str(path), None, None, w["code"], w["message"]) for w in stats.get("warnings", [])
-                 if w["code"] != "duplicates"]  # already listed row by row above
+    warnings += [
+        Problem(str(path), None, None, w["code"], w["message"])
+        for w in stats.get("warnings", [])
+        if w["code"] != "duplicates"
+    ]  # already listed row by row above
     errors.sort(key=lambda p: (p.file, p.row or 0))
     warnings.sort(key=lambda p: (p.file, p.row or 0))
     bad_rows = {(p.file, p.row) for p in errors if p.row is not None}
@@ -75,7 +98,14 @@ def _conflicting_answers(examples) -> list[Problem]:
         key = normalize("\n".join(m["content"] for m in e.prompt if m["role"] != "system"))
         answer = normalize(e.answer)
         if key in first and first[key][1] != answer:
-            out.append(Problem(e.file, e.row, "messages", "conflicting_answers",
-                               f"same prompt as row {first[key][0].row} with a different answer"))
+            out.append(
+                Problem(
+                    e.file,
+                    e.row,
+                    "messages",
+                    "conflicting_answers",
+                    f"same prompt as row {first[key][0].row} with a different answer",
+                )
+            )
         first.setdefault(key, (e, answer))
     return out

@@ -17,9 +17,12 @@ from dataclasses import dataclass, field
 _INVISIBLE = re.compile("[\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 # Only well-known HTML tags: `List<int>` or `a < b > c` in code or maths must survive.
-_TAG = re.compile(r"</?(?:p|div|span|br|hr|b|i|u|em|strong|a|ul|ol|li|h[1-6]|table|thead|tbody|tr|td|th|img|font|"
-                  r"html|body|head|title|blockquote|pre|code|sup|sub|small|big|center|section|article|nav)"
-                  r"(?:\s[^<>]*)?/?>", re.IGNORECASE)
+_TAG = re.compile(
+    r"</?(?:p|div|span|br|hr|b|i|u|em|strong|a|ul|ol|li|h[1-6]|table|thead|tbody|tr|td|th|img|font|"
+    r"html|body|head|title|blockquote|pre|code|sup|sub|small|big|center|section|article|nav)"
+    r"(?:\s[^<>]*)?/?>",
+    re.IGNORECASE,
+)
 _ENTITY = re.compile(r"&(?:#\d{1,7}|#x[0-9a-fA-F]{1,6}|[a-zA-Z]{2,8});")
 _SPACES = re.compile(r"[ \t\u00a0]+")
 _BLANK_LINES = re.compile(r"\n{3,}")
@@ -29,8 +32,10 @@ PII_PATTERNS = {
     "card": re.compile(r"\b(?:\d[ -]?){12,18}\d\b"),
     "ip": re.compile(r"\b(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d)\b"),
     # Not inside a longer run of digit groups (an order or account number).
-    "phone": re.compile(r"(?<![\w+])(?<!\d[ .-])(?:\+\d{1,3}[ .-]?)?(?:\(\d{2,4}\)[ .-]?|\d{2,4}[ .-])"
-                        r"\d{3,4}[ .-]?\d{3,4}\b(?![ .-]?\d)"),
+    "phone": re.compile(
+        r"(?<![\w+])(?<!\d[ .-])(?:\+\d{1,3}[ .-]?)?(?:\(\d{2,4}\)[ .-]?|\d{2,4}[ .-])"
+        r"\d{3,4}[ .-]?\d{3,4}\b(?![ .-]?\d)"
+    ),
 }
 PLACEHOLDER = {"email": "[EMAIL]", "card": "[CARD_NUMBER]", "ip": "[IP_ADDRESS]", "phone": "[PHONE]"}
 
@@ -57,8 +62,9 @@ NORMALISERS = (
 )
 
 
-def clean_text(text: str, redact_pii: bool = False, pii_counts: Counter | None = None,
-               normalise: bool = True) -> Cleaned:
+def clean_text(
+    text: str, redact_pii: bool = False, pii_counts: Counter | None = None, normalise: bool = True
+) -> Cleaned:
     changes = []
     for name, fn in NORMALISERS if normalise else ():
         new = fn(text)
@@ -117,8 +123,9 @@ class CleanSummary:
     log: list[dict]  # one entry per row dropped or changed, with the reasons
 
 
-def clean_file(path, out_path, fmt: str = "auto", columns: dict[str, str] | None = None,
-               redact_pii: bool = False) -> CleanSummary:
+def clean_file(
+    path, out_path, fmt: str = "auto", columns: dict[str, str] | None = None, redact_pii: bool = False
+) -> CleanSummary:
     """Write a cleaned copy of `path` to `out_path` and return what happened to every row."""
     from pathlib import Path
 
@@ -131,8 +138,10 @@ def clean_file(path, out_path, fmt: str = "auto", columns: dict[str, str] | None
     read = read_records(path)
     if not read.records:  # nothing readable (missing, binary, corrupt): say so, write nothing
         raise DataError(read.problems or [Problem(str(path), None, None, "empty_file", "no rows in the file")])
-    log = [{"file": p.file, "row": p.row, "action": "dropped", "reasons": [f"{p.code}: {p.message}"]}
-           for p in read.problems]
+    log = [
+        {"file": p.file, "row": p.row, "action": "dropped", "reasons": [f"{p.code}: {p.message}"]}
+        for p in read.problems
+    ]
     if columns:
         fmt = "columns"
     elif fmt == "auto":
@@ -155,5 +164,12 @@ def clean_file(path, out_path, fmt: str = "auto", columns: dict[str, str] | None
     write_records(out_path, kept)
     log.sort(key=lambda e: (e["file"], e["row"] or 0))
     dropped = sum(e["action"] == "dropped" for e in log)
-    return CleanSummary(len(read.records) + len(read.problems), len(kept), dropped,
-                        sum(e["action"] == "changed" for e in log), changes, pii, log)
+    return CleanSummary(
+        len(read.records) + len(read.problems),
+        len(kept),
+        dropped,
+        sum(e["action"] == "changed" for e in log),
+        changes,
+        pii,
+        log,
+    )

@@ -49,10 +49,15 @@ class DedupResult:
         as file and row. Linear in the duplicates (600k identical rows log in seconds)."""
         by_index = {d.index: d for d in self.duplicates}
         where = lambda i: {"file": examples[i].file, "row": examples[i].row}  # noqa: E731
-        return [{"kept": where(kept),
-                 "dropped": [{**where(i), "kind": by_index[i].kind, "similarity": by_index[i].similarity}
-                             for i in members]}
-                for kept, members in self.clusters.items()]
+        return [
+            {
+                "kept": where(kept),
+                "dropped": [
+                    {**where(i), "kind": by_index[i].kind, "similarity": by_index[i].similarity} for i in members
+                ],
+            }
+            for kept, members in self.clusters.items()
+        ]
 
 
 def normalize(text: str) -> str:
@@ -64,7 +69,7 @@ def shingles(normalized: str, size: int) -> set[bytes]:
     words = normalized.split()
     if len(words) <= size:  # a short text is one shingle: itself
         return {normalized.encode()}
-    return {" ".join(words[i:i + size]).encode() for i in range(len(words) - size + 1)}
+    return {" ".join(words[i : i + size]).encode() for i in range(len(words) - size + 1)}
 
 
 def _crc32(data: bytes) -> int:
@@ -90,8 +95,9 @@ def _index(signatures, threshold: float):
     return lsh
 
 
-def find_duplicates(texts: list[str], threshold: float = 0.8, near: bool = True, shingle_size: int = 3,
-                    hashfunc=_crc32) -> DedupResult:
+def find_duplicates(
+    texts: list[str], threshold: float = 0.8, near: bool = True, shingle_size: int = 3, hashfunc=_crc32
+) -> DedupResult:
     normalized = [normalize(t) for t in texts]
     first: dict[str, int] = {}
     duplicates: list[Duplicate] = []
@@ -107,13 +113,16 @@ def find_duplicates(texts: list[str], threshold: float = 0.8, near: bool = True,
     dropped = {d.index for d in duplicates}
     # An exact copy of a row that was itself dropped as a near duplicate is, to the kept row, near.
     near_of = {d.index: d for d in duplicates if d.kind == "near"}
-    duplicates = [Duplicate(d.index, near_of[d.of].of, "near", near_of[d.of].similarity) if d.of in near_of else d
-                  for d in duplicates]
+    duplicates = [
+        Duplicate(d.index, near_of[d.of].of, "near", near_of[d.of].similarity) if d.of in near_of else d
+        for d in duplicates
+    ]
     return DedupResult([i for i in range(len(texts)) if i not in dropped], sorted(duplicates, key=lambda d: d.index))
 
 
-def _near_duplicates(indices: list[int], normalized: list[str], threshold: float, shingle_size: int,
-                     hashfunc) -> list[Duplicate]:
+def _near_duplicates(
+    indices: list[int], normalized: list[str], threshold: float, shingle_size: int, hashfunc
+) -> list[Duplicate]:
     signatures = minhashes(normalized, shingle_size, hashfunc)
     lsh = _index(signatures, threshold)
     parent = list(range(len(indices)))
@@ -137,8 +146,9 @@ def _near_duplicates(indices: list[int], normalized: list[str], threshold: float
     return out
 
 
-def find_overlap(reference: list[str], candidates: list[str], threshold: float = 0.8, near: bool = True,
-                 shingle_size: int = 3) -> list[Duplicate]:
+def find_overlap(
+    reference: list[str], candidates: list[str], threshold: float = 0.8, near: bool = True, shingle_size: int = 3
+) -> list[Duplicate]:
     """Candidates that duplicate some reference text (the leakage check: train against validation/test).
 
     `index` is the candidate's position, `of` the reference's.

@@ -22,8 +22,16 @@ from tuneloop.data.problems import Problem
 from tuneloop.data.readers import Record
 
 ROLES = {"system", "user", "assistant", "tool"}
-SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant",
-                  "assistant": "assistant", "model": "assistant", "bot": "assistant", "tool": "tool"}
+SHAREGPT_ROLES = {
+    "system": "system",
+    "human": "user",
+    "user": "user",
+    "gpt": "assistant",
+    "assistant": "assistant",
+    "model": "assistant",
+    "bot": "assistant",
+    "tool": "tool",
+}
 
 # Keys that identify each format, most specific first (alpaca before input_output).
 SIGNATURES = {
@@ -53,14 +61,24 @@ def detect_format(records: list[Record]) -> str | None:
 
 def unknown_format_problem(path, records: list[Record]) -> Problem:
     keys = sorted({k for r in records[:50] for k in r.value})
-    return Problem(str(path), None, None, "unknown_format",
-                   f"cannot tell the format from the keys {keys}; name it (data.format or --format: "
-                   f"{', '.join(FORMATS[:-1])}) or map the columns with templates (data.columns or "
-                   "--prompt/--completion), e.g. prompt '{question}', completion '{answer}'")
+    return Problem(
+        str(path),
+        None,
+        None,
+        "unknown_format",
+        f"cannot tell the format from the keys {keys}; name it (data.format or --format: "
+        f"{', '.join(FORMATS[:-1])}) or map the columns with templates (data.columns or "
+        "--prompt/--completion), e.g. prompt '{question}', completion '{answer}'",
+    )
 
 
-def to_example(record: Record, fmt: str, problems: list[Problem], columns: dict[str, str] | None = None,
-               system_prompt: str | None = None) -> Example | None:
+def to_example(
+    record: Record,
+    fmt: str,
+    problems: list[Problem],
+    columns: dict[str, str] | None = None,
+    system_prompt: str | None = None,
+) -> Example | None:
     before = len(problems)
     add = _Adder(record, problems)
     value = record.value
@@ -140,8 +158,9 @@ def _side(add: _Adder, value: dict, key: str, role: str) -> list[dict] | None:
     return None if text is None else [{"role": role, "content": text}]
 
 
-def _turns(add: _Adder, value: dict, key: str, role_key: str, content_key: str,
-           role_map: dict[str, str]) -> list[dict] | None:
+def _turns(
+    add: _Adder, value: dict, key: str, role_key: str, content_key: str, role_map: dict[str, str]
+) -> list[dict] | None:
     turns = value.get(key)
     if turns is None:
         add(key, "missing_field", f"missing; each row needs a '{key}' list")
@@ -161,8 +180,11 @@ def _turns(add: _Adder, value: dict, key: str, role_key: str, content_key: str,
             add(f"{field}.{role_key}", "unknown_role", f"{role!r} is not one of {sorted(role_map)}")
             ok = False
         if not isinstance(content, str):
-            add(f"{field}.{content_key}", "wrong_type" if content is not None else "missing_field",
-                f"must be a string, got {type(content).__name__}")
+            add(
+                f"{field}.{content_key}",
+                "wrong_type" if content is not None else "missing_field",
+                f"must be a string, got {type(content).__name__}",
+            )
             ok = False
         elif not content.strip():
             add(f"{field}.{content_key}", "empty_content", "is empty")
@@ -179,12 +201,18 @@ def _conversation_ok(add: _Adder, turns: list[dict], fmt: str) -> bool:
 
     roles = [t["role"] for t in turns]
     if roles[-1] != "assistant":
-        add(where(len(roles) - 1, "completion"), "no_final_assistant",
-            f"the last turn must be the assistant's answer to learn, got {roles[-1]!r}")
+        add(
+            where(len(roles) - 1, "completion"),
+            "no_final_assistant",
+            f"the last turn must be the assistant's answer to learn, got {roles[-1]!r}",
+        )
         return False
     if "user" not in roles:
-        add("conversations" if fmt == "sharegpt" else "messages" if fmt == "messages" else "prompt",
-            "no_user_turn", "needs at least one user turn")
+        add(
+            "conversations" if fmt == "sharegpt" else "messages" if fmt == "messages" else "prompt",
+            "no_user_turn",
+            "needs at least one user turn",
+        )
         return False
     if "system" in roles[1:]:
         add(where(roles.index("system", 1), "prompt"), "misplaced_system", "a system turn may only come first")
@@ -207,8 +235,10 @@ def _from_columns(add: _Adder, value: dict, columns: dict[str, str]) -> list[dic
             return None
         rendered[part] = text
     turns = [{"role": "system", "content": rendered["system"]}] if rendered.get("system", "").strip() else []
-    return turns + [{"role": "user", "content": rendered["prompt"]},
-                    {"role": "assistant", "content": rendered["completion"]}]
+    return turns + [
+        {"role": "user", "content": rendered["prompt"]},
+        {"role": "assistant", "content": rendered["completion"]},
+    ]
 
 
 def _render(add: _Adder, value: dict, template: str) -> str | None:

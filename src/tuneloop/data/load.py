@@ -6,10 +6,10 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from tuneloop.data.clean import clean_value
 from tuneloop.data.example import Example
 from tuneloop.data.formats import FORMATS, detect_format, to_example, unknown_format_problem
 from tuneloop.data.problems import DataError, Problem
-from tuneloop.data.clean import clean_value
 from tuneloop.data.readers import Record, read_records
 
 # Answers look like class labels when there are few distinct short one-line values. Then splits
@@ -31,9 +31,15 @@ class LoadedData:
         return bool(self.examples) and all(e.label is not None for e in self.examples)
 
 
-def load_examples(path: str | Path, fmt: str = "auto", columns: dict[str, str] | None = None,
-                  system_prompt: str | None = None, label: str = "auto", clean: bool = False,
-                  redact_pii: bool = False) -> LoadedData:
+def load_examples(
+    path: str | Path,
+    fmt: str = "auto",
+    columns: dict[str, str] | None = None,
+    system_prompt: str | None = None,
+    label: str = "auto",
+    clean: bool = False,
+    redact_pii: bool = False,
+) -> LoadedData:
     """Never raises for bad data: problems are collected, each naming its file, row and field.
 
     `clean` / `redact_pii` apply `data clean`'s normalisation to the rows in memory first.
@@ -42,8 +48,9 @@ def load_examples(path: str | Path, fmt: str = "auto", columns: dict[str, str] |
     problems = list(read.problems)
     if clean or redact_pii:
         pii = Counter()
-        read.records = [Record(r.file, r.row, clean_value(r.value, redact_pii, set(), pii, normalise=clean))
-                        for r in read.records]
+        read.records = [
+            Record(r.file, r.row, clean_value(r.value, redact_pii, set(), pii, normalise=clean)) for r in read.records
+        ]
     if columns:
         fmt = "columns"
     elif fmt == "auto":
@@ -54,8 +61,11 @@ def load_examples(path: str | Path, fmt: str = "auto", columns: dict[str, str] |
         fmt = detected or "messages"
     elif fmt not in FORMATS:
         raise ValueError(f"unknown data format {fmt!r}; one of {FORMATS}")
-    examples = [e for r in read.records
-                if (e := to_example(r, fmt, problems, columns=columns, system_prompt=system_prompt)) is not None]
+    examples = [
+        e
+        for r in read.records
+        if (e := to_example(r, fmt, problems, columns=columns, system_prompt=system_prompt)) is not None
+    ]
     examples = _with_labels(examples, label, problems)
     problems.sort(key=lambda p: (p.file, p.row or 0))
     return LoadedData(str(path), fmt, examples, len(read.records) + len(read.problems), problems)
@@ -90,5 +100,6 @@ def _with_labels(examples: list[Example], label: str, problems: list[Problem]) -
 
 def looks_categorical(answers: list[str]) -> bool:
     counts = Counter(answers)
-    return (len(counts) <= min(MAX_LABELS, max(2, len(answers) // 5))
-            and all(len(a) <= MAX_LABEL_CHARS and "\n" not in a for a in counts))
+    return len(counts) <= min(MAX_LABELS, max(2, len(answers) // 5)) and all(
+        len(a) <= MAX_LABEL_CHARS and "\n" not in a for a in counts
+    )

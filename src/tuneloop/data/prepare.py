@@ -27,8 +27,14 @@ class PreparedData:
 
 def load_from_config(data: DataConfig) -> LoadedData:
     return load_examples_strict(
-        data.path, fmt=data.format, columns=data.columns.model_dump() if data.columns else None,
-        system_prompt=data.system_prompt, label=data.label, clean=data.clean, redact_pii=data.redact_pii)
+        data.path,
+        fmt=data.format,
+        columns=data.columns.model_dump() if data.columns else None,
+        system_prompt=data.system_prompt,
+        label=data.label,
+        clean=data.clean,
+        redact_pii=data.redact_pii,
+    )
 
 
 def prepare_data(data: DataConfig, tokenizer) -> PreparedData:
@@ -38,20 +44,40 @@ def prepare_data(data: DataConfig, tokenizer) -> PreparedData:
     dedup = None
     dropped: list[dict] = []
     if data.dedup != "none":
-        dedup = find_duplicates([e.text for e in examples], threshold=data.near_duplicate_threshold,
-                                near=data.dedup == "near")
+        dedup = find_duplicates(
+            [e.text for e in examples], threshold=data.near_duplicate_threshold, near=data.dedup == "near"
+        )
         for d in dedup.duplicates:
             e, kept = examples[d.index], examples[d.of]
-            dropped.append({"file": e.file, "row": e.row, "reason": f"{d.kind}_duplicate",
-                            "duplicate_of": {"file": kept.file, "row": kept.row}, "similarity": d.similarity})
+            dropped.append(
+                {
+                    "file": e.file,
+                    "row": e.row,
+                    "reason": f"{d.kind}_duplicate",
+                    "duplicate_of": {"file": kept.file, "row": kept.row},
+                    "similarity": d.similarity,
+                }
+            )
         examples = [examples[i] for i in dedup.keep]
-    splits = split_examples(examples, data.validation_size, data.test_size, seed=data.seed, stratify=data.stratify,
-                            leakage=data.leakage_check, threshold=data.near_duplicate_threshold, file=str(data.path))
+    splits = split_examples(
+        examples,
+        data.validation_size,
+        data.test_size,
+        seed=data.seed,
+        stratify=data.stratify,
+        leakage=data.leakage_check,
+        threshold=data.near_duplicate_threshold,
+        file=str(data.path),
+    )
     dropped += splits.removed
     report = profile(loaded.examples, tokenizer, lengths, dedup, data.max_seq_len)
-    report = {"path": str(data.path), "format": loaded.format, **report,
-              "splits": {name: len(part) for name, part in splits.items()},
-              "dropped": {"duplicates": len(dropped) - len(splits.removed), "leakage": len(splits.removed)}}
+    report = {
+        "path": str(data.path),
+        "format": loaded.format,
+        **report,
+        "splits": {name: len(part) for name, part in splits.items()},
+        "dropped": {"duplicates": len(dropped) - len(splits.removed), "leakage": len(splits.removed)},
+    }
     if loaded.has_labels:
         report["labels_by_split"] = {name: _count(e.label for e in part) for name, part in splits.items()}
     return PreparedData(loaded, lengths, splits, dropped, report)

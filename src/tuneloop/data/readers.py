@@ -47,8 +47,10 @@ def read_records(path: str | Path) -> ReadResult:
         return ReadResult([], [Problem(str(path), None, None, "not_found", "file not found")])
     files = data_files(path)
     if not files:
-        return ReadResult([], [Problem(str(path), None, None, "empty_folder",
-                                       f"no {', '.join(sorted(SUFFIXES))} files in the folder")])
+        return ReadResult(
+            [],
+            [Problem(str(path), None, None, "empty_folder", f"no {', '.join(sorted(SUFFIXES))} files in the folder")],
+        )
     result = ReadResult([], [])
     for file in files:
         part = _read_file(file)
@@ -61,14 +63,25 @@ def _read_file(path: Path) -> ReadResult:
     suffix = path.suffix.lower()
     name = str(path)
     if suffix not in SUFFIXES:
-        return ReadResult([], [Problem(name, None, None, "unknown_file_type",
-                                       f"unsupported file type {suffix or '(none)'}; use one of {sorted(SUFFIXES)}")])
+        return ReadResult(
+            [],
+            [
+                Problem(
+                    name,
+                    None,
+                    None,
+                    "unknown_file_type",
+                    f"unsupported file type {suffix or '(none)'}; use one of {sorted(SUFFIXES)}",
+                )
+            ],
+        )
     if suffix == ".parquet":
         return _read_parquet(path)
     raw = path.read_bytes()
     if b"\x00" in raw[:8192]:
-        return ReadResult([], [Problem(name, None, None, "binary_file",
-                                       f"looks like a binary file, not {suffix[1:].upper()} text")])
+        return ReadResult(
+            [], [Problem(name, None, None, "binary_file", f"looks like a binary file, not {suffix[1:].upper()} text")]
+        )
     if raw.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte-order mark, as Excel writes
         raw = raw[3:]
     if suffix in (".csv", ".tsv"):
@@ -90,14 +103,18 @@ def _read_jsonl(name: str, raw: bytes) -> ReadResult:
         try:
             text = line.decode("utf-8")
         except UnicodeDecodeError as e:
-            result.problems.append(Problem(name, number, None, "encoding_error",
-                                           f"not UTF-8 (byte {e.start}: {line[e.start:e.start + 1]!r})"))
+            result.problems.append(
+                Problem(
+                    name, number, None, "encoding_error", f"not UTF-8 (byte {e.start}: {line[e.start : e.start + 1]!r})"
+                )
+            )
             continue
         try:
             value = json.loads(text)
         except json.JSONDecodeError as e:
-            result.problems.append(Problem(name, number, None, "invalid_json",
-                                           f"not valid JSON: {e.msg} at column {e.colno}"))
+            result.problems.append(
+                Problem(name, number, None, "invalid_json", f"not valid JSON: {e.msg} at column {e.colno}")
+            )
             continue
         _append(result, name, number, value)
     return result
@@ -107,11 +124,13 @@ def _read_json_array(name: str, raw: bytes) -> ReadResult:
     try:
         values = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as e:
-        line = raw[:e.start].count(b"\n") + 1
+        line = raw[: e.start].count(b"\n") + 1
         return ReadResult([], [Problem(name, None, None, "encoding_error", f"not UTF-8 at line {line}")])
     except json.JSONDecodeError as e:
-        return ReadResult([], [Problem(name, None, None, "invalid_json",
-                                       f"not valid JSON: {e.msg} at line {e.lineno} column {e.colno}")])
+        return ReadResult(
+            [],
+            [Problem(name, None, None, "invalid_json", f"not valid JSON: {e.msg} at line {e.lineno} column {e.colno}")],
+        )
     result = ReadResult([], [])
     for number, value in enumerate(values, start=1):
         _append(result, name, number, value)
@@ -144,8 +163,9 @@ def _read_csv(name: str, raw: bytes, delimiter: str) -> ReadResult:
         if not any(c.strip() for c in cells):
             continue
         if len(cells) != len(header):
-            result.problems.append(Problem(name, number, None, "wrong_column_count",
-                                           f"{len(cells)} columns, the header has {len(header)}"))
+            result.problems.append(
+                Problem(name, number, None, "wrong_column_count", f"{len(cells)} columns, the header has {len(header)}")
+            )
             continue
         bad = [h for h, c in zip(header, cells) if _has_surrogates(c)]
         if bad:
@@ -160,7 +180,7 @@ def _read_parquet(path: Path) -> ReadResult:
 
     try:
         table = pq.read_table(path)
-    except Exception as e:  # pyarrow raises several types for a corrupt file; all mean the same here
+    except Exception as e:  # noqa: BLE001 — pyarrow raises several types for a corrupt file; all mean the same
         return ReadResult([], [Problem(str(path), None, None, "invalid_parquet", f"not a readable Parquet file: {e}")])
     result = ReadResult([], [])
     for number, value in enumerate(table.to_pylist(), start=1):
@@ -172,8 +192,9 @@ def _append(result: ReadResult, name: str, number: int, value) -> None:
     if isinstance(value, dict):
         result.records.append(Record(name, number, value))
     else:
-        result.problems.append(Problem(name, number, None, "wrong_type",
-                                       f"expected a JSON object, got {type(value).__name__}"))
+        result.problems.append(
+            Problem(name, number, None, "wrong_type", f"expected a JSON object, got {type(value).__name__}")
+        )
 
 
 def _has_surrogates(text: str) -> bool:
@@ -197,8 +218,9 @@ def write_records(path: str | Path, values: list[dict]) -> Path:
             writer = csv.DictWriter(f, columns, delimiter="\t" if suffix == ".tsv" else ",")
             writer.writeheader()
             for v in values:
-                writer.writerow({k: json.dumps(x, ensure_ascii=False) if isinstance(x, (dict, list)) else x
-                                 for k, x in v.items()})
+                writer.writerow(
+                    {k: json.dumps(x, ensure_ascii=False) if isinstance(x, (dict, list)) else x for k, x in v.items()}
+                )
     elif suffix == ".json":
         tmp.write_text(json.dumps(values, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
     else:

@@ -34,25 +34,41 @@ def split_size(size: float, n: int) -> int:
     return int(size) if size >= 1 else max(1, round(n * size))
 
 
-def split_examples(examples: list[Example], validation: float = 0.1, test: float = 0.15, seed: int = 42,
-                   stratify: bool = True, leakage: str = "near", threshold: float = 0.8,
-                   file: str = "<data>") -> Splits:
+def split_examples(
+    examples: list[Example],
+    validation: float = 0.1,
+    test: float = 0.15,
+    seed: int = 42,
+    stratify: bool = True,
+    leakage: str = "near",
+    threshold: float = 0.8,
+    file: str = "<data>",
+) -> Splits:
     """`leakage`: "near" (exact and near duplicates), "exact", or "none" (no check)."""
     originals = [e for e in examples if not e.augmented]
     augmented = [e for e in examples if e.augmented]
     n = len(originals)
     n_val, n_test = split_size(validation, n), split_size(test, n)
     if n < MIN_EXAMPLES or n - n_val - n_test < 1:
-        raise DataError([Problem(file, None, None, "too_few_rows",
-                                 f"{n} examples cannot give {n_val} validation and {n_test} test rows and still "
-                                 f"leave training data (need at least {MIN_EXAMPLES})")])
+        raise DataError(
+            [
+                Problem(
+                    file,
+                    None,
+                    None,
+                    "too_few_rows",
+                    f"{n} examples cannot give {n_val} validation and {n_test} test rows and still "
+                    f"leave training data (need at least {MIN_EXAMPLES})",
+                )
+            ]
+        )
     rng = random.Random(seed)
     if stratify and all(e.label is not None for e in originals):
         order = _interleave_by_label(originals, rng)
     else:
         order = list(originals)
         rng.shuffle(order)
-    splits = Splits(train=order[n_val + n_test:], validation=order[:n_val], test=order[n_val:n_val + n_test])
+    splits = Splits(train=order[n_val + n_test :], validation=order[:n_val], test=order[n_val : n_val + n_test])
     held_out = {(e.file, e.row): name for name, part in splits.items() if name != "train" for e in part}
     for e in augmented:
         source = (e.file, e.augmented.get("source_row"))
@@ -86,12 +102,18 @@ def _remove_leaks(splits: Splits, near: bool, threshold: float) -> None:
     drop = set()
     for d in overlap:
         split, other = held[d.of]
-        splits.removed.append(_removed(splits.train[d.index], f"{d.kind}_duplicate_of_held_out", split, other.row,
-                                       d.similarity))
+        splits.removed.append(
+            _removed(splits.train[d.index], f"{d.kind}_duplicate_of_held_out", split, other.row, d.similarity)
+        )
         drop.add(d.index)
     splits.train = [e for i, e in enumerate(splits.train) if i not in drop]
 
 
 def _removed(e: Example, reason: str, split: str, row: int, similarity: float) -> dict:
-    return {"file": e.file, "row": e.row, "reason": reason, "duplicate_of": {"split": split, "row": row},
-            "similarity": similarity}
+    return {
+        "file": e.file,
+        "row": e.row,
+        "reason": reason,
+        "duplicate_of": {"split": split, "row": row},
+        "similarity": similarity,
+    }

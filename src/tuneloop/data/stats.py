@@ -24,12 +24,22 @@ def percentiles(values: list[int]) -> dict:
         return {"count": 0}
     ordered = sorted(values)
     pick = lambda q: ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]  # nearest rank  # noqa: E731
-    return {"count": len(values), "mean": round(sum(values) / len(values), 1), "min": ordered[0],
-            **{f"p{q}": pick(q) for q in PERCENTILES}, "max": ordered[-1]}
+    return {
+        "count": len(values),
+        "mean": round(sum(values) / len(values), 1),
+        "min": ordered[0],
+        **{f"p{q}": pick(q) for q in PERCENTILES},
+        "max": ordered[-1],
+    }
 
 
-def profile(examples: list[Example], tokenizer=None, lengths: TokenLengths | None = None,
-            dedup: DedupResult | None = None, max_seq_len: int | None = None) -> dict:
+def profile(
+    examples: list[Example],
+    tokenizer=None,
+    lengths: TokenLengths | None = None,
+    dedup: DedupResult | None = None,
+    max_seq_len: int | None = None,
+) -> dict:
     report: dict = {"rows": len(examples), "augmented_rows": sum(1 for e in examples if e.augmented)}
     warnings: list[dict] = []
     turns = Counter(len(e.messages) for e in examples)
@@ -42,7 +52,8 @@ def profile(examples: list[Example], tokenizer=None, lengths: TokenLengths | Non
     if tokenizer is not None:
         report["tokens_by_role"] = {
             role: percentiles([len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]])
-            for role, texts in by_role.items()}
+            for role, texts in by_role.items()
+        }
     if lengths is not None:
         report["tokens"] = percentiles(lengths.total)
         report["trainable_tokens"] = percentiles(lengths.trainable)
@@ -57,23 +68,40 @@ def profile(examples: list[Example], tokenizer=None, lengths: TokenLengths | Non
         most, least = labels.most_common()[0], labels.most_common()[-1]
         report["imbalance_ratio"] = round(most[1] / least[1], 2)
         if most[1] / least[1] > IMBALANCE_RATIO:
-            warnings.append(_warning("label_imbalance",
-                                     f"'{most[0]}' has {most[1]} rows and '{least[0]}' {least[1]} "
-                                     f"({most[1] / least[1]:.0f}x): accuracy will mislead; read per-class F1, "
-                                     "and consider collecting or augmenting the small classes"))
+            warnings.append(
+                _warning(
+                    "label_imbalance",
+                    f"'{most[0]}' has {most[1]} rows and '{least[0]}' {least[1]} "
+                    f"({most[1] / least[1]:.0f}x): accuracy will mislead; read per-class F1, "
+                    "and consider collecting or augmenting the small classes",
+                )
+            )
         rare = [label for label, n in labels.items() if n < MIN_PER_LABEL]
         if rare:
-            warnings.append(_warning("rare_label", f"{len(rare)} label(s) have fewer than {MIN_PER_LABEL} rows, "
-                                     f"e.g. {rare[:5]}: too few to be in train, validation and test"))
+            warnings.append(
+                _warning(
+                    "rare_label",
+                    f"{len(rare)} label(s) have fewer than {MIN_PER_LABEL} rows, "
+                    f"e.g. {rare[:5]}: too few to be in train, validation and test",
+                )
+            )
     if dedup is not None:
         exact = sum(1 for d in dedup.duplicates if d.kind == "exact")
         near = sum(1 for d in dedup.duplicates if d.kind == "near")
-        report["duplicates"] = {"exact": exact, "near": near,
-                                "rate": round((exact + near) / max(1, len(examples)), 4),
-                                "clusters": len(dedup.clusters)}
+        report["duplicates"] = {
+            "exact": exact,
+            "near": near,
+            "rate": round((exact + near) / max(1, len(examples)), 4),
+            "clusters": len(dedup.clusters),
+        }
         if exact + near:
-            warnings.append(_warning("duplicates", f"{exact} exact and {near} near-duplicate rows "
-                                     f"({100 * (exact + near) / max(1, len(examples)):.1f}%)"))
+            warnings.append(
+                _warning(
+                    "duplicates",
+                    f"{exact} exact and {near} near-duplicate rows "
+                    f"({100 * (exact + near) / max(1, len(examples)):.1f}%)",
+                )
+            )
     report["warnings"] = warnings
     return report
 

@@ -41,16 +41,30 @@ def length_problems(examples: list[Example], lengths: TokenLengths, max_seq_len:
     problems = []
     for e, total, prompt in zip(examples, lengths.total, lengths.prompt):
         if prompt >= max_seq_len:
-            problems.append(Problem(e.file, e.row, "messages", "no_trainable_tokens",
-                                    f"the prompt alone is {prompt} tokens, data.max_seq_len={max_seq_len}: after "
-                                    "truncation no answer token would be left to learn from"))
+            problems.append(
+                Problem(
+                    e.file,
+                    e.row,
+                    "messages",
+                    "no_trainable_tokens",
+                    f"the prompt alone is {prompt} tokens, data.max_seq_len={max_seq_len}: after "
+                    "truncation no answer token would be left to learn from",
+                )
+            )
         elif total > max_seq_len:
-            problems.append(Problem(e.file, e.row, "messages", "too_long",
-                                    f"{total} tokens exceeds data.max_seq_len={max_seq_len}; shorten it or raise "
-                                    "max_seq_len"))
+            problems.append(
+                Problem(
+                    e.file,
+                    e.row,
+                    "messages",
+                    "too_long",
+                    f"{total} tokens exceeds data.max_seq_len={max_seq_len}; shorten it or raise max_seq_len",
+                )
+            )
         elif total - prompt <= 0:
-            problems.append(Problem(e.file, e.row, "messages", "no_trainable_tokens",
-                                    "the answer adds no tokens after the prompt"))
+            problems.append(
+                Problem(e.file, e.row, "messages", "no_trainable_tokens", "the answer adds no tokens after the prompt")
+            )
     return problems
 
 

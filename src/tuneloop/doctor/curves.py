@@ -38,11 +38,25 @@ class Curves:
                 else:
                     out.append((step, value))
         key = metric_key(records)
-        series = lambda name: [(r.get("step", 0), v) for r in records  # noqa: E731
-                               if name in r and (v := _number(r[name])) is not None and math.isfinite(v)]
-        return cls(train, val, grad, bad, val_se=dict(series("eval_loss_se")), metric_key=key,
-                   metric=series(f"eval_{key}") if key else [], metric_se=dict(series(f"eval_{key}_se")) if key else {},
-                   train_metric=series(f"train_{key}") if key else [])
+
+        def series(name):
+            return [
+                (r.get("step", 0), v)
+                for r in records
+                if name in r and (v := _number(r[name])) is not None and math.isfinite(v)
+            ]
+
+        return cls(
+            train,
+            val,
+            grad,
+            bad,
+            val_se=dict(series("eval_loss_se")),
+            metric_key=key,
+            metric=series(f"eval_{key}") if key else [],
+            metric_se=dict(series(f"eval_{key}_se")) if key else {},
+            train_metric=series(f"train_{key}") if key else [],
+        )
 
     @property
     def higher_is_better(self) -> bool:
@@ -67,7 +81,7 @@ def metric_key(records: list[dict]) -> str | None:
     for key in dict.fromkeys(HEADLINE.values()):
         if f"eval_{key}" in keys:
             return key
-    return sorted(keys)[0][len("eval_"):] if keys else None
+    return sorted(keys)[0][len("eval_") :] if keys else None
 
 
 def _number(value) -> float | None:
@@ -82,5 +96,7 @@ def _number(value) -> float | None:
 def smooth(points: list[tuple[int, float]], window: int = 3) -> list[float]:
     """Trailing mean: one noisy logging point should not decide a verdict."""
     values = [v for _, v in points]
-    return [sum(values[max(0, i - window + 1):i + 1]) / len(values[max(0, i - window + 1):i + 1])
-            for i in range(len(values))]
+    return [
+        sum(values[max(0, i - window + 1) : i + 1]) / len(values[max(0, i - window + 1) : i + 1])
+        for i in range(len(values))
+    ]

@@ -30,6 +30,12 @@ class LiveDoctor(TrainerCallback):
         confidence = max((f.confidence for f in diagnosis.findings if f.kind == diagnosis.verdict), default=0.0)
         if self.stop and needed is not None and confidence >= needed and args.world_size == 1:
             finding = next(f for f in diagnosis.findings if f.kind == diagnosis.verdict)
-            self.run.update_info(doctor_stopped={"step": state.global_step, "verdict": diagnosis.verdict,
-                                                 "confidence": confidence, "message": finding.message})
+            self.run.update_info(
+                doctor_stopped={
+                    "step": state.global_step,
+                    "verdict": diagnosis.verdict,
+                    "confidence": confidence,
+                    "message": finding.message,
+                }
+            )
             control.should_training_stop = True

@@ -42,7 +42,10 @@ def estimated_minutes(train_seconds: float | None, config: dict | None, changes:
     time scales with the epochs, and LoRA dropout's masks add DROPOUT_STEP_COST per step."""
     if not train_seconds or not config:
         return None
-    epochs_now, epochs_next = get_key(config, "train.epochs"), changes.get("train.epochs", get_key(config, "train.epochs"))
+    epochs_now, epochs_next = (
+        get_key(config, "train.epochs"),
+        changes.get("train.epochs", get_key(config, "train.epochs")),
+    )
     factor = epochs_next / epochs_now if isinstance(epochs_now, (int, float)) and epochs_now > 0 else 1.0
     dropout_now = get_key(config, "lora.dropout") or 0
     dropout_next = changes.get("lora.dropout", dropout_now) or 0
@@ -63,8 +66,14 @@ class Recommendation:
     minutes: float | None = None  # estimated training minutes of a run with this change (None: unknown)
 
     def to_dict(self) -> dict:  # "from" is a Python keyword, hence the field's trailing underscore
-        return {"param": self.param, "from": self.from_, "to": self.to, "why": self.why, "applied": self.applied,
-                "minutes": self.minutes}
+        return {
+            "param": self.param,
+            "from": self.from_,
+            "to": self.to,
+            "why": self.why,
+            "applied": self.applied,
+            "minutes": self.minutes,
+        }
 
 
 def recommend(diagnosis: Diagnosis, config: dict | None) -> Diagnosis:
@@ -78,8 +87,12 @@ def recommend(diagnosis: Diagnosis, config: dict | None) -> Diagnosis:
         "healthy": _healthy,
     }[diagnosis.verdict](diagnosis, get)
     seconds = diagnosis.summary.get("train_seconds")
-    changes = [replace(r, minutes=estimated_minutes(seconds, config, {r.param: r.to}))
-               if r.param.split(".")[0] in ("train", "lora") and not isinstance(r.to, str) else r for r in changes]
+    changes = [
+        replace(r, minutes=estimated_minutes(seconds, config, {r.param: r.to}))
+        if r.param.split(".")[0] in ("train", "lora") and not isinstance(r.to, str)
+        else r
+        for r in changes
+    ]
     diagnosis.recommendations = changes
     if config is not None:
         next_config = copy.deepcopy(config)
@@ -118,85 +131,185 @@ def _overfitting(d: Diagnosis, get) -> list[Recommendation]:
     patience = get("train.early_stopping_patience")
     out = []
     if not patience:
-        out.append(Recommendation("train.early_stopping_patience", patience, 2,
-                                  "stop when validation loss stops improving and keep the best checkpoint: the "
-                                  "epochs past it only memorise the training set", applied=patience is not None))
-    out.append(Recommendation("train.learning_rate", get("train.learning_rate"),
-                              _scale(get("train.learning_rate"), 0.5, "x0.5"),
-                              ("" if patience else "alternative: ")
-                              + "smaller steps fit the training set more slowly and generalise better",
-                              applied=bool(patience) and get("train.learning_rate") is not None))
+        out.append(
+            Recommendation(
+                "train.early_stopping_patience",
+                patience,
+                2,
+                "stop when validation loss stops improving and keep the best checkpoint: the "
+                "epochs past it only memorise the training set",
+                applied=patience is not None,
+            )
+        )
+    out.append(
+        Recommendation(
+            "train.learning_rate",
+            get("train.learning_rate"),
+            _scale(get("train.learning_rate"), 0.5, "x0.5"),
+            ("" if patience else "alternative: ")
+            + "smaller steps fit the training set more slowly and generalise better",
+            applied=bool(patience) and get("train.learning_rate") is not None,
+        )
+    )
     if (get("train.weight_decay") or 0) < 0.01:
-        out.append(Recommendation("train.weight_decay", get("train.weight_decay"), 0.05,
-                                  "weight decay (0.01-0.1) keeps the weights small, a classic regulariser",
-                                  applied=get("train.weight_decay") is not None))
+        out.append(
+            Recommendation(
+                "train.weight_decay",
+                get("train.weight_decay"),
+                0.05,
+                "weight decay (0.01-0.1) keeps the weights small, a classic regulariser",
+                applied=get("train.weight_decay") is not None,
+            )
+        )
     if get("train.method") != "full" and (get("lora.dropout") or 0) < 0.1:
-        out.append(Recommendation("lora.dropout", get("lora.dropout"), 0.1,
-                                  "dropout on the adapter's input makes it rely less on any one feature",
-                                  applied=get("lora.dropout") is not None))
+        out.append(
+            Recommendation(
+                "lora.dropout",
+                get("lora.dropout"),
+                0.1,
+                "dropout on the adapter's input makes it rely less on any one feature",
+                applied=get("lora.dropout") is not None,
+            )
+        )
     if best_epoch:
-        out.append(Recommendation("train.epochs", epochs, max(1, math.ceil(best_epoch)),
-                                  f"alternative: validation loss was lowest around epoch {best_epoch:g}; fewer "
-                                  "epochs save time, though a shorter schedule also lowers the learning rate sooner",
-                                  applied=False))
-    out.append(Recommendation("train.gradient_accumulation", get("train.gradient_accumulation"),
-                              _scale(get("train.gradient_accumulation"), 2, "x2"),
-                              "alternative: a larger effective batch averages out noise the model would memorise",
-                              applied=False))
+        out.append(
+            Recommendation(
+                "train.epochs",
+                epochs,
+                max(1, math.ceil(best_epoch)),
+                f"alternative: validation loss was lowest around epoch {best_epoch:g}; fewer "
+                "epochs save time, though a shorter schedule also lowers the learning rate sooner",
+                applied=False,
+            )
+        )
+    out.append(
+        Recommendation(
+            "train.gradient_accumulation",
+            get("train.gradient_accumulation"),
+            _scale(get("train.gradient_accumulation"), 2, "x2"),
+            "alternative: a larger effective batch averages out noise the model would memorise",
+            applied=False,
+        )
+    )
     if get("train.method") != "full":
-        out.append(Recommendation("serve.adapter_scale", 1.0, 0.5, "without retraining: serve this adapter at "
-                                  "half strength (alpha x 0.5) to soften it", applied=False))
-    out.append(Recommendation("data", None, "more, more diverse examples",
-                              "more varied data is the most reliable cure for memorisation", applied=False))
+        out.append(
+            Recommendation(
+                "serve.adapter_scale",
+                1.0,
+                0.5,
+                "without retraining: serve this adapter at half strength (alpha x 0.5) to soften it",
+                applied=False,
+            )
+        )
+    out.append(
+        Recommendation(
+            "data",
+            None,
+            "more, more diverse examples",
+            "more varied data is the most reliable cure for memorisation",
+            applied=False,
+        )
+    )
     return out
 
 
 def _underfitting(d: Diagnosis, get) -> list[Recommendation]:
     out = []
     epochs = get("train.epochs")
-    out.append(Recommendation("train.epochs", epochs, _round(min(MAX_EPOCHS, epochs * 2)) if epochs else "x2",
-                              "the loss had not come down: the model needs more passes over the data"))
+    out.append(
+        Recommendation(
+            "train.epochs",
+            epochs,
+            _round(min(MAX_EPOCHS, epochs * 2)) if epochs else "x2",
+            "the loss had not come down: the model needs more passes over the data",
+        )
+    )
     lr = get("train.learning_rate")
     method = "full" if get("train.method") == "full" else "lora"
     low, high = LR_RANGE[method]
     if lr is None or lr < high:
         to = _round(min(high, lr * 2 if lr >= low else max(lr * 2, LR_USUAL[method]))) if lr else "x2"
-        out.append(Recommendation("train.learning_rate", lr, to,
-                                  "a short run needs larger steps to move the weights far enough"
-                                  + (f" (below the guides' range, {low:g}-{high:g}: to their usual {LR_USUAL[method]:g})"
-                                     if lr is not None and lr < low else ""),
-                                  applied=lr is not None))
+        out.append(
+            Recommendation(
+                "train.learning_rate",
+                lr,
+                to,
+                "a short run needs larger steps to move the weights far enough"
+                + (
+                    f" (below the guides' range, {low:g}-{high:g}: to their usual {LR_USUAL[method]:g})"
+                    if lr is not None and lr < low
+                    else ""
+                ),
+                applied=lr is not None,
+            )
+        )
     if get("train.method") != "full":
         r = get("lora.r")
         new_r = min(MAX_RANK, max(MIN_UNDERFIT_RANK, r * 2)) if r else "x2"
-        out.append(Recommendation("lora.r", r, new_r, "a higher-rank adapter can express more of the task "
-                                  "(rank 4-64)"))
+        out.append(Recommendation("lora.r", r, new_r, "a higher-rank adapter can express more of the task (rank 4-64)"))
         alpha = get("lora.alpha")
-        out.append(Recommendation("lora.alpha", alpha, 2 * new_r if isinstance(new_r, int) else "x2",
-                                  "keep alpha at least the rank so the adapter's update is not scaled down"))
+        out.append(
+            Recommendation(
+                "lora.alpha",
+                alpha,
+                2 * new_r if isinstance(new_r, int) else "x2",
+                "keep alpha at least the rank so the adapter's update is not scaled down",
+            )
+        )
     accumulation = get("train.gradient_accumulation")
     if accumulation is None or accumulation > 1:
-        out.append(Recommendation("train.gradient_accumulation", accumulation,
-                                  max(1, accumulation // 2) if accumulation else "x0.5",
-                                  "a smaller effective batch gives more optimizer steps per epoch"))
-    out.append(Recommendation("data", None, "more in-domain examples",
-                              "the model may not have seen enough of the task to pick it up", applied=False))
+        out.append(
+            Recommendation(
+                "train.gradient_accumulation",
+                accumulation,
+                max(1, accumulation // 2) if accumulation else "x0.5",
+                "a smaller effective batch gives more optimizer steps per epoch",
+            )
+        )
+    out.append(
+        Recommendation(
+            "data",
+            None,
+            "more in-domain examples",
+            "the model may not have seen enough of the task to pick it up",
+            applied=False,
+        )
+    )
     return out
 
 
 def _diverging(d: Diagnosis, get) -> list[Recommendation]:
     lr = get("train.learning_rate")
     high = LR_RANGE["full" if get("train.method") == "full" else "lora"][1]
-    out = [Recommendation("train.learning_rate", lr, _round(min(lr * 0.3, high)) if lr else "x0.3",
-                          "a learning rate this high overshoots: the loss climbs or explodes instead of falling",
-                          applied=lr is not None)]
+    out = [
+        Recommendation(
+            "train.learning_rate",
+            lr,
+            _round(min(lr * 0.3, high)) if lr else "x0.3",
+            "a learning rate this high overshoots: the loss climbs or explodes instead of falling",
+            applied=lr is not None,
+        )
+    ]
     if (get("train.warmup_ratio") or 0) < 0.1 and get("train.warmup_steps") is None:
-        out.append(Recommendation("train.warmup_ratio", get("train.warmup_ratio"), 0.1,
-                                  "a gradual warm-up avoids large early updates while the adapter is random",
-                                  applied=get("train.warmup_ratio") is not None))
+        out.append(
+            Recommendation(
+                "train.warmup_ratio",
+                get("train.warmup_ratio"),
+                0.1,
+                "a gradual warm-up avoids large early updates while the adapter is random",
+                applied=get("train.warmup_ratio") is not None,
+            )
+        )
     clip = get("train.max_grad_norm")
-    out.append(Recommendation("train.max_grad_norm", clip, _round(min(clip * 0.5, 1.0)) if clip else "x0.5",
-                              "tighter gradient clipping caps the size of any single update", applied=clip is not None))
+    out.append(
+        Recommendation(
+            "train.max_grad_norm",
+            clip,
+            _round(min(clip * 0.5, 1.0)) if clip else "x0.5",
+            "tighter gradient clipping caps the size of any single update",
+            applied=clip is not None,
+        )
+    )
     return out
 
 
@@ -209,43 +322,88 @@ def _healthy(d: Diagnosis, get) -> list[Recommendation]:
     headroom = next((f for f in d.findings if f.kind == "still_improving"), None)
     if headroom:
         what = "validation " + (headroom.evidence["metric"] if headroom.evidence.get("by") == "metric" else "loss")
-        out.append(Recommendation("train.epochs", epochs, _round(min(MAX_EPOCHS, epochs * 2)) if epochs else "x2",
-                                  f"could improve: {what} was still improving when training ended; twice the epochs "
-                                  "continue the climb (the best checkpoint is kept if it turns)",
-                                  applied=epochs is not None))
+        out.append(
+            Recommendation(
+                "train.epochs",
+                epochs,
+                _round(min(MAX_EPOCHS, epochs * 2)) if epochs else "x2",
+                f"could improve: {what} was still improving when training ended; twice the epochs "
+                "continue the climb (the best checkpoint is kept if it turns)",
+                applied=epochs is not None,
+            )
+        )
     if method != "full":
         r, alpha = get("lora.r"), get("lora.alpha")
         new_r = min(MAX_RANK, r * 2) if r else "x2"
         if r is None or r < MAX_RANK:
             main = not headroom and r is not None
-            out.append(Recommendation("lora.r", r, new_r, ("could improve: " if main else "alternative: ")
-                                      + "a higher-rank adapter can express more of the task", applied=main))
-            out.append(Recommendation("lora.alpha", alpha, 2 * new_r if isinstance(new_r, int) else "x2",
-                                      "keep alpha at 2 x rank so the larger adapter's update keeps its scale",
-                                      applied=main and alpha is not None))
+            out.append(
+                Recommendation(
+                    "lora.r",
+                    r,
+                    new_r,
+                    ("could improve: " if main else "alternative: ")
+                    + "a higher-rank adapter can express more of the task",
+                    applied=main,
+                )
+            )
+            out.append(
+                Recommendation(
+                    "lora.alpha",
+                    alpha,
+                    2 * new_r if isinstance(new_r, int) else "x2",
+                    "keep alpha at 2 x rank so the larger adapter's update keeps its scale",
+                    applied=main and alpha is not None,
+                )
+            )
     low, high = LR_RANGE["full" if method == "full" else "lora"]
     if lr is not None and lr < high:
-        out.append(Recommendation("train.learning_rate", lr, _round(min(high, lr * 2)),
-                                  "alternative: larger steps reach a better point in the same number of epochs",
-                                  applied=False))
+        out.append(
+            Recommendation(
+                "train.learning_rate",
+                lr,
+                _round(min(high, lr * 2)),
+                "alternative: larger steps reach a better point in the same number of epochs",
+                applied=False,
+            )
+        )
     if not headroom:
-        out.append(Recommendation("train.epochs", epochs, _round(min(MAX_EPOCHS, epochs * 1.5)) if epochs else "x1.5",
-                                  "alternative: longer training, with the best checkpoint kept", applied=False))
+        out.append(
+            Recommendation(
+                "train.epochs",
+                epochs,
+                _round(min(MAX_EPOCHS, epochs * 1.5)) if epochs else "x1.5",
+                "alternative: longer training, with the best checkpoint kept",
+                applied=False,
+            )
+        )
     if lr is not None and lr > low:
-        out.append(Recommendation("train.learning_rate", lr, _round(max(low, lr * 0.5)),
-                                  "alternative: smaller steps settle into a finer minimum", applied=False))
+        out.append(
+            Recommendation(
+                "train.learning_rate",
+                lr,
+                _round(max(low, lr * 0.5)),
+                "alternative: smaller steps settle into a finer minimum",
+                applied=False,
+            )
+        )
     return out
 
 
 def _undertrained(d: Diagnosis, get) -> list[Recommendation]:
     epochs = get("train.epochs")
-    return [Recommendation("train.epochs", epochs, _round(min(MAX_EPOCHS, epochs * 1.5)) if epochs else "x1.5",
-                           "validation loss was still falling steeply when training stopped: train for longer",
-                           applied=epochs is not None)]
+    return [
+        Recommendation(
+            "train.epochs",
+            epochs,
+            _round(min(MAX_EPOCHS, epochs * 1.5)) if epochs else "x1.5",
+            "validation loss was still falling steeply when training stopped: train for longer",
+            applied=epochs is not None,
+        )
+    ]
 
 
 def _round(value):
     if isinstance(value, float):
         return float(f"{value:.3g}")
     return value
-

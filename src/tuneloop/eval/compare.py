@@ -15,8 +15,16 @@ from tuneloop.eval.metrics import aggregate
 TIE = 1e-9
 
 
-def compare_outputs(metric: str, references: list[str], a: dict, b: dict, *, resamples: int = 1000,
-                    seed: int = 0, confidence: float = 0.95) -> dict:
+def compare_outputs(
+    metric: str,
+    references: list[str],
+    a: dict,
+    b: dict,
+    *,
+    resamples: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> dict:
     """`a`, `b`: {"outputs": [...], "per_example": [...]} on the same references, in the same order."""
     n = len(references)
     if not (len(a["outputs"]) == len(b["outputs"]) == n):
@@ -28,19 +36,26 @@ def compare_outputs(metric: str, references: list[str], a: dict, b: dict, *, res
     diffs = {k: [] for k in keys}
     for _ in range(resamples if n > 1 else 0):
         idx = rng.integers(0, n, n)
-        sub = lambda side: aggregate(metric, [side["per_example"][i] for i in idx],  # noqa: E731
-                                     [side["outputs"][i] for i in idx], [references[i] for i in idx])
-        ma, mb = sub(a), sub(b)
+        ma, mb = (
+            aggregate(
+                metric, [s["per_example"][i] for i in idx], [s["outputs"][i] for i in idx], [references[i] for i in idx]
+            )
+            for s in (a, b)
+        )
         for k in keys:
             diffs[k].append(mb[k] - ma[k])
     tail = (1 - confidence) / 2
     rows = {}
     for k in keys:
         d = np.array(diffs[k])
-        rows[k] = {"a": metrics_a[k], "b": metrics_b[k], "difference": metrics_b[k] - metrics_a[k],
-                   "ci": [float(np.quantile(d, tail)), float(np.quantile(d, 1 - tail))] if len(d) else None,
-                   # two-sided: how often the resampled difference lands on the other side of zero
-                   "p_value": float(min(1.0, 2 * min((d <= 0).mean(), (d >= 0).mean()))) if len(d) else None}
+        rows[k] = {
+            "a": metrics_a[k],
+            "b": metrics_b[k],
+            "difference": metrics_b[k] - metrics_a[k],
+            "ci": [float(np.quantile(d, tail)), float(np.quantile(d, 1 - tail))] if len(d) else None,
+            # two-sided: how often the resampled difference lands on the other side of zero
+            "p_value": float(min(1.0, 2 * min((d <= 0).mean(), (d >= 0).mean()))) if len(d) else None,
+        }
     scores_a = [e.get("score") for e in a["per_example"]]
     scores_b = [e.get("score") for e in b["per_example"]]
     per_example = None not in scores_a + scores_b and n > 0

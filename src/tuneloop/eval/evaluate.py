@@ -6,9 +6,9 @@ import math
 
 from tuneloop.config import EvalConfig
 from tuneloop.data import Example
-from tuneloop.models.generate import generate_answers
 from tuneloop.eval.loss import answer_loss
 from tuneloop.eval.metrics import choose_metric, confusion, score
+from tuneloop.models.generate import generate_answers
 from tuneloop.models.precision import Precision
 
 
@@ -44,8 +44,15 @@ def metric_for(examples: list[Example], config: EvalConfig) -> str:
     return choose_metric([e.answer for e in examples], config.metric, labelled=labelled)
 
 
-def generate_and_score(model, tokenizer, examples: list[Example], config: EvalConfig, precision: Precision,
-                       metric: str | None = None, on_batch=None) -> dict:
+def generate_and_score(
+    model,
+    tokenizer,
+    examples: list[Example],
+    config: EvalConfig,
+    precision: Precision,
+    metric: str | None = None,
+    on_batch=None,
+) -> dict:
     """Answers for the generation set and their scores: {metric, metrics, outputs, per_example}."""
     gen_set = generation_set(examples, config)
     if not gen_set:
@@ -55,9 +62,18 @@ def generate_and_score(model, tokenizer, examples: list[Example], config: EvalCo
     if max_new_tokens == "auto":  # a config that was not resolved by a run: bound by these references
         max_new_tokens = answer_token_budget(tokenizer, [e.answer for e in gen_set])
     outputs = generate_answers(
-        model, tokenizer, [e.prompt for e in gen_set], max_new_tokens=max_new_tokens,
-        batch_size=config.batch_size, autocast_dtype=precision.autocast_dtype, on_batch=on_batch,
-        sample=config.sample, temperature=config.temperature, top_p=config.top_p, seed=config.seed)
+        model,
+        tokenizer,
+        [e.prompt for e in gen_set],
+        max_new_tokens=max_new_tokens,
+        batch_size=config.batch_size,
+        autocast_dtype=precision.autocast_dtype,
+        on_batch=on_batch,
+        sample=config.sample,
+        temperature=config.temperature,
+        top_p=config.top_p,
+        seed=config.seed,
+    )
     metrics, per = score(metric, outputs, [e.answer for e in gen_set])
     out = {"metric": metric, "metrics": metrics, "outputs": outputs, "per_example": per}
     if metric == "classification":
@@ -65,9 +81,12 @@ def generate_and_score(model, tokenizer, examples: list[Example], config: EvalCo
     return out
 
 
-def evaluate_model(model, tokenizer, examples: list[Example], config: EvalConfig, precision: Precision,
-                   on_batch=None) -> dict:
+def evaluate_model(
+    model, tokenizer, examples: list[Example], config: EvalConfig, precision: Precision, on_batch=None
+) -> dict:
     """Loss and perplexity on every example, plus the task metric on the generation set."""
-    loss = answer_loss(model, tokenizer, examples, batch_size=config.batch_size, autocast_dtype=precision.autocast_dtype)
+    loss = answer_loss(
+        model, tokenizer, examples, batch_size=config.batch_size, autocast_dtype=precision.autocast_dtype
+    )
     scored = generate_and_score(model, tokenizer, examples, config, precision, on_batch=on_batch)
     return {**scored, "metrics": {**loss, **scored["metrics"]}, "n": len(examples)}

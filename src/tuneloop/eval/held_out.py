@@ -13,8 +13,14 @@ from tuneloop.config import EvalConfig, RunConfig
 from tuneloop.data import Example
 from tuneloop.data.prepare import load_from_config
 from tuneloop.eval.compare import compare_outputs
-from tuneloop.eval.evaluate import (evaluate_model, example_record, generate_and_score, generation_set, metric_for,
-                                    side_record)
+from tuneloop.eval.evaluate import (
+    evaluate_model,
+    example_record,
+    generate_and_score,
+    generation_set,
+    metric_for,
+    side_record,
+)
 from tuneloop.runs import RunDir
 from tuneloop.runs.sides import load_side
 
@@ -58,11 +64,22 @@ class Comparison:
         return {"a": self.a, "b": self.b, "data": self.data, **self.result, "examples": self.examples}
 
 
-def eval_settings(config: RunConfig, metric: str | None = None, max_examples: int | None = None,
-                  sample: bool = False, temperature: float | None = None, seed: int | None = None) -> EvalConfig:
+def eval_settings(
+    config: RunConfig,
+    metric: str | None = None,
+    max_examples: int | None = None,
+    sample: bool = False,
+    temperature: float | None = None,
+    seed: int | None = None,
+) -> EvalConfig:
     """The run's eval settings with the given ones changed (None: keep the run's)."""
-    changes = {"metric": metric, "max_examples": max_examples, "sample": sample or None, "temperature": temperature,
-               "seed": seed}
+    changes = {
+        "metric": metric,
+        "max_examples": max_examples,
+        "sample": sample or None,
+        "temperature": temperature,
+        "seed": seed,
+    }
     return config.eval.model_copy(update={k: v for k, v in changes.items() if v is not None})
 
 
@@ -73,8 +90,7 @@ def held_out_examples(run: RunDir, config: RunConfig, data: Path | None) -> tupl
     return run.read_split("test"), "test"
 
 
-def evaluate_run(run_path: str | Path, data: str | Path | None = None, *, status=_no_status,
-                 **settings) -> Evaluation:
+def evaluate_run(run_path: str | Path, data: str | Path | None = None, *, status=_no_status, **settings) -> Evaluation:
     """A finished run on its test split or on `data`; `settings`: eval_settings' keywords."""
     run = RunDir(Path(run_path))
     config = run.config()
@@ -85,17 +101,33 @@ def evaluate_run(run_path: str | Path, data: str | Path | None = None, *, status
         result = evaluate_model(side.model, side.tokenizer, examples, eval_config, side.precision)
     gen_set = generation_set(examples, eval_config)
     evaluation = Evaluation(
-        run=side.name, data=str(data) if data else "test split", n=len(examples), metric=result["metric"],
-        metrics=result["metrics"], eval_config=eval_config.model_dump(), confusion=result.get("confusion"),
+        run=side.name,
+        data=str(data) if data else "test split",
+        n=len(examples),
+        metric=result["metric"],
+        metrics=result["metrics"],
+        eval_config=eval_config.model_dump(),
+        confusion=result.get("confusion"),
         examples=[{**example_record(e), **side_record(result, i)} for i, e in enumerate(gen_set)],
-        path=run.eval_record_file(name))
+        path=run.eval_record_file(name),
+    )
     run.write_json(evaluation.path, evaluation.to_dict())
     return evaluation
 
 
-def compare_runs(a: str, b: str, data: str | Path | None = None, *, metric: str | None = None,
-                 max_examples: int | None = None, resamples: int = 1000, judge: str | None = None,
-                 judge_model: str | None = None, rubric: str | None = None, status=_no_status) -> Comparison:
+def compare_runs(
+    a: str,
+    b: str,
+    data: str | Path | None = None,
+    *,
+    metric: str | None = None,
+    max_examples: int | None = None,
+    resamples: int = 1000,
+    judge: str | None = None,
+    judge_model: str | None = None,
+    rubric: str | None = None,
+    status=_no_status,
+) -> Comparison:
     """A/B of `a` and `b` (each `base` or a run directory) on one set: the first run's test split,
     or `data`. Models are loaded one at a time. `judge`: also let a model or an OpenAI-compatible
     endpoint pick the better answer of each pair, in both orders."""
@@ -108,8 +140,10 @@ def compare_runs(a: str, b: str, data: str | Path | None = None, *, metric: str 
     if data is None and len(runs) == 2:
         other = runs[1].read_split("test")
         if [e.messages for e in other] != [e.messages for e in examples]:
-            raise ValueError(f"{runs[0].path} and {runs[1].path} have different test splits; pass --data FILE to "
-                             "compare them on one set")
+            raise ValueError(
+                f"{runs[0].path} and {runs[1].path} have different test splits; pass --data FILE to "
+                "compare them on one set"
+            )
     gen_set = generation_set(examples, eval_config)
     if not gen_set:
         raise ValueError("plain-text data has no prompts to answer; compare runs with `tuneloop eval` loss")
@@ -118,8 +152,9 @@ def compare_runs(a: str, b: str, data: str | Path | None = None, *, metric: str 
     for spec in (a, b):
         side = load_side(spec, config)
         with status(f"generating with {side.name} on {len(gen_set)} examples"):
-            scored.append(generate_and_score(side.model, side.tokenizer, gen_set, eval_config, side.precision,
-                                             metric=chosen))
+            scored.append(
+                generate_and_score(side.model, side.tokenizer, gen_set, eval_config, side.precision, metric=chosen)
+            )
         names.append(side.name)
         del side
         gc.collect()  # one model in memory at a time
@@ -130,14 +165,26 @@ def compare_runs(a: str, b: str, data: str | Path | None = None, *, metric: str 
 
         try:
             with status(f"judging {len(gen_set)} pairs in both orders"):
-                result["judge"] = judge_pairs(make_judge(judge, judge_model), [e.prompt[-1]["content"] for e in gen_set],
-                                              scored[0]["outputs"], scored[1]["outputs"], rubric or RUBRIC)
-        except Exception as e:  # noqa: BLE001 — a model that will not load or an endpoint that will not answer
+                result["judge"] = judge_pairs(
+                    make_judge(judge, judge_model),
+                    [e.prompt[-1]["content"] for e in gen_set],
+                    scored[0]["outputs"],
+                    scored[1]["outputs"],
+                    rubric or RUBRIC,
+                )
+        except Exception as e:
             raise ValueError(f"judge {judge}: {e}") from e
     comparison = Comparison(
-        a=names[0], b=names[1], data=str(data) if data else "test split", metric=chosen, result=result,
-        examples=[{**example_record(e), "a": side_record(scored[0], i), "b": side_record(scored[1], i)}
-                  for i, e in enumerate(gen_set)],
-        path=runs[-1].comparison_file(names[0], names[1], name))
+        a=names[0],
+        b=names[1],
+        data=str(data) if data else "test split",
+        metric=chosen,
+        result=result,
+        examples=[
+            {**example_record(e), "a": side_record(scored[0], i), "b": side_record(scored[1], i)}
+            for i, e in enumerate(gen_set)
+        ],
+        path=runs[-1].comparison_file(names[0], names[1], name),
+    )
     runs[-1].write_json(comparison.path, comparison.to_dict())
     return comparison

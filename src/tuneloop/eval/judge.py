@@ -15,15 +15,22 @@ from __future__ import annotations
 
 import torch
 
-RUBRIC = ("Judge which answer better fulfils the user's request: correct, complete, following the "
-          "requested format, and no longer than needed.")
+RUBRIC = (
+    "Judge which answer better fulfils the user's request: correct, complete, following the "
+    "requested format, and no longer than needed."
+)
 TIE_BAND = 0.1  # |p - 0.5| below this is a tie
 
 
 def judge_prompt(rubric: str, prompt: str, first: str, second: str) -> list[dict]:
-    return [{"role": "system", "content": "You are a strict, impartial judge of answers."},
-            {"role": "user", "content": f"{rubric}\n\n[Request]\n{prompt}\n\n[Answer 1]\n{first}\n\n"
-                                        f"[Answer 2]\n{second}\n\nWhich answer is better? Reply with 1 or 2 only."}]
+    return [
+        {"role": "system", "content": "You are a strict, impartial judge of answers."},
+        {
+            "role": "user",
+            "content": f"{rubric}\n\n[Request]\n{prompt}\n\n[Answer 1]\n{first}\n\n"
+            f"[Answer 2]\n{second}\n\nWhich answer is better? Reply with 1 or 2 only.",
+        },
+    ]
 
 
 class LocalJudge:
@@ -34,14 +41,16 @@ class LocalJudge:
         self.name = spec
         self.tokenizer = load_tokenizer(folder)
         self.precision = choose_precision("auto", "cpu" if not torch.cuda.is_available() else "cuda")
-        self.model = load_model(folder, self.precision, "cuda" if torch.cuda.is_available() else "cpu",
-                                inference=True).eval()
+        self.model = load_model(
+            folder, self.precision, "cuda" if torch.cuda.is_available() else "cpu", inference=True
+        ).eval()
         self.choices = [self.tokenizer.encode(c, add_special_tokens=False)[0] for c in ("1", "2")]
 
     @torch.inference_mode()
     def first_is_better(self, messages: list[dict]) -> float:
-        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
-                                                 return_dict=True)
+        ids = self.tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )
         device = next(self.model.parameters()).device
         logits = self.model(**{k: v.to(device) for k, v in ids.items()}).logits[0, -1, self.choices].float()
         return float(torch.softmax(logits, dim=0)[0])
@@ -73,10 +82,22 @@ def judge_pairs(judge, prompts: list[str], a: list[str], b: list[str], rubric: s
         b_first = judge.first_is_better(judge_prompt(rubric, prompt, answer_b, answer_a))
         p_a = (a_first + (1 - b_first)) / 2
         winner = "a" if p_a > 0.5 + TIE_BAND else "b" if p_a < 0.5 - TIE_BAND else "tie"
-        pairs.append({"p_a": p_a, "a_first": a_first, "b_first": b_first, "winner": winner,
-                      "consistent": (a_first > 0.5) == (b_first < 0.5) and a_first != 0.5})
+        pairs.append(
+            {
+                "p_a": p_a,
+                "a_first": a_first,
+                "b_first": b_first,
+                "winner": winner,
+                "consistent": (a_first > 0.5) == (b_first < 0.5) and a_first != 0.5,
+            }
+        )
     n = max(1, len(pairs))
-    return {"judge": judge.name, "rubric": rubric, "pairs": pairs,
-            "b_wins": sum(p["winner"] == "b" for p in pairs), "ties": sum(p["winner"] == "tie" for p in pairs),
-            "a_wins": sum(p["winner"] == "a" for p in pairs),
-            "position_consistency": sum(p["consistent"] for p in pairs) / n}
+    return {
+        "judge": judge.name,
+        "rubric": rubric,
+        "pairs": pairs,
+        "b_wins": sum(p["winner"] == "b" for p in pairs),
+        "ties": sum(p["winner"] == "tie" for p in pairs),
+        "a_wins": sum(p["winner"] == "a" for p in pairs),
+        "position_consistency": sum(p["consistent"] for p in pairs) / n,
+    }

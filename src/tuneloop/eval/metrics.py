@@ -89,8 +89,13 @@ def per_example(metric: str, predictions: list[str], references: list[str]) -> l
     if metric == "exact_match":
         return [_binary(p.strip() == r.strip()) for p, r in pairs]
     if metric == "final_number":
-        return [{**_binary(final_number(p) is not None and final_number(p) == final_number(r)),
-                 "predicted_number": final_number(p)} for p, r in pairs]
+        return [
+            {
+                **_binary(final_number(p) is not None and final_number(p) == final_number(r)),
+                "predicted_number": final_number(p),
+            }
+            for p, r in pairs
+        ]
     if metric == "classification":
         return [{**_binary(p.strip() == r.strip()), "label": r.strip(), "predicted": p.strip()} for p, r in pairs]
     if metric == "generation":
@@ -101,9 +106,15 @@ def per_example(metric: str, predictions: list[str], references: list[str]) -> l
         out = []
         for p, r in pairs:
             rouge = scorer.score(r, p)  # (target, prediction)
-            out.append({"rouge1": rouge["rouge1"].fmeasure, "rouge2": rouge["rouge2"].fmeasure,
-                        "rougeL": rouge["rougeL"].fmeasure, "chrf": sentence_chrf(p, [r]).score / 100,
-                        "score": rouge["rougeL"].fmeasure})
+            out.append(
+                {
+                    "rouge1": rouge["rouge1"].fmeasure,
+                    "rouge2": rouge["rouge2"].fmeasure,
+                    "rougeL": rouge["rougeL"].fmeasure,
+                    "chrf": sentence_chrf(p, [r]).score / 100,
+                    "score": rouge["rougeL"].fmeasure,
+                }
+            )
         return out
     if metric == "json_fields":
         return [_json_fields_per(p, r) for p, r in pairs]
@@ -120,9 +131,11 @@ def aggregate(metric: str, per: list[dict], predictions: list[str], references: 
     if metric == "generation":
         from sacrebleu import corpus_bleu, corpus_chrf
 
-        return {"bleu": corpus_bleu(predictions, [references]).score,
-                "chrf": corpus_chrf(predictions, [references]).score,
-                **{k: sum(e[k] for e in per) / n for k in ("rouge1", "rouge2", "rougeL")}}
+        return {
+            "bleu": corpus_bleu(predictions, [references]).score,
+            "chrf": corpus_chrf(predictions, [references]).score,
+            **{k: sum(e[k] for e in per) / n for k in ("rouge1", "rouge2", "rougeL")},
+        }
     if metric == "json_fields":
         return _json_fields_aggregate(per)
     values = custom_metric(metric)(predictions, references)
@@ -159,8 +172,13 @@ def _classification(per: list[dict]) -> dict[str, float]:
     y_true, y_pred = [e["label"] for e in per], [e["predicted"] for e in per]
     p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, labels=labels, average="macro", zero_division=0)
     _, _, per_class, _ = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
-    return {"accuracy": accuracy_score(y_true, y_pred), "macro_precision": float(p), "macro_recall": float(r),
-            "macro_f1": float(f), **{f"f1/{label}": float(v) for label, v in zip(labels, per_class)}}
+    return {
+        "accuracy": accuracy_score(y_true, y_pred),
+        "macro_precision": float(p),
+        "macro_recall": float(r),
+        "macro_f1": float(f),
+        **{f"f1/{label}": float(v) for label, v in zip(labels, per_class)},
+    }
 
 
 def confusion(per: list[dict]) -> dict:
@@ -179,9 +197,14 @@ def _json_fields_per(prediction: str, reference: str) -> dict:
     ref = json.loads(reference)
     pred = parse_json_object(prediction)
     right = {k: pred is not None and k in pred and pred[k] == v for k, v in ref.items()}
-    return {"valid_json": pred is not None, "fields_correct": sum(right.values()), "fields": len(right),
-            "by_field": right, "correct": pred is not None and all(right.values()),
-            "score": sum(right.values()) / max(1, len(right))}
+    return {
+        "valid_json": pred is not None,
+        "fields_correct": sum(right.values()),
+        "fields": len(right),
+        "by_field": right,
+        "correct": pred is not None and all(right.values()),
+        "score": sum(right.values()) / max(1, len(right)),
+    }
 
 
 def _json_fields_aggregate(per: list[dict]) -> dict[str, float]:

@@ -33,15 +33,35 @@ def blind_winner(choice: str, flipped: bool) -> str:
     return "b" if (choice == "1") == flipped else "a"
 
 
-def add_rating(runs_dir: str | Path, *, prompt: str, model_a: str, model_b: str, output_a: str, output_b: str,
-               winner: str, comment: str = "", shown_first: str = "a", source: str | None = None) -> dict:
+def add_rating(
+    runs_dir: str | Path,
+    *,
+    prompt: str,
+    model_a: str,
+    model_b: str,
+    output_a: str,
+    output_b: str,
+    winner: str,
+    comment: str = "",
+    shown_first: str = "a",
+    source: str | None = None,
+) -> dict:
     if winner not in WINNERS:
         raise ValueError(f"winner must be one of {WINNERS}, not {winner!r}")
     if model_a == model_b:
         raise ValueError("a rating compares two different models")
-    record = {"time": datetime.now().astimezone().isoformat(timespec="seconds"), "prompt": prompt,
-              "model_a": model_a, "model_b": model_b, "output_a": output_a, "output_b": output_b,
-              "winner": winner, "comment": comment, "shown_first": shown_first, "source": source}
+    record = {
+        "time": datetime.now().astimezone().isoformat(timespec="seconds"),
+        "prompt": prompt,
+        "model_a": model_a,
+        "model_b": model_b,
+        "output_a": output_a,
+        "output_b": output_b,
+        "winner": winner,
+        "comment": comment,
+        "shown_first": shown_first,
+        "source": source,
+    }
     path = ratings_file(runs_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a", encoding="utf-8") as f:  # one write of one line: safe alongside readers
@@ -68,8 +88,11 @@ def summarize(ratings: list[dict]) -> dict:
         m["win_rate"] = (m["wins"] + m["ties"] / 2) / n if n else 0.0
     strength = bradley_terry(ratings)
     ranking = sorted(strength, key=strength.get, reverse=True)
-    return {"ratings": len(ratings), "models": models,
-            "ranking": [{"model": name, "elo": round(400 * math.log10(strength[name]) + 1000, 1)} for name in ranking]}
+    return {
+        "ratings": len(ratings),
+        "models": models,
+        "ranking": [{"model": name, "elo": round(400 * math.log10(strength[name]) + 1000, 1)} for name in ranking],
+    }
 
 
 def bradley_terry(ratings: list[dict], iterations: int = 200) -> dict[str, float]:

@@ -14,17 +14,29 @@ def left_padded(sequences: list[list[int]], pad: int) -> tuple[torch.Tensor, tor
     ids = torch.full((len(sequences), width), pad, dtype=torch.long)
     mask = torch.zeros((len(sequences), width), dtype=torch.long)
     for row, s in enumerate(sequences):
-        ids[row, width - len(s):] = torch.tensor(s)
-        mask[row, width - len(s):] = 1
+        ids[row, width - len(s) :] = torch.tensor(s)
+        mask[row, width - len(s) :] = 1
     return ids, mask
 
 
 @torch.inference_mode()
-def generate_answers(model, tokenizer, prompts: list[list[dict]], *, max_new_tokens: int, batch_size: int,
-                     autocast_dtype: torch.dtype | None = None, on_batch=None, sample: bool = False,
-                     temperature: float = 1.0, top_p: float = 1.0, seed: int = 0) -> list[str]:
-    encoded = [tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=True, return_dict=False)
-               for p in prompts]
+def generate_answers(
+    model,
+    tokenizer,
+    prompts: list[list[dict]],
+    *,
+    max_new_tokens: int,
+    batch_size: int,
+    autocast_dtype: torch.dtype | None = None,
+    on_batch=None,
+    sample: bool = False,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    seed: int = 0,
+) -> list[str]:
+    encoded = [
+        tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=True, return_dict=False) for p in prompts
+    ]
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
     answers: list[str] = [""] * len(encoded)
     pad = tokenizer.pad_token_id
@@ -35,13 +47,18 @@ def generate_answers(model, tokenizer, prompts: list[list[dict]], *, max_new_tok
     torch.manual_seed(seed)  # sampled answers repeat with the same seed
     try:
         for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
+            idx = order[start : start + batch_size]
             input_ids, attention = left_padded([encoded[i] for i in idx], pad)
             width = input_ids.shape[1]
             with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                out = model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device),
-                                     max_new_tokens=max_new_tokens, pad_token_id=pad, **sampling,
-                                     eos_token_id=tokenizer.eos_token_id)
+                out = model.generate(
+                    input_ids=input_ids.to(device),
+                    attention_mask=attention.to(device),
+                    max_new_tokens=max_new_tokens,
+                    pad_token_id=pad,
+                    **sampling,
+                    eos_token_id=tokenizer.eos_token_id,
+                )
             for row, i in enumerate(idx):
                 answers[i] = tokenizer.decode(out[row, width:], skip_special_tokens=True).strip()
             if on_batch:

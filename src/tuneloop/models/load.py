@@ -18,8 +18,14 @@ def load_tokenizer(folder: Path):
     return tokenizer
 
 
-def load_model(folder: Path, precision: Precision, device: str = "cpu", quantize: str = "none",
-               fused_kernels: bool = True, inference: bool = False):
+def load_model(
+    folder: Path,
+    precision: Precision,
+    device: str = "cpu",
+    quantize: str = "none",
+    fused_kernels: bool = True,
+    inference: bool = False,
+):
     """`quantize="4bit"`: QLoRA's NF4 base with double quantization and bf16 compute (bitsandbytes,
     CUDA; train/speed.py falls back before this is reached elsewhere). `inference`: a model that
     only evaluates and generates gets the attention kernel that decodes fastest."""
@@ -33,8 +39,11 @@ def load_model(folder: Path, precision: Precision, device: str = "cpu", quantize
         from transformers import BitsAndBytesConfig
 
         kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=torch.bfloat16)
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16,
+        )
         kwargs["device_map"] = {"": device}
         return AutoModelForCausalLM.from_pretrained(folder, **kwargs)
     return AutoModelForCausalLM.from_pretrained(folder, **kwargs).to(device)

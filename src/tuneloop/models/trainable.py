@@ -27,7 +27,7 @@ def freeze(model, first_layers: int = 0, modules: list[str] = ()) -> dict[str, i
         raise ConfigError(f"train.freeze_modules: no parameter name contains {unmatched}")
     for name, param in model.named_parameters():
         layer = _LAYER.search(name)
-        below = first_layers and (layer is None and "embed" in name or layer and int(layer.group(1)) < first_layers)
+        below = first_layers and ((layer is None and "embed" in name) or (layer and int(layer.group(1)) < first_layers))
         if below or any(m in name for m in modules):
             param.requires_grad_(False)
     counts = {"trainable": 0, "frozen": 0}
@@ -36,8 +36,16 @@ def freeze(model, first_layers: int = 0, modules: list[str] = ()) -> dict[str, i
     return counts
 
 
-DROPOUT_FIELDS = ("attention_dropout", "hidden_dropout", "resid_pdrop", "embd_pdrop", "attn_pdrop", "dropout",
-                  "hidden_dropout_prob", "attention_probs_dropout_prob")
+DROPOUT_FIELDS = (
+    "attention_dropout",
+    "hidden_dropout",
+    "resid_pdrop",
+    "embd_pdrop",
+    "attn_pdrop",
+    "dropout",
+    "hidden_dropout_prob",
+    "attention_probs_dropout_prob",
+)
 
 
 def set_model_dropout(model, p: float) -> list[str]:

@@ -13,7 +13,8 @@ from tuneloop.runs import RunDir
 STYLE = """
 body{font-family:system-ui,sans-serif;max-width:1050px;margin:2em auto;padding:0 1em;color:#222}
 h1{font-size:1.5em} h2{font-size:1.15em;margin-top:1.8em;border-bottom:1px solid #ddd}
-table{border-collapse:collapse;margin:.5em 0} td,th{border:1px solid #ddd;padding:.3em .6em;text-align:left;vertical-align:top}
+table{border-collapse:collapse;margin:.5em 0}
+td,th{border:1px solid #ddd;padding:.3em .6em;text-align:left;vertical-align:top}
 th{background:#f4f4f4} .better{color:#17803d;font-weight:600} .worse{color:#b3261e;font-weight:600}
 pre{white-space:pre-wrap;margin:0;font-size:.85em} .ok{background:#eef8f0} .bad{background:#fdf0ef}
 .muted{color:#666;font-size:.9em}
@@ -32,27 +33,35 @@ def _data_section(report: dict | None, token_histogram: bytes | None) -> str:
     if not report:
         return ""
     tokens = report.get("tokens", {})
-    facts = [("rows read", report.get("rows")), ("format", report.get("format")),
-             ("splits (after deduplication)", report.get("splits")),
-             ("dropped", report.get("dropped")), ("duplicates", report.get("duplicates")),
-             ("tokens per example", {k: v for k, v in tokens.items() if k != "count"}),
-             ("trainable tokens in total", report.get("total_trainable_tokens")),
-             ("labels", report.get("labels")), ("imbalance ratio", report.get("imbalance_ratio"))]
+    facts = [
+        ("rows read", report.get("rows")),
+        ("format", report.get("format")),
+        ("splits (after deduplication)", report.get("splits")),
+        ("dropped", report.get("dropped")),
+        ("duplicates", report.get("duplicates")),
+        ("tokens per example", {k: v for k, v in tokens.items() if k != "count"}),
+        ("trainable tokens in total", report.get("total_trainable_tokens")),
+        ("labels", report.get("labels")),
+        ("imbalance ratio", report.get("imbalance_ratio")),
+    ]
     inline = lambda v: " · ".join(f"{k} {x}" for k, x in v.items()) if isinstance(v, dict) else v  # noqa: E731
     rows = "".join(f"<tr><td>{_e(k)}</td><td>{_e(inline(v))}</td></tr>" for k, v in facts if v not in (None, {}, []))
-    warnings = "".join(f"<li>{_e(w['message'])} <span class='muted'>[{_e(w['code'])}]</span></li>"
-                       for w in report.get("warnings", []))
+    warnings = "".join(
+        f"<li>{_e(w['message'])} <span class='muted'>[{_e(w['code'])}]</span></li>" for w in report.get("warnings", [])
+    )
     img = ""
     if token_histogram:
         png = base64.b64encode(token_histogram).decode()
         img = f'<img alt="token length histogram" src="data:image/png;base64,{png}">'
-    return (f"<h2>Data</h2><table>{rows}</table>" + (f"<ul>{warnings}</ul>" if warnings else "") + img)
+    return f"<h2>Data</h2><table>{rows}</table>" + (f"<ul>{warnings}</ul>" if warnings else "") + img
 
 
 def _evaluation_section(evaluation: dict | None) -> str:
     if evaluation is None:
-        return ("<h2>Test split</h2><p class='muted'>not evaluated yet (trained with `tuneloop train`); "
-                "the validation loss is in the curve above.</p>")
+        return (
+            "<h2>Test split</h2><p class='muted'>not evaluated yet (trained with `tuneloop train`); "
+            "the validation loss is in the curve above.</p>"
+        )
     base, tuned = evaluation["base"]["metrics"], evaluation["finetuned"]["metrics"]
     comparison = evaluation.get("comparison") or {}
     stats = comparison.get("metrics", {})
@@ -66,24 +75,34 @@ def _evaluation_section(evaluation: dict | None) -> str:
         s = stats.get(key) or {}
         ci = f"[{s['ci'][0]:+.4f}, {s['ci'][1]:+.4f}]" if s.get("ci") else ""
         p = f"{s['p_value']:.3f}" if s.get("p_value") is not None else ""
-        rows.append(f"<tr><td>{_e(key)}</td><td>{_fmt(b)}</td><td>{_fmt(t)}</td>"
-                    f"<td class='{cls}'>{'' if delta is None else f'{delta:+.4f}'}</td><td>{ci}</td><td>{p}</td></tr>")
+        rows.append(
+            f"<tr><td>{_e(key)}</td><td>{_fmt(b)}</td><td>{_fmt(t)}</td>"
+            f"<td class='{cls}'>{'' if delta is None else f'{delta:+.4f}'}</td><td>{ci}</td><td>{p}</td></tr>"
+        )
     summary = ""
     if "wins" in comparison:
-        summary = (f"<p>per example, fine-tuned against base: <b>{comparison['wins']}</b> better, "
-                   f"{comparison['ties']} tied, <b>{comparison['losses']}</b> worse")
+        summary = (
+            f"<p>per example, fine-tuned against base: <b>{comparison['wins']}</b> better, "
+            f"{comparison['ties']} tied, <b>{comparison['losses']}</b> worse"
+        )
         if "mcnemar" in comparison:
             m = comparison["mcnemar"]
-            summary += (f" · McNemar: only base right on {m['only_a_correct']}, only fine-tuned right on "
-                        f"{m['only_b_correct']}, p = {m['p_value']:.3g}")
-        summary += (f" · {int(comparison['confidence'] * 100)}% intervals from a paired bootstrap of "
-                    f"{comparison['resamples']} resamples</p>")
-    return (f"<h2>Test split: base model vs fine-tuned ({_e(evaluation.get('n_test', '?'))} examples, "
-            f"metric: {_e(evaluation.get('metric'))})</h2>"
-            "<table><tr><th>metric</th><th>base</th><th>fine-tuned</th><th>change</th><th>interval</th><th>p</th></tr>"
-            f"{''.join(rows)}</table>{summary}"
-            + _confusion_section(evaluation.get("confusion", {}).get("finetuned"))
-            + _examples_section(evaluation, comparison))
+            summary += (
+                f" · McNemar: only base right on {m['only_a_correct']}, only fine-tuned right on "
+                f"{m['only_b_correct']}, p = {m['p_value']:.3g}"
+            )
+        summary += (
+            f" · {int(comparison['confidence'] * 100)}% intervals from a paired bootstrap of "
+            f"{comparison['resamples']} resamples</p>"
+        )
+    return (
+        f"<h2>Test split: base model vs fine-tuned ({_e(evaluation.get('n_test', '?'))} examples, "
+        f"metric: {_e(evaluation.get('metric'))})</h2>"
+        "<table><tr><th>metric</th><th>base</th><th>fine-tuned</th><th>change</th><th>interval</th><th>p</th></tr>"
+        f"{''.join(rows)}</table>{summary}"
+        + _confusion_section(evaluation.get("confusion", {}).get("finetuned"))
+        + _examples_section(evaluation, comparison)
+    )
 
 
 def _examples_section(evaluation: dict, comparison: dict) -> str:
@@ -101,11 +120,14 @@ def _examples_section(evaluation: dict, comparison: dict) -> str:
             f"<td><pre>{_e(ex['prompt'])}</pre>{tag}</td><td><pre>{_e(ex['reference'])}</pre></td>"
             f"<td class='{_cell(ex['base'])}'><pre>{_e(ex['base']['output'])}</pre></td>"
             f"<td class='{_cell(ex['finetuned'])}'><pre>{_e(ex['finetuned']['output'])}</pre></td>"
-            "</tr>")
+            "</tr>"
+        )
     if not rows:
         return ""
-    return ("<h2>Examples side by side (regressions first)</h2><table><tr><th>prompt (last turn)</th><th>reference</th>"
-            "<th>base</th><th>fine-tuned</th></tr>" + "".join(rows) + "</table>")
+    return (
+        "<h2>Examples side by side (regressions first)</h2><table><tr><th>prompt (last turn)</th><th>reference</th>"
+        "<th>base</th><th>fine-tuned</th></tr>" + "".join(rows) + "</table>"
+    )
 
 
 def _cell(side: dict) -> str:
@@ -119,11 +141,16 @@ def _confusion_section(confusion: dict | None) -> str:
         return ""
     labels = confusion["labels"]
     head = "".join(f"<th>{_e(label)}</th>" for label in labels)
-    body = "".join(f"<tr><th>{_e(label)}</th>" + "".join(
-        f"<td class='{'ok' if j == i and v else 'bad' if v else ''}'>{v}</td>" for j, v in enumerate(row)) + "</tr>"
-        for i, (label, row) in enumerate(zip(labels, confusion["matrix"])))
-    return ("<h3>Confusion matrix, fine-tuned (rows: true label, columns: predicted)</h3>"
-            f"<table><tr><th></th>{head}</tr>{body}</table>")
+    body = "".join(
+        f"<tr><th>{_e(label)}</th>"
+        + "".join(f"<td class='{'ok' if j == i and v else 'bad' if v else ''}'>{v}</td>" for j, v in enumerate(row))
+        + "</tr>"
+        for i, (label, row) in enumerate(zip(labels, confusion["matrix"]))
+    )
+    return (
+        "<h3>Confusion matrix, fine-tuned (rows: true label, columns: predicted)</h3>"
+        f"<table><tr><th></th>{head}</tr>{body}</table>"
+    )
 
 
 def _lineage_section(info: dict) -> str:
@@ -132,11 +159,15 @@ def _lineage_section(info: dict) -> str:
     if not lineage:
         return ""
     parent = Path(lineage["parent"]).name if lineage.get("parent") else "none (the config as given)"
-    changes = "".join(f"<li>{_e(c['param'])}: {_e(c['from'])} → <b>{_e(c['to'])}</b> "
-                      f"<span class='muted'>{_e(c['why'])}</span></li>" for c in lineage.get("changes", []))
-    return (f"<h2>Lineage</h2><p>autotune attempt {lineage.get('attempt', 0) + 1} · parent run {_e(parent)} · "
-            f"<a href='{_e(Path(lineage['autotune']).as_uri())}/report.html'>all attempts</a></p>"
-            + (f"<ul>{changes}</ul>" if changes else ""))
+    changes = "".join(
+        f"<li>{_e(c['param'])}: {_e(c['from'])} → <b>{_e(c['to'])}</b> <span class='muted'>{_e(c['why'])}</span></li>"
+        for c in lineage.get("changes", [])
+    )
+    return (
+        f"<h2>Lineage</h2><p>autotune attempt {lineage.get('attempt', 0) + 1} · parent run {_e(parent)} · "
+        f"<a href='{_e(Path(lineage['autotune']).as_uri())}/report.html'>all attempts</a></p>"
+        + (f"<ul>{changes}</ul>" if changes else "")
+    )
 
 
 def _doctor_section(diagnosis: dict | None, next_config: Path | None) -> str:
@@ -144,24 +175,42 @@ def _doctor_section(diagnosis: dict | None, next_config: Path | None) -> str:
     top recommendations with their cost, and the command that runs the next config."""
     if not diagnosis:
         return ""
-    findings = "".join(f"<li>{_e(f['message'])} <span class='muted'>({_e(f['kind'])}, confidence "
-                       f"{f['confidence']:.1f})</span></li>" for f in diagnosis["findings"])
+    findings = "".join(
+        f"<li>{_e(f['message'])} <span class='muted'>({_e(f['kind'])}, confidence {f['confidence']:.1f})</span></li>"
+        for f in diagnosis["findings"]
+    )
     rows = "".join(
         f"<tr><td>{_e(r['param'])}</td><td>{_e(r['from'])}</td><td><b>{_e(r['to'])}</b></td><td>{_e(r['why'])}</td>"
         f"<td>{'' if r.get('minutes') is None else _e(r['minutes'])}</td><td>{'yes' if r['applied'] else ''}</td></tr>"
-        for r in diagnosis["recommendations"][:TOP_RECOMMENDATIONS])
-    table = ("<table><tr><th>change</th><th>from</th><th>to</th><th>why</th><th>est. training minutes</th>"
-             f"<th>in next config</th></tr>{rows}</table>") if rows else ""
+        for r in diagnosis["recommendations"][:TOP_RECOMMENDATIONS]
+    )
+    table = (
+        (
+            "<table><tr><th>change</th><th>from</th><th>to</th><th>why</th><th>est. training minutes</th>"
+            f"<th>in next config</th></tr>{rows}</table>"
+        )
+        if rows
+        else ""
+    )
     command = f"<p>next: <code>tuneloop run {_e(next_config)}</code></p>" if next_config else ""
-    return (f"<h2>The doctor: {_e(diagnosis['verdict'])}</h2><ul>{findings}</ul>{table}{command}")
+    return f"<h2>The doctor: {_e(diagnosis['verdict'])}</h2><ul>{findings}</ul>{table}{command}"
 
 
 TOP_RECOMMENDATIONS = 5
 
 
-def render_report(*, run_id: str, config: dict, info: dict, metrics: list[dict], evaluation: dict | None,
-                  data_report: dict | None = None, token_histogram: bytes | None = None,
-                  diagnosis: dict | None = None, next_config: Path | None = None) -> str:
+def render_report(
+    *,
+    run_id: str,
+    config: dict,
+    info: dict,
+    metrics: list[dict],
+    evaluation: dict | None,
+    data_report: dict | None = None,
+    token_histogram: bytes | None = None,
+    diagnosis: dict | None = None,
+    next_config: Path | None = None,
+) -> str:
     png = base64.b64encode(loss_curve_png(metrics)).decode()
     hp = config.get("train", {}) | {f"lora.{k}": v for k, v in config.get("lora", {}).items()}
     hp_rows = "".join(f"<tr><td>{_e(k)}</td><td>{_e(v)}</td></tr>" for k, v in hp.items())
@@ -170,9 +219,9 @@ def render_report(*, run_id: str, config: dict, info: dict, metrics: list[dict],
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>tuneloop run {_e(run_id)}</title>
 <style>{STYLE}</style></head><body>
 <h1>Run {_e(run_id)}</h1>
-<p class="muted">model {_e(config.get('model'))} · data {_e(config.get('data', {}).get('path'))} ·
-status {_e(info.get('status', '?'))} · precision {_e(info.get('precision', '?'))} on {_e(info.get('device', '?'))} ·
-split {_e(info.get('split_sizes', {}))}</p>
+<p class="muted">model {_e(config.get("model"))} · data {_e(config.get("data", {}).get("path"))} ·
+status {_e(info.get("status", "?"))} · precision {_e(info.get("precision", "?"))} on {_e(info.get("device", "?"))} ·
+split {_e(info.get("split_sizes", {}))}</p>
 {_lineage_section(info)}
 <h2>Training and validation loss, and the validation task metric</h2>
 <img alt="loss curves and the task metric" src="data:image/png;base64,{png}">
@@ -189,7 +238,17 @@ def write_run_report(run: RunDir, diagnosis: dict | None) -> None:
     """report.html from what the run directory holds, ending with the doctor's verdict."""
     next_config = run.next_config_file if run.next_config_file.exists() else None
     histogram = run.token_histogram_file.read_bytes() if run.token_histogram_file.exists() else None
-    run.write_text(run.report_file, render_report(
-        run_id=run.id, config=run.config().model_dump(mode="json"), info=run.info(), metrics=run.read_metrics(),
-        evaluation=run.evaluation(), data_report=run.data_report(), token_histogram=histogram, diagnosis=diagnosis,
-        next_config=next_config))
+    run.write_text(
+        run.report_file,
+        render_report(
+            run_id=run.id,
+            config=run.config().model_dump(mode="json"),
+            info=run.info(),
+            metrics=run.read_metrics(),
+            evaluation=run.evaluation(),
+            data_report=run.data_report(),
+            token_histogram=histogram,
+            diagnosis=diagnosis,
+            next_config=next_config,
+        ),
+    )

@@ -41,13 +41,26 @@ def loss_curve_png(metrics: list[dict]) -> bytes:
         right = ax.twinx()
         steps, values = zip(*curves.metric)
         errors = [curves.metric_se.get(s, 0.0) for s in steps]
-        right.errorbar(steps, values, yerr=errors, color="#2a9d5b", marker="s", markersize=4, linewidth=1.6,
-                       capsize=2, label=f"validation {curves.metric_key} (task metric, ± s.e.)")
+        right.errorbar(
+            steps,
+            values,
+            yerr=errors,
+            color="#2a9d5b",
+            marker="s",
+            markersize=4,
+            linewidth=1.6,
+            capsize=2,
+            label=f"validation {curves.metric_key} (task metric, ± s.e.)",
+        )
         if curves.train_metric:
-            right.plot(*zip(*curves.train_metric), "D", color="#8a5a00", markersize=5,
-                       label=f"{curves.metric_key} on a training sample")
-        right.set_ylabel(f"{curves.metric_key} (higher is better)" if curves.higher_is_better
-                         else curves.metric_key)
+            right.plot(
+                *zip(*curves.train_metric),
+                "D",
+                color="#8a5a00",
+                markersize=5,
+                label=f"{curves.metric_key} on a training sample",
+            )
+        right.set_ylabel(f"{curves.metric_key} (higher is better)" if curves.higher_is_better else curves.metric_key)
         more_lines, more_labels = right.get_legend_handles_labels()
         lines, labels = lines + more_lines, labels + more_labels
     ax.legend(lines, labels, fontsize=8)

@@ -34,7 +34,9 @@ def load_side(spec: str, config: RunConfig, device: str | None = None) -> Side:
         return Side("base", load_model(folder, precision, device, inference=True), load_tokenizer(folder), precision)
     run = RunDir(Path(spec))
     if run.model_dir.is_dir():  # full fine-tuning saved the whole model
-        return Side(run.id, load_model(run.model_dir, precision, device, inference=True), load_tokenizer(folder), precision)
+        return Side(
+            run.id, load_model(run.model_dir, precision, device, inference=True), load_tokenizer(folder), precision
+        )
     if not run.adapter_dir.is_dir():
         raise FileNotFoundError(f"{spec}: no adapter/ or model/ (the run has not finished training)")
     from peft import PeftModel

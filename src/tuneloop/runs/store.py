@@ -132,8 +132,17 @@ class RunDir:
         from tuneloop.data.example import Example
 
         rows = [json.loads(line) for line in (self.data_dir / f"{name}.jsonl").read_text(encoding="utf-8").splitlines()]
-        return [Example(r["messages"], r["source_row"], r.get("source_file", ""), kind=r.get("kind", "chat"),
-                        label=r.get("label"), augmented=r.get("augmented")) for r in rows]
+        return [
+            Example(
+                r["messages"],
+                r["source_row"],
+                r.get("source_file", ""),
+                kind=r.get("kind", "chat"),
+                label=r.get("label"),
+                augmented=r.get("augmented"),
+            )
+            for r in rows
+        ]
 
     def write_bytes(self, path: Path, data: bytes) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -150,11 +159,20 @@ class RunDir:
         return self.write_jsonl(self.data_dir / f"{name}.jsonl", [e.to_json() for e in examples])
 
     def start(self, **info: Any) -> None:
-        self.write_json(self.info_file, {
-            "id": self.id, "status": "running", "started_at": _now(), "pid": os.getpid(),
-            "host": platform.node(), "python": platform.python_version(),
-            "packages": package_versions(), "git_commit": git_commit(), **info,
-        })
+        self.write_json(
+            self.info_file,
+            {
+                "id": self.id,
+                "status": "running",
+                "started_at": _now(),
+                "pid": os.getpid(),
+                "host": platform.node(),
+                "python": platform.python_version(),
+                "packages": package_versions(),
+                "git_commit": git_commit(),
+                **info,
+            },
+        )
 
     def update_info(self, **fields: Any) -> None:
         info = self.read_json(self.info_file) if self.info_file.exists() else {"id": self.id}
@@ -186,9 +204,9 @@ def git_commit() -> str | None:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=src, capture_output=True, text=True, timeout=5)
         if commit.returncode != 0:
             return None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "."], cwd=src, capture_output=True,
-                               text=True, timeout=5).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "."], cwd=src, capture_output=True, text=True, timeout=5
+        ).stdout.strip()
         return commit.stdout.strip() + ("+dirty" if dirty else "")
     except (OSError, subprocess.TimeoutExpired):
         return None
-

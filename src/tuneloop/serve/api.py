@@ -14,7 +14,8 @@ import time
 import uuid
 from typing import Literal
 
-from fastapi import FastAPI, Request as HttpRequest
+from fastapi import FastAPI
+from fastapi import Request as HttpRequest
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -58,9 +59,17 @@ class ApiError(Exception):
 
 
 def _error(status: int, message: str, code: str | None = None, param: str | None = None) -> JSONResponse:
-    return JSONResponse(status_code=status, content={"error": {"message": message, "type": "invalid_request_error"
-                                                               if status < 500 else "server_error",
-                                                               "param": param, "code": code}})
+    return JSONResponse(
+        status_code=status,
+        content={
+            "error": {
+                "message": message,
+                "type": "invalid_request_error" if status < 500 else "server_error",
+                "param": param,
+                "code": code,
+            }
+        },
+    )
 
 
 class DeltaStreamer(BaseStreamer):
@@ -82,7 +91,7 @@ class DeltaStreamer(BaseStreamer):
         self.tokens.extend(value.reshape(-1).tolist())
         text = self.tokenizer.decode(self.tokens, skip_special_tokens=True)
         if len(text) > len(self.sent) and not text.endswith("\ufffd"):  # wait for whole characters
-            self.send(text[len(self.sent):])
+            self.send(text[len(self.sent) :])
             self.sent = text
 
     def send(self, text: str):
@@ -94,6 +103,7 @@ class DeltaStreamer(BaseStreamer):
 
 def create_app(engine: ServedModels, batcher, api_key: str | None = None) -> FastAPI:
     """`batcher`: anything with submit(request, streamer) -> Future and close(); the vLLM engine is its own."""
+
     @contextlib.asynccontextmanager
     async def lifespan(app):
         yield
@@ -123,36 +133,78 @@ def create_app(engine: ServedModels, batcher, api_key: str | None = None) -> Fas
 
     @app.get("/v1/models")
     async def models():
-        return {"object": "list", "data": [{"id": name, "object": "model", "created": 0, "owned_by": "tuneloop"}
-                                           for name in engine.model_names()]}
+        return {
+            "object": "list",
+            "data": [
+                {"id": name, "object": "model", "created": 0, "owned_by": "tuneloop"} for name in engine.model_names()
+            ],
+        }
 
     def _request(body: _Body, prompt_ids: list[int], max_tokens: int) -> Request:
         try:
             engine.adapter_of(body.model)
         except KeyError:
-            raise ApiError(404, f"model {body.model!r} not found; available: {', '.join(engine.model_names())}",
-                           "model_not_found", "model") from None
+            raise ApiError(
+                404,
+                f"model {body.model!r} not found; available: {', '.join(engine.model_names())}",
+                "model_not_found",
+                "model",
+            ) from None
         if body.adapter_scale is not None and engine.adapter_of(body.model) is None:
             raise ApiError(400, "adapter_scale applies to an adapter, not the base model", param="adapter_scale")
         if max_positions and len(prompt_ids) + max_tokens > max_positions:
-            raise ApiError(400, f"prompt ({len(prompt_ids)} tokens) + max_tokens ({max_tokens}) exceeds the model's "
-                           f"context of {max_positions} tokens", "context_length_exceeded", "max_tokens")
+            raise ApiError(
+                400,
+                f"prompt ({len(prompt_ids)} tokens) + max_tokens ({max_tokens}) exceeds the model's "
+                f"context of {max_positions} tokens",
+                "context_length_exceeded",
+                "max_tokens",
+            )
         stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
-        return Request(body.model, prompt_ids, max_tokens, body.temperature, body.top_p, stop, body.seed,
-                       body.adapter_scale, body.ignore_eos)
+        return Request(
+            body.model,
+            prompt_ids,
+            max_tokens,
+            body.temperature,
+            body.top_p,
+            stop,
+            body.seed,
+            body.adapter_scale,
+            body.ignore_eos,
+        )
 
     @app.post("/v1/chat/completions")
     async def chat(body: ChatBody):
-        request = _request(body, engine.chat_ids([m.model_dump() for m in body.messages]),
-                           body.max_completion_tokens or body.max_tokens or 256)
+        request = _request(
+            body,
+            engine.chat_ids([m.model_dump() for m in body.messages]),
+            body.max_completion_tokens or body.max_tokens or 256,
+        )
         rid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
         if body.stream:
-            return _stream(request, rid, created, "chat.completion.chunk",
-                           lambda text: {"delta": {"content": text}}, first={"delta": {"role": "assistant"}})
+            return _stream(
+                request,
+                rid,
+                created,
+                "chat.completion.chunk",
+                lambda text: {"delta": {"content": text}},
+                first={"delta": {"role": "assistant"}},
+            )
         result = await asyncio.wrap_future(batcher.submit(request))
-        return {"id": rid, "object": "chat.completion", "created": created, "model": body.model,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": result.text},
-                             "finish_reason": result.finish_reason}], "usage": _usage(result)}
+        return {
+            "id": rid,
+            "object": "chat.completion",
+            "created": created,
+            "model": body.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": result.text},
+                    "finish_reason": result.finish_reason,
+                }
+            ],
+            "usage": _usage(result),
+        }
 
     @app.post("/v1/completions")
     async def completions(body: CompletionBody):
@@ -167,9 +219,17 @@ def create_app(engine: ServedModels, batcher, api_key: str | None = None) -> Fas
             return _stream(requests[0], rid, created, "text_completion", lambda text: {"text": text})
         results = await asyncio.gather(*(asyncio.wrap_future(batcher.submit(r)) for r in requests))
         usage = {k: sum(_usage(r)[k] for r in results) for k in ("prompt_tokens", "completion_tokens", "total_tokens")}
-        return {"id": rid, "object": "text_completion", "created": created, "model": body.model,
-                "choices": [{"index": i, "text": r.text, "finish_reason": r.finish_reason, "logprobs": None}
-                            for i, r in enumerate(results)], "usage": usage}
+        return {
+            "id": rid,
+            "object": "text_completion",
+            "created": created,
+            "model": body.model,
+            "choices": [
+                {"index": i, "text": r.text, "finish_reason": r.finish_reason, "logprobs": None}
+                for i, r in enumerate(results)
+            ],
+            "usage": usage,
+        }
 
     def _stream(request: Request, rid: str, created: int, kind: str, piece, first: dict | None = None):
         loop = asyncio.get_running_loop()
@@ -177,8 +237,19 @@ def create_app(engine: ServedModels, batcher, api_key: str | None = None) -> Fas
         future = batcher.submit(request, streamer=DeltaStreamer(engine.tokenizer, loop, out))
 
         def chunk(choice: dict) -> str:
-            return "data: " + json.dumps({"id": rid, "object": kind, "created": created, "model": request.model,
-                                          "choices": [{"index": 0, **choice}]}) + "\n\n"
+            return (
+                "data: "
+                + json.dumps(
+                    {
+                        "id": rid,
+                        "object": kind,
+                        "created": created,
+                        "model": request.model,
+                        "choices": [{"index": 0, **choice}],
+                    }
+                )
+                + "\n\n"
+            )
 
         async def events():
             if first:
@@ -189,7 +260,7 @@ def create_app(engine: ServedModels, batcher, api_key: str | None = None) -> Fas
                 cut = min((candidate.index(s) for s in request.stop if s and s in candidate), default=None)
                 if cut is not None:  # a stop string: send what precedes it, then finish
                     if cut > len(sent):
-                        yield chunk({**piece(candidate[len(sent):cut]), "finish_reason": None})
+                        yield chunk({**piece(candidate[len(sent) : cut]), "finish_reason": None})
                     stopped = True
                     break
                 sent = candidate
@@ -204,5 +275,8 @@ def create_app(engine: ServedModels, batcher, api_key: str | None = None) -> Fas
 
 
 def _usage(result) -> dict:
-    return {"prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
-            "total_tokens": result.prompt_tokens + result.completion_tokens}
+    return {
+        "prompt_tokens": result.prompt_tokens,
+        "completion_tokens": result.completion_tokens,
+        "total_tokens": result.prompt_tokens + result.completion_tokens,
+    }

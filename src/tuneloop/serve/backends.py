@@ -3,10 +3,10 @@
 
 from __future__ import annotations
 
+from tuneloop.models.kernels import installed
 from tuneloop.models.precision import default_device
 from tuneloop.serve.batcher import Batcher
 from tuneloop.serve.engine import AdapterSpec, Engine
-from tuneloop.models.kernels import installed
 
 BACKENDS = ("auto", "transformers", "vllm")
 
@@ -29,8 +29,15 @@ def choose_backend(requested: str, device: str, adapters: list[AdapterSpec]) -> 
     return "vllm", "CUDA with vLLM installed"
 
 
-def open_engine(model: str, adapters: list[AdapterSpec], *, backend: str = "auto", precision: str = "auto",
-                device: str | None = None, max_batch: int = 16):
+def open_engine(
+    model: str,
+    adapters: list[AdapterSpec],
+    *,
+    backend: str = "auto",
+    precision: str = "auto",
+    device: str | None = None,
+    max_batch: int = 16,
+):
     """(engine, batcher, why the backend was chosen). vLLM schedules its own batches: its engine is
     its own batcher."""
     device = device or default_device()

@@ -74,8 +74,10 @@ def resolve_adapter(name: str, target: str, scale: float = 1.0) -> AdapterSpec:
         base_model = run.config().model if run.config_file.is_file() else None
         path = run.adapter_dir
     if not (path / "adapter_config.json").is_file():
-        raise FileNotFoundError(f"adapter {name!r}: {target} is neither a run directory with adapter/ nor a PEFT "
-                                "adapter folder (no adapter_config.json)")
+        raise FileNotFoundError(
+            f"adapter {name!r}: {target} is neither a run directory with adapter/ nor a PEFT "
+            "adapter folder (no adapter_config.json)"
+        )
     if not math.isfinite(scale) or scale < 0:
         raise ValueError(f"adapter {name!r}: scale must be a finite number >= 0, not {scale}")
     return AdapterSpec(name, path.resolve(), scale, base_model)
@@ -102,8 +104,10 @@ def base_model_for(model: str | None, adapters: list[AdapterSpec]) -> str:
 
     trained_on = {a.base_model for a in adapters if a.base_model}
     if model is None and len(trained_on) > 1:
-        raise ValueError(f"the adapters were trained on different models ({', '.join(sorted(trained_on))}); "
-                         "one server serves one base model: pass --model")
+        raise ValueError(
+            f"the adapters were trained on different models ({', '.join(sorted(trained_on))}); "
+            "one server serves one base model: pass --model"
+        )
     chosen = model or (trained_on.pop() if trained_on else DEFAULT_MODEL)
     for a in adapters:
         if a.base_model and a.base_model != chosen:
@@ -142,8 +146,9 @@ class ServedModels:
         return self.adapters[adapter].scale if request.adapter_scale is None else request.adapter_scale
 
     def chat_ids(self, messages: list[dict]) -> list[int]:
-        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
-                                                  return_dict=False)
+        return self.tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=True, return_dict=False
+        )
 
     def text_ids(self, prompt: str) -> list[int]:
         return self.tokenizer(prompt)["input_ids"]
@@ -154,14 +159,12 @@ class Engine(ServedModels):
 
     backend = "transformers"
 
-    def __init__(self, model: str, adapters: list[AdapterSpec], *, precision: str = "auto",
-                 device: str | None = None):
+    def __init__(self, model: str, adapters: list[AdapterSpec], *, precision: str = "auto", device: str | None = None):
         self.device = device or default_device()
         self.precision = choose_precision(precision, self.device)
         folder = resolve_model(model)
         base = load_model(folder, self.precision, self.device, inference=True)
-        super().__init__(model, adapters, load_tokenizer(folder),
-                         getattr(base.config, "max_position_embeddings", None))
+        super().__init__(model, adapters, load_tokenizer(folder), getattr(base.config, "max_position_embeddings", None))
         self.model = base.eval()
         self.lora = MultiLora(base, {a.name: a.path for a in adapters}, self.precision.dtype, self.device)
 
@@ -172,8 +175,12 @@ class Engine(ServedModels):
         pad = self.tokenizer.pad_token_id
         ids, mask = left_padded([r.prompt_ids for r in requests], pad)
         width = ids.shape[1]
-        kwargs = {"max_new_tokens": max(r.max_tokens for r in requests), "pad_token_id": pad,
-                  "eos_token_id": self.tokenizer.eos_token_id, "streamer": streamer}
+        kwargs = {
+            "max_new_tokens": max(r.max_tokens for r in requests),
+            "pad_token_id": pad,
+            "eos_token_id": self.tokenizer.eos_token_id,
+            "streamer": streamer,
+        }
         if first.ignore_eos:
             kwargs["min_new_tokens"] = kwargs["max_new_tokens"]
         if first.greedy:
@@ -185,8 +192,10 @@ class Engine(ServedModels):
         adapters = [self.adapter_of(r.model) for r in requests]
         strengths = [self.scale_of(r) for r in requests]
         autocast = self.precision.autocast_dtype
-        with self.lora.rows(adapters, strengths), \
-                torch.autocast(self.device, dtype=autocast, enabled=autocast is not None):
+        with (
+            self.lora.rows(adapters, strengths),
+            torch.autocast(self.device, dtype=autocast, enabled=autocast is not None),
+        ):
             out = self.model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device), **kwargs)
         return [self._result(r, out[row, width:].tolist()) for row, r in enumerate(requests)]
 

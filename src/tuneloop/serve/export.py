@@ -1,10 +1,10 @@
 """`tuneloop export`: a run's fine-tune as files other tools load.
 
-    adapter/   the bare PEFT adapter; with a scale, lora_alpha is multiplied by it (the LoRA
-               update is alpha/r · BA, so this is the inference-time strength baked in)
-    merged/    the base model with the adapter folded into its weights (safetensors), which plain
-               transformers loads with no PEFT; checked by comparing its logits with the adapter's
-    model.gguf the merged model as GGUF (Llama-family architectures), checked by loading it back
+adapter/   the bare PEFT adapter; with a scale, lora_alpha is multiplied by it (the LoRA
+           update is alpha/r · BA, so this is the inference-time strength baked in)
+merged/    the base model with the adapter folded into its weights (safetensors), which plain
+           transformers loads with no PEFT; checked by comparing its logits with the adapter's
+model.gguf the merged model as GGUF (Llama-family architectures), checked by loading it back
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import torch
 
 from tuneloop.models import Precision, load_model, load_tokenizer, resolve_model
 from tuneloop.runs import RunDir
-
 
 # A merged model must compute what base + adapter computes: fp32 merging moves logits by ~1e-5.
 MERGE_TOLERANCE = 1e-3
@@ -36,8 +35,15 @@ class Export:
     gguf_logit_difference: float | None = None
 
 
-def export_run(run: RunDir, out: Path | None = None, *, scale: float = 1.0, gguf: bool = False,
-               gguf_type: str = "f16", status=lambda message: nullcontext()) -> Export:
+def export_run(
+    run: RunDir,
+    out: Path | None = None,
+    *,
+    scale: float = 1.0,
+    gguf: bool = False,
+    gguf_type: str = "f16",
+    status=lambda message: nullcontext(),
+) -> Export:
     """The adapter (with `scale` baked in), the merged model and optionally GGUF, each checked against
     the run's own model; a check that fails is an error, not a warning."""
     if gguf_type not in ("f16", "f32"):
@@ -68,16 +74,20 @@ def export_adapter(run: RunDir, out: Path, scale: float = 1.0) -> Path:
     shutil.copytree(run.adapter_dir, out, dirs_exist_ok=True)
     if scale != 1.0:
         config_file = out / "adapter_config.json"
-        config_file.write_text(json.dumps(scaled_adapter_config(json.loads(config_file.read_text()), scale),
-                                          indent=2) + "\n")
+        config_file.write_text(
+            json.dumps(scaled_adapter_config(json.loads(config_file.read_text()), scale), indent=2) + "\n"
+        )
     return out
 
 
 def scaled_adapter_config(config: dict, scale: float) -> dict:
     """A PEFT LoRA config with the adapter's strength multiplied by `scale`: the update is
     alpha/r · BA, so lora_alpha (and any per-module alpha) carries it."""
-    return {**config, "lora_alpha": config["lora_alpha"] * scale,
-            "alpha_pattern": {k: v * scale for k, v in (config.get("alpha_pattern") or {}).items()}}
+    return {
+        **config,
+        "lora_alpha": config["lora_alpha"] * scale,
+        "alpha_pattern": {k: v * scale for k, v in (config.get("alpha_pattern") or {}).items()},
+    }
 
 
 def export_merged(run: RunDir, out: Path, adapter: Path | None = None) -> dict:
@@ -94,8 +104,12 @@ def export_merged(run: RunDir, out: Path, adapter: Path | None = None) -> dict:
     else:
         peft_model = PeftModel.from_pretrained(load_model(folder, Precision.fp32), adapter or run.adapter_dir)
         model = peft_model
-    probe = tokenizer.apply_chat_template([{"role": "user", "content": "Where is my order ORD-12345?"}],
-                                          add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    probe = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Where is my order ORD-12345?"}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
     with torch.inference_mode():
         expected = model(**probe).logits
     if peft_model is not None:

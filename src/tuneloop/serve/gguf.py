@@ -63,8 +63,11 @@ def write_gguf(folder: Path, out: Path, dtype: str = "f16") -> Path:
     writer.add_token_list(tokens)
     writer.add_token_types(types)
     writer.add_token_merges(merges)
-    for key, add in (("bos_token_id", writer.add_bos_token_id), ("eos_token_id", writer.add_eos_token_id),
-                     ("pad_token_id", writer.add_pad_token_id)):
+    for key, add in (
+        ("bos_token_id", writer.add_bos_token_id),
+        ("eos_token_id", writer.add_eos_token_id),
+        ("pad_token_id", writer.add_pad_token_id),
+    ):
         if getattr(tokenizer, key, None) is not None:
             add(getattr(tokenizer, key))
     writer.add_add_bos_token(False)

@@ -33,13 +33,22 @@ def _load(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
     from safetensors.torch import load_file
 
     config = json.loads((path / "adapter_config.json").read_text())
-    problems = [what for what, bad in (("DoRA", config.get("use_dora")), ("modules_to_save", config.get("modules_to_save")),
-                                       ("rank_pattern", config.get("rank_pattern")),
-                                       ("alpha_pattern", config.get("alpha_pattern")),
-                                       ("bias", config.get("bias", "none") != "none")) if bad]
+    problems = [
+        what
+        for what, bad in (
+            ("DoRA", config.get("use_dora")),
+            ("modules_to_save", config.get("modules_to_save")),
+            ("rank_pattern", config.get("rank_pattern")),
+            ("alpha_pattern", config.get("alpha_pattern")),
+            ("bias", config.get("bias", "none") != "none"),
+        )
+        if bad
+    ]
     if config.get("peft_type", "LORA") != "LORA" or problems:
-        raise ValueError(f"{path}: serving supports plain LoRA adapters; this one uses "
-                         f"{', '.join(problems) or config.get('peft_type')} (use `tuneloop export` to merge it)")
+        raise ValueError(
+            f"{path}: serving supports plain LoRA adapters; this one uses "
+            f"{', '.join(problems) or config.get('peft_type')} (use `tuneloop export` to merge it)"
+        )
     weights_file = path / "adapter_model.safetensors"
     if not weights_file.is_file():
         raise FileNotFoundError(f"{path}: no adapter_model.safetensors")
@@ -89,7 +98,7 @@ class MultiLora:
                 r = by_adapter[n][0].shape[0]
                 for row, (wanted, strength) in enumerate(zip(adapters, strengths)):
                     if wanted == n:
-                        mask[row, 0, start:start + r] = strength
+                        mask[row, 0, start : start + r] = strength
                 start += r
             self.active[layer] = (a, b)
             self.mask[layer] = mask.to(self.device)
@@ -105,4 +114,5 @@ class MultiLora:
             a, b = self.active[layer]
             x = inputs[0]
             return output + ((x @ a.T) * self.mask[layer]) @ b.T
+
         return add_delta

@@ -62,8 +62,16 @@ class _Item:
 class VllmEngine(ServedModels):
     backend = "vllm"
 
-    def __init__(self, model: str, adapters: list[AdapterSpec], *, precision: str = "auto",
-                 device: str | None = None, eager: bool = False, max_loras: int = MAX_LORAS):
+    def __init__(
+        self,
+        model: str,
+        adapters: list[AdapterSpec],
+        *,
+        precision: str = "auto",
+        device: str | None = None,
+        eager: bool = False,
+        max_loras: int = MAX_LORAS,
+    ):
         """`eager`: skip vLLM's torch.compile and graph capture (a faster start, slower decoding).
         `max_loras`: adapter slots, i.e. how many (adapter, strength) pairs one batch may hold."""
         from vllm import EngineArgs, LLMEngine
@@ -74,10 +82,16 @@ class VllmEngine(ServedModels):
         # Names are checked before vLLM starts its engine processes; the context length comes from it.
         super().__init__(model, adapters, load_tokenizer(folder), max_positions=None)
         args = EngineArgs(
-            model=str(folder), dtype="bfloat16" if self.precision.value == "bf16" else "float32", seed=0,
-            enable_lora=bool(adapters), max_loras=max_loras, max_lora_rank=lora_rank_limit(adapters),
-            enforce_eager=eager, disable_log_stats=True,
-            kv_cache_memory_bytes=CPU_KV_CACHE_BYTES if self.device == "cpu" else None)
+            model=str(folder),
+            dtype="bfloat16" if self.precision.value == "bf16" else "float32",
+            seed=0,
+            enable_lora=bool(adapters),
+            max_loras=max_loras,
+            max_lora_rank=lora_rank_limit(adapters),
+            enforce_eager=eager,
+            disable_log_stats=True,
+            kv_cache_memory_bytes=CPU_KV_CACHE_BYTES if self.device == "cpu" else None,
+        )
         self.llm = LLMEngine.from_engine_args(args)
         self.max_positions = self.llm.model_config.max_model_len
         self._scaled = tempfile.TemporaryDirectory(prefix="tuneloop-vllm-")
@@ -85,7 +99,7 @@ class VllmEngine(ServedModels):
         for a in adapters:  # load each now: an adapter vLLM cannot serve fails the start, not a request
             try:
                 self.llm.add_lora(self._lora(a.name, 1.0))
-            except Exception as e:  # vLLM's worker process reports a ValueError as a plain Exception
+            except Exception as e:  # noqa: BLE001 — vLLM's worker reports a ValueError as a plain Exception
                 self.llm.engine_core.shutdown()
                 raise ValueError(f"adapter {a.name!r} ({a.path}): {e}; --backend transformers serves it") from None
         self.queue: queue.Queue[_Item | None] = queue.Queue()
@@ -173,8 +187,14 @@ class VllmEngine(ServedModels):
                 lora = self._lora(next(iter(self.adapters)), 0.0)
             else:
                 lora = None
-            params = SamplingParams(max_tokens=r.max_tokens, temperature=r.temperature, top_p=r.top_p, seed=r.seed,
-                                    stop=r.stop or None, ignore_eos=r.ignore_eos)
+            params = SamplingParams(
+                max_tokens=r.max_tokens,
+                temperature=r.temperature,
+                top_p=r.top_p,
+                seed=r.seed,
+                stop=r.stop or None,
+                ignore_eos=r.ignore_eos,
+            )
             request_id = uuid.uuid4().hex
             self.llm.add_request(request_id, {"prompt_token_ids": list(r.prompt_ids)}, params, lora_request=lora)
         except Exception as e:  # noqa: BLE001 — the request's caller reports it; the server lives on
@@ -186,13 +206,14 @@ class VllmEngine(ServedModels):
         item = active[output.request_id]
         completion = output.outputs[0]
         if item.streamer is not None and len(completion.text) > len(item.sent):
-            item.streamer.send(completion.text[len(item.sent):])
+            item.streamer.send(completion.text[len(item.sent) :])
             item.sent = completion.text
         if output.finished:
             del active[output.request_id]
             finish = "length" if completion.finish_reason == "length" else "stop"
-            item.future.set_result(Result(completion.text, len(item.request.prompt_ids), len(completion.token_ids),
-                                          finish))
+            item.future.set_result(
+                Result(completion.text, len(item.request.prompt_ids), len(completion.token_ids), finish)
+            )
             if item.streamer is not None:
                 item.streamer.end()
 

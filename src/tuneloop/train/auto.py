@@ -41,8 +41,9 @@ def auto_batch_size(n_train: int, seq_len: int, model_config, free_bytes: float)
     return 2 ** int(math.log2(limit))
 
 
-def resolve_auto(config: RunConfig, splits: Splits, data_report: dict, folder, device: str,
-                 tokenizer) -> tuple[RunConfig, list[str]]:
+def resolve_auto(
+    config: RunConfig, splits: Splits, data_report: dict, folder, device: str, tokenizer
+) -> tuple[RunConfig, list[str]]:
     """Every `auto` value settled for this data on this machine (a copy of `config`), and notes on
     the speed fallbacks taken."""
     from transformers import AutoConfig
@@ -50,7 +51,9 @@ def resolve_auto(config: RunConfig, splits: Splits, data_report: dict, folder, d
     n_train = len(splits.train)
     config = config.model_copy(deep=True)
     if config.eval.max_new_tokens == "auto":  # from the answers training sees, never the test split's
-        config.eval.max_new_tokens = answer_token_budget(tokenizer, [e.answer for e in splits.train + splits.validation])
+        config.eval.max_new_tokens = answer_token_budget(
+            tokenizer, [e.answer for e in splits.train + splits.validation]
+        )
     train = config.train
     model_config = AutoConfig.from_pretrained(folder)
     tokens = data_report.get("tokens", {})
@@ -60,7 +63,14 @@ def resolve_auto(config: RunConfig, splits: Splits, data_report: dict, folder, d
     free = free_memory_bytes(device)
     if train.batch_size == "auto":
         train.batch_size = auto_batch_size(n_train, tokens.get("p95", config.data.max_seq_len), model_config, free)
-    notes = resolve_speed(train, device, model_config, train.batch_size, tokens.get("max", config.data.max_seq_len),
-                          free, train_tokens=n_train * train.epochs * tokens.get("mean", 0))
+    notes = resolve_speed(
+        train,
+        device,
+        model_config,
+        train.batch_size,
+        tokens.get("max", config.data.max_seq_len),
+        free,
+        train_tokens=n_train * train.epochs * tokens.get("mean", 0),
+    )
     train.eval_every = eval_steps_for(train, n_train)
     return config, notes

@@ -10,10 +10,22 @@ from transformers import TrainerCallback
 from tuneloop.runs import RunDir
 
 # Trainer's log keys -> the run-directory contract's names.
-RENAMES = {"loss": "train_loss", "mean_token_accuracy": "train_token_accuracy",
-           "eval_mean_token_accuracy": "eval_token_accuracy"}
-KEEP = ("train_loss", "eval_loss", "learning_rate", "grad_norm", "train_token_accuracy", "eval_token_accuracy",
-        "num_tokens", "tokens_per_second", "weight_penalty")
+RENAMES = {
+    "loss": "train_loss",
+    "mean_token_accuracy": "train_token_accuracy",
+    "eval_mean_token_accuracy": "eval_token_accuracy",
+}
+KEEP = (
+    "train_loss",
+    "eval_loss",
+    "learning_rate",
+    "grad_norm",
+    "train_token_accuracy",
+    "eval_token_accuracy",
+    "num_tokens",
+    "tokens_per_second",
+    "weight_penalty",
+)
 
 
 def _kept(name: str) -> bool:
@@ -55,7 +67,9 @@ class MetricsWriter(TrainerCallback):
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = logs or {}
-        if not state.is_world_process_zero or "train_runtime" in logs:  # the end-of-training summary, not a point on the curve
+        if (
+            not state.is_world_process_zero or "train_runtime" in logs
+        ):  # the end-of-training summary, not a point on the curve
             return
         record = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4)}
         for key, value in logs.items():
@@ -90,13 +104,27 @@ class TrainingProgress(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         if not state.is_local_process_zero:
             return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         self._progress = Progress(
-            TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
-            TextColumn("train {task.fields[train]}  val {task.fields[val]}{task.fields[metric]}  "
-                       "{task.fields[tps]} tok/s{task.fields[doctor]}"),
-            console=self.console, transient=False,
+            TextColumn("[bold]training"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            TextColumn(
+                "train {task.fields[train]}  val {task.fields[val]}{task.fields[metric]}  "
+                "{task.fields[tps]} tok/s{task.fields[doctor]}"
+            ),
+            console=self.console,
+            transient=False,
         )
         self._progress.start()
         self._task = self._progress.add_task("train", total=state.max_steps, **self._fields)

@@ -28,13 +28,21 @@ class CompletionLossTrainer(SFTTrainer):
     those copies cost ~0.5 s per step and autocast casts back to bf16 anyway.
     """
 
-    def __init__(self, *args, autocast_dtype: torch.dtype | None = None, l1: float = 0.0, l2: float = 0.0,
-                 task_eval=None, **kwargs):
+    def __init__(
+        self,
+        *args,
+        autocast_dtype: torch.dtype | None = None,
+        l1: float = 0.0,
+        l2: float = 0.0,
+        task_eval=None,
+        **kwargs,
+    ):
         super().__init__(*args, **kwargs)
         self.autocast_dtype = autocast_dtype
         self.l1, self.l2 = l1, l2
         self.task_eval = task_eval  # a TaskEvaluator: the task metric at each validation pass
         self._example_losses: list[float] = []  # per validation example, for the loss's standard error
+        check_trl_internals(self)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         mode = "train" if model.training else "eval"
@@ -62,18 +70,28 @@ class CompletionLossTrainer(SFTTrainer):
             loss = loss * (self.accelerator.num_processes // self.get_tp_size())
         if mode == "train" and (self.l1 or self.l2):
             penalty = self._weight_penalty(model)
-            self._metrics[mode]["weight_penalty"].append(penalty.item())
+            self._log_metric(mode, "weight_penalty", penalty.item())
             # Each micro-batch's loss is summed into one optimizer step: add 1/accumulation of it.
             loss = loss + penalty / self.args.gradient_accumulation_steps
 
         with torch.no_grad():
             accuracy = (logits.argmax(-1) == targets).float().mean().item() if targets.numel() else 0.0
-        self._metrics[mode]["mean_token_accuracy"].append(accuracy)
+        self._log_metric(mode, "mean_token_accuracy", accuracy)
         if mode == "train":
-            self._total_train_tokens += int(inputs["attention_mask"].sum()) if "attention_mask" in inputs \
-                else inputs["input_ids"].numel()
-            self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
+            self._count_train_tokens(
+                int(inputs["attention_mask"].sum()) if "attention_mask" in inputs else inputs["input_ids"].numel()
+            )
         return (loss, outputs) if return_outputs else loss
+
+    # The only two places tuneloop writes TRL's private state (check_trl_internals guards both):
+    # SFTTrainer averages `_metrics[mode][name]` into each log, and reports `_total_train_tokens`
+    # as num_tokens. compute_loss replaces SFTTrainer's, so it must feed them the same way.
+    def _log_metric(self, mode: str, name: str, value: float) -> None:
+        self._metrics[mode][name].append(value)
+
+    def _count_train_tokens(self, tokens: int) -> None:
+        self._total_train_tokens += tokens
+        self._metrics["train"]["num_tokens"] = [self._total_train_tokens]
 
     def _record_example_losses(self, token_losses: torch.Tensor, keep: torch.Tensor) -> None:
         rows = keep.nonzero(as_tuple=True)[0]
@@ -87,9 +105,6 @@ class CompletionLossTrainer(SFTTrainer):
         of continuous evaluation (`eval_<key>`, train/task_eval.py)."""
         self._example_losses = []
         output = super().evaluation_loop(*args, **kwargs)
-        prefix = kwargs.get("metric_key_prefix", "eval")
-        if prefix != "eval":  # the test split after training: eval/ reports it
-            return output
         losses = self._example_losses
         if len(losses) > 1:
             mean = sum(losses) / len(losses)
@@ -116,3 +131,27 @@ class CompletionLossTrainer(SFTTrainer):
         if self.autocast_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.args.device.type, dtype=self.autocast_dtype)
+
+
+def check_trl_internals(trainer) -> None:
+    """Fail at once, naming the TRL version, when TRL no longer has the private state that
+    CompletionLossTrainer feeds (per-mode defaultdicts of metric lists, and a token counter);
+    without this a TRL upgrade would silently drop token accuracy and token counts from every log."""
+    from collections import defaultdict
+
+    import trl
+
+    metrics = getattr(trainer, "_metrics", None)
+    ok = (
+        isinstance(metrics, dict)
+        and all(
+            isinstance(metrics.get(m), defaultdict) and metrics[m].default_factory is list for m in ("train", "eval")
+        )
+        and isinstance(getattr(trainer, "_total_train_tokens", None), int)
+    )
+    if not ok:
+        raise RuntimeError(
+            f"TRL {trl.__version__} changed SFTTrainer's private _metrics / _total_train_tokens, "
+            "which tuneloop's CompletionLossTrainer feeds (train/loss.py); pin trl to a tested "
+            "version or update compute_loss"
+        )

@@ -38,22 +38,36 @@ def save_steps_for(train: TrainConfig, eval_steps: int) -> int:
     save = train.save_every or eval_steps
     if (train.early_stopping_patience or train.doctor == "stop") and save % eval_steps:
         # Restoring the best checkpoint needs one saved at every evaluation.
-        raise ConfigError(f"train.save_every={save} must be a multiple of train.eval_every={eval_steps} "
-                         "when early stopping or doctor: stop may restore the best checkpoint")
+        raise ConfigError(
+            f"train.save_every={save} must be a multiple of train.eval_every={eval_steps} "
+            "when early stopping or doctor: stop may restore the best checkpoint"
+        )
     return save
 
 
-def build_trainer(model, tokenizer, train_rows, val_rows, *, train: TrainConfig, lora: LoraConfig,
-                  max_seq_len: int, precision: Precision, output_dir: Path, callbacks=(), device: str = "cpu",
-                  task_eval=None):
+def build_trainer(
+    model,
+    tokenizer,
+    train_rows,
+    val_rows,
+    *,
+    train: TrainConfig,
+    lora: LoraConfig,
+    max_seq_len: int,
+    precision: Precision,
+    output_dir: Path,
+    callbacks=(),
+    device: str = "cpu",
+    task_eval=None,
+):
     """`task_eval`: a TaskEvaluator (continuous evaluation). With it, `train.select_best` auto or
     metric keeps the weights of the best validation metric instead of the best validation loss."""
     from peft import LoraConfig as PeftLoraConfig
     from transformers import EarlyStoppingCallback, PrinterCallback
     from trl import SFTConfig
 
-    from tuneloop.train.loss import CompletionLossTrainer
     from tuneloop.models.kernels import use_liger
+    from tuneloop.train.loss import CompletionLossTrainer
     from tuneloop.train.task_eval import KeepBestByMetric
 
     # Padding-free (one concatenated row per batch) pays off only with varlen attention kernels
@@ -118,20 +132,26 @@ def build_trainer(model, tokenizer, train_rows, val_rows, *, train: TrainConfig,
         # costs DDP an extra pass over the autograd graph.
         ddp_find_unused_parameters=False,
     )
-    peft_config = None if train.method == "full" else PeftLoraConfig(
-        r=lora.r,
-        lora_alpha=lora.alpha,
-        lora_dropout=lora.dropout,
-        target_modules=lora.target_modules,
-        use_rslora=lora.use_rslora,
-        use_dora=lora.use_dora,
-        task_type="CAUSAL_LM",
+    peft_config = (
+        None
+        if train.method == "full"
+        else PeftLoraConfig(
+            r=lora.r,
+            lora_alpha=lora.alpha,
+            lora_dropout=lora.dropout,
+            target_modules=lora.target_modules,
+            use_rslora=lora.use_rslora,
+            use_dora=lora.use_dora,
+            task_type="CAUSAL_LM",
+        )
     )
     if task_eval is not None:
         callbacks = [*callbacks, task_eval]
     if by_metric:
-        callbacks = [*callbacks, KeepBestByMetric(task_eval, train.early_stopping_patience,
-                                                  train.early_stopping_min_delta)]
+        callbacks = [
+            *callbacks,
+            KeepBestByMetric(task_eval, train.early_stopping_patience, train.early_stopping_min_delta),
+        ]
     elif early_stopping:
         callbacks = [*callbacks, EarlyStoppingCallback(train.early_stopping_patience, train.early_stopping_min_delta)]
     trainer = CompletionLossTrainer(

@@ -13,8 +13,9 @@ from tuneloop.train.memory import MEMORY_SHARE, activation_bytes_per_token
 COMPILE_MIN_TOKENS = 20_000
 
 
-def resolve_speed(train, device: str, model_config, batch_size: int, seq_len: int, free_bytes: float,
-                  train_tokens: float = 0) -> list[str]:
+def resolve_speed(
+    train, device: str, model_config, batch_size: int, seq_len: int, free_bytes: float, train_tokens: float = 0
+) -> list[str]:
     """Settle `quantize`, `gradient_checkpointing` and `compile` for this machine and run (in place);
     returns notes. `train_tokens`: tokens the whole run trains on (all epochs)."""
     notes = []
@@ -30,8 +31,10 @@ def resolve_speed(train, device: str, model_config, batch_size: int, seq_len: in
         needed = activation_bytes_per_token(model_config, seq_len) * seq_len * batch_size
         train.gradient_checkpointing = needed > MEMORY_SHARE * free_bytes
         if train.gradient_checkpointing:
-            notes.append(f"gradient checkpointing on: a batch's activations (~{needed / 2**30:.1f} GiB) exceed a "
-                         f"quarter of free memory ({free_bytes / 2**30:.1f} GiB)")
+            notes.append(
+                f"gradient checkpointing on: a batch's activations (~{needed / 2**30:.1f} GiB) exceed a "
+                f"quarter of free memory ({free_bytes / 2**30:.1f} GiB)"
+            )
     return notes
 
 

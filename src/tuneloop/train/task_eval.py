@@ -46,8 +46,18 @@ class TaskEvaluator(TrainerCallback):
     """Called by the trainer inside each validation pass (CompletionLossTrainer.evaluation_loop);
     a callback only to know when training started and when it ended."""
 
-    def __init__(self, validation: list[Example], train: list[Example], tokenizer, config: EvalConfig,
-                 precision: Precision, *, rows: int, budget: float, seed: int):
+    def __init__(
+        self,
+        validation: list[Example],
+        train: list[Example],
+        tokenizer,
+        config: EvalConfig,
+        precision: Precision,
+        *,
+        rows: int,
+        budget: float,
+        seed: int,
+    ):
         self.sample = sample_rows(validation, rows, seed)
         self.train_sample = sample_rows(train, min(rows, TRAIN_SAMPLE_ROWS), seed)
         self.metric = metric_for(self.sample, config)
@@ -101,8 +111,9 @@ class TaskEvaluator(TrainerCallback):
         device = next(model.parameters()).device
         try:
             with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-                scored = generate_and_score(model, self.tokenizer, examples, self.config, self.precision,
-                                            metric=self.metric)
+                scored = generate_and_score(
+                    model, self.tokenizer, examples, self.config, self.precision, metric=self.metric
+                )
         finally:
             model.set_attn_implementation(training_attention)
         self.key = self.key or next(iter(scored["metrics"]))
@@ -116,11 +127,18 @@ class TaskEvaluator(TrainerCallback):
 
     def summary(self, train_seconds: float) -> dict:
         """For run.json: what continuous evaluation scored and what it cost."""
-        return {"metric": self.metric, "key": self.key, "rows": len(self.sample), "train_rows": len(self.train_sample),
-                "max_new_tokens": self.config.max_new_tokens, "scored_steps": self.scored_steps,
-                "skipped_steps": self.skipped_steps, "seconds": round(self.seconds, 1),
-                "share_of_training": round(self.seconds / max(1e-9, train_seconds - self.seconds), 3),
-                "budget": self.budget}
+        return {
+            "metric": self.metric,
+            "key": self.key,
+            "rows": len(self.sample),
+            "train_rows": len(self.train_sample),
+            "max_new_tokens": self.config.max_new_tokens,
+            "scored_steps": self.scored_steps,
+            "skipped_steps": self.skipped_steps,
+            "seconds": round(self.seconds, 1),
+            "share_of_training": round(self.seconds / max(1e-9, train_seconds - self.seconds), 3),
+            "budget": self.budget,
+        }
 
 
 class KeepBestByMetric(TrainerCallback):
@@ -172,11 +190,21 @@ def continuous_evaluation(config: RunConfig, splits: Splits, tokenizer, precisio
     possible = t.metric_rows > 0 and splits.validation and splits.validation[0].kind != "text"
     if not possible:
         if t.select_best == "metric":
-            raise ConfigError("train.select_best: metric needs continuous evaluation: prompt/answer data with a "
-                              "validation split, and train.metric_rows > 0")
+            raise ConfigError(
+                "train.select_best: metric needs continuous evaluation: prompt/answer data with a "
+                "validation split, and train.metric_rows > 0"
+            )
         return None
-    return TaskEvaluator(splits.validation, splits.train, tokenizer, config.eval, precision, rows=t.metric_rows,
-                         budget=t.metric_budget, seed=t.seed)
+    return TaskEvaluator(
+        splits.validation,
+        splits.train,
+        tokenizer,
+        config.eval,
+        precision,
+        rows=t.metric_rows,
+        budget=t.metric_budget,
+        seed=t.seed,
+    )
 
 
 def record_selection(run: RunDir, trainer, task_eval: TaskEvaluator | None, train_seconds: float) -> None:
@@ -184,11 +212,18 @@ def record_selection(run: RunDir, trainer, task_eval: TaskEvaluator | None, trai
     metric), and what continuous evaluation cost."""
     stopped_early = trainer.state.global_step < trainer.state.max_steps
     if trainer.state.best_model_checkpoint:
-        run.update_info(best_checkpoint_step=int(trainer.state.best_model_checkpoint.rsplit("-", 1)[-1]),
-                        selected_by="loss", stopped_early=stopped_early)
+        run.update_info(
+            best_checkpoint_step=int(trainer.state.best_model_checkpoint.rsplit("-", 1)[-1]),
+            selected_by="loss",
+            stopped_early=stopped_early,
+        )
     keeper = next((c for c in trainer.callback_handler.callbacks if isinstance(c, KeepBestByMetric)), None)
     if keeper is not None and keeper.best_step is not None:
-        run.update_info(best_checkpoint_step=keeper.best_step, selected_by=f"eval_{task_eval.key}",
-                        best_metric=keeper.best_value, stopped_early=stopped_early)
+        run.update_info(
+            best_checkpoint_step=keeper.best_step,
+            selected_by=f"eval_{task_eval.key}",
+            best_metric=keeper.best_value,
+            stopped_early=stopped_early,
+        )
     if task_eval is not None:
         run.update_info(continuous_evaluation=task_eval.summary(train_seconds))

@@ -26,10 +26,9 @@ from pathlib import Path
 
 from rich.console import Console
 
-from tuneloop.config import RunConfig, config_with
+from tuneloop.config import LOWER_IS_BETTER, RunConfig, config_with
 from tuneloop.doctor import diagnose_path, recommend
 from tuneloop.doctor.recommend import estimated_minutes
-from tuneloop.config import LOWER_IS_BETTER
 from tuneloop.runs import RunDir
 
 SELECT = ("auto", "metric", "val_loss")
@@ -68,9 +67,14 @@ class Autotune:
 
     def to_dict(self) -> dict:
         best = self.best
-        return {"select": self.select, "best_run": best.run if best else None,
-                "stopped_because": self.stopped_because, "attempts": [asdict(a) for a in self.attempts],
-                "skipped": self.skipped, "test": self.test}
+        return {
+            "select": self.select,
+            "best_run": best.run if best else None,
+            "stopped_because": self.stopped_because,
+            "attempts": [asdict(a) for a in self.attempts],
+            "skipped": self.skipped,
+            "test": self.test,
+        }
 
 
 def _score(a: Attempt, select: str) -> float | None:
@@ -82,8 +86,15 @@ def _score(a: Attempt, select: str) -> float | None:
     return a.metric_value if a.metric in LOWER_IS_BETTER else -a.metric_value
 
 
-def autotune(config: RunConfig, *, max_runs: int | None = 4, max_minutes: float | None = None, select: str = "auto",
-             console: Console | None = None, evaluate_test: bool = True) -> Autotune:
+def autotune(
+    config: RunConfig,
+    *,
+    max_runs: int | None = 4,
+    max_minutes: float | None = None,
+    select: str = "auto",
+    console: Console | None = None,
+    evaluate_test: bool = True,
+) -> Autotune:
     from tuneloop.pipeline import run_loop
 
     if select not in SELECT:
@@ -107,12 +118,15 @@ def autotune(config: RunConfig, *, max_runs: int | None = 4, max_minutes: float 
         fits = [q for q in queue if left is None or not tune.attempts or _minutes(q, tune) <= left]
         for q in queue:
             if q not in fits and _key(q[0]) not in {_key(s["changes"]) for s in tune.skipped}:
-                tune.skipped.append({"changes": q[0], "estimated_minutes": _minutes(q, tune),
-                                     "minutes_left": round(left, 1)})
+                tune.skipped.append(
+                    {"changes": q[0], "estimated_minutes": _minutes(q, tune), "minutes_left": round(left, 1)}
+                )
         if not fits:
             tune.stopped_because = tune.stopped_because or (
-                "no untried recommendation left" if not queue else
-                f"time budget ({max_minutes:g} min): no remaining change fits the {left:.1f} minutes left")
+                "no untried recommendation left"
+                if not queue
+                else f"time budget ({max_minutes:g} min): no remaining change fits the {left:.1f} minutes left"
+            )
             break
         queue.remove(fits[0])
         changes, step, parent, minutes = fits[0]
@@ -120,13 +134,23 @@ def autotune(config: RunConfig, *, max_runs: int | None = 4, max_minutes: float 
         attempt = Attempt(len(tune.attempts), "", parent, changes, step, estimated_minutes=minutes)
         described = ", ".join(f"{s['param']} {s['from']} → {s['to']}" for s in step) or "the config as given"
         of = f"/{max_runs}" if max_runs is not None else ""
-        console.rule(f"autotune run {attempt.index + 1}{of}: {described}"
-                     + (f" (~{minutes:.0f} min)" if minutes else ""))
+        console.rule(
+            f"autotune run {attempt.index + 1}{of}: {described}" + (f" (~{minutes:.0f} min)" if minutes else "")
+        )
         t = time.perf_counter()
-        result = run_loop(config_with(original, changes, run_name=f"{name}-{attempt.index}"), console,
-                          evaluate=False,
-                          info={"lineage": {"autotune": str(home.path.resolve()), "attempt": attempt.index,
-                                            "parent": parent, "changes": step}})
+        result = run_loop(
+            config_with(original, changes, run_name=f"{name}-{attempt.index}"),
+            console,
+            evaluate=False,
+            info={
+                "lineage": {
+                    "autotune": str(home.path.resolve()),
+                    "attempt": attempt.index,
+                    "parent": parent,
+                    "changes": step,
+                }
+            },
+        )
         attempt.seconds = round(time.perf_counter() - t, 1)
         attempt.run = str(result.run.path)
         diagnosis, run_config = diagnose_path(result.run.path)
@@ -137,16 +161,21 @@ def autotune(config: RunConfig, *, max_runs: int | None = 4, max_minutes: float 
         if diagnosis.summary.get("metric"):
             attempt.metric = diagnosis.summary["metric"]
             # The saved weights' score: the best scored evaluation when the run kept that one.
-            attempt.metric_value = (keep["value"] if keep.get("by", "").startswith("eval_")
-                                    and keep.get("saved_step") == keep.get("step") else diagnosis.summary["last_metric"])
+            attempt.metric_value = (
+                keep["value"]
+                if keep.get("by", "").startswith("eval_") and keep.get("saved_step") == keep.get("step")
+                else diagnosis.summary["last_metric"]
+            )
         if tune.select == "auto":
             tune.select = "metric" if attempt.metric else "val_loss"
         if evaluate_test and not reserve:
             reserve = _test_minutes(result.run)
         tune.attempts.append(attempt)
-        console.print(f"[bold]{diagnosis.verdict}[/bold] · best validation loss {attempt.best_val_loss}"
-                      + (f" · validation {attempt.metric} {attempt.metric_value:.4f}" if attempt.metric else "")
-                      + f" · {attempt.seconds / 60:.1f} min")
+        console.print(
+            f"[bold]{diagnosis.verdict}[/bold] · best validation loss {attempt.best_val_loss}"
+            + (f" · validation {attempt.metric} {attempt.metric_value:.4f}" if attempt.metric else "")
+            + f" · {attempt.seconds / 60:.1f} min"
+        )
         if tune.best is attempt:
             queue = _proposals(diagnosis, changes, attempt.run, run_config)
             if not queue and diagnosis.verdict == "healthy":
@@ -162,15 +191,19 @@ def _proposals(diagnosis, changes: dict, parent: str, run_config: dict | None) -
     """The doctor's main change (all applied recommendations together), then each concrete
     alternative alone, each with its estimated training minutes. Inference-time and data advice
     cannot be tried by retraining."""
-    concrete = [r for r in diagnosis.recommendations
-                if r.param.split(".")[0] in ("train", "lora") and not isinstance(r.to, str) and r.to != r.from_]
+    concrete = [
+        r
+        for r in diagnosis.recommendations
+        if r.param.split(".")[0] in ("train", "lora") and not isinstance(r.to, str) and r.to != r.from_
+    ]
     main = [r for r in concrete if r.applied]
     seconds = diagnosis.summary.get("train_seconds")
     out = []
     if main:
         step = {r.param: r.to for r in main}
-        out.append(({**changes, **step}, [_step(r) for r in main], parent,
-                    estimated_minutes(seconds, run_config, step)))
+        out.append(
+            ({**changes, **step}, [_step(r) for r in main], parent, estimated_minutes(seconds, run_config, step))
+        )
     alternatives: dict[str, list] = {}
     for r in concrete:
         if not r.applied:
@@ -192,7 +225,7 @@ def _proposals(diagnosis, changes: dict, parent: str, run_config: dict | None) -
 def _minutes(proposal, tune: Autotune) -> float:
     """A proposed run's whole time: the doctor's training estimate, plus what the parent spent
     outside training (data, model load, compile); the parent's time when there is no estimate."""
-    changes, _, parent, minutes = proposal
+    _, _, parent, minutes = proposal
     parent_attempt = next((a for a in tune.attempts if a.run == parent), tune.attempts[-1])
     info = RunDir(Path(parent_attempt.run)).read_json(RunDir(Path(parent_attempt.run)).info_file)
     train_minutes = info.get("timings", {}).get("train", parent_attempt.seconds) / 60
@@ -228,12 +261,19 @@ def _evaluate_test(tune: Autotune, console: Console) -> dict:
             continue
         with console.status(f"autotune: {label} model on the test split ({len(test)} examples)"):
             side = load_side(spec, config)
-            result = evaluate_model(side.model, side.tokenizer, test, RunDir(Path(first.run if spec == "base" else spec)).config().eval,
-                                    side.precision)
+            result = evaluate_model(
+                side.model,
+                side.tokenizer,
+                test,
+                RunDir(Path(first.run if spec == "base" else spec)).config().eval,
+                side.precision,
+            )
         out["metric"] = result["metric"]
         out["key"] = headline(result["metric"])
-        out[label] = {"run": None if spec == "base" else spec,
-                      "metrics": {k: v for k, v in result["metrics"].items() if "/" not in k}}
+        out[label] = {
+            "run": None if spec == "base" else spec,
+            "metrics": {k: v for k, v in result["metrics"].items() if "/" not in k},
+        }
     return out
 
 

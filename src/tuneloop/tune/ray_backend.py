@@ -41,8 +41,16 @@ def ray_space(space: dict[str, SearchRange]) -> dict:
     return out
 
 
-def ray_sweep(config: RunConfig, space: dict[str, SearchRange], *, trials: int, name: str, address: str | None = None,
-              cpus_per_trial: float = 1.0, console: Console | None = None) -> list[dict]:
+def ray_sweep(
+    config: RunConfig,
+    space: dict[str, SearchRange],
+    *,
+    trials: int,
+    name: str,
+    address: str | None = None,
+    cpus_per_trial: float = 1.0,
+    console: Console | None = None,
+) -> list[dict]:
     import ray
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
@@ -61,29 +69,43 @@ def ray_sweep(config: RunConfig, space: dict[str, SearchRange], *, trials: int, 
 
         values = sample(optuna.trial.FixedTrial(params), space)  # adds the derived values (alpha = 2 x r)
         trial_config = config_with(original, values, run_name=f"{name}-{tune.get_context().get_trial_id()}")
-        run_loop(trial_config, Console(quiet=True), callbacks=[ReportToRay()], evaluate=False,
-                 info={"sweep": {"study": name, "backend": "ray", "trial": tune.get_context().get_trial_id(),
-                                 "params": values}})
+        run_loop(
+            trial_config,
+            Console(quiet=True),
+            callbacks=[ReportToRay()],
+            evaluate=False,
+            info={
+                "sweep": {"study": name, "backend": "ray", "trial": tune.get_context().get_trial_id(), "params": values}
+            },
+        )
 
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
     tuner = tune.Tuner(
         tune.with_resources(trainable, {"cpu": cpus_per_trial}),
         param_space=ray_space(space),
-        tune_config=tune.TuneConfig(metric="eval_loss", mode="min", num_samples=trials,
-                                    search_alg=OptunaSearch(seed=config.sweep.seed),
-                                    scheduler=ASHAScheduler(grace_period=2, reduction_factor=2)),
+        tune_config=tune.TuneConfig(
+            metric="eval_loss",
+            mode="min",
+            num_samples=trials,
+            search_alg=OptunaSearch(seed=config.sweep.seed),
+            scheduler=ASHAScheduler(grace_period=2, reduction_factor=2),
+        ),
         run_config=tune.RunConfig(name=name, storage_path=str((folder / "ray").resolve()), verbose=0),
     )
     results = tuner.fit()
     rows = []
     for result in results:
         history = result.metrics_dataframe
-        rows.append({"trial": result.metrics.get("trial_id"), "params": result.config,
-                     "best_val_loss": float(history["eval_loss"].min()) if history is not None and len(history) else None,
-                     "evaluations": 0 if history is None else len(history),
-                     "error": str(result.error) if result.error else None})
+        rows.append(
+            {
+                "trial": result.metrics.get("trial_id"),
+                "params": result.config,
+                "best_val_loss": float(history["eval_loss"].min()) if history is not None and len(history) else None,
+                "evaluations": 0 if history is None else len(history),
+                "error": str(result.error) if result.error else None,
+            }
+        )
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "ray_trials.json").write_text(json.dumps(rows, indent=2, default=str) + "\n")
     return rows
-

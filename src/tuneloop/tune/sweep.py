@@ -84,8 +84,15 @@ def sample(trial, space: dict[str, SearchRange]) -> dict:
     return values
 
 
-def sweep(config: RunConfig, *, trials: int | None = None, storage: str | None = None, study_name: str | None = None,
-          timeout_minutes: float | None = None, console: Console | None = None) -> SweepResult:
+def sweep(
+    config: RunConfig,
+    *,
+    trials: int | None = None,
+    storage: str | None = None,
+    study_name: str | None = None,
+    timeout_minutes: float | None = None,
+    console: Console | None = None,
+) -> SweepResult:
     import optuna
 
     from tuneloop.pipeline import run_loop
@@ -108,10 +115,15 @@ def sweep(config: RunConfig, *, trials: int | None = None, storage: str | None =
     rdb = optuna.storages.RDBStorage(url, heartbeat_interval=s.heartbeat_seconds, grace_period=3 * s.heartbeat_seconds)
     worker = f"{socket.gethostname()}:{os.getpid()}"  # which worker ran which trial, in a shared study
     study = optuna.create_study(
-        study_name=name, storage=rdb, load_if_exists=True, direction="minimize",
+        study_name=name,
+        storage=rdb,
+        load_if_exists=True,
+        direction="minimize",
         sampler=optuna.samplers.TPESampler(seed=s.seed, n_startup_trials=min(5, max(2, trials // 3))),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0) if s.pruning
-        else optuna.pruners.NopPruner())
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
+        if s.pruning
+        else optuna.pruners.NopPruner(),
+    )
     counted = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     if not study.get_trials(deepcopy=False):
         baseline = _baseline(original, space)
@@ -127,30 +139,48 @@ def sweep(config: RunConfig, *, trials: int | None = None, storage: str | None =
         trial.set_user_attr("worker", worker)
         console.rule(f"trial {trial.number}: " + ", ".join(f"{k}={_short(v)}" for k, v in values.items()))
         pruning = PruneOnValidationLoss(trial)
-        result = run_loop(config_with(original, values, run_name=f"{name}-trial{trial.number}"), console,
-                          callbacks=[pruning], evaluate=False,
-                          info={"sweep": {"study": name, "storage": _hide_password(url), "trial": trial.number,
-                                          "params": values, "worker": worker}})
+        result = run_loop(
+            config_with(original, values, run_name=f"{name}-trial{trial.number}"),
+            console,
+            callbacks=[pruning],
+            evaluate=False,
+            info={
+                "sweep": {
+                    "study": name,
+                    "storage": _hide_password(url),
+                    "trial": trial.number,
+                    "params": values,
+                    "worker": worker,
+                }
+            },
+        )
         trial.set_user_attr("run", str(result.run.path))
         evals = [v for _, v in Curves.from_metrics(result.run.read_metrics()).val]  # finite values only
         if pruning.pruned_at is not None:
             result.run.update_info(sweep_pruned_at_step=pruning.pruned_at)
-            console.print(f"pruned at step {pruning.pruned_at}: validation loss {pruning.last:.4f} is behind the median")
+            console.print(
+                f"pruned at step {pruning.pruned_at}: validation loss {pruning.last:.4f} is behind the median"
+            )
             raise optuna.TrialPruned()
         # A run that diverged to NaN everywhere: Optuna records a NaN objective as a failed trial.
         return min(evals, default=float("nan"))
 
-    study.optimize(objective, n_trials=max(0, trials - done),
-                   timeout=timeout_minutes * 60 if timeout_minutes else None,
-                   callbacks=[optuna.study.MaxTrialsCallback(trials, states=counted)])
+    study.optimize(
+        objective,
+        n_trials=max(0, trials - done),
+        timeout=timeout_minutes * 60 if timeout_minutes else None,
+        callbacks=[optuna.study.MaxTrialsCallback(trials, states=counted)],
+    )
     return _summarise(study, url, folder, original)
 
 
 def _baseline(original: dict, space: dict[str, SearchRange]) -> dict | None:
     """The config's own values for the searched keys, when every one lies inside the space."""
     values = {key: get_key(original, key) for key in space}
-    inside = all(v is not None and (v in r.choices if r.choices is not None else r.low <= v <= r.high)
-                 for v, r in zip(values.values(), space.values()))
+    inside = all(
+        v is not None and (v in r.choices if r.choices is not None else r.low <= v <= r.high)
+        for v, r in zip(values.values(), space.values())
+    )
     return values if inside else None
 
 
@@ -159,17 +189,27 @@ def _summarise(study, url: str, folder: Path, original: dict) -> SweepResult:
 
     rows = []
     for t in study.get_trials(deepcopy=False):
-        rows.append({"number": t.number, "state": t.state.name.lower(), "params": t.params, "value": t.value,
-                     "last_reported": max(t.intermediate_values.items())[1] if t.intermediate_values else None,
-                     "run": t.user_attrs.get("run"), "worker": t.user_attrs.get("worker")})
+        rows.append(
+            {
+                "number": t.number,
+                "state": t.state.name.lower(),
+                "params": t.params,
+                "value": t.value,
+                "last_reported": max(t.intermediate_values.items())[1] if t.intermediate_values else None,
+                "run": t.user_attrs.get("run"),
+                "worker": t.user_attrs.get("worker"),
+            }
+        )
     best = None
     if study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
         b = study.best_trial
         best = {"number": b.number, "value": b.value, "params": b.params, "run": b.user_attrs.get("run")}
         best_config = config_with(original, b.user_attrs["values"], run_name=None)
         (folder / "best.yaml").write_text(dump_config(best_config))
-    (folder / "trials.json").write_text(json.dumps({"study": study.study_name, "storage": _hide_password(url), "best": best,
-                                                    "trials": rows}, indent=2) + "\n")
+    (folder / "trials.json").write_text(
+        json.dumps({"study": study.study_name, "storage": _hide_password(url), "best": best, "trials": rows}, indent=2)
+        + "\n"
+    )
     return SweepResult(study.study_name, url, folder, rows, best)
 
 
@@ -182,4 +222,3 @@ def _hide_password(url: str) -> str:
 
 def _short(v) -> str:
     return f"{v:.3g}" if isinstance(v, float) else str(v)
-

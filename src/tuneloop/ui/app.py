@@ -20,33 +20,58 @@ from fastapi import FastAPI, Form, HTTPException, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 
-from tuneloop.config import ConfigError, LoraConfig, TrainConfig, load_config
+from tuneloop.config import ConfigError, LoraConfig, TrainConfig, headline, load_config
 from tuneloop.doctor.curves import Curves
-from tuneloop.config import headline
 from tuneloop.eval.ratings import add_rating, blind_winner, read_ratings, summarize
 from tuneloop.ui import store
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
-COLUMNS = [("id", "run"), ("status", "status"), ("model", "model"), ("data", "data"), ("method", "method"),
-           ("learning_rate", "learning rate"), ("epochs", "epochs"), ("batch", "effective batch"),
-           ("lora_r", "LoRA r"), ("best_val_loss", "best val loss"), ("metric_value", "test metric"),
-           ("verdict", "doctor")]
+COLUMNS = [
+    ("id", "run"),
+    ("status", "status"),
+    ("model", "model"),
+    ("data", "data"),
+    ("method", "method"),
+    ("learning_rate", "learning rate"),
+    ("epochs", "epochs"),
+    ("batch", "effective batch"),
+    ("lora_r", "LoRA r"),
+    ("best_val_loss", "best val loss"),
+    ("metric_value", "test metric"),
+    ("verdict", "doctor"),
+]
 # The knobs the guides name, in their order; the hint is the config schema's own description.
-LAUNCH_FIELDS = ["train.method", "train.learning_rate", "train.epochs", "train.batch_size",
-                 "train.gradient_accumulation", "train.scheduler", "train.warmup_ratio", "train.weight_decay",
-                 "train.early_stopping_patience", "lora.r", "lora.alpha", "lora.dropout"]
-EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
+LAUNCH_FIELDS = [
+    "train.method",
+    "train.learning_rate",
+    "train.epochs",
+    "train.batch_size",
+    "train.gradient_accumulation",
+    "train.scheduler",
+    "train.warmup_ratio",
+    "train.weight_decay",
+    "train.early_stopping_patience",
+    "lora.r",
+    "lora.alpha",
+    "lora.dropout",
+]
+PRESETS = Path(__file__).resolve().parents[1] / "presets"  # package data: there in any install
 
 
 def launch_subprocess(config_file: Path) -> None:
     log = config_file.with_suffix(".log").open("w")
-    subprocess.Popen([sys.executable, "-m", "tuneloop.cli", "run", str(config_file)], stdout=log, stderr=log,
-                     cwd=config_file.parent, start_new_session=True)
+    subprocess.Popen(
+        [sys.executable, "-m", "tuneloop.cli", "run", str(config_file)],
+        stdout=log,
+        stderr=log,
+        cwd=config_file.parent,
+        start_new_session=True,
+    )
 
 
 def create_app(runs_dir: Path, presets: list[Path] | None = None, launcher=launch_subprocess) -> FastAPI:
     runs_dir = runs_dir.resolve()
-    presets = presets if presets is not None else sorted(EXAMPLES.glob("*/*.yaml"))
+    presets = presets if presets is not None else sorted(PRESETS.glob("*/*.yaml"))
     app = FastAPI(title="tuneloop", docs_url=None, redoc_url=None)
 
     def page(request: Request, name: str, **context):
@@ -62,19 +87,33 @@ def create_app(runs_dir: Path, presets: list[Path] | None = None, launcher=launc
     def plotly_js():
         import plotly
 
-        return FileResponse(Path(plotly.__file__).parent / "package_data" / "plotly.min.js",
-                            media_type="application/javascript")
+        return FileResponse(
+            Path(plotly.__file__).parent / "package_data" / "plotly.min.js", media_type="application/javascript"
+        )
 
     @app.get("/", response_class=HTMLResponse)
     def runs_page(request: Request, q: str = "", status: str = "", sort: str = "id", desc: int = 1):
         rows = [store.summary(r) for r in store.runs(runs_dir)]
-        rows = [r for r in rows if (not status or r["status"] == status)
-                and (not q or q.lower() in f"{r['id']} {r['model']} {r['data']}".lower())]
+        rows = [
+            r
+            for r in rows
+            if (not status or r["status"] == status)
+            and (not q or q.lower() in f"{r['id']} {r['model']} {r['data']}".lower())
+        ]
         if sort in dict(COLUMNS):
             present = [r for r in rows if r[sort] is not None]
             rows = sorted(present, key=lambda r: r[sort], reverse=bool(desc)) + [r for r in rows if r[sort] is None]
-        return page(request, "runs.html", rows=rows, columns=COLUMNS, q=q, status=status, sort=sort, desc=desc,
-                    runs_dir=runs_dir)
+        return page(
+            request,
+            "runs.html",
+            rows=rows,
+            columns=COLUMNS,
+            q=q,
+            status=status,
+            sort=sort,
+            desc=desc,
+            runs_dir=runs_dir,
+        )
 
     @app.get("/runs/{run_id}", response_class=HTMLResponse)
     def run_page(request: Request, run_id: str):
@@ -119,8 +158,15 @@ def create_app(runs_dir: Path, presets: list[Path] | None = None, launcher=launc
                 result = store.significance(details[0]["evaluation"], d["evaluation"])
                 sig = result["metrics"].get(headline(d["evaluation"]["metric"])) if result else None
             table.append({**s, "significance": sig})
-        return page(request, "compare.html", ids=run, curves=curves, table=table, error=None,
-                    diff=store.config_diff({d["id"]: d["config"] for d in details}))
+        return page(
+            request,
+            "compare.html",
+            ids=run,
+            curves=curves,
+            table=table,
+            error=None,
+            diff=store.config_diff({d["id"]: d["config"] for d in details}),
+        )
 
     @app.get("/rate", response_class=HTMLResponse)
     def rate_page(request: Request, run: str = ""):
@@ -130,18 +176,33 @@ def create_app(runs_dir: Path, presets: list[Path] | None = None, launcher=launc
             return page(request, "rate.html", run=None, runs=evaluated, example=None, summary=summary, error=None)
         examples = (store.read_json(get_run(run).eval_file) or {}).get("examples", [])
         rated = {r["prompt"] for r in read_ratings(runs_dir) if {r["model_a"], r["model_b"]} == {"base", run}}
-        todo = [i for i, e in enumerate(examples)
-                if e["prompt"] not in rated and e["base"]["output"] != e["finetuned"]["output"]]
+        todo = [
+            i
+            for i, e in enumerate(examples)
+            if e["prompt"] not in rated and e["base"]["output"] != e["finetuned"]["output"]
+        ]
         if not todo:
             return page(request, "rate.html", run=run, runs=evaluated, example=None, summary=summary, error=None)
         i = todo[0]
         flip = random.Random(f"{run}:{i}").random() < 0.5  # random order, stable across reloads
         e = examples[i]
-        first, second = (e["finetuned"]["output"], e["base"]["output"]) if flip else (e["base"]["output"],
-                                                                                      e["finetuned"]["output"])
-        return page(request, "rate.html", run=run, runs=evaluated, example=e, first=first, second=second,
-                    token=f"{run}|{i}|{int(flip)}", remaining=len(todo), total=len(examples), summary=summary,
-                    error=None)
+        first, second = (
+            (e["finetuned"]["output"], e["base"]["output"]) if flip else (e["base"]["output"], e["finetuned"]["output"])
+        )
+        return page(
+            request,
+            "rate.html",
+            run=run,
+            runs=evaluated,
+            example=e,
+            first=first,
+            second=second,
+            token=f"{run}|{i}|{int(flip)}",
+            remaining=len(todo),
+            total=len(examples),
+            summary=summary,
+            error=None,
+        )
 
     @app.post("/rate")
     def rate_submit(token: str = Form(...), choice: str = Form(...), comment: str = Form("")):
@@ -154,9 +215,18 @@ def create_app(runs_dir: Path, presets: list[Path] | None = None, launcher=launc
             winner = blind_winner(choice, flip == "1")
         except ValueError as e:
             raise HTTPException(400, str(e)) from None
-        add_rating(runs_dir, prompt=e["prompt"], model_a="base", model_b=run, output_a=e["base"]["output"],
-                   output_b=e["finetuned"]["output"], winner=winner, comment=comment,
-                   shown_first="b" if flip == "1" else "a", source=f"dashboard:{run}")
+        add_rating(
+            runs_dir,
+            prompt=e["prompt"],
+            model_a="base",
+            model_b=run,
+            output_a=e["base"]["output"],
+            output_b=e["finetuned"]["output"],
+            winner=winner,
+            comment=comment,
+            shown_first="b" if flip == "1" else "a",
+            source=f"dashboard:{run}",
+        )
         return RedirectResponse(f"/rate?run={run}", status_code=303)
 
     @app.get("/launch", response_class=HTMLResponse)

@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tuneloop.config import ConfigError
+from tuneloop.config import ConfigError, headline
 from tuneloop.doctor import diagnose_metrics, diagnose_path, recommend
 from tuneloop.doctor.curves import Curves
 from tuneloop.eval.compare import compare_outputs
-from tuneloop.config import headline
 from tuneloop.runs import RunDir
 
 
@@ -32,8 +31,9 @@ def _config(run: RunDir) -> dict:
 def runs(runs_dir: Path) -> list[RunDir]:
     if not runs_dir.is_dir():
         return []
-    return sorted((r for r in map(RunDir, runs_dir.iterdir()) if r.info_file.is_file()), key=lambda r: r.id,
-                  reverse=True)
+    return sorted(
+        (r for r in map(RunDir, runs_dir.iterdir()) if r.info_file.is_file()), key=lambda r: r.id, reverse=True
+    )
 
 
 def find(runs_dir: Path, run_id: str) -> RunDir | None:
@@ -53,12 +53,19 @@ def summary(run: RunDir, metrics: list[dict] | None = None) -> dict:
         metric = headline(evaluation["metric"])
         value = evaluation["finetuned"]["metrics"].get(metric)
     return {
-        "id": run.id, "status": info.get("status", "?"), "started_at": info.get("started_at", ""),
-        "model": Path(str(config.get("model", "?"))).name, "data": Path(str(config.get("data", {}).get("path", "?"))).name,
-        "method": train.get("method"), "learning_rate": train.get("learning_rate"), "epochs": train.get("epochs"),
+        "id": run.id,
+        "status": info.get("status", "?"),
+        "started_at": info.get("started_at", ""),
+        "model": Path(str(config.get("model", "?"))).name,
+        "data": Path(str(config.get("data", {}).get("path", "?"))).name,
+        "method": train.get("method"),
+        "learning_rate": train.get("learning_rate"),
+        "epochs": train.get("epochs"),
         "batch": (train.get("batch_size") or 0) * (train.get("gradient_accumulation") or 1) or None,
         "lora_r": lora.get("r") if train.get("method") != "full" else None,
-        "best_val_loss": min((v for _, v in val), default=None), "metric": metric, "metric_value": value,
+        "best_val_loss": min((v for _, v in val), default=None),
+        "metric": metric,
+        "metric_value": value,
         "verdict": diagnose_metrics(metrics).verdict if val else None,
     }
 
@@ -70,8 +77,15 @@ def detail(run: RunDir) -> dict:
     if any("eval_loss" in m for m in metrics):
         found, run_config = diagnose_path(run.path, metrics)
         diagnosis = recommend(found, run_config).to_dict()
-    return {"id": run.id, "info": info, "config": config, "metrics": metrics, "diagnosis": diagnosis,
-            "data_report": read_json(run.data_report_file), "evaluation": read_json(run.eval_file)}
+    return {
+        "id": run.id,
+        "info": info,
+        "config": config,
+        "metrics": metrics,
+        "diagnosis": diagnosis,
+        "data_report": read_json(run.data_report_file),
+        "evaluation": read_json(run.eval_file),
+    }
 
 
 def flatten(config: dict, prefix: str = "") -> dict:
@@ -88,15 +102,20 @@ def flatten(config: dict, prefix: str = "") -> dict:
 def config_diff(configs: dict[str, dict]) -> list[dict]:
     flat = {name: flatten(c) for name, c in configs.items()}
     keys = sorted(set().union(*flat.values())) if flat else []
-    return [{"key": k, "values": [flat[n].get(k) for n in flat]} for k in keys
-            if k != "run_name" and len({json.dumps(flat[n].get(k), sort_keys=True) for n in flat}) > 1]
+    return [
+        {"key": k, "values": [flat[n].get(k) for n in flat]}
+        for k in keys
+        if k != "run_name" and len({json.dumps(flat[n].get(k), sort_keys=True) for n in flat}) > 1
+    ]
 
 
 def finetuned_side(evaluation: dict) -> dict:
     """A run's fine-tuned answers from eval.json, in the shape compare_outputs takes."""
     examples = evaluation.get("examples", [])
-    return {"outputs": [e["finetuned"]["output"] for e in examples],
-            "per_example": [{k: v for k, v in e["finetuned"].items() if k != "output"} for e in examples]}
+    return {
+        "outputs": [e["finetuned"]["output"] for e in examples],
+        "per_example": [{k: v for k, v in e["finetuned"].items() if k != "output"} for e in examples],
+    }
 
 
 def significance(first: dict, other: dict) -> dict | None:

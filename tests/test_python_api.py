@@ -4,9 +4,9 @@ import re
 import socket
 
 import pytest
-from conftest import REPO, write_tickets
 
 import tuneloop
+from conftest import REPO, write_tickets
 
 
 def _free_port() -> int:
@@ -21,9 +21,11 @@ def test_the_readme_example_runs(tmp_path, tiny_model, monkeypatch, capsys):
     # The quickstart's tickets (80 of them), on the tiny model.
     write_tickets(tmp_path / "tickets.jsonl", 80)
     config = tmp_path / "quickstart.yaml"
-    config.write_text(f"model: {tiny_model}\ndata: {{path: tickets.jsonl, max_seq_len: 384}}\n"
-                      "train: {batch_size: 16, learning_rate: 2.0e-3, metric_rows: 8}\n"
-                      f"eval: {{max_new_tokens: 8, max_examples: 8}}\nruns_dir: {tmp_path / 'runs'}\n")
+    config.write_text(
+        f"model: {tiny_model}\ndata: {{path: tickets.jsonl, max_seq_len: 384}}\n"
+        "train: {batch_size: 16, learning_rate: 2.0e-3, metric_rows: 8}\n"
+        f"eval: {{max_new_tokens: 8, max_examples: 8}}\nruns_dir: {tmp_path / 'runs'}\n"
+    )
     assert '"examples/quickstart/quickstart.yaml"' in code and "port=8765" in code
     code = code.replace('"examples/quickstart/quickstart.yaml"', repr(str(config)))
     code = code.replace("port=8765", f"port={_free_port()}")

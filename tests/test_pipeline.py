@@ -1,0 +1,164 @@
+"""The loop end to end in one process (tuneloop.pipeline): selection of the kept weights, resume,
+full fine-tuning, trackers, the live doctor. The CLI's end-to-end tests are in tests/cli/."""
+
+import json
+
+import pytest
+import torch
+from rich.console import Console
+from transformers import TrainerCallback
+
+from conftest import tiny_run_config
+from tuneloop.config import ConfigError
+from tuneloop.pipeline import resume_loop, run_loop
+from tuneloop.runs import RunDir
+
+QUIET = Console(quiet=True)
+
+
+def test_early_stopping_restores_the_best_checkpoint(tmp_path, tiny_model):
+    # min_delta far above any real change: the second evaluation cannot "improve", so training
+    # stops there and the first evaluation's weights are restored.
+    config = tiny_run_config(
+        tmp_path, tiny_model, epochs=3, early_stopping_patience=1, early_stopping_min_delta=100.0, select_best="loss"
+    )
+    result = run_loop(config, QUIET)
+    info = json.loads(result.run.info_file.read_text())
+    evals = [r for r in result.run.read_metrics() if "eval_loss" in r]
+    assert [r["step"] for r in evals] == [2, 4] and info["stopped_early"] is True
+    assert info["best_checkpoint_step"] == min(evals, key=lambda r: r["eval_loss"])["step"]
+    assert info["selected_by"] == "loss"
+    assert not result.run.checkpoints_dir.exists()  # cleaned up once finished
+
+
+SHRINKING_CALLS = []
+
+
+def shrinking(predictions, references):
+    """A custom metric that gets worse at every scoring: the first evaluation is the best."""
+    SHRINKING_CALLS.append(1)
+    return {"quality": 1.0 / len(SHRINKING_CALLS)}
+
+
+def test_select_best_by_metric_stops_early_and_restores_the_best_scored_weights(tmp_path, tiny_model):
+    # Every evaluation scored (budget 1). The metric falls at the second evaluation: patience 1
+    # stops the run there, and the first evaluation's weights are the ones saved.
+    SHRINKING_CALLS.clear()
+    config = tiny_run_config(
+        tmp_path, tiny_model, epochs=3, early_stopping_patience=1, select_best="metric", metric_budget=1.0
+    )
+    config.eval.metric = f"{__name__}:shrinking"
+    result = run_loop(config, QUIET)
+    info = json.loads(result.run.info_file.read_text())
+    evals = [r for r in result.run.read_metrics() if "eval_loss" in r]
+    assert [r["step"] for r in evals] == [2, 4] and info["stopped_early"] is True
+    assert [r["eval_quality"] for r in evals] == [1.0, 0.5] and all("eval_loss_se" in r for r in evals)
+    assert info["selected_by"] == "eval_quality" and info["best_checkpoint_step"] == 2
+    ce = info["continuous_evaluation"]
+    assert ce["scored_steps"] == [2, 4] and ce["skipped_steps"] == [] and ce["key"] == "quality"
+    # the saved adapter is step 2's: its validation loss is step 2's, not step 4's
+    from tuneloop.eval.loss import answer_loss
+    from tuneloop.runs.sides import load_side
+
+    side = load_side(str(result.run.path), config)
+    loss = answer_loss(side.model, side.tokenizer, result.run.read_split("validation"), batch_size=4)["loss"]
+    assert abs(loss - evals[0]["eval_loss"]) < abs(loss - evals[1]["eval_loss"])
+
+
+class StopAt(TrainerCallback):
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            raise KeyboardInterrupt  # as if Ctrl-C (or a kill) hit the run here
+
+
+def test_resume_reaches_the_same_result_as_an_uninterrupted_run(tmp_path, tiny_model):
+    straight = run_loop(tiny_run_config(tmp_path / "a", tiny_model, epochs=2), QUIET)
+    config = tiny_run_config(tmp_path / "b", tiny_model, epochs=2)
+    with pytest.raises(KeyboardInterrupt):
+        run_loop(config, QUIET, callbacks=[StopAt(7)])
+    [run_path] = (tmp_path / "b" / "runs").iterdir()
+    run = RunDir(run_path)
+    assert json.loads(run.info_file.read_text())["status"] == "stopped"
+    assert run.last_checkpoint().name == "checkpoint-6"
+    resumed = resume_loop(run_path, QUIET)
+    assert json.loads(run.info_file.read_text())["resumed_from_step"] == 6
+    a, b = straight.run.read_metrics(), resumed.run.read_metrics()
+    assert [r["step"] for r in a] == [r["step"] for r in b]  # nothing logged twice or lost
+    for key in ("train_loss", "eval_loss"):
+        torch.testing.assert_close(
+            torch.tensor([r[key] for r in a if key in r]),
+            torch.tensor([r[key] for r in b if key in r]),
+            rtol=1e-4,
+            atol=1e-5,
+        )
+    assert straight.evaluation["finetuned"]["metrics"]["loss"] == pytest.approx(
+        resumed.evaluation["finetuned"]["metrics"]["loss"], rel=1e-4
+    )
+
+
+def test_full_fine_tuning_saves_the_model_and_measures_the_base_first(tmp_path, tiny_model):
+    result = run_loop(
+        tiny_run_config(tmp_path, tiny_model, epochs=1, method="full", freeze_layers=1, learning_rate=1e-3), QUIET
+    )
+    assert (result.run.path / "model" / "config.json").exists() and not (result.run.path / "adapter").exists()
+    ev = result.evaluation
+    assert ev["finetuned"]["metrics"]["loss"] < ev["base"]["metrics"]["loss"]
+
+
+def test_two_runs_in_one_process_log_tensorboard_into_their_own_run(tmp_path, tiny_model, monkeypatch):
+    """Autotune, a sweep and a notebook run several runs in one process: each one's trackers
+    write into its own run directory, and the environment is left as it was."""
+    import os
+
+    monkeypatch.delenv("TENSORBOARD_LOGGING_DIR", raising=False)
+    runs = [
+        run_loop(tiny_run_config(tmp_path, tiny_model, epochs=1, report_to=["tensorboard"]), QUIET).run
+        for _ in range(2)
+    ]
+    assert runs[0].path != runs[1].path
+    for run in runs:
+        assert list((run.path / "tensorboard").glob("events.out.tfevents.*")), run.path
+    assert "TENSORBOARD_LOGGING_DIR" not in os.environ
+
+
+def test_the_users_own_tracker_directory_wins(tmp_path, tiny_model, monkeypatch):
+    mine = tmp_path / "my-tensorboard"
+    monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", str(mine))
+    run = run_loop(tiny_run_config(tmp_path, tiny_model, epochs=1, report_to=["tensorboard"]), QUIET).run
+    assert list(mine.glob("events.out.tfevents.*")) and not (run.path / "tensorboard").exists()
+
+
+def test_a_tracker_that_is_not_installed_is_a_clear_error(tmp_path, tiny_model):
+    import importlib.util
+
+    assert importlib.util.find_spec("mlflow") is None  # deliberately not a test dependency
+    with pytest.raises(ConfigError, match=r"\['mlflow'\] not installed; pip install mlflow"):
+        run_loop(tiny_run_config(tmp_path, tiny_model, epochs=1, report_to=["mlflow"]), QUIET)
+    assert not (tmp_path / "runs").exists()  # refused before a run directory was made
+
+
+@pytest.mark.parametrize("doctor, stops", [("stop", True), ("watch", False)])
+def test_live_doctor_stops_a_diverging_run_only_when_asked(tmp_path, tiny_model, doctor, stops):
+    config = tiny_run_config(
+        tmp_path,
+        tiny_model,
+        method="full",
+        epochs=3,
+        learning_rate=5.0,
+        max_grad_norm=1e6,
+        warmup_ratio=0.0,
+        doctor=doctor,
+    )
+    result = run_loop(config, QUIET)
+    info = json.loads(result.run.info_file.read_text())
+    steps = max(r["step"] for r in result.run.read_metrics())
+    if stops:
+        assert info["doctor_stopped"]["verdict"] == "diverging" and steps < 24  # 32 rows / 4 x 3 epochs
+        evals = [r for r in result.run.read_metrics() if "eval_loss" in r]
+        # the best checkpoint, not the diverged last one, is what the run keeps
+        assert info["best_checkpoint_step"] == min(evals, key=lambda r: r["eval_loss"])["step"]
+    else:
+        assert "doctor_stopped" not in info and steps == 24
