@@ -37,7 +37,7 @@ def test_export_merged_scaled_and_gguf(adapter_runs, tiny_model, tmp_path):
 
 def test_export_refuses_a_missing_run(tmp_path):
     result = tuneloop("export", str(tmp_path / "nope"), cwd=tmp_path)
-    assert result.returncode == 2 and "no config.yaml" in result.stderr
+    assert result.returncode == 2 and "not a run directory" in result.stderr
 
 
 def test_chat_side_by_side_with_base(adapter_runs, tmp_path):
