@@ -6,6 +6,10 @@ Rows: every text of the three shared datasets (banking77 questions, gsm8k questi
 dialogsum dialogue + summary), then copies until 100,000, each copy either exact (case and
 punctuation changed), lightly edited (1-3 word edits: a near duplicate), or heavily edited.
 
+A second case: 600,001 identical rows through `tuneloop data dedup` as a user runs it (issue 20:
+its cluster log scanned the duplicate list once per dropped row, and the command was killed after
+200 s). The quadratic log is kept here as the baseline, timed on 16,000 rows.
+
 Baselines in the same run:
   - speed: datasketch's default SHA-1 hashing against the crc32 hashing tuneloop uses;
   - quality: brute-force exact Jaccard over every pair of a 3,000-row sample, against which
@@ -104,6 +108,69 @@ def quality(sources: list[str], sample: int = 3000, seed: int = 1) -> dict:
     }
 
 
+def quadratic_cluster_log(examples, result) -> list[dict]:
+    """The cluster log as `data dedup` built it before (the baseline): a scan of every duplicate per dropped row."""
+    return [
+        {
+            "kept": {"file": examples[k].file, "row": examples[k].row},
+            "dropped": [
+                {
+                    "file": examples[i].file,
+                    "row": examples[i].row,
+                    **next({"kind": d.kind, "similarity": d.similarity} for d in result.duplicates if d.index == i),
+                }
+                for i in members
+            ],
+        }
+        for k, members in result.clusters.items()
+    ]
+
+
+def identical_rows(n_rows: int = 600_001, baseline_rows: int = 16_000) -> dict:
+    import subprocess
+    import tempfile
+
+    from tuneloop.data import load_examples_strict
+
+    row = json.dumps(
+        {
+            "messages": [
+                {"role": "user", "content": "Where is my card?"},
+                {"role": "assistant", "content": "card_arrival"},
+            ]
+        }
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "same.jsonl"
+        path.write_text((row + "\n") * n_rows, encoding="utf-8")
+        t = time.perf_counter()
+        done = subprocess.run(
+            [sys.executable, "-m", "tuneloop.cli", "data", "dedup", str(path), "-o", str(Path(tmp) / "out.jsonl")],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        cli_seconds = round(time.perf_counter() - t, 2)
+        assert done.returncode == 0, done.stderr
+        kept = len((Path(tmp) / "out.jsonl").read_text().splitlines())
+        small = Path(tmp) / "small.jsonl"
+        small.write_text((row + "\n") * baseline_rows, encoding="utf-8")
+        examples = load_examples_strict(small, label="none").examples
+    result = find_duplicates([e.text for e in examples], threshold=THRESHOLD)
+    log, linear_s = timed(result.cluster_log, examples)
+    old, quadratic_s = timed(quadratic_cluster_log, examples, result)
+    assert log == old
+    return {
+        "rows": n_rows,
+        "cli_seconds": cli_seconds,
+        "kept": kept,
+        "log_rows_compared": baseline_rows,
+        "cluster_log_seconds": linear_s,
+        "baseline_quadratic_cluster_log_seconds": quadratic_s,
+        "speedup_vs_quadratic": round(quadratic_s / max(linear_s, 1e-3), 1),
+    }
+
+
 def main() -> None:
     sources = source_texts()
     rows, build_s = timed(build_rows, sources, N_ROWS)
@@ -117,6 +184,12 @@ def main() -> None:
     agree = {(d.index, d.of) for d in result.duplicates} == {(d.index, d.of) for d in baseline.duplicates}
     q = quality(sources)
     print(f"quality vs exact Jaccard on a {q['sample']}-row sample: precision {q['precision']}, recall {q['recall']}")
+    same = identical_rows()
+    print(
+        f"{same['rows']} identical rows: `tuneloop data dedup` {same['cli_seconds']}s, kept {same['kept']}; cluster "
+        f"log on {same['log_rows_compared']} rows {same['cluster_log_seconds']}s against "
+        f"{same['baseline_quadratic_cluster_log_seconds']}s quadratic"
+    )
     path = save(
         "dedup",
         {
@@ -132,6 +205,7 @@ def main() -> None:
             "speedup_vs_sha1": round(baseline_s / seconds, 2),
             "same_result_as_sha1": agree,
             "quality": q,
+            "identical_rows": same,
         },
         extra_packages=("datasketch",),
     )

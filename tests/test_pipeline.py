@@ -74,28 +74,47 @@ class StopAt(TrainerCallback):
             raise KeyboardInterrupt  # as if Ctrl-C (or a kill) hit the run here
 
 
-def test_resume_reaches_the_same_result_as_an_uninterrupted_run(tmp_path, tiny_model):
-    straight = run_loop(tiny_run_config(tmp_path / "a", tiny_model, epochs=2), QUIET)
-    config = tiny_run_config(tmp_path / "b", tiny_model, epochs=2)
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory, tiny_model):
+    """The uninterrupted run every resumed one must match: 2 epochs of 8 steps, a checkpoint every 2."""
+    return run_loop(tiny_run_config(tmp_path_factory.mktemp("straight"), tiny_model, epochs=2), QUIET)
+
+
+@pytest.mark.parametrize(
+    "stops, checkpoints",
+    [
+        ([7], [6]),  # in epoch 1
+        ([9], [8]),  # just past the epoch boundary (step 8 ends epoch 1)
+        ([13], [12]),  # in the middle of epoch 2: the batch order is drawn again for the epoch
+        ([5, 13], [4, 12]),  # resumed, killed again, resumed again
+    ],
+    ids=["epoch-1", "epoch-boundary", "mid-epoch-2", "twice"],
+)
+def test_resume_reaches_the_same_result_as_an_uninterrupted_run(tmp_path, tiny_model, straight, stops, checkpoints):
+    config = tiny_run_config(tmp_path, tiny_model, epochs=2)
     with pytest.raises(KeyboardInterrupt):
-        run_loop(config, QUIET, callbacks=[StopAt(7)])
-    [run_path] = (tmp_path / "b" / "runs").iterdir()
+        run_loop(config, QUIET, callbacks=[StopAt(stops[0])])
+    [run_path] = (tmp_path / "runs").iterdir()
     run = RunDir(run_path)
-    assert json.loads(run.info_file.read_text())["status"] == "stopped"
-    assert run.last_checkpoint().name == "checkpoint-6"
+    for stop, checkpoint in zip(stops[1:], checkpoints, strict=False):
+        assert run.status() == "interrupted" and run.last_checkpoint().name == f"checkpoint-{checkpoint}"
+        with pytest.raises(KeyboardInterrupt):
+            resume_loop(run_path, QUIET, callbacks=[StopAt(stop)])
+    assert run.status() == "interrupted" and run.info()["resumable"] is True
+    assert run.last_checkpoint().name == f"checkpoint-{checkpoints[-1]}"
     resumed = resume_loop(run_path, QUIET)
-    assert json.loads(run.info_file.read_text())["resumed_from_step"] == 6
+    assert run.info()["resumed_from_step"] == checkpoints[-1]
     a, b = straight.run.read_metrics(), resumed.run.read_metrics()
     assert [r["step"] for r in a] == [r["step"] for r in b]  # nothing logged twice or lost
     for key in ("train_loss", "eval_loss"):
         torch.testing.assert_close(
             torch.tensor([r[key] for r in a if key in r]),
             torch.tensor([r[key] for r in b if key in r]),
-            rtol=1e-4,
-            atol=1e-5,
+            rtol=0,
+            atol=1e-4,
         )
     assert straight.evaluation["finetuned"]["metrics"]["loss"] == pytest.approx(
-        resumed.evaluation["finetuned"]["metrics"]["loss"], rel=1e-4
+        resumed.evaluation["finetuned"]["metrics"]["loss"], abs=1e-4
     )
 
 
@@ -162,3 +181,25 @@ def test_live_doctor_stops_a_diverging_run_only_when_asked(tmp_path, tiny_model,
         assert info["best_checkpoint_step"] == min(evals, key=lambda r: r["eval_loss"])["step"]
     else:
         assert "doctor_stopped" not in info and steps == 24
+
+
+class PoisonAt(TrainerCallback):
+    """Turns the adapter's weights to NaN after `step`: the loss goes NaN, as a diverged run's does."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if state.global_step == self.step:
+            with torch.no_grad():
+                for name, p in model.named_parameters():
+                    if "lora_" in name:
+                        p.fill_(float("nan"))
+
+
+def test_a_nan_loss_is_logged_as_nan_and_the_doctor_says_diverging(tmp_path, tiny_model):
+    config = tiny_run_config(tmp_path, tiny_model, epochs=1, doctor="watch")
+    result = run_loop(config, QUIET, callbacks=[PoisonAt(3)], evaluate=False)
+    losses = [r["train_loss"] for r in result.run.read_metrics() if "train_loss" in r]
+    assert "nan" in losses[3:] and 0.0 not in losses  # transformers' filter logged NaN as the running mean
+    assert result.diagnosis.verdict == "diverging"

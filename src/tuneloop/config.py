@@ -16,6 +16,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
+# Bounds past which a value is a typo, not a plan: they fail at validation instead of as an
+# allocation error or a run that never ends.
+MAX_EPOCHS = 1000
+MAX_BATCH = 65_536
 
 # Metric names every stage shares (eval scores them; train, doctor, report and tune rank by them).
 BUILTIN_METRICS = ("exact_match", "final_number", "classification", "generation", "json_fields")
@@ -40,7 +44,8 @@ class ConfigError(ValueError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: `learning_rate: .inf` used to train "successfully" on NaN losses.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 DataFormat = Literal["auto", "messages", "prompt_completion", "input_output", "alpaca", "sharegpt", "text"]
@@ -75,7 +80,9 @@ class DataConfig(_Section):
     validation_size: float = Field(0.1, gt=0, description="A fraction (< 1) or a number of rows (>= 1).")
     test_size: float = Field(0.15, gt=0, description="A fraction (< 1) or a number of rows (>= 1).")
     stratify: bool = Field(True, description="Keep the label mix in every split when rows have labels.")
-    max_seq_len: int = Field(1024, ge=16, description="Longer examples are an error, not silently truncated.")
+    max_seq_len: int = Field(
+        1024, ge=16, le=1_048_576, description="Longer examples are an error, not silently truncated."
+    )
     seed: int = 42
 
     @model_validator(mode="after")
@@ -91,7 +98,7 @@ class DataConfig(_Section):
 
 
 class LoraConfig(_Section):
-    r: int = Field(16, ge=1, description="Adapter rank: 4-64; higher learns more and overfits sooner.")
+    r: int = Field(16, ge=1, le=4096, description="Adapter rank: 4-64; higher learns more and overfits sooner.")
     alpha: float = Field(32, gt=0, description="Scale of the adapter's update (alpha/r); keep alpha >= r.")
     # 0 by default: on CPU the dropout masks cost ~35% of a training step (LOG.md). The doctor
     # recommends 0.05-0.1 when a run overfits.
@@ -114,19 +121,22 @@ class TrainConfig(_Section):
         description="Full fine-tuning: freeze parameters whose name contains any "
         "of these, e.g. [embed_tokens, lm_head].",
     )
-    epochs: Annotated[float, Field(gt=0)] | Literal["auto"] = Field(
+    epochs: Annotated[float, Field(gt=0, le=MAX_EPOCHS)] | Literal["auto"] = Field(
         "auto",
         description="auto: 3, more for small datasets (at least ~100 examples seen per run), fewer for "
         "large ones (at most ~25,000), as hosted fine-tuning APIs do.",
     )
-    learning_rate: float = Field(2e-4, gt=0, description="LoRA: 1e-4 to 1e-3; full fine-tuning: 1e-5 to 5e-5.")
-    batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+    learning_rate: float = Field(2e-4, gt=0, le=10, description="LoRA: 1e-4 to 1e-3; full fine-tuning: 1e-5 to 5e-5.")
+    batch_size: Annotated[int, Field(ge=1, le=MAX_BATCH)] | Literal["auto"] = Field(
         "auto",
         description="Examples per micro-step. auto: the largest power of two up to 16 whose activations fit "
         "a quarter of free memory, and at most 1/20 of the training set.",
     )
     gradient_accumulation: int = Field(
-        1, ge=1, description="Micro-steps per optimizer step; effective batch = batch_size x gradient_accumulation."
+        1,
+        ge=1,
+        le=MAX_BATCH,
+        description="Micro-steps per optimizer step; effective batch = batch_size x gradient_accumulation.",
     )
     scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "cosine"
     warmup_ratio: float = Field(0.05, ge=0, lt=1, description="Share of steps with a linearly rising learning rate.")
@@ -237,12 +247,12 @@ class EvalConfig(_Section):
         "for labelled data, generation for free text, else exact_match), one of those names, or a custom "
         "metric as module:function taking (predictions, references) and returning {name: value}.",
     )
-    max_new_tokens: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+    max_new_tokens: Annotated[int, Field(ge=1, le=65_536)] | Literal["auto"] = Field(
         "auto",
         description="auto: what the references need, the longest answer in the data in tokens x 1.25 + 8 "
         "(a label task generates a few tokens, not 128).",
     )
-    batch_size: int = Field(16, ge=1)
+    batch_size: int = Field(16, ge=1, le=MAX_BATCH)
     max_examples: int | None = Field(None, ge=1, description="Cap on test examples generated (loss uses all).")
     report_examples: int = Field(6, ge=0)
     sample: bool = Field(False, description="Sample instead of greedy decoding (with temperature, top_p, seed).")
@@ -313,6 +323,14 @@ class RunConfig(_Section):
     runs_dir: Path = Path("runs")
     run_name: str | None = Field(None, description="Prefix of the run id; defaults to the config file's stem.")
 
+    @field_validator("run_name")
+    @classmethod
+    def _plain_name(cls, value: str | None) -> str | None:
+        # The run directory is runs_dir/<run_name>-<time>: a separator or `..` would put it elsewhere.
+        if value is not None and (not value.strip(".") or any(c in value for c in "/\\\0")):
+            raise ValueError(f"{value!r}: a run name is a plain name, without path separators or `..`")
+        return value
+
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
     """Read a YAML config, apply `section.key=value` overrides, validate.
@@ -325,6 +343,12 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder; give the config's YAML file") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start}); a config is a YAML file") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the config ({e.strerror})") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
     if not isinstance(raw, dict):
@@ -355,7 +379,12 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
     if "=" not in item:
         raise ConfigError(f"override {item!r}: expected KEY=VALUE, e.g. train.learning_rate=1e-4")
     key, value = item.split("=", 1)
-    set_key(raw, key.strip(), yaml.safe_load(value), source=f"override {item!r}")
+    try:
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError as e:
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"override {item!r}: the value is not valid YAML ({problem})") from None
+    set_key(raw, key.strip(), parsed, source=f"override {item!r}")
 
 
 def get_key(raw: dict[str, Any], key: str):

@@ -7,6 +7,9 @@ this module only orders them and records what happened in `runs/<id>/`.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -27,6 +30,7 @@ from tuneloop.models.trainable import load_for_training
 from tuneloop.report import write_run_report
 from tuneloop.report.plots import token_histogram_png
 from tuneloop.runs import RunDir
+from tuneloop.runs.store import RunFileDamaged
 from tuneloop.train import MetricsWriter, TrainingProgress, build_trainer, to_prompt_completion
 from tuneloop.train.auto import resolve_auto
 from tuneloop.train.speed import compile_layers
@@ -114,22 +118,31 @@ def resume_loop(run_path, console: Console | None = None, callbacks=()) -> RunRe
     console = console or Console()
     t0 = time.perf_counter()
     run = RunDir(Path(run_path))
-    if not run.info_file.exists():
-        raise FileNotFoundError(f"{run.path}: not a run directory (no run.json)")
-    info = run.info()
-    if info.get("status") in ("finished", "trained"):
+    if not run.config_file.exists():
+        raise FileNotFoundError(f"{run.path}: not a run directory (no config.yaml)")
+    try:
+        info, status = run.info(), run.status()
+    except RunFileDamaged as e:  # the config, the splits and the checkpoint are what resuming needs
+        console.print(f"[yellow]{e}; resuming from the checkpoints with the config's settings[/yellow]")
+        info, status = {}, "interrupted"
+    if status in ("finished", "trained"):
         raise ValueError(f"{run.path}: the run has finished; nothing to resume")
+    if status == "running":
+        raise ValueError(f"{run.path}: still running (pid {info.get('pid')} on {info.get('host')})")
     checkpoint = run.last_checkpoint()
     if checkpoint is None:
-        raise ValueError(
-            f"{run.path}: no checkpoint to resume from (none was saved before it stopped); "
-            "start it again with `tuneloop run`"
-        )
+        problems = "; ".join(run.checkpoint_problems()) or "none was saved before it stopped"
+        raise ValueError(f"{run.path}: no checkpoint to resume from ({problems}); start it again with `tuneloop run`")
+    for problem in run.checkpoint_problems():
+        if _step_of(problem) > _step_of(str(checkpoint)):
+            console.print(f"[yellow]passed over {problem}[/yellow]")
     config = run.config()
     splits = Splits(*(run.read_split(name) for name in ("train", "validation", "test")))
     folder = resolve_model(config.model)
     step = int(checkpoint.name.split("-")[-1])
-    run.truncate_metrics(after_step=step)  # the killed process may have logged past its last checkpoint
+    # The killed process may have logged past its last checkpoint, or died mid-line.
+    if run.truncate_metrics(after_step=step):
+        console.print(f"[yellow]{run.metrics_file}: left out a damaged last line[/yellow]")
     run.update_info(status="running", resumed_from_step=step, error=None)
     console.print(f"[bold]resume[/bold] {run.path} from step {step}")
     job = Job(
@@ -162,7 +175,7 @@ def _train_and_evaluate(job: Job, console: Console, timings: dict, t0: float, ca
             )
         task_eval = continuous_evaluation(config, job.splits, job.tokenizer, precision)
         base = None
-        with run_trackers(run.path, config.train.report_to):
+        with run_trackers(run.path, config.train.report_to), interrupt_on_sigterm():
             trainer = _trainer(job, model, precision, console, task_eval, callbacks)
             if full and job.evaluate:  # no adapter to switch off afterwards: measure the base model before it changes
                 base = evaluate_side(trainer.model, job.tokenizer, test, config.eval, precision, console.status)
@@ -192,9 +205,13 @@ def _train_and_evaluate(job: Job, console: Console, timings: dict, t0: float, ca
         if (next_yaml := next_config_yaml(diagnosis)) is not None:
             run.write_text(run.next_config_file, next_yaml)
         write_run_report(run, diagnosis.to_dict())
-    except BaseException as e:  # KeyboardInterrupt too: the run directory must say it did not finish
+    except BaseException as e:  # Ctrl-C and SIGTERM too: the run directory must say it did not finish
         if main:
-            run.finish("stopped" if isinstance(e, KeyboardInterrupt) else "failed", error=f"{type(e).__name__}: {e}")
+            with contextlib.suppress(OSError):  # a full disk may not let even this be written
+                status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
+                run.finish(status, error=f"{type(e).__name__}: {e}", resumable=run.last_checkpoint() is not None)
+        if (os_error := _as_os_error(e)) is not None:
+            raise os_error from e
         raise
     return RunResult(run, evaluation, timings, diagnosis)
 
@@ -279,6 +296,39 @@ def _announce(
             f"data: dropped {d['duplicates']} duplicate(s) and {d['leakage']} train row(s) that "
             f"duplicated a held-out row; listed in {run.dropped_file}"
         )
+
+
+@contextlib.contextmanager
+def interrupt_on_sigterm():
+    """SIGTERM (`kill`, a scheduler ending a job) ends training the way Ctrl-C does, so the run
+    is recorded as interrupted and can be resumed, instead of vanishing while marked running."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _as_os_error(e: BaseException) -> OSError | None:
+    """safetensors (Rust) reports a full disk as a plain Exception "... (os error 28)"; as an
+    OSError the CLI reports it in one line, like every other failed write."""
+    found = re.search(r"\(os error (\d+)\)", str(e)) if not isinstance(e, OSError) else None
+    return OSError(int(found.group(1)), f"writing the weights: {os.strerror(int(found.group(1)))}") if found else None
+
+
+def _step_of(checkpoint_text: str) -> int:
+    found = re.search(r"checkpoint-(\d+)", checkpoint_text)
+    return int(found.group(1)) if found else -1
 
 
 def _from_main(state, value):

@@ -46,3 +46,41 @@ def test_loaded_precision(tiny_model):
 
     assert load_model(tiny_model, Precision.bf16).dtype == torch.bfloat16
     assert load_model(tiny_model, Precision.fp32).dtype == torch.float32
+
+
+def test_processes_starting_at_once_convert_the_default_model_once(tmp_path, monkeypatch):
+    """An empty TUNELOOP_HOME and several runs starting together: one converts under a lock, the
+    others wait and load its folder (they used to delete and replace it under each other)."""
+    import threading
+    import time
+
+    from tuneloop.models import resolve
+
+    monkeypatch.setenv("TUNELOOP_HOME", str(tmp_path))
+    converting, conversions = [], []
+
+    def fake_convert(gguf, target):
+        converting.append(1)
+        assert len(converting) == 1, "two conversions ran at the same time"
+        time.sleep(0.2)
+        target.mkdir(parents=True)
+        (target / "config.json").write_text("{}")
+        (target / "model.safetensors").write_bytes(b"x")
+        conversions.append(target)
+        converting.pop()
+
+    monkeypatch.setattr(resolve, "_convert_gguf", fake_convert)
+    results, errors = [], []
+
+    def start():
+        try:
+            results.append(resolve_model("smollm2-135m-instruct"))
+        except Exception as e:  # noqa: BLE001 — collected for the assertion below
+            errors.append(e)
+
+    threads = [threading.Thread(target=start) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(conversions) == 1 and len(set(results)) == 1

@@ -107,3 +107,25 @@ def test_launch_form_validates_and_launches(client, ui_store):
     assert ok.status_code == 303
     config = yaml.safe_load(client.launched[0].read_text())
     assert config["train"]["epochs"] == 3 and config["lora"]["r"] == 4
+
+
+def test_a_run_whose_process_died_shows_as_interrupted_not_running(client, ui_store, tmp_path):
+    import platform
+    import shutil
+    import subprocess
+    import sys
+
+    work, runs = ui_store
+    copy = work / "runs" / "killed-20261129-000000"
+    shutil.copytree(runs["slow"], copy)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    info = json.loads((copy / "run.json").read_text())
+    (copy / "run.json").write_text(json.dumps({**info, "status": "running", "pid": dead.pid, "host": platform.node()}))
+    try:
+        assert client.get("/api/runs/killed-20261129-000000").json()["status"] == "interrupted"
+        page = client.get("/runs/killed-20261129-000000").text
+        assert ">interrupted<" in page and "saved no checkpoint to resume from" in page
+        assert "killed-20261129-000000" in client.get("/", params={"status": "interrupted"}).text
+    finally:
+        shutil.rmtree(copy)

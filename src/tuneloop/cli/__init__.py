@@ -85,7 +85,8 @@ def config_job(config: Path, overrides: list[str], job):
     from tuneloop.data import DataError
     from tuneloop.models import ModelNotFound
 
-    with reported(ConfigError, DataError, ModelNotFound):
+    # OSError: a full disk, an unreadable file; the run directory has recorded the failure.
+    with reported(ConfigError, DataError, ModelNotFound, OSError):
         cfg = load_config(config, overrides)
         quiet_libraries()
         return job(cfg)
@@ -129,7 +130,7 @@ def resume(run_dir: Path = typer.Argument(..., help="A run directory under runs/
     from tuneloop.config import ConfigError
     from tuneloop.models import ModelNotFound
 
-    with reported(ConfigError, ModelNotFound, ValueError, FileNotFoundError):
+    with reported(ConfigError, ModelNotFound, ValueError, OSError):
         quiet_libraries()
         from tuneloop import api
 

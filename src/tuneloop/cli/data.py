@@ -177,11 +177,12 @@ def clean(
     completion: Completion = None,
 ) -> None:
     """Normalise unicode, whitespace and markup; drop unusable rows; optionally redact PII. Logs every change."""
-    from tuneloop.data import clean_file
+    from tuneloop.data import clean_file, refuse_overwriting
 
-    with _errors():
-        summary = clean_file(file, out, fmt=fmt, columns=_columns(prompt, completion), redact_pii=redact_pii)
     log = log or out.with_name(out.name + ".log.jsonl")
+    with _errors():
+        refuse_overwriting(file, [out, log])
+        summary = clean_file(file, out, fmt=fmt, columns=_columns(prompt, completion), redact_pii=redact_pii)
     _write_log(log, summary.log)
     console.print(f"{summary.rows_in} rows → {summary.kept} kept, {summary.dropped} dropped, {summary.changed} changed")
     if summary.changes:
@@ -204,14 +205,15 @@ def dedup(
     system: System = None,
 ) -> None:
     """Remove exact and near duplicates (MinHash LSH over word shingles); keeps the first row of each cluster."""
-    from tuneloop.data import find_duplicates, write_records
+    from tuneloop.data import find_duplicates, refuse_overwriting, write_records
 
+    log = log or out.with_name(out.name + ".log.jsonl")
     with _errors():
+        refuse_overwriting(file, [out, log])
         data = _load(file, fmt, prompt, completion, system, label="none")
         examples = data.examples
         result = find_duplicates([e.text for e in examples], threshold=threshold, near=not exact_only)
         write_records(out, [examples[i].record for i in result.keep])
-    log = log or out.with_name(out.name + ".log.jsonl")
     _write_log(log, result.cluster_log(examples))
     exact = sum(d.kind == "exact" for d in result.duplicates)
     console.print(
@@ -240,9 +242,13 @@ def split(
     label: Label = "auto",
 ) -> None:
     """Seeded train/validation/test split, stratified by label, with a leakage check."""
-    from tuneloop.data import split_examples, write_records
+    from tuneloop.data import refuse_overwriting, split_examples, write_records
 
+    suffix = _output_suffix(file)
     with _errors():
+        refuse_overwriting(
+            file, [out / f"{name}{suffix}" for name in ("train", "validation", "test")] + [out / "removed.jsonl"]
+        )
         data = _load(file, fmt, prompt, completion, system, label)
         splits = split_examples(
             data.examples,
@@ -254,7 +260,6 @@ def split(
             threshold=threshold,
             file=str(file),
         )
-        suffix = _output_suffix(file)
         for name, part in splits.items():
             write_records(out / f"{name}{suffix}", [e.record for e in part])
     _write_log(out / "removed.jsonl", splits.removed)
@@ -279,10 +284,12 @@ def stats(
     as_json: Annotated[bool, typer.Option("--json", help="Print the profile as JSON.")] = False,
 ) -> None:
     """Profile the data: sizes, token lengths, per-role lengths, labels, duplicates, warnings."""
-    from tuneloop.data import find_duplicates, load_examples_strict, profile, token_lengths
+    from tuneloop.data import find_duplicates, load_examples_strict, profile, refuse_overwriting, token_lengths
 
     with _errors():
         s = _settings(file, config, fmt, prompt, completion, system, label, model, max_seq_len)
+        if plot:
+            refuse_overwriting(s["path"], [plot])
         data = load_examples_strict(
             s["path"], fmt=s["fmt"], columns=s["columns"], system_prompt=s["system_prompt"], label=s["label"]
         )
@@ -345,10 +352,12 @@ def augment(
 ) -> None:
     """Make extra training rows from the prompts (answers are never changed). Split keeps them out of
     validation and test."""
-    from tuneloop.data import write_records
+    from tuneloop.data import refuse_overwriting, write_records
     from tuneloop.data.augment import augment, augmented_rows
 
+    log = out.with_name(out.name + ".rejected.jsonl")
     with _errors():
+        refuse_overwriting(file, [out, log])
         examples = _load(file, fmt, prompt, completion, system, label="none").examples
         if method != "eda":
             quiet_libraries()
@@ -359,7 +368,6 @@ def augment(
         write_records(out, augmented_rows(examples, new))
     console.print(f"{len(examples)} rows + {len(new)} augmented ({method}) → {out}")
     if rejected:
-        log = out.with_name(out.name + ".rejected.jsonl")
         _write_log(log, rejected)
         console.print(
             f"{len(rejected)} rewrites rejected (unchanged, another language, or length off by more than 2x): {log}"

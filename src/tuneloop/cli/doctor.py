@@ -41,10 +41,12 @@ def diagnose(
     from tuneloop.doctor.curves import Curves
     from tuneloop.doctor.diagnose import read_metrics_file
     from tuneloop.doctor.recommend import next_config_yaml
+    from tuneloop.runs import RunDir
 
     with reported(FileNotFoundError, ValueError, json.JSONDecodeError):
         records = read_metrics_file(path)
         diagnosis, config = diagnose_path(path, records)
+        status = RunDir(path).status() if path.is_dir() else None
     recommend(diagnosis, config)
     if plot:
         from tuneloop.report.plots import loss_curve_png
@@ -58,6 +60,9 @@ def diagnose(
         return
     colour = {"healthy": "green", "undertrained": "yellow"}.get(diagnosis.verdict, "red")
     console.print(f"[bold {colour}]{diagnosis.verdict}[/bold {colour}]  ({path})")
+    if status in ("interrupted", "failed", "stopped"):
+        how = f"`tuneloop resume {path}` continues it" if RunDir(path).resumable() else "no checkpoint to resume from"
+        console.print(f"  [yellow]the run is {status} (its curves end early): {how}[/yellow]")
     curves = Curves.from_metrics(records)
     s = diagnosis.summary
     console.print(

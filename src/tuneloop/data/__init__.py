@@ -6,7 +6,7 @@ from tuneloop.data.dedup import DedupResult, find_duplicates, find_overlap
 from tuneloop.data.example import Example
 from tuneloop.data.load import LoadedData, load_examples, load_examples_strict
 from tuneloop.data.problems import DataError, Problem
-from tuneloop.data.readers import read_records, write_records
+from tuneloop.data.readers import read_records, refuse_overwriting, write_records
 from tuneloop.data.split import Splits, split_examples
 from tuneloop.data.stats import profile
 from tuneloop.data.tokens import TokenLengths, token_lengths, validate_lengths
@@ -29,6 +29,7 @@ __all__ = [
     "load_examples_strict",
     "profile",
     "read_records",
+    "refuse_overwriting",
     "split_examples",
     "token_lengths",
     "validate_lengths",

@@ -65,8 +65,10 @@ def check_data(
             what = "the same as" if d.kind == "exact" else f"a near duplicate (Jaccard {d.similarity:.2f}) of"
             warnings.append(Problem(e.file, e.row, None, f"{d.kind}_duplicate", f"{what} row {kept.row}"))
     warnings += _conflicting_answers(examples)
-    if 0 < len(examples) < MIN_EXAMPLES:
-        warnings.append(
+    if not examples and not errors:  # e.g. a Parquet file with a schema and no rows
+        errors.append(Problem(str(path), None, None, "empty_file", "no examples"))
+    if 0 < len(examples) < MIN_EXAMPLES:  # `tuneloop run` and `data split` refuse it: an error here too
+        errors.append(
             Problem(
                 str(path),
                 None,

@@ -8,6 +8,7 @@ the reason is logged; the source file is never written.
 from __future__ import annotations
 
 import html
+import os
 import re
 import unicodedata
 from collections import Counter
@@ -127,13 +128,12 @@ def clean_file(
     path, out_path, fmt: str = "auto", columns: dict[str, str] | None = None, redact_pii: bool = False
 ) -> CleanSummary:
     """Write a cleaned copy of `path` to `out_path` and return what happened to every row."""
-    from pathlib import Path
 
     from tuneloop.data.formats import detect_format, to_example, unknown_format_problem
     from tuneloop.data.problems import DataError, Problem
     from tuneloop.data.readers import Record, read_records, write_records
 
-    if Path(out_path).resolve() == Path(path).resolve():
+    if os.path.realpath(out_path) == os.path.realpath(path):  # realpath: a symlink loop is not an exception
         raise ValueError(f"{out_path}: refusing to overwrite the source file; write the cleaned copy elsewhere")
     read = read_records(path)
     if not read.records:  # nothing readable (missing, binary, corrupt): say so, write nothing

@@ -138,8 +138,8 @@ def _string(add: _Adder, value: dict, key: str) -> str | None:
     if not isinstance(text, str):
         add(key, "wrong_type", f"must be a string, got {type(text).__name__}")
         return None
-    if not text.strip():
-        add(key, "empty_content", "is empty")
+    if not visible(text):
+        add(key, "empty_content", _emptiness(text))
         return None
     return text
 
@@ -176,7 +176,7 @@ def _turns(
             ok = False
             continue
         role, content = turn.get(role_key), turn.get(content_key)
-        if role not in role_map:
+        if not isinstance(role, str) or role not in role_map:
             add(f"{field}.{role_key}", "unknown_role", f"{role!r} is not one of {sorted(role_map)}")
             ok = False
         if not isinstance(content, str):
@@ -186,12 +186,25 @@ def _turns(
                 f"must be a string, got {type(content).__name__}",
             )
             ok = False
-        elif not content.strip():
-            add(f"{field}.{content_key}", "empty_content", "is empty")
+        elif not visible(content):
+            add(f"{field}.{content_key}", "empty_content", _emptiness(content))
             ok = False
         if ok:
             out.append({"role": role_map[role], "content": content})
     return out if ok else None
+
+
+# Zero-width and byte-order characters: text made only of them shows nothing and teaches nothing.
+_INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad"))
+
+
+def visible(text: str) -> bool:
+    """Whether `text` has anything a reader would see."""
+    return bool(text.translate(_INVISIBLE).strip())
+
+
+def _emptiness(text: str) -> str:
+    return "is empty" if not text.strip() else "has only invisible characters (zero-width spaces and the like)"
 
 
 def _conversation_ok(add: _Adder, turns: list[dict], fmt: str) -> bool:
@@ -229,7 +242,7 @@ def _from_columns(add: _Adder, value: dict, columns: dict[str, str]) -> list[dic
         text = _render(add, value, template)
         if text is None:
             return None
-        if not text.strip() and part != "system":
+        if not visible(text) and part != "system":
             fields = template_fields(template)
             add(fields[0] if fields else part, "empty_content", f"the {part} is empty")
             return None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,8 +42,21 @@ def data_files(path: str | Path) -> list[Path]:
     return [path]
 
 
+def refuse_overwriting(source: str | Path, outputs: list[Path]) -> None:
+    """The data commands write new files and never modify the source: an output that is the source,
+    or one of the files of a source folder, is an error before anything is read or written."""
+    sources = {os.path.realpath(f) for f in data_files(source)} | {os.path.realpath(source)}
+    for out in outputs:
+        if os.path.realpath(out) in sources:
+            raise ValueError(f"{out}: this would overwrite the source data ({source}); write to another path")
+
+
 def read_records(path: str | Path) -> ReadResult:
     path = Path(path)
+    if path.is_symlink() and not path.exists():
+        return ReadResult(
+            [], [Problem(str(path), None, None, "broken_link", "a symbolic link to nothing (or to itself)")]
+        )
     if not path.exists():
         return ReadResult([], [Problem(str(path), None, None, "not_found", "file not found")])
     files = data_files(path)
@@ -116,6 +130,11 @@ def _read_jsonl(name: str, raw: bytes) -> ReadResult:
                 Problem(name, number, None, "invalid_json", f"not valid JSON: {e.msg} at column {e.colno}")
             )
             continue
+        except RecursionError:
+            result.problems.append(
+                Problem(name, number, None, "too_deep", f"nested more than {MAX_DEPTH} levels deep; not a data row")
+            )
+            continue
         _append(result, name, number, value)
     return result
 
@@ -131,6 +150,8 @@ def _read_json_array(name: str, raw: bytes) -> ReadResult:
             [],
             [Problem(name, None, None, "invalid_json", f"not valid JSON: {e.msg} at line {e.lineno} column {e.colno}")],
         )
+    except RecursionError:
+        return ReadResult([], [Problem(name, None, None, "too_deep", "nested too deeply to be a data file")])
     result = ReadResult([], [])
     for number, value in enumerate(values, start=1):
         _append(result, name, number, value)
@@ -188,8 +209,30 @@ def _read_parquet(path: Path) -> ReadResult:
     return result
 
 
+# A chat row is a few levels deep (row -> messages -> turn -> tool call arguments). Far deeper
+# values are not data tuneloop can use, and recursive code downstream (cleaning, writing) would
+# exhaust Python's stack on them: they are refused at the reader.
+MAX_DEPTH = 32
+
+
+def _depth(value) -> int:
+    """How deeply lists and objects nest in `value` (iteratively: the value may be deeper than the stack)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, dict | list):
+            deepest = max(deepest, d)
+            if d <= MAX_DEPTH:
+                stack.extend((x, d + 1) for x in (v.values() if isinstance(v, dict) else v))
+    return deepest
+
+
 def _append(result: ReadResult, name: str, number: int, value) -> None:
-    if isinstance(value, dict):
+    if isinstance(value, dict) and _depth(value) > MAX_DEPTH:
+        result.problems.append(
+            Problem(name, number, None, "too_deep", f"nested more than {MAX_DEPTH} levels deep; not a data row")
+        )
+    elif isinstance(value, dict):
         result.records.append(Record(name, number, value))
     else:
         result.problems.append(

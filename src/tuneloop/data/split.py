@@ -78,6 +78,19 @@ def split_examples(
             splits.train.append(e)
     if leakage != "none":
         _remove_leaks(splits, near=leakage == "near", threshold=threshold)
+    if not splits.train:
+        raise DataError(
+            [
+                Problem(
+                    file,
+                    None,
+                    None,
+                    "no_training_rows",
+                    f"every one of the {len(splits.removed)} training rows duplicates a validation or test row "
+                    "(leakage check); the data has too few distinct examples",
+                )
+            ]
+        )
     return splits
 
 

@@ -24,13 +24,13 @@ The thresholds are named below so that a reader can argue with them.
 from __future__ import annotations
 
 import itertools
-import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from tuneloop.doctor.curves import Curves, smooth
 from tuneloop.runs import RunDir
+from tuneloop.runs.store import read_metrics_file as read_metrics
 
 VERDICTS = ("diverging", "overfitting", "underfitting", "undertrained", "healthy")
 LOW_TRAIN_LOSS = 0.2  # the guides' "training loss below ~0.2" memorisation line
@@ -132,10 +132,10 @@ def diagnose_metrics(
 def read_metrics_file(path: str | Path) -> list[dict]:
     """The records of a run directory's metrics.jsonl, or of a bare metrics.jsonl."""
     path = Path(path)
-    metrics_file = path / "metrics.jsonl" if path.is_dir() else path
+    metrics_file = RunDir(path).metrics_file if path.is_dir() else path
     if not metrics_file.is_file():
         raise FileNotFoundError(f"{path}: no metrics.jsonl (expected a run directory or a metrics.jsonl file)")
-    records = [json.loads(line) for line in metrics_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    records = read_metrics(metrics_file)
     if not records:
         raise ValueError(f"{metrics_file}: no metrics logged yet")
     return records

@@ -8,6 +8,7 @@ into a safetensors folder under TUNELOOP_HOME and every later load takes about a
 
 from __future__ import annotations
 
+import fcntl
 import importlib.util
 import os
 import shutil
@@ -50,12 +51,24 @@ def resolve_model(spec: str) -> Path:
 
 def _builtin_folder(name: str) -> Path:
     target = tuneloop_home() / "models" / name
-    if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
+    if _converted(target):
         return target
-    source = BUILTIN_MODELS[name]
-    gguf = _find_packaged_file(source)
-    _convert_gguf(gguf, target)
+    gguf = _find_packaged_file(BUILTIN_MODELS[name])
+    # Several processes may start at once on an empty TUNELOOP_HOME (a sweep's workers, a test
+    # run): one converts under an exclusive lock, the others wait and then find the folder.
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / f".{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if not _converted(target):
+                _convert_gguf(gguf, target)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
     return target
+
+
+def _converted(target: Path) -> bool:
+    return (target / "config.json").is_file() and (target / "model.safetensors").is_file()
 
 
 def _find_packaged_file(source: GGUFSource) -> Path:

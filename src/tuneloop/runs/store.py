@@ -1,6 +1,6 @@
 """`runs/<run-id>/` — written by `tuneloop run`, read by diagnose, eval, serve and the dashboard.
 
-    run.json        status (running|finished|failed|stopped), timestamps, model, versions, git commit
+    run.json        status (running|finished|trained|failed|interrupted), timestamps, model, versions, git commit
     config.yaml     every hyperparameter, resolved
     data/           the exact train/validation/test splits used (JSONL, with source_file/source_row),
                     report.json (the data profile) and dropped.jsonl (every row left out, and why)
@@ -29,7 +29,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from tuneloop.config import RunConfig, load_config
+from tuneloop.config import ConfigError, RunConfig, load_config
 
 TRACKED_PACKAGES = ("tuneloop", "torch", "transformers", "peft", "trl", "datasets", "accelerate")
 
@@ -41,6 +41,8 @@ class RunDir:
     @classmethod
     def create(cls, runs_dir: Path, name: str) -> RunDir:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        if runs_dir.exists() and not runs_dir.is_dir():
+            raise ConfigError(f"runs_dir {runs_dir}: is a file, not a folder for runs")
         runs_dir.mkdir(parents=True, exist_ok=True)
         for n in range(100):
             candidate = runs_dir / f"{name}-{stamp}" if n == 0 else runs_dir / f"{name}-{stamp}-{n}"
@@ -86,8 +88,26 @@ class RunDir:
         return load_config(self.config_file)
 
     def info(self) -> dict[str, Any]:
-        """run.json, or {} before the run has started."""
-        return self.read_json(self.info_file) if self.info_file.is_file() else {}
+        """run.json, or {} before the run has started. A damaged one (a process killed mid-write on a
+        filesystem without atomic rename, a disk that filled) is an error naming the file."""
+        if not self.info_file.is_file():
+            return {}
+        try:
+            return self.read_json(self.info_file)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise RunFileDamaged(f"{self.info_file}: damaged ({e})") from None
+
+    def status(self) -> str:
+        """run.json's status, except that a run recorded as running whose process is gone (killed,
+        or its machine restarted) is `interrupted`."""
+        info = self.info()
+        status = info.get("status", "unknown")
+        if status == "running" and info.get("host") == platform.node() and not _alive(info.get("pid")):
+            return "interrupted"
+        return status
+
+    def resumable(self) -> bool:
+        return self.status() in ("interrupted", "failed", "stopped") and self.last_checkpoint() is not None
 
     def evaluation(self) -> dict[str, Any] | None:
         """eval.json (base vs fine-tuned on the test split), or None before evaluation."""
@@ -102,10 +122,8 @@ class RunDir:
             f.write(json.dumps(record) + "\n")
 
     def read_metrics(self) -> list[dict[str, Any]]:
-        if not self.metrics_file.exists():
-            return []
-        lines = self.metrics_file.read_text(encoding="utf-8").splitlines()
-        return [json.loads(line) for line in lines if line.strip()]
+        """metrics.jsonl's records (see read_metrics_file)."""
+        return read_metrics_file(self.metrics_file) if self.metrics_file.exists() else []
 
     def write_json(self, path: Path, obj: Any) -> None:
         self.write_text(path, json.dumps(obj, indent=2) + "\n")
@@ -120,13 +138,26 @@ class RunDir:
         return self.model_dir if full else self.adapter_dir
 
     def last_checkpoint(self) -> Path | None:
-        """The newest complete checkpoint-N folder (the Trainer writes trainer_state.json last)."""
-        done = [p for p in self.checkpoints_dir.glob("checkpoint-*") if (p / "trainer_state.json").exists()]
-        return max(done, key=lambda p: int(p.name.split("-")[-1]), default=None)
+        """The newest intact checkpoint-N folder: its trainer_state.json (the Trainer writes it last)
+        parses, and its weights are readable safetensors. A newer damaged one (a kill or a full disk
+        during the save) is passed over for the one before."""
+        found = sorted(self.checkpoints_dir.glob("checkpoint-*"), key=_step, reverse=True)
+        return next((p for p in found if checkpoint_problem(p) is None), None)
 
-    def truncate_metrics(self, after_step: int) -> None:
-        kept = [r for r in self.read_metrics() if r.get("step", 0) <= after_step]
+    def checkpoint_problems(self) -> list[str]:
+        """Why each checkpoint cannot be resumed from, for the message when none can."""
+        found = sorted(self.checkpoints_dir.glob("checkpoint-*"), key=_step, reverse=True)
+        return [f"{p}: {problem}" for p in found if (problem := checkpoint_problem(p)) is not None]
+
+    def truncate_metrics(self, after_step: int) -> bool:
+        """Keep the records up to `after_step`; True when a torn last line was left out."""
+        records = self.read_metrics()
+        lines = [
+            ln for ln in self.metrics_file.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()
+        ]
+        kept = [r for r in records if r.get("step", 0) <= after_step]
         self.write_text(self.metrics_file, "".join(json.dumps(r) + "\n" for r in kept))
+        return len(lines) > len(records)
 
     def read_split(self, name: str) -> list:
         from tuneloop.data.example import Example
@@ -147,8 +178,12 @@ class RunDir:
     def write_bytes(self, path: Path, data: bytes) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+        try:
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+        except OSError:  # a full disk: the old file stays whole, and no half-written .tmp is left
+            tmp.unlink(missing_ok=True)
+            raise
 
     def write_jsonl(self, path: Path, rows: list[dict]) -> Path:
         path.parent.mkdir(exist_ok=True)
@@ -175,12 +210,89 @@ class RunDir:
         )
 
     def update_info(self, **fields: Any) -> None:
-        info = self.read_json(self.info_file) if self.info_file.exists() else {"id": self.id}
+        try:
+            info = self.info() or {"id": self.id}
+        except RunFileDamaged:  # rewrite what can be said rather than fail to record the outcome
+            info = {"id": self.id, "damaged_run_json_replaced": True}
         info.update(fields)
         self.write_json(self.info_file, info)
 
     def finish(self, status: str, **fields: Any) -> None:
         self.update_info(status=status, finished_at=_now(), **fields)
+
+
+class RunFileDamaged(ValueError):
+    """A file of the run directory that cannot be read; the message names it."""
+
+
+def read_metrics_file(path: Path) -> list[dict[str, Any]]:
+    """The records of a metrics.jsonl. A torn last line (the process died mid-append) is left
+    out; a damaged line before it is an error naming file and line."""
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            if number == len(lines):
+                break
+            raise RunFileDamaged(f"{path}:{number}: damaged line ({e.msg})") from None
+    return records
+
+
+def _step(checkpoint: Path) -> int:
+    try:
+        return int(checkpoint.name.rsplit("-", 1)[-1])
+    except ValueError:
+        return -1
+
+
+def checkpoint_problem(checkpoint: Path) -> str | None:
+    """None when `checkpoint` can be resumed from, else what is wrong with it."""
+    state = checkpoint / "trainer_state.json"
+    if _step(checkpoint) < 0:
+        return "not a checkpoint-<step> folder"
+    try:
+        json.loads(state.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return "no trainer_state.json (the save did not finish)"
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError):
+        return "trainer_state.json is damaged"
+    weights = [*checkpoint.glob("*.safetensors")]
+    if not weights:
+        return "no weights (*.safetensors)"
+    for w in weights:
+        if not _safetensors_readable(w):
+            return f"{w.name} is damaged or empty"
+    return None
+
+
+def _safetensors_readable(path: Path) -> bool:
+    """The header parses and the data it describes is all there (a truncated file fails)."""
+    try:
+        with open(path, "rb") as f:
+            size = int.from_bytes(f.read(8), "little")
+            if size <= 0 or size > path.stat().st_size:
+                return False
+            header = json.loads(f.read(size))
+        end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+        return path.stat().st_size >= 8 + size + end
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def _alive(pid) -> bool:
+    if not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: it exists
+        return True
+    return True
 
 
 def _now() -> str:

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import math
 
-from tuneloop.config import RunConfig
+from tuneloop.config import ConfigError, RunConfig
 from tuneloop.data import Splits
 from tuneloop.eval.evaluate import answer_token_budget
+from tuneloop.eval.metrics import custom_metric
 from tuneloop.models import choose_precision
 from tuneloop.train.memory import MEMORY_SHARE, activation_bytes_per_token, free_memory_bytes
 from tuneloop.train.sft import eval_steps_for
@@ -56,6 +57,7 @@ def resolve_auto(
         )
     train = config.train
     model_config = AutoConfig.from_pretrained(folder)
+    check_against_model(config, model_config)
     tokens = data_report.get("tokens", {})
     train.precision = choose_precision(train.precision, device).value
     if train.epochs == "auto":
@@ -74,3 +76,33 @@ def resolve_auto(
     )
     train.eval_every = eval_steps_for(train, n_train)
     return config, notes
+
+
+def check_against_model(config: RunConfig, model_config) -> None:
+    """What can only be checked with the model and the code in hand, checked before the run
+    directory exists: LoRA's targets and rank, and a custom metric's import. Each used to fail
+    after minutes (the metric only after training) and leave a failed run behind."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    if ":" in config.eval.metric:
+        try:
+            custom_metric(config.eval.metric)
+        except ValueError as e:
+            raise ConfigError(f"eval.metric: {e}") from None
+    if config.train.method != "lora":
+        return
+    if config.lora.r > model_config.hidden_size:
+        raise ConfigError(
+            f"lora.r={config.lora.r} is larger than the model's hidden size ({model_config.hidden_size}); "
+            "ranks of 4-64 are usual"
+        )
+    targets = config.lora.target_modules
+    if targets == "all-linear":
+        return
+    with torch.device("meta"):  # the module tree without allocating a weight
+        names = [name for name, _ in AutoModelForCausalLM.from_config(model_config).named_modules()]
+    unmatched = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
+    if unmatched:
+        leaves = sorted({n.rsplit(".", 1)[-1] for n in names if n and not n.rsplit(".", 1)[-1].isdigit()})
+        raise ConfigError(f"lora.target_modules: {unmatched} match no module of the model; its modules: {leaves}")

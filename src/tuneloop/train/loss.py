@@ -14,7 +14,10 @@ import contextlib
 import torch
 import torch.nn.functional as F
 from peft.helpers import disable_input_dtype_casting
+from transformers.trainer_pt_utils import LengthGroupedSampler
 from trl import SFTTrainer
+
+from tuneloop.train.sampler import EpochSeededLengthGroupedSampler
 
 IGNORE = -100
 
@@ -43,6 +46,13 @@ class CompletionLossTrainer(SFTTrainer):
         self.task_eval = task_eval  # a TaskEvaluator: the task metric at each validation pass
         self._example_losses: list[float] = []  # per validation example, for the loss's standard error
         check_trl_internals(self)
+
+    def _get_train_sampler(self, train_dataset=None):
+        sampler = super()._get_train_sampler(train_dataset)
+        if isinstance(sampler, LengthGroupedSampler):  # the order must not depend on the global RNG (sampler.py)
+            seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+            return EpochSeededLengthGroupedSampler(sampler.lengths, sampler.batch_size, seed)
+        return sampler
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         mode = "train" if model.training else "eval"

@@ -110,6 +110,9 @@ def build_trainer(
         metric_for_best_model="eval_loss" if keep_best else None,
         greater_is_better=False if keep_best else None,
         report_to=list(train.report_to) or "none",
+        # transformers replaces a NaN/inf training loss with the running average (0.0 at the start):
+        # a diverged run must log NaN, which the doctor reads as diverging.
+        logging_nan_inf_filter=False,
         disable_tqdm=True,  # TrainingProgress draws a rich bar instead
         use_cpu=device == "cpu",
         bf16=False,  # CompletionLossTrainer applies bf16 autocast itself (see its docstring)

@@ -127,8 +127,7 @@ def create_app(runs_dir: Path, presets: list[Path] | None = None, launcher=launc
     @app.get("/api/runs/{run_id}")
     def api_run(run_id: str):
         run = get_run(run_id)
-        info = store.read_json(run.info_file) or {}
-        return {"id": run.id, "status": info.get("status"), "metrics": run.read_metrics()}
+        return {"id": run.id, "status": store.status(run), "metrics": store.read_metrics(run)}
 
     @app.post("/runs/{run_id}/next")
     def launch_next(run_id: str):

@@ -10,6 +10,7 @@ from tuneloop.doctor import diagnose_metrics, diagnose_path, recommend
 from tuneloop.doctor.curves import Curves
 from tuneloop.eval.compare import compare_outputs
 from tuneloop.runs import RunDir
+from tuneloop.runs.store import RunFileDamaged
 
 
 def read_json(path: Path):
@@ -28,6 +29,21 @@ def _config(run: RunDir) -> dict:
         return {}
 
 
+def status(run: RunDir) -> str:
+    """run.json's status, `interrupted` for a run whose process is gone, `damaged` for an unreadable run.json."""
+    try:
+        return run.status()
+    except RunFileDamaged:
+        return "damaged"
+
+
+def read_metrics(run: RunDir) -> list[dict]:
+    try:
+        return run.read_metrics()
+    except (OSError, RunFileDamaged):
+        return []
+
+
 def runs(runs_dir: Path) -> list[RunDir]:
     if not runs_dir.is_dir():
         return []
@@ -44,7 +60,7 @@ def find(runs_dir: Path, run_id: str) -> RunDir | None:
 def summary(run: RunDir, metrics: list[dict] | None = None) -> dict:
     """One row of the runs list. `metrics`: the run's metrics.jsonl when the caller has read it."""
     info, config = read_json(run.info_file) or {}, _config(run)
-    metrics = run.read_metrics() if metrics is None else metrics
+    metrics = read_metrics(run) if metrics is None else metrics
     val = Curves.from_metrics(metrics).val
     evaluation = read_json(run.eval_file)
     train, lora = config.get("train", {}), config.get("lora", {})
@@ -54,7 +70,7 @@ def summary(run: RunDir, metrics: list[dict] | None = None) -> dict:
         value = evaluation["finetuned"]["metrics"].get(metric)
     return {
         "id": run.id,
-        "status": info.get("status", "?"),
+        "status": status(run),
         "started_at": info.get("started_at", ""),
         "model": Path(str(config.get("model", "?"))).name,
         "data": Path(str(config.get("data", {}).get("path", "?"))).name,
@@ -72,9 +88,12 @@ def summary(run: RunDir, metrics: list[dict] | None = None) -> dict:
 
 def detail(run: RunDir) -> dict:
     info, config = read_json(run.info_file) or {}, _config(run)
-    metrics = run.read_metrics()
+    info["status"] = status(run)  # what the page shows: a run whose process died is not "running"
+    info["resumable"] = info["status"] != "damaged" and run.resumable()
+    info["run_path"] = str(run.path)
+    metrics = read_metrics(run)
     diagnosis = None
-    if any("eval_loss" in m for m in metrics):
+    if any("eval_loss" in m for m in metrics) and info["status"] != "damaged":
         found, run_config = diagnose_path(run.path, metrics)
         diagnosis = recommend(found, run_config).to_dict()
     return {
