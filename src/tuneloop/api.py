@@ -232,6 +232,8 @@ def server(
     precision: str = "auto",
     max_batch: int = 16,
     backend: str = "auto",
+    deterministic: bool = False,
+    max_body_bytes: int = 1 << 20,
 ) -> Server:
     """`tuneloop serve`: one base model and many LoRA adapters behind an OpenAI-compatible API. `adapters`: {name: run
     or adapter folder}, or the CLI's NAME=RUN[@SCALE] strings. The base model defaults to the one the
@@ -245,10 +247,16 @@ def server(
         if isinstance(adapters, dict)
         else [parse_adapter(s) for s in adapters]
     )
+    if deterministic:  # one request per generate() call: nothing else in the batch can change an answer
+        if backend == "vllm":
+            raise ValueError(
+                "--deterministic decodes requests one at a time on the transformers backend; vLLM batches by itself"
+            )
+        backend, max_batch = "transformers", 1
     engine, batcher, why = open_engine(
         base_model_for(model, specs), specs, backend=backend, precision=precision, max_batch=max_batch
     )
-    return Server(create_app(engine, batcher, api_key), engine, why, host, port)
+    return Server(create_app(engine, batcher, api_key, max_body_bytes), engine, why, host, port)
 
 
 def _path(run: RunLike) -> Path:

@@ -123,6 +123,21 @@ def test_a_failing_step_fails_its_requests_and_the_engine_lives_on(engines, tiny
     assert calls and served.generate([Request("support", ids, 4, 0.0)])[0].completion_tokens == 4
 
 
+def test_a_cancelled_request_is_aborted_and_the_engine_serves_on(engines):
+    """A client that went away: vLLM aborts its request at the next step instead of decoding to the end."""
+    from tuneloop.serve import Request
+
+    served, _ = engines
+    ids = served.chat_ids(PROMPT)
+    long = Request("support", ids, 2000, 0.0, ignore_eos=True)
+    future = served.submit(long)
+    time.sleep(0.5)
+    long.cancel.set()
+    with pytest.raises(RuntimeError, match="cancelled"):
+        future.result(timeout=60)
+    assert served.generate([Request("support", ids, 4, 0.0)])[0].completion_tokens == 4
+
+
 def test_unservable_adapter_fails_at_start_with_the_reason(tiny32, tmp_path):
     from tuneloop.serve import resolve_adapter
     from tuneloop.serve.vllm_engine import VllmEngine

@@ -13,7 +13,9 @@ from tuneloop.ui import create_app
 def client(ui_store):
     work, _ = ui_store
     launched = []
-    client = TestClient(create_app(work / "runs", presets=[work / "preset.yaml"], launcher=launched.append))
+    app = create_app(work / "runs", presets=[work / "preset.yaml"], launcher=launched.append, hosts={"testserver"})
+    client = TestClient(app)
+    client.csrf = app.state.guard.csrf
     client.launched = launched
     return client
 
@@ -61,7 +63,7 @@ def test_unknown_runs_are_404s(client):
 
 def test_launch_the_recommended_next_run(client, ui_store):
     work, runs = ui_store
-    response = client.post(f"/runs/{runs['slow'].name}/next", follow_redirects=False)
+    response = client.post(f"/runs/{runs['slow'].name}/next", data={"csrf": client.csrf}, follow_redirects=False)
     assert response.status_code == 303
     [config_file] = client.launched
     config = yaml.safe_load(config_file.read_text())
@@ -83,25 +85,32 @@ def test_rating_round_trip(client, ui_store):
     page = client.get("/rate", params={"run": run}).text
     assert 'id="answer-1"' in page and "Answer 2" in page
     token = page.split('name="token" value="')[1].split('"')[0]
-    response = client.post("/rate", data={"token": token, "choice": "2", "comment": "tidier"}, follow_redirects=False)
+    response = client.post(
+        "/rate", data={"token": token, "choice": "2", "comment": "tidier", "csrf": client.csrf}, follow_redirects=False
+    )
     assert response.status_code == 303
     [rating] = [json.loads(x) for x in (work / "runs" / "ratings.jsonl").read_text().splitlines()]
     flipped = token.endswith("|1")
     assert rating["winner"] == ("a" if flipped else "b") and rating["comment"] == "tidier"
     assert rating["model_a"] == "base" and rating["model_b"] == run
     assert "1 ratings" in client.get("/rate").text
-    assert client.post("/rate", data={"token": "nope|0|0", "choice": "1"}).status_code in (400, 404)
+    assert client.post("/rate", data={"token": "nope|0|0", "choice": "1", "csrf": client.csrf}).status_code in (
+        400,
+        404,
+    )
 
 
 def test_launch_form_validates_and_launches(client, ui_store):
     work, _ = ui_store
     page = client.get("/launch").text
     assert "train.learning_rate" in page and "LoRA: 1e-4 to 1e-3" in page  # the guides' hint beside the field
-    bad = client.post("/launch", data={"preset": str(work / "preset.yaml"), "train.learning_rate": "-1"})
+    bad = client.post(
+        "/launch", data={"preset": str(work / "preset.yaml"), "train.learning_rate": "-1", "csrf": client.csrf}
+    )
     assert "greater than 0" in bad.text and not client.launched
     ok = client.post(
         "/launch",
-        data={"preset": str(work / "preset.yaml"), "train.epochs": "3", "lora.r": "4"},
+        data={"preset": str(work / "preset.yaml"), "train.epochs": "3", "lora.r": "4", "csrf": client.csrf},
         follow_redirects=False,
     )
     assert ok.status_code == 303

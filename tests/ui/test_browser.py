@@ -3,6 +3,7 @@
 Run with `-m browser` (CI does; it needs /usr/bin/chromium: `apt-get install chromium`)."""
 
 import json
+import os
 import shutil
 import socket
 import threading
@@ -87,7 +88,8 @@ def test_run_page_curves_update_while_training(dashboard):
     live = work / "runs" / "live-20990101-000000"
     sh.copytree(runs["good"], live)
     info = json.loads((live / "run.json").read_text())
-    (live / "run.json").write_text(json.dumps({**info, "id": live.name, "status": "running"}))
+    # Running in a live process (this one): a "running" run whose process is gone reads as interrupted.
+    (live / "run.json").write_text(json.dumps({**info, "id": live.name, "status": "running", "pid": os.getpid()}))
     lines = (live / "metrics.jsonl").read_text().splitlines()
     train_lines = [x for x in lines if "train_loss" in x]
     (live / "metrics.jsonl").write_text("\n".join(train_lines[:3]) + "\n")

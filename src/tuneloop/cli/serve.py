@@ -35,8 +35,19 @@ def serve(
         str,
         typer.Option("--backend", help="auto (vLLM on CUDA when installed, else transformers), transformers or vllm."),
     ] = "auto",
+    deterministic: Annotated[
+        bool,
+        typer.Option(
+            "--deterministic",
+            help="Decode each request alone, so a greedy (temperature 0) answer does not depend on which other "
+            "requests share its batch. Without it, batched bf16 decoding can change a greedy answer (rounding "
+            "differs with the batch's padding); fp32 (--precision fp32) does not. Costs throughput under load.",
+        ),
+    ] = False,
+    max_body_mb: Annotated[float, typer.Option("--max-body-mb", min=0.001, help="Largest request body.")] = 1.0,
 ) -> None:
-    """Serve a base model and LoRA adapters behind an OpenAI-compatible API (chat, completions, streaming)."""
+    """Serve a base model and LoRA adapters behind an OpenAI-compatible API (chat, completions, streaming).
+    A client that disconnects cancels its generation."""
     from tuneloop import api
     from tuneloop.models import ModelNotFound
 
@@ -51,6 +62,8 @@ def serve(
             precision=precision,
             max_batch=max_batch,
             backend=backend,
+            deterministic=deterministic,
+            max_body_bytes=int(max_body_mb * 2**20),
         )
     engine = server.engine
     console.print(
@@ -138,7 +151,16 @@ def chat(
         for name in names:
             histories[name].append({"role": "user", "content": text})
             requests.append(Request(name, engine.chat_ids(histories[name]), max_tokens, temperature))
-        results = engine.generate(requests) if temperature == 0 else [engine.generate([r])[0] for r in requests]
+        longest = max(len(r.prompt_ids) for r in requests)
+        if engine.max_positions and longest + max_tokens > engine.max_positions:
+            console.print(
+                f"[yellow]the conversation ({longest} tokens) + --max-tokens {max_tokens} is over the model's "
+                f"context of {engine.max_positions} tokens; not sent. /reset starts over.[/yellow]"
+            )
+            for name in names:
+                histories[name].pop()
+            continue
+        results = engine.generate(requests) if requests[0].greedy else [engine.generate([r])[0] for r in requests]
         for name, result in zip(names, results):
             histories[name].append({"role": "assistant", "content": result.text})
         console.print(

@@ -81,7 +81,13 @@ class Batcher:
                     self.queue.put(None)  # finish this batch, then stop
                     break
                 items.append(item)
-            for g in group(items, self.max_batch):
+            waiting = [i for i in items if not i.request.cancel.is_set()]  # their clients have gone
+            for i in items:
+                if i.request.cancel.is_set():
+                    i.future.cancel()
+                    if i.streamer is not None:
+                        i.streamer.end()
+            for g in group(waiting, self.max_batch):
                 try:
                     results = self.engine.generate([i.request for i in g.items], streamer=g.items[0].streamer)
                     self.batches.append(len(g.items))

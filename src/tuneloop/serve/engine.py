@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
 
 from tuneloop.models import choose_precision, load_model, load_tokenizer, resolve_model
 from tuneloop.models.generate import left_padded
@@ -36,6 +38,10 @@ class AdapterSpec:
         return json.loads((self.path / "adapter_config.json").read_text())
 
 
+# Below this a temperature divides the logits into infinities: it means greedy, as in OpenAI's API.
+MIN_TEMPERATURE = 1e-5
+
+
 @dataclass
 class Request:
     model: str  # the base model's name or an adapter's
@@ -47,10 +53,12 @@ class Request:
     seed: int | None = None
     adapter_scale: float | None = None  # None: the adapter's default
     ignore_eos: bool = False  # generate exactly max_tokens (vLLM's option; throughput benchmarks use it)
+    # Set when the client has gone: a queued request is skipped, a running one stops at its next token.
+    cancel: threading.Event = field(default_factory=threading.Event, compare=False, repr=False)
 
     @property
     def greedy(self) -> bool:
-        return self.temperature == 0
+        return self.temperature < MIN_TEMPERATURE
 
     def decoding(self) -> tuple:
         """Requests that decode differently cannot share one generate() call."""
@@ -146,12 +154,31 @@ class ServedModels:
         return self.adapters[adapter].scale if request.adapter_scale is None else request.adapter_scale
 
     def chat_ids(self, messages: list[dict]) -> list[int]:
-        return self.tokenizer.apply_chat_template(
-            messages, add_generation_prompt=True, tokenize=True, return_dict=False
-        )
+        """The prompt as the model's chat template renders it. A template that drops part of a message
+        (tool calls, for a template without tool support) is an error: the model would answer a
+        conversation the client did not send."""
+        text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        for i, m in enumerate(messages):
+            if m.get("content") and m["content"].strip() not in text:
+                raise ValueError(f"messages[{i}]: this model's chat template drops {m['role']!r} messages")
+            for call in m.get("tool_calls") or []:
+                name = (call.get("function") or {}).get("name") if isinstance(call, dict) else None
+                if not name or name not in text:
+                    raise ValueError(f"messages[{i}].tool_calls: this model's chat template does not render tool calls")
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def text_ids(self, prompt: str) -> list[int]:
         return self.tokenizer(prompt)["input_ids"]
+
+
+class Cancelled(StoppingCriteria):
+    """Ends the rows whose client has gone; generate() returns when every row has ended."""
+
+    def __init__(self, events: list[threading.Event]):
+        self.events = events
+
+    def __call__(self, input_ids, scores, **kwargs) -> torch.Tensor:
+        return torch.tensor([e.is_set() for e in self.events], device=input_ids.device)
 
 
 class Engine(ServedModels):
@@ -189,6 +216,7 @@ class Engine(ServedModels):
             kwargs.update(do_sample=True, temperature=first.temperature, top_p=first.top_p)
             if first.seed is not None:
                 torch.manual_seed(first.seed)
+        kwargs["stopping_criteria"] = StoppingCriteriaList([Cancelled([r.cancel for r in requests])])
         adapters = [self.adapter_of(r.model) for r in requests]
         strengths = [self.scale_of(r) for r in requests]
         autocast = self.precision.autocast_dtype

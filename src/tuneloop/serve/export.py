@@ -10,6 +10,7 @@ model.gguf the merged model as GGUF (Llama-family architectures), checked by loa
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -48,6 +49,8 @@ def export_run(
     the run's own model; a check that fails is an error, not a warning."""
     if gguf_type not in ("f16", "f32"):
         raise ValueError(f"gguf type {gguf_type!r}: use f16 or f32")
+    if not math.isfinite(scale) or scale < 0:
+        raise ValueError(f"--scale {scale}: the adapter's strength must be a finite number >= 0")
     out = out or run.export_dir
     adapter = None
     if run.adapter_dir.is_dir():
@@ -56,13 +59,13 @@ def export_run(
         raise ValueError("--scale applies to LoRA adapters; this run fine-tuned the whole model")
     with status("merging the adapter into the base weights"):
         merged = export_merged(run, out / "merged", adapter)
-    if merged["max_logit_difference"] > MERGE_TOLERANCE:
+    if not merged["max_logit_difference"] <= MERGE_TOLERANCE:  # `not <=`: a NaN difference fails too
         raise ValueError(f"the merged model's logits differ from the adapter's by {merged['max_logit_difference']}")
     result = Export(adapter, Path(merged["path"]), merged["max_logit_difference"])
     if gguf:
         with status("writing GGUF and loading it back"):
             written = export_gguf(out / "merged", out / "model.gguf", gguf_type)
-        if written["max_logit_difference"] > GGUF_TOLERANCE:
+        if not written["max_logit_difference"] <= GGUF_TOLERANCE:
             raise ValueError(f"model.gguf loads back with logits off by {written['max_logit_difference']:.3f}")
         result.gguf, result.gguf_logit_difference = Path(written["path"]), written["max_logit_difference"]
     return result

@@ -160,6 +160,11 @@ class VllmEngine(ServedModels):
                     item = self.queue.get_nowait()
             except queue.Empty:
                 pass
+            gone = [rid for rid, item in active.items() if item.request.cancel.is_set()]  # clients that left
+            if gone:
+                self.llm.abort_request(gone)
+                for rid in gone:
+                    self._fail(active.pop(rid), RuntimeError("cancelled: the client closed the request"))
             if active:
                 try:
                     outputs = self.llm.step()
@@ -189,7 +194,7 @@ class VllmEngine(ServedModels):
                 lora = None
             params = SamplingParams(
                 max_tokens=r.max_tokens,
-                temperature=r.temperature,
+                temperature=0.0 if r.greedy else r.temperature,
                 top_p=r.top_p,
                 seed=r.seed,
                 stop=r.stop or None,

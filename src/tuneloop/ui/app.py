@@ -9,6 +9,7 @@ side), launch (a preset plus hyperparameters, each with the guides' hint). Runs 
 
 from __future__ import annotations
 
+import json
 import random
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 
 import yaml
-from fastapi import FastAPI, Form, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, Form, HTTPException, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 
@@ -24,6 +25,7 @@ from tuneloop.config import ConfigError, LoraConfig, TrainConfig, headline, load
 from tuneloop.doctor.curves import Curves
 from tuneloop.eval.ratings import add_rating, blind_winner, read_ratings, summarize
 from tuneloop.ui import store
+from tuneloop.ui.guard import LOCAL_HOSTS, Guard
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 COLUMNS = [
@@ -69,13 +71,35 @@ def launch_subprocess(config_file: Path) -> None:
     )
 
 
-def create_app(runs_dir: Path, presets: list[Path] | None = None, launcher=launch_subprocess) -> FastAPI:
+def create_app(
+    runs_dir: Path,
+    presets: list[Path] | None = None,
+    launcher=launch_subprocess,
+    *,
+    hosts: set[str] | frozenset[str] = LOCAL_HOSTS,
+    api_key: str | None = None,
+    data_roots: list[Path] | None = None,
+) -> FastAPI:
+    """`hosts`: the names the dashboard is served under (guard.py). `data_roots`: the folders the
+    launch form may read data from (default: the working directory and the run store's parent);
+    an empty list allows any path."""
     runs_dir = runs_dir.resolve()
     presets = presets if presets is not None else sorted(PRESETS.glob("*/*.yaml"))
+    roots = [Path.cwd().resolve(), runs_dir.parent] if data_roots is None else [r.resolve() for r in data_roots]
+    guard = Guard(hosts, api_key)
     app = FastAPI(title="tuneloop", docs_url=None, redoc_url=None)
+    app.state.guard = guard
+    app.middleware("http")(guard.middleware)
 
     def page(request: Request, name: str, **context):
-        return TEMPLATES.TemplateResponse(request, name, context)
+        return TEMPLATES.TemplateResponse(request, name, {"csrf": guard.csrf, **context})
+
+    async def writable(request: Request) -> None:
+        """A dependency of every POST: same-origin, with the form token (and the API key if set)."""
+        form = await request.form()
+        refusal = guard.refusal(request, form.get("csrf"))
+        if refusal is not None:
+            raise HTTPException(refusal.status_code, json.loads(refusal.body)["error"])
 
     def get_run(run_id: str):
         run = store.find(runs_dir, run_id)
@@ -93,7 +117,7 @@ def create_app(runs_dir: Path, presets: list[Path] | None = None, launcher=launc
 
     @app.get("/", response_class=HTMLResponse)
     def runs_page(request: Request, q: str = "", status: str = "", sort: str = "id", desc: int = 1):
-        rows = [store.summary(r) for r in store.runs(runs_dir)]
+        rows = [store.safe_summary(r) for r in store.runs(runs_dir)]
         rows = [
             r
             for r in rows
@@ -122,14 +146,14 @@ def create_app(runs_dir: Path, presets: list[Path] | None = None, launcher=launc
 
     @app.get("/api/runs")
     def api_runs():
-        return [store.summary(r) for r in store.runs(runs_dir)]
+        return [store.safe_summary(r) for r in store.runs(runs_dir)]
 
     @app.get("/api/runs/{run_id}")
     def api_run(run_id: str):
         run = get_run(run_id)
         return {"id": run.id, "status": store.status(run), "metrics": store.read_metrics(run)}
 
-    @app.post("/runs/{run_id}/next")
+    @app.post("/runs/{run_id}/next", dependencies=[Depends(writable)])
     def launch_next(run_id: str):
         run = store.detail(get_run(run_id))
         diagnosis = run["diagnosis"]
@@ -203,13 +227,19 @@ def create_app(runs_dir: Path, presets: list[Path] | None = None, launcher=launc
             error=None,
         )
 
-    @app.post("/rate")
+    @app.post("/rate", dependencies=[Depends(writable)])
     def rate_submit(token: str = Form(...), choice: str = Form(...), comment: str = Form("")):
         try:
             run, index, flip = token.rsplit("|", 2)
+            if int(index) < 0:
+                raise IndexError(index)
             e = (store.read_json(get_run(run).eval_file) or {})["examples"][int(index)]
-        except (ValueError, KeyError, IndexError):
+        except (ValueError, KeyError, IndexError, TypeError):
             raise HTTPException(400, "unknown example") from None
+        if any(
+            r["prompt"] == e["prompt"] and {r["model_a"], r["model_b"]} == {"base", run} for r in read_ratings(runs_dir)
+        ):
+            raise HTTPException(409, "this example is rated already")
         try:  # side a is the base model, b the fine-tuned one; the page showed b first when flipped
             winner = blind_winner(choice, flip == "1")
         except ValueError as e:
@@ -232,9 +262,10 @@ def create_app(runs_dir: Path, presets: list[Path] | None = None, launcher=launc
     def launch_page(request: Request, error: str | None = None):
         return page(request, "launch.html", presets=[str(p) for p in presets], fields=_fields(), error=error)
 
-    @app.post("/launch")
+    @app.post("/launch", dependencies=[Depends(writable)])
     async def launch_submit(request: Request):
         form = dict(await request.form())
+        form.pop("csrf", None)
         preset = Path(form.pop("preset", ""))
         if preset not in presets:
             raise HTTPException(400, f"unknown preset {preset}")
@@ -242,7 +273,18 @@ def create_app(runs_dir: Path, presets: list[Path] | None = None, launcher=launc
         if form.get("model", "").strip():
             overrides.append(f"model={form['model'].strip()}")
         if form.get("data", "").strip():
-            overrides.append(f"data.path={Path(form['data'].strip()).resolve()}")
+            data = Path(form["data"].strip()).expanduser().resolve()
+            if roots and not any(data.is_relative_to(r) for r in roots):
+                allowed = ", ".join(map(str, roots))
+                return page(
+                    request,
+                    "launch.html",
+                    presets=[str(p) for p in presets],
+                    fields=_fields(),
+                    error=f"data file {data}: outside the folders this dashboard reads ({allowed}); "
+                    "start it with --data-root to allow another",
+                )
+            overrides.append(f"data.path={data}")
         try:
             config = load_config(preset, overrides)
         except ConfigError as e:

@@ -60,7 +60,7 @@ def find(runs_dir: Path, run_id: str) -> RunDir | None:
 def summary(run: RunDir, metrics: list[dict] | None = None) -> dict:
     """One row of the runs list. `metrics`: the run's metrics.jsonl when the caller has read it."""
     info, config = read_json(run.info_file) or {}, _config(run)
-    metrics = read_metrics(run) if metrics is None else metrics
+    metrics = run.read_metrics() if metrics is None else metrics  # a damaged file: safe_summary says so
     val = Curves.from_metrics(metrics).val
     evaluation = read_json(run.eval_file)
     train, lora = config.get("train", {}), config.get("lora", {})
@@ -70,7 +70,7 @@ def summary(run: RunDir, metrics: list[dict] | None = None) -> dict:
         value = evaluation["finetuned"]["metrics"].get(metric)
     return {
         "id": run.id,
-        "status": status(run),
+        "status": run.status(),
         "started_at": info.get("started_at", ""),
         "model": Path(str(config.get("model", "?"))).name,
         "data": Path(str(config.get("data", {}).get("path", "?"))).name,
@@ -84,6 +84,30 @@ def summary(run: RunDir, metrics: list[dict] | None = None) -> dict:
         "metric_value": value,
         "verdict": diagnose_metrics(metrics).verdict if val else None,
     }
+
+
+def safe_summary(run: RunDir) -> dict:
+    """summary(), or a row that says the run is damaged and why: one bad run must not hide the others."""
+    try:
+        return summary(run)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        empty = dict.fromkeys(
+            (
+                "started_at",
+                "model",
+                "data",
+                "method",
+                "learning_rate",
+                "epochs",
+                "batch",
+                "lora_r",
+                "best_val_loss",
+                "metric",
+                "metric_value",
+                "verdict",
+            )
+        )
+        return {**empty, "id": run.id, "status": "damaged", "error": f"{type(e).__name__}: {e}"}
 
 
 def detail(run: RunDir) -> dict:
