@@ -30,9 +30,9 @@ from tuneloop.models.trainable import load_for_training
 from tuneloop.report import write_run_report
 from tuneloop.report.plots import token_histogram_png
 from tuneloop.runs import RunDir
-from tuneloop.runs.store import RunFileDamaged
 from tuneloop.train import MetricsWriter, TrainingProgress, build_trainer, to_prompt_completion
 from tuneloop.train.auto import resolve_auto
+from tuneloop.train.interrupt import interrupt_on_sigterm
 from tuneloop.train.speed import compile_layers
 from tuneloop.train.task_eval import continuous_evaluation, record_selection
 from tuneloop.train.trackers import check_trackers, run_trackers
@@ -118,24 +118,10 @@ def resume_loop(run_path, console: Console | None = None, callbacks=()) -> RunRe
     console = console or Console()
     t0 = time.perf_counter()
     run = RunDir(Path(run_path))
-    if not run.config_file.exists():
-        raise FileNotFoundError(f"{run.path}: not a run directory (no config.yaml)")
-    try:
-        info, status = run.info(), run.status()
-    except RunFileDamaged as e:  # the config, the splits and the checkpoint are what resuming needs
-        console.print(f"[yellow]{e}; resuming from the checkpoints with the config's settings[/yellow]")
-        info, status = {}, "interrupted"
-    if status in ("finished", "trained"):
-        raise ValueError(f"{run.path}: the run has finished; nothing to resume")
-    if status == "running":
-        raise ValueError(f"{run.path}: still running (pid {info.get('pid')} on {info.get('host')})")
-    checkpoint = run.last_checkpoint()
-    if checkpoint is None:
-        problems = "; ".join(run.checkpoint_problems()) or "none was saved before it stopped"
-        raise ValueError(f"{run.path}: no checkpoint to resume from ({problems}); start it again with `tuneloop run`")
-    for problem in run.checkpoint_problems():
-        if _step_of(problem) > _step_of(str(checkpoint)):
-            console.print(f"[yellow]passed over {problem}[/yellow]")
+    point = run.resume_point()  # the newest intact checkpoint, or why there is none
+    for note in point.notes:
+        console.print(f"[yellow]{note}[/yellow]")
+    info, checkpoint = point.info, point.checkpoint
     config = run.config()
     splits = Splits(*(run.read_split(name) for name in ("train", "validation", "test")))
     folder = resolve_model(config.model)
@@ -298,37 +284,11 @@ def _announce(
         )
 
 
-@contextlib.contextmanager
-def interrupt_on_sigterm():
-    """SIGTERM (`kill`, a scheduler ending a job) ends training the way Ctrl-C does, so the run
-    is recorded as interrupted and can be resumed, instead of vanishing while marked running."""
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
-        yield
-        return
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def _as_os_error(e: BaseException) -> OSError | None:
     """safetensors (Rust) reports a full disk as a plain Exception "... (os error 28)"; as an
     OSError the CLI reports it in one line, like every other failed write."""
     found = re.search(r"\(os error (\d+)\)", str(e)) if not isinstance(e, OSError) else None
     return OSError(int(found.group(1)), f"writing the weights: {os.strerror(int(found.group(1)))}") if found else None
-
-
-def _step_of(checkpoint_text: str) -> int:
-    found = re.search(r"checkpoint-(\d+)", checkpoint_text)
-    return int(found.group(1)) if found else -1
 
 
 def _from_main(state, value):

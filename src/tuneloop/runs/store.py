@@ -144,6 +144,32 @@ class RunDir:
         found = sorted(self.checkpoints_dir.glob("checkpoint-*"), key=_step, reverse=True)
         return next((p for p in found if checkpoint_problem(p) is None), None)
 
+    def resume_point(self) -> ResumePoint:
+        """Where `tuneloop resume` continues from: the newest intact checkpoint, with notes on what was
+        passed over. Raises with the reason when the run cannot be resumed."""
+        if not self.config_file.exists():
+            raise FileNotFoundError(f"{self.path}: not a run directory (no config.yaml)")
+        notes = []
+        try:
+            info, status = self.info(), self.status()
+        except RunFileDamaged as e:  # the config, the splits and the checkpoints are what resuming needs
+            notes.append(f"{e}; resuming from the checkpoints with the config's settings")
+            info, status = {}, "interrupted"
+        if status in ("finished", "trained"):
+            raise ValueError(f"{self.path}: the run has finished; nothing to resume")
+        if status == "running":
+            raise ValueError(f"{self.path}: still running (pid {info.get('pid')} on {info.get('host')})")
+        checkpoint = self.last_checkpoint()
+        if checkpoint is None:
+            problems = "; ".join(self.checkpoint_problems()) or "none was saved before it stopped"
+            raise ValueError(
+                f"{self.path}: no checkpoint to resume from ({problems}); start it again with `tuneloop run`"
+            )
+        notes += [
+            f"passed over {p}" for p in self.checkpoint_problems() if _step(Path(p.split(":")[0])) > _step(checkpoint)
+        ]
+        return ResumePoint(checkpoint, info, notes)
+
     def checkpoint_problems(self) -> list[str]:
         """Why each checkpoint cannot be resumed from, for the message when none can."""
         found = sorted(self.checkpoints_dir.glob("checkpoint-*"), key=_step, reverse=True)
@@ -219,6 +245,13 @@ class RunDir:
 
     def finish(self, status: str, **fields: Any) -> None:
         self.update_info(status=status, finished_at=_now(), **fields)
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    checkpoint: Path
+    info: dict[str, Any]  # run.json ({} when it was damaged)
+    notes: list[str]  # what was passed over on the way
 
 
 class RunFileDamaged(ValueError):
