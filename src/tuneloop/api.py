@@ -50,7 +50,7 @@ class Run:
 
     path = property(lambda self: self.dir.path)
     id = property(lambda self: self.dir.id)
-    status = property(lambda self: self.dir.info().get("status"))
+    status = property(lambda self: self.dir.status())  # `interrupted` when a running run's process is gone
     info = property(lambda self: self.dir.info())
     config = property(lambda self: self.dir.config())
     metrics = property(lambda self: self.dir.read_metrics())

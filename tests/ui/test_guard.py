@@ -118,11 +118,19 @@ def test_a_damaged_run_is_listed_as_damaged_and_the_others_still_list(dashboard,
 
 
 def test_a_rating_token_out_of_range_or_repeated_is_refused(dashboard):
-    client, csrf, _, _, runs = dashboard
-    run = runs["good"].name
-    assert client.post("/rate", data={"token": f"{run}|-1|0", "choice": "1", "csrf": csrf}).status_code == 400
-    page = client.get("/rate", params={"run": run}).text
-    token = page.split('name="token" value="')[1].split('"')[0]
-    first = client.post("/rate", data={"token": token, "choice": "1", "csrf": csrf}, follow_redirects=False)
-    again = client.post("/rate", data={"token": token, "choice": "2", "csrf": csrf}, follow_redirects=False)
-    assert first.status_code == 303 and again.status_code == 409
+    client, csrf, _, work, runs = dashboard
+    ratings = work / "runs" / "ratings.jsonl"
+    before = ratings.read_bytes() if ratings.exists() else None  # the store is shared with test_app.py
+    try:
+        run = runs["good"].name
+        assert client.post("/rate", data={"token": f"{run}|-1|0", "choice": "1", "csrf": csrf}).status_code == 400
+        page = client.get("/rate", params={"run": run}).text
+        token = page.split('name="token" value="')[1].split('"')[0]
+        first = client.post("/rate", data={"token": token, "choice": "1", "csrf": csrf}, follow_redirects=False)
+        again = client.post("/rate", data={"token": token, "choice": "2", "csrf": csrf}, follow_redirects=False)
+        assert first.status_code == 303 and again.status_code == 409
+    finally:
+        if before is None:
+            ratings.unlink(missing_ok=True)
+        else:
+            ratings.write_bytes(before)

@@ -9,7 +9,6 @@ side), launch (a preset plus hyperparameters, each with the guides' hint). Runs 
 
 from __future__ import annotations
 
-import json
 import random
 import subprocess
 import sys
@@ -96,10 +95,7 @@ def create_app(
 
     async def writable(request: Request) -> None:
         """A dependency of every POST: same-origin, with the form token (and the API key if set)."""
-        form = await request.form()
-        refusal = guard.refusal(request, form.get("csrf"))
-        if refusal is not None:
-            raise HTTPException(refusal.status_code, json.loads(refusal.body)["error"])
+        guard.check_write(request, (await request.form()).get("csrf"))
 
     def get_run(run_id: str):
         run = store.find(runs_dir, run_id)

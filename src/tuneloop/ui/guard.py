@@ -16,7 +16,7 @@ import hmac
 import secrets
 from urllib.parse import urlsplit
 
-from fastapi import Request
+from fastapi import HTTPException, Request
 from fastapi.responses import JSONResponse
 
 LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -39,22 +39,19 @@ class Guard:
         self.api_key = api_key
         self.csrf = secrets.token_urlsafe(32)  # new at every start: a page from before a restart must reload
 
-    def refusal(self, request: Request, form_token: str | None) -> JSONResponse | None:
-        """Why `request` may not change anything, or None."""
+    def check_write(self, request: Request, form_token: str | None) -> None:
+        """Raise unless `request` may change something: same origin, the form token, the API key if set."""
         origin = request.headers.get("origin")
         if origin and _hostname(urlsplit(origin).netloc) not in self.hosts:
-            return JSONResponse({"error": f"cross-site request from {origin} refused"}, status_code=403)
+            raise HTTPException(403, f"cross-site request from {origin} refused")
         token = form_token or request.headers.get("x-csrf-token") or ""
         if not hmac.compare_digest(token.encode(), self.csrf.encode()):
-            return JSONResponse({"error": "missing or stale form token; reload the page"}, status_code=403)
+            raise HTTPException(403, "missing or stale form token; reload the page")
         if self.api_key:
             scheme, _, bearer = request.headers.get("authorization", "").partition(" ")
             given = bearer.strip() if scheme.lower() == "bearer" else request.cookies.get(KEY_COOKIE, "")
             if not hmac.compare_digest(given.encode(), self.api_key.encode()):
-                return JSONResponse(
-                    {"error": "this dashboard needs its API key: open it with ?key=KEY"}, status_code=401
-                )
-        return None
+                raise HTTPException(401, "this dashboard needs its API key: open it with ?key=KEY")
 
     async def middleware(self, request: Request, call_next):
         if _hostname(request.headers.get("host", "")) not in self.hosts:
