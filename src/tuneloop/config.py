@@ -22,7 +22,7 @@ MAX_EPOCHS = 1000
 MAX_BATCH = 65_536
 
 # Metric names every stage shares (eval scores them; train, doctor, report and tune rank by them).
-BUILTIN_METRICS = ("exact_match", "final_number", "classification", "generation", "json_fields")
+BUILTIN_METRICS = ("exact_match", "final_number", "classification", "generation", "json_fields", "tool_calls")
 # The headline number of each metric, and the per-example score used for win/tie/loss.
 HEADLINE = {
     "exact_match": "exact_match",
@@ -30,6 +30,7 @@ HEADLINE = {
     "classification": "accuracy",
     "generation": "rougeL",
     "json_fields": "field_accuracy",
+    "tool_calls": "tool_call_accuracy",
 }
 LOWER_IS_BETTER = {"loss", "perplexity"}  # every other metric: higher is better
 
@@ -80,6 +81,11 @@ class DataConfig(_Section):
     validation_size: float = Field(0.1, gt=0, description="A fraction (< 1) or a number of rows (>= 1).")
     test_size: float = Field(0.15, gt=0, description="A fraction (< 1) or a number of rows (>= 1).")
     stratify: bool = Field(True, description="Keep the label mix in every split when rows have labels.")
+    train_on: Literal["all_assistant", "last_assistant", "all"] = Field(
+        "all_assistant",
+        description="The tokens in the loss: every assistant turn (weight 0 leaves one out), the last "
+        "one only, or the whole conversation.",
+    )
     max_seq_len: int = Field(
         1024, ge=16, le=1_048_576, description="Longer examples are an error, not silently truncated."
     )
@@ -155,7 +161,6 @@ class TrainConfig(_Section):
     adapter_l1: float = Field(0.0, ge=0, description="L1 penalty on trainable weights, added to the loss.")
     adapter_l2: float = Field(0.0, ge=0, description="L2 penalty on trainable weights, added to the loss.")
     packing: bool = Field(False, description="Pack several examples into each row (fewer pad tokens; best on CUDA).")
-    completion_only_loss: bool = Field(True, description="Loss on the answer only; false also trains on the prompt.")
     doctor: Literal["off", "watch", "stop"] = Field(
         "watch",
         description="The doctor reads every evaluation: watch shows its verdict while training; stop also "
@@ -243,9 +248,10 @@ class TrainConfig(_Section):
 class EvalConfig(_Section):
     metric: str = Field(
         "auto",
-        description="auto (json_fields for JSON answers, final_number for '#### 42' answers, classification "
-        "for labelled data, generation for free text, else exact_match), one of those names, or a custom "
-        "metric as module:function taking (predictions, references) and returning {name: value}.",
+        description="auto (tool_calls when answers call tools, json_fields for JSON answers, final_number "
+        "for '#### 42' answers, classification for labelled data, generation for free text, else "
+        "exact_match), one of those names, or a custom metric as module:function taking "
+        "(predictions, references) and returning {name: value}.",
     )
     max_new_tokens: Annotated[int, Field(ge=1, le=65_536)] | Literal["auto"] = Field(
         "auto",
@@ -254,6 +260,11 @@ class EvalConfig(_Section):
     )
     batch_size: int = Field(16, ge=1, le=MAX_BATCH)
     max_examples: int | None = Field(None, ge=1, description="Cap on test examples generated (loss uses all).")
+    turns: Literal["last", "all"] = Field(
+        "last",
+        description="Which assistant turns of a multi-turn test row are evaluation points: the last, "
+        "or each one (the conversation before it is the prompt).",
+    )
     report_examples: int = Field(6, ge=0)
     sample: bool = Field(False, description="Sample instead of greedy decoding (with temperature, top_p, seed).")
     temperature: float = Field(0.7, gt=0)
@@ -322,6 +333,19 @@ class RunConfig(_Section):
     sweep: SweepConfig = SweepConfig()
     runs_dir: Path = Path("runs")
     run_name: str | None = Field(None, description="Prefix of the run id; defaults to the config file's stem.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _completion_only_loss(cls, raw: Any) -> Any:
+        # Configs (and run directories) written before data.train_on had train.completion_only_loss;
+        # false meant "also learn the prompt", which is train_on: all.
+        train = raw.get("train") if isinstance(raw, dict) else None
+        if isinstance(train, dict) and "completion_only_loss" in train:
+            train = dict(train)
+            if train.pop("completion_only_loss") is False:
+                raw = {**raw, "data": {"train_on": "all", **(raw.get("data") or {})}}
+            raw = {**raw, "train": train}
+        return raw
 
     @field_validator("run_name")
     @classmethod

@@ -30,7 +30,7 @@ from tuneloop.models.trainable import load_for_training
 from tuneloop.report import write_run_report
 from tuneloop.report.plots import token_histogram_png
 from tuneloop.runs import RunDir
-from tuneloop.train import MetricsWriter, TrainingProgress, build_trainer, to_prompt_completion
+from tuneloop.train import MetricsWriter, TrainingProgress, build_trainer, to_training_rows
 from tuneloop.train.auto import resolve_auto
 from tuneloop.train.interrupt import interrupt_on_sigterm
 from tuneloop.train.speed import compile_layers
@@ -164,7 +164,9 @@ def _train_and_evaluate(job: Job, console: Console, timings: dict, t0: float, ca
         with run_trackers(run.path, config.train.report_to), interrupt_on_sigterm():
             trainer = _trainer(job, model, precision, console, task_eval, callbacks)
             if full and job.evaluate:  # no adapter to switch off afterwards: measure the base model before it changes
-                base = evaluate_side(trainer.model, job.tokenizer, test, config.eval, precision, console.status)
+                base = evaluate_side(
+                    trainer.model, job.tokenizer, test, config.eval, precision, console.status, config.data.train_on
+                )
             trainer.train(resume_from_checkpoint=str(job.resume_from) if job.resume_from else None)
         trainer.save_model(str(run.weights_dir(full)))  # the main process writes; all must call it
         timings["train"] = _lap(t)
@@ -177,7 +179,14 @@ def _train_and_evaluate(job: Job, console: Console, timings: dict, t0: float, ca
         if job.evaluate:
             t = time.perf_counter()
             evaluation = evaluate_base_and_finetuned(
-                trainer.model, job.tokenizer, test, config.eval, precision, base, status=console.status
+                trainer.model,
+                job.tokenizer,
+                test,
+                config.eval,
+                precision,
+                base,
+                status=console.status,
+                train_on=config.data.train_on,
             )
             run.write_json(run.eval_file, evaluation)
             timings["evaluate"] = _lap(t)
@@ -210,8 +219,8 @@ def _trainer(job: Job, model, precision: Precision, console: Console, task_eval,
     trainer = build_trainer(
         model,
         job.tokenizer,
-        to_prompt_completion(job.splits.train),
-        to_prompt_completion(job.splits.validation),
+        to_training_rows(job.splits.train, job.tokenizer, config.data.train_on),
+        to_training_rows(job.splits.validation, job.tokenizer, config.data.train_on),
         train=config.train,
         lora=config.lora,
         max_seq_len=config.data.max_seq_len,

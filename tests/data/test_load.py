@@ -67,7 +67,80 @@ DEFECTS = [
         "misplaced_system",
         "messages[1].role",
     ),
+    *[
+        (json.dumps({"messages": [{"role": "user", "content": "q"}, assistant], **extra}), code, field)
+        for assistant, extra, code, field in [
+            ({"role": "assistant", "content": "a", "weight": 2}, {}, "bad_weight", "messages[1].weight"),
+            ({"role": "assistant", "content": "a", "weight": True}, {}, "bad_weight", "messages[1].weight"),
+            (
+                {"role": "assistant", "tool_calls": [{"function": {"name": "f", "arguments": "{oops"}}]},
+                {},
+                "bad_tool_call",
+                "messages[1].tool_calls[0].function.arguments",
+            ),
+            (
+                {"role": "assistant", "tool_calls": [{"function": {"name": "f", "arguments": "[1]"}}]},
+                {},
+                "bad_tool_call",
+                "messages[1].tool_calls[0].function.arguments",
+            ),
+            (
+                {"role": "assistant", "tool_calls": [{"type": "function"}]},
+                {},
+                "bad_tool_call",
+                "messages[1].tool_calls[0].function",
+            ),
+            (
+                {"role": "assistant", "tool_calls": [{"function": {"name": "g", "arguments": "{}"}}]},
+                {"tools": [{"type": "function", "function": {"name": "f"}}]},
+                "unknown_tool",
+                "messages[1].tool_calls[0].function.name",
+            ),
+            (
+                {"role": "assistant", "content": "a"},
+                {"tools": [{"function": {}}]},
+                "bad_tool",
+                "tools[0].function.name",
+            ),
+            ({"role": "assistant", "tool_calls": []}, {}, "wrong_type", "messages[1].tool_calls"),
+        ]
+    ],
+    (
+        json.dumps(
+            {"messages": [{"role": "user", "content": "q", "weight": 1}, {"role": "assistant", "content": "a"}]}
+        ),
+        "bad_weight",
+        "messages[0].weight",
+    ),
 ]
+
+
+def test_openai_tool_calls_and_weights_are_read(tmp_path):
+    row = {
+        "messages": [
+            {"role": "user", "content": "Weather in Paris?"},
+            {"role": "assistant", "content": "Let me look.", "weight": 0},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {"id": "c1", "type": "function", "function": {"name": "weather", "arguments": '{"city": "Paris"}'}}
+                ],
+            },
+            {"role": "tool", "tool_call_id": "c1", "content": "21C"},
+            {"role": "assistant", "content": "21 degrees.", "weight": 1},
+        ],
+        "tools": [{"type": "function", "function": {"name": "weather", "parameters": {"type": "object"}}}],
+    }
+    [example] = load_examples_strict(write_jsonl(tmp_path / "d.jsonl", [row] * 10), label="none").examples[:1]
+    assert example.messages[1] == {"role": "assistant", "content": "Let me look.", "weight": 0}
+    assert example.messages[2] == {
+        "role": "assistant",
+        "content": "",
+        "tool_calls": [{"name": "weather", "arguments": {"city": "Paris"}, "id": "c1"}],
+    }
+    assert example.messages[3] == {"role": "tool", "content": "21C", "tool_call_id": "c1"}
+    assert example.tools == row["tools"] and example.assistant_turns == 3
 
 
 @pytest.mark.parametrize("line, code, field", DEFECTS, ids=[d[1] + "-" + str(i) for i, d in enumerate(DEFECTS)])

@@ -30,5 +30,5 @@ def test_profile_of_labelled_data(tokenizer):
     assert report["duplicates"]["exact"] == 1 and report["duplicates"]["clusters"] == 1
     assert set(report["tokens_by_role"]) == {"system", "user", "assistant"}
     assert report["tokens"]["max"] == max(lengths.total) and report["rows_over_max_seq_len"] == 0
-    assert report["total_trainable_tokens"] == sum(lengths.trainable) > 0
+    assert report["total_trainable_tokens"] == sum(lengths.learned) > 0
     assert [w["code"] for w in report["warnings"]] == ["duplicates"]

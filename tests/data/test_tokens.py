@@ -17,7 +17,7 @@ def test_lengths_match_the_chat_template_row_by_row(tokenizer):
         len(tokenizer.apply_chat_template(e.prompt, tokenize=True, add_generation_prompt=True, return_dict=False))
         for e in examples
     ]
-    assert all(t > 0 for t in lengths.trainable)
+    assert all(t > 0 for t in lengths.learned)
 
 
 def test_plain_text_has_no_prompt(tokenizer):

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from tuneloop.eval import choose_metric, score
-from tuneloop.eval.metrics import parse_json_object
+from tuneloop.eval.metrics import parse_json_object, per_example
 
 REF = json.dumps({"category": "billing", "priority": "high", "product": None, "refund_requested": True})
 
@@ -139,3 +139,31 @@ def test_custom_metric_entry_point():
     assert metrics == {"length_ratio": 0.75}
     with pytest.raises(ValueError, match="cannot import"):
         score("no_such_module:f", ["a"], ["a"])
+
+
+CALL = '<tool_call>\n{"name": "weather", "arguments": {"city": "Paris"}}\n</tool_call>'
+
+
+@pytest.mark.parametrize(
+    "prediction, reference, correct, name_correct",
+    [
+        (CALL, CALL, True, True),
+        ('{"name": "weather", "parameters": {"city": "Paris"}}', CALL, True, True),  # Llama 3.1's own form
+        ('{"name": "weather", "arguments": "{\\"city\\": \\"Paris\\"}"}', CALL, True, True),  # arguments as a string
+        ('<tool_call>{"name": "weather", "arguments": {"city": "Rome"}}</tool_call>', CALL, False, True),
+        ('<tool_call>{"name": "time", "arguments": {"city": "Paris"}}</tool_call>', CALL, False, False),
+        ("It is sunny.", CALL, False, False),
+        ("It is sunny.", "It is 21 degrees.", True, True),  # no call expected, none made
+        (CALL, "It is 21 degrees.", False, False),
+    ],
+)
+def test_tool_calls_compare_names_and_arguments(prediction, reference, correct, name_correct):
+    [record] = per_example("tool_calls", [prediction], [reference])
+    assert (record["correct"], record["name_correct"]) == (correct, name_correct)
+
+
+def test_tool_calls_aggregate_and_auto_choice():
+    preds, refs = [CALL, "no", "words"], [CALL, CALL, "words"]
+    assert choose_metric(refs) == "tool_calls"
+    metrics, _ = score("tool_calls", preds, refs)
+    assert metrics == pytest.approx({"tool_call_accuracy": 2 / 3, "tool_name_accuracy": 2 / 3})

@@ -10,16 +10,16 @@ from conftest import chat, write_jsonl
 from tuneloop.config import ConfigError, LoraConfig, TrainConfig, config_from_dict
 from tuneloop.data import load_examples_strict
 from tuneloop.models import Precision, load_model
-from tuneloop.train import build_trainer, to_prompt_completion
+from tuneloop.train import build_trainer, to_training_rows
 
 QUIET = Console(quiet=True)
 
 
 @pytest.fixture
-def rows(tmp_path):
+def rows(tmp_path, tokenizer):
     data = [chat(f"question number {i} " + "pad " * (i % 7), json.dumps({"answer": i % 5})) for i in range(16)]
     examples = load_examples_strict(write_jsonl(tmp_path / "d.jsonl", data)).examples
-    return to_prompt_completion(examples[:12]), to_prompt_completion(examples[12:])
+    return to_training_rows(examples[:12], tokenizer), to_training_rows(examples[12:], tokenizer)
 
 
 def _trainer(tmp_path, tiny_model, tokenizer, rows, train: TrainConfig, lora: LoraConfig = LoraConfig(r=4, alpha=8)):

@@ -10,7 +10,7 @@ from conftest import chat, write_jsonl
 from tuneloop.config import LoraConfig, TrainConfig
 from tuneloop.data import load_examples_strict
 from tuneloop.models import Precision, load_model
-from tuneloop.train import build_trainer, to_prompt_completion
+from tuneloop.train import build_trainer, to_training_rows
 
 
 @pytest.fixture
@@ -21,8 +21,8 @@ def trainer(tmp_path, tiny_model, tokenizer):
     return build_trainer(
         model,
         tokenizer,
-        to_prompt_completion(examples[:12]),
-        to_prompt_completion(examples[12:]),
+        to_training_rows(examples[:12], tokenizer),
+        to_training_rows(examples[12:], tokenizer),
         train=TrainConfig(batch_size=4, epochs=1),
         lora=LoraConfig(r=4, alpha=8),
         max_seq_len=256,

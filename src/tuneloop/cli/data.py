@@ -91,6 +91,7 @@ def _settings(
         "label": label if label != "auto" else data.label,
         "model": model or (cfg.model if cfg else DEFAULT_MODEL),
         "max_seq_len": max_seq_len or data.max_seq_len,
+        "train_on": data.train_on,
     }
 
 
@@ -128,10 +129,17 @@ def check(
     label: Label = "auto",
     model: Model = None,
     max_seq_len: MaxLen = None,
+    train_on: Annotated[
+        str | None,
+        typer.Option(
+            "--train-on", help="all_assistant, last_assistant or all [default: the config's, else all_assistant]."
+        ),
+    ] = None,
     no_tokens: Annotated[bool, typer.Option("--no-tokens", help="Skip the token checks (no tokenizer).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
-    """Lint a data file: every error and warning with its row and field. Exit status 1 when there are errors."""
+    """Lint a data file: every error and warning with its row and field, and one example as the model
+    sees it with the learned tokens marked. Exit status 1 when there are errors."""
     from tuneloop.data import check_data
 
     with _errors():  # a ConfigError is a ValueError: reported the same way
@@ -145,10 +153,13 @@ def check(
             label=s["label"],
             tokenizer=tokenizer,
             max_seq_len=None if no_tokens else s["max_seq_len"],
+            train_on=train_on or s["train_on"],
         )
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
     else:
+        if report.preview:
+            _print_preview(report.preview)
         for p in report.errors:
             typer.echo(f"error: {p}")
         for p in report.warnings:
@@ -159,6 +170,29 @@ def check(
             f"{report.valid_rows} valid · {len(report.errors)} error(s), {len(report.warnings)} warning(s)"
         )
     raise typer.Exit(0 if report.ok else 1)
+
+
+def _print_preview(shown: dict) -> None:
+    from rich.text import Text
+
+    from tuneloop.data.conversation import marked
+
+    console.print(
+        f"[bold]{shown['file']}:{shown['row']}[/bold] as the model sees it — [bold green]learned[/bold green] "
+        f"{shown['learned_tokens']} of {shown['tokens']} tokens (marked «»), the rest is context:"
+        if not console.is_terminal
+        else f"{shown['learned_tokens']} of {shown['tokens']} tokens, the rest is context:"
+    )
+    if not console.is_terminal:  # no colours in a pipe or a log: mark the learned spans in the text
+        console.print(marked(shown, "«", "»"), markup=False, highlight=False, soft_wrap=True)
+        return
+    text, at = Text(), 0
+    for lo, hi in shown["spans"]:
+        text.append(shown["text"][at:lo], style="dim")
+        text.append(shown["text"][lo:hi], style="bold green")
+        at = hi
+    text.append(shown["text"][at:], style="dim")
+    console.print(text, markup=False, highlight=False)
 
 
 @data_app.command()
@@ -294,7 +328,7 @@ def stats(
             s["path"], fmt=s["fmt"], columns=s["columns"], system_prompt=s["system_prompt"], label=s["label"]
         )
         tokenizer = _tokenizer(s["model"])
-        lengths = token_lengths(data.examples, tokenizer)
+        lengths = token_lengths(data.examples, tokenizer, s["train_on"])
         report = {
             "path": str(s["path"]),
             "format": data.format,
@@ -318,10 +352,13 @@ def _print_profile(report: dict) -> None:
     console.print(f"[bold]{report['path']}[/bold] · format {report['format']} · {report['rows']} rows")
     table = Table("tokens", *[k for k in report["tokens"] if k != "count"])
     table.add_row("whole example", *[str(v) for k, v in report["tokens"].items() if k != "count"])
-    table.add_row("trainable", *[str(v) for k, v in report["trainable_tokens"].items() if k != "count"])
+    table.add_row("learned", *[str(v) for k, v in report["trainable_tokens"].items() if k != "count"])
     for role, p in report.get("tokens_by_role", {}).items():
         table.add_row(role, *[str(v) for k, v in p.items() if k != "count"])
     console.print(table)
+    if "assistant_turns_per_example" in report:
+        turns = report["assistant_turns_per_example"]
+        console.print("assistant turns per row: " + ", ".join(f"{n}: {rows} rows" for n, rows in turns.items()))
     if "labels" in report:
         top = list(report["labels"].items())
         console.print(

@@ -20,7 +20,8 @@ Data = Annotated[
 Metric = Annotated[
     str | None,
     typer.Option(
-        "--metric", help="auto, exact_match, final_number, classification, generation, json_fields or module:function."
+        "--metric",
+        help="auto, exact_match, final_number, classification, generation, json_fields, tool_calls or module:function.",
     ),
 ]
 

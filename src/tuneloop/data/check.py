@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tuneloop.data.conversation import preview, template_problems
 from tuneloop.data.dedup import find_duplicates, normalize
 from tuneloop.data.load import load_examples
 from tuneloop.data.problems import Problem
@@ -22,6 +24,7 @@ class CheckReport:
     errors: list[Problem]
     warnings: list[Problem]
     stats: dict = field(default_factory=dict)
+    preview: dict | None = None  # one rendered example with its learned spans (data/conversation.py)
 
     @property
     def ok(self) -> bool:
@@ -36,6 +39,7 @@ class CheckReport:
             "ok": self.ok,
             "errors": [p.to_dict() for p in self.errors],
             "warnings": [p.to_dict() for p in self.warnings],
+            "preview": self.preview,
         }
 
 
@@ -48,16 +52,25 @@ def check_data(
     tokenizer=None,
     max_seq_len: int | None = None,
     near_duplicate_threshold: float = 0.8,
+    train_on: str = "all_assistant",
 ) -> CheckReport:
     data = load_examples(path, fmt=fmt, columns=columns, system_prompt=system_prompt, label=label)
     errors = list(data.problems)
     examples = data.examples
-    lengths = None
+    lengths, shown, warnings = None, None, []
     if tokenizer is not None and examples:
-        lengths = token_lengths(examples, tokenizer)
+        lengths = token_lengths(examples, tokenizer, train_on)
+        # An assistant turn the template hides cannot be learned (an error, as in `tuneloop run`);
+        # a hidden system or user turn, or a template that rewrites turns, deserves a look.
+        unrendered = [p for p in lengths.template_problems if p.code == "turn_not_rendered"]
+        errors += unrendered
+        warnings += _capped(
+            [p for p in lengths.template_problems if p not in unrendered]
+            + [p for e in examples for p in template_problems(e, tokenizer)]
+        )
         if max_seq_len:
             errors += length_problems(examples, lengths, max_seq_len)
-    warnings: list[Problem] = []
+        shown = preview(examples, tokenizer, train_on)
     dedup = find_duplicates([e.text for e in examples], threshold=near_duplicate_threshold) if examples else None
     if dedup:
         for d in dedup.duplicates:
@@ -87,7 +100,22 @@ def check_data(
     warnings.sort(key=lambda p: (p.file, p.row or 0))
     bad_rows = {(p.file, p.row) for p in errors if p.row is not None}
     valid = sum(1 for e in examples if (e.file, e.row) not in bad_rows)
-    return CheckReport(str(path), data.format, data.n_rows, valid, errors, warnings, stats)
+    return CheckReport(str(path), data.format, data.n_rows, valid, errors, warnings, stats, shown)
+
+
+MAX_PER_CODE = 20  # a template problem usually hits every row: name the first few, count the rest
+
+
+def _capped(problems: list[Problem]) -> list[Problem]:
+    out, seen = [], Counter()
+    for p in problems:
+        seen[p.code] += 1
+        if seen[p.code] <= MAX_PER_CODE:
+            out.append(p)
+    for code, n in seen.items():
+        if n > MAX_PER_CODE:
+            out.append(Problem(problems[0].file, None, None, code, f"{n - MAX_PER_CODE} more rows like the above"))
+    return out
 
 
 def _conflicting_answers(examples) -> list[Problem]:

@@ -1,6 +1,6 @@
 """The common fine-tuning data formats, detected from their keys, each turned into an Example.
 
-    messages           {"messages": [{"role", "content"}, ...]}             OpenAI chat
+    messages           {"messages": [{"role", "content"}, ...], "tools": [...]} OpenAI chat (weight, tool_calls)
     prompt_completion  {"prompt": str | [msg], "completion": str | [msg]}   TRL / OpenAI legacy
     input_output       {"input": str, "output": str}
     alpaca             {"instruction": str, "input": str (optional), "output": str}
@@ -14,6 +14,7 @@ None for a row it cannot use.
 
 from __future__ import annotations
 
+import json
 import string
 from collections import Counter
 
@@ -83,15 +84,16 @@ def to_example(
     add = _Adder(record, problems)
     value = record.value
     kind = "chat"
+    tools, tool_names, tools_ok = _tools(add, value) if fmt in ("messages", "prompt_completion") else (None, None, True)
     if fmt == "messages":
-        turns = _turns(add, value, "messages", "role", "content", {r: r for r in ROLES})
+        turns = _turns(add, value, "messages", "role", "content", {r: r for r in ROLES}, tool_names)
     elif fmt == "sharegpt":
         turns = _turns(add, value, "conversations", "from", "value", SHAREGPT_ROLES)
         if turns is not None and isinstance(value.get("system"), str) and value["system"].strip():
             turns = [{"role": "system", "content": value["system"]}] + turns
     elif fmt == "prompt_completion":
-        prompt = _side(add, value, "prompt", "user")
-        completion = _side(add, value, "completion", "assistant")
+        prompt = _side(add, value, "prompt", "user", tool_names)
+        completion = _side(add, value, "completion", "assistant", tool_names)
         turns = None if prompt is None or completion is None else prompt + completion
     elif fmt == "input_output":
         turns = _pair(add, _string(add, value, "input"), _string(add, value, "output"))
@@ -111,7 +113,7 @@ def to_example(
         turns = _from_columns(add, value, columns or {})
     else:
         raise ValueError(f"unknown data format {fmt!r}; one of {FORMATS}")
-    if turns is None or len(problems) > before:
+    if turns is None or not tools_ok or len(problems) > before:
         return None
     if kind == "chat":
         if system_prompt and turns[0]["role"] != "system":
@@ -119,7 +121,7 @@ def to_example(
         if not _conversation_ok(add, turns, fmt):
             return None
     augmented = value.get("augmented") if isinstance(value.get("augmented"), dict) else None
-    return Example(turns, record.row, record.file, kind=kind, augmented=augmented, record=value)
+    return Example(turns, record.row, record.file, kind=kind, augmented=augmented, record=value, tools=tools)
 
 
 class _Adder:
@@ -150,17 +152,25 @@ def _pair(add: _Adder, prompt: str | None, answer: str | None) -> list[dict] | N
     return [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
 
 
-def _side(add: _Adder, value: dict, key: str, role: str) -> list[dict] | None:
+def _side(add: _Adder, value: dict, key: str, role: str, tools: set[str] | None) -> list[dict] | None:
     """A prompt or completion: a plain string, or a list of messages."""
     if isinstance(value.get(key), list):
-        return _turns(add, value, key, "role", "content", {r: r for r in ROLES})
+        return _turns(add, value, key, "role", "content", {r: r for r in ROLES}, tools)
     text = _string(add, value, key)
     return None if text is None else [{"role": role, "content": text}]
 
 
 def _turns(
-    add: _Adder, value: dict, key: str, role_key: str, content_key: str, role_map: dict[str, str]
+    add: _Adder,
+    value: dict,
+    key: str,
+    role_key: str,
+    content_key: str,
+    role_map: dict[str, str],
+    tools: set[str] | None = None,
 ) -> list[dict] | None:
+    """The turns under `key`. OpenAI-style rows may carry `weight`, `tool_calls` and `tool_call_id`;
+    `tools` is the set of tool names the row defines (None: the row defines none)."""
     turns = value.get(key)
     if turns is None:
         add(key, "missing_field", f"missing; each row needs a '{key}' list")
@@ -179,7 +189,15 @@ def _turns(
         if not isinstance(role, str) or role not in role_map:
             add(f"{field}.{role_key}", "unknown_role", f"{role!r} is not one of {sorted(role_map)}")
             ok = False
-        if not isinstance(content, str):
+            continue
+        role = role_map[role]
+        message = {"role": role, "content": content}
+        if role_key == "role" and not _openai_extras(add, turn, field, message, tools):
+            ok = False
+            continue
+        if role == "assistant" and message.get("tool_calls") and content in (None, ""):
+            message["content"] = ""  # a pure tool call: OpenAI writes content null
+        elif not isinstance(content, str):
             add(
                 f"{field}.{content_key}",
                 "wrong_type" if content is not None else "missing_field",
@@ -190,8 +208,89 @@ def _turns(
             add(f"{field}.{content_key}", "empty_content", _emptiness(content))
             ok = False
         if ok:
-            out.append({"role": role_map[role], "content": content})
+            out.append(message)
     return out if ok else None
+
+
+def _openai_extras(add: _Adder, turn: dict, field: str, message: dict, tools: set[str] | None) -> bool:
+    """OpenAI's per-message `weight`, assistant `tool_calls` and a tool turn's `tool_call_id`."""
+    if "weight" in turn:
+        weight = turn["weight"]
+        if message["role"] != "assistant":
+            add(f"{field}.weight", "bad_weight", "only assistant turns carry a weight")
+            return False
+        if weight not in (0, 1) or isinstance(weight, bool):
+            add(f"{field}.weight", "bad_weight", f"must be 0 or 1, got {weight!r}")
+            return False
+        message["weight"] = int(weight)
+    calls = turn.get("tool_calls")
+    if calls is not None:
+        if message["role"] != "assistant":
+            add(f"{field}.tool_calls", "misplaced_tool_calls", "only assistant turns make tool calls")
+            return False
+        parsed = _tool_calls(add, calls, f"{field}.tool_calls", tools)
+        if parsed is None:
+            return False
+        message["tool_calls"] = parsed
+    if message["role"] == "tool" and turn.get("tool_call_id") is not None:
+        if not isinstance(turn["tool_call_id"], str):
+            add(f"{field}.tool_call_id", "wrong_type", "must be a string")
+            return False
+        message["tool_call_id"] = turn["tool_call_id"]
+    return True
+
+
+def _tool_calls(add: _Adder, calls, field: str, tools: set[str] | None) -> list[dict] | None:
+    if not isinstance(calls, list) or not calls:
+        add(field, "wrong_type", "must be a non-empty list of {type: function, function: {name, arguments}}")
+        return None
+    out = []
+    for j, call in enumerate(calls):
+        where = f"{field}[{j}]"
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict):
+            add(f"{where}.function", "bad_tool_call", "each call needs a 'function' object with name and arguments")
+            return None
+        name, arguments = function.get("name"), function.get("arguments", {})
+        if not isinstance(name, str) or not name.strip():
+            add(f"{where}.function.name", "bad_tool_call", "the function name must be a non-empty string")
+            return None
+        if tools is not None and name not in tools:
+            add(f"{where}.function.name", "unknown_tool", f"{name!r} is not one of the row's tools {sorted(tools)}")
+            return None
+        if isinstance(arguments, str):
+            try:
+                arguments = json.loads(arguments) if arguments.strip() else {}
+            except json.JSONDecodeError as error:
+                add(f"{where}.function.arguments", "bad_tool_call", f"not valid JSON: {error.msg} at {error.pos}")
+                return None
+        if not isinstance(arguments, dict):
+            add(f"{where}.function.arguments", "bad_tool_call", "must be a JSON object of argument names to values")
+            return None
+        entry = {"name": name, "arguments": arguments}
+        if isinstance(call.get("id"), str):
+            entry["id"] = call["id"]
+        out.append(entry)
+    return out
+
+
+def _tools(add: _Adder, value: dict) -> tuple[list[dict] | None, set[str] | None, bool]:
+    """The row's `tools` (OpenAI function definitions), their names, and whether they are valid."""
+    tools = value.get("tools")
+    if tools is None:
+        return None, None, True
+    if not isinstance(tools, list):
+        add("tools", "wrong_type", "must be a list of {type: function, function: {name, parameters}}")
+        return None, None, False
+    names = set()
+    for j, tool in enumerate(tools):
+        function = tool.get("function") if isinstance(tool, dict) else None
+        name = function.get("name") if isinstance(function, dict) else None
+        if not isinstance(name, str) or not name.strip():
+            add(f"tools[{j}].function.name", "bad_tool", "each tool needs a function with a non-empty name")
+            return None, None, False
+        names.add(name)
+    return tools or None, names, True
 
 
 # Zero-width and byte-order characters: text made only of them shows nothing and teaches nothing.

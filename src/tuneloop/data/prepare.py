@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tuneloop.config import DataConfig
+from tuneloop.data.conversation import preview
 from tuneloop.data.dedup import find_duplicates
 from tuneloop.data.load import LoadedData, load_examples_strict
 from tuneloop.data.split import Splits, split_examples
@@ -40,7 +41,7 @@ def load_from_config(data: DataConfig) -> LoadedData:
 def prepare_data(data: DataConfig, tokenizer) -> PreparedData:
     loaded = load_from_config(data)
     examples = loaded.examples
-    lengths = validate_lengths(examples, tokenizer, data.max_seq_len)
+    lengths = validate_lengths(examples, tokenizer, data.max_seq_len, data.train_on)
     dedup = None
     dropped: list[dict] = []
     if data.dedup != "none":
@@ -77,6 +78,8 @@ def prepare_data(data: DataConfig, tokenizer) -> PreparedData:
         **report,
         "splits": {name: len(part) for name, part in splits.items()},
         "dropped": {"duplicates": len(dropped) - len(splits.removed), "leakage": len(splits.removed)},
+        "train_on": data.train_on,
+        "preview": preview(splits.train, tokenizer, data.train_on),
     }
     if loaded.has_labels:
         report["labels_by_split"] = {name: _count(e.label for e in part) for name, part in splits.items()}

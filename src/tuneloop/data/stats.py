@@ -1,4 +1,5 @@
-"""The data report: size, token lengths, per-role lengths, label balance, duplicate rate, warnings.
+"""The data report: size, turns, token lengths (whole and learned), per-role lengths, labels, duplicates,
+warnings.
 
 `tuneloop data stats` prints it; `tuneloop run` stores it as runs/<id>/data/report.json and
 shows it in the run report. Warnings use the same {row, field, code, message} shape as the
@@ -44,6 +45,11 @@ def profile(
     warnings: list[dict] = []
     turns = Counter(len(e.messages) for e in examples)
     report["turns_per_example"] = dict(sorted(turns.items()))
+    assistant = Counter(e.assistant_turns for e in examples if e.kind == "chat")
+    if assistant:
+        report["assistant_turns_per_example"] = dict(sorted(assistant.items()))
+    if any(e.tools or any(m.get("tool_calls") for m in e.messages) for e in examples):
+        report["tool_calls"] = sum(len(m.get("tool_calls") or ()) for e in examples for m in e.messages)
     by_role: dict[str, list[str]] = {}
     for e in examples:
         for m in e.messages:
@@ -56,8 +62,9 @@ def profile(
         }
     if lengths is not None:
         report["tokens"] = percentiles(lengths.total)
-        report["trainable_tokens"] = percentiles(lengths.trainable)
-        report["total_trainable_tokens"] = sum(lengths.trainable)
+        # "trainable": the tokens in the loss, every learned assistant turn (data.train_on)
+        report["trainable_tokens"] = percentiles(lengths.learned)
+        report["total_trainable_tokens"] = sum(lengths.learned)
         if max_seq_len:
             report["max_seq_len"] = max_seq_len
             over = sum(1 for n in lengths.total if n > max_seq_len)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from tuneloop.data.conversation import tokenize_examples
 from tuneloop.data.example import Example
 from tuneloop.data.problems import DataError, Problem
 
@@ -11,35 +12,29 @@ from tuneloop.data.problems import DataError, Problem
 @dataclass(frozen=True)
 class TokenLengths:
     total: list[int]  # whole example, template included
-    prompt: list[int]  # everything before the answer (0 for plain text): masked out of the loss
-
-    @property
-    def trainable(self) -> list[int]:
-        return [t - p for t, p in zip(self.total, self.prompt)]
+    prompt: list[int]  # tokens before the first learned one (0 for plain text)
+    learned: list[int]  # tokens in the loss: every learned assistant turn (data.train_on)
+    template_problems: list[Problem] = field(default_factory=list)  # turns the template hides or rewrites
 
 
-def token_lengths(examples: list[Example], tokenizer) -> TokenLengths:
-    """Render with the chat template, then tokenize all rows in one batch.
+def token_lengths(examples: list[Example], tokenizer, train_on: str = "all_assistant") -> TokenLengths:
+    """What training sees: the rendered example and its learned tokens (data/conversation.py).
 
-    The totals equal apply_chat_template(tokenize=True) row by row (tests/data/test_tokens.py);
-    the prompt lengths come from the same batch call. 5,000 banking77 rows: 0.95 s for both.
+    The totals equal apply_chat_template(tokenize=True) row by row (tests/data/test_tokens.py).
     """
-    full, prompts = [], []
-    for e in examples:
-        if e.kind == "text":
-            full.append(e.answer + (tokenizer.eos_token or ""))
-            prompts.append("")
-        else:
-            full.append(tokenizer.apply_chat_template(e.messages, tokenize=False))
-            prompts.append(tokenizer.apply_chat_template(e.prompt, tokenize=False, add_generation_prompt=True))
-    count = lambda texts: [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]  # noqa: E731
-    return TokenLengths(count(full) if full else [], count(prompts) if prompts else [])
+    rows = tokenize_examples(examples, tokenizer, train_on)
+    return TokenLengths(
+        [len(t.input_ids) for t in rows],
+        [t.first_learned for t in rows],
+        [t.n_learned for t in rows],
+        [p for t in rows for p in t.problems],
+    )
 
 
 def length_problems(examples: list[Example], lengths: TokenLengths, max_seq_len: int) -> list[Problem]:
     """Too long is an error, not a truncation: cutting would remove the very answer to learn."""
     problems = []
-    for e, total, prompt in zip(examples, lengths.total, lengths.prompt):
+    for e, total, prompt, learned in zip(examples, lengths.total, lengths.prompt, lengths.learned):
         if prompt >= max_seq_len:
             problems.append(
                 Problem(
@@ -61,16 +56,26 @@ def length_problems(examples: list[Example], lengths: TokenLengths, max_seq_len:
                     f"{total} tokens exceeds data.max_seq_len={max_seq_len}; shorten it or raise max_seq_len",
                 )
             )
-        elif total - prompt <= 0:
+        elif learned == 0:
             problems.append(
-                Problem(e.file, e.row, "messages", "no_trainable_tokens", "the answer adds no tokens after the prompt")
+                Problem(
+                    e.file,
+                    e.row,
+                    "messages",
+                    "no_trainable_tokens",
+                    "no assistant turn is learned (all have weight 0, or the answer adds no tokens)",
+                )
             )
     return problems
 
 
-def validate_lengths(examples: list[Example], tokenizer, max_seq_len: int) -> TokenLengths:
-    lengths = token_lengths(examples, tokenizer)
-    problems = length_problems(examples, lengths, max_seq_len)
+def validate_lengths(
+    examples: list[Example], tokenizer, max_seq_len: int, train_on: str = "all_assistant"
+) -> TokenLengths:
+    lengths = token_lengths(examples, tokenizer, train_on)
+    # A turn the template hides cannot be learned: an error, not a row trained on less than asked.
+    unrendered = [p for p in lengths.template_problems if p.code == "turn_not_rendered"]
+    problems = unrendered + length_problems(examples, lengths, max_seq_len)
     if problems:
         raise DataError(problems)
     return lengths

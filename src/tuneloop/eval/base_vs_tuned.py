@@ -11,7 +11,7 @@ import torch
 from tuneloop.config import EvalConfig
 from tuneloop.data import Example
 from tuneloop.eval.compare import compare_outputs
-from tuneloop.eval.evaluate import example_record, generate_and_score, generation_set, side_record
+from tuneloop.eval.evaluate import example_record, generate_and_score, generation_set, points_summary, side_record
 from tuneloop.eval.loss import answer_loss
 from tuneloop.models.precision import Precision
 
@@ -23,6 +23,7 @@ def evaluate_side(
     config: EvalConfig,
     precision: Precision,
     status=lambda message: nullcontext(),
+    train_on: str = "all_assistant",
 ) -> dict:
     """Test loss and task metric of `model` as it is now. `status(message)`: a context manager that
     shows what is running (the CLI's spinner)."""
@@ -35,7 +36,12 @@ def evaluate_side(
         with status(f"evaluating on {len(test)} test examples"), torch.compiler.set_stance("force_eager"):
             # The same loss `tuneloop eval` reports: one mean over all answer tokens of the split.
             loss = answer_loss(
-                model, tokenizer, test, batch_size=config.batch_size, autocast_dtype=precision.autocast_dtype
+                model,
+                tokenizer,
+                test,
+                batch_size=config.batch_size,
+                autocast_dtype=precision.autocast_dtype,
+                train_on=train_on,
             )["loss"]
             scored = generate_and_score(model, tokenizer, test, config, precision)
     finally:
@@ -52,6 +58,7 @@ def evaluate_base_and_finetuned(
     precision: Precision,
     base: dict | None = None,
     status=lambda message: nullcontext(),
+    train_on: str = "all_assistant",
 ) -> dict:
     """eval.json: test-split loss and task metric for the base model and the fine-tuned one.
 
@@ -61,10 +68,22 @@ def evaluate_base_and_finetuned(
     if base is None:
         with model.disable_adapter():
             base = evaluate_side(
-                model, tokenizer, test, config, precision, status=lambda message: status(f"base model: {message}")
+                model,
+                tokenizer,
+                test,
+                config,
+                precision,
+                status=lambda message: status(f"base model: {message}"),
+                train_on=train_on,
             )
     tuned = evaluate_side(
-        model, tokenizer, test, config, precision, status=lambda message: status(f"fine-tuned model: {message}")
+        model,
+        tokenizer,
+        test,
+        config,
+        precision,
+        status=lambda message: status(f"fine-tuned model: {message}"),
+        train_on=train_on,
     )
     gen_set = generation_set(test, config)
     examples = [
@@ -75,6 +94,7 @@ def evaluate_base_and_finetuned(
         "metric": tuned["metric"],
         "n_test": len(test),
         "n_generated": len(gen_set),
+        "n_generated_rows": points_summary(gen_set)["rows"],
         "report_examples": config.report_examples,
         "base": {"metrics": base["metrics"]},
         "finetuned": {"metrics": tuned["metrics"]},

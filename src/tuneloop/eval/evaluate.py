@@ -13,10 +13,25 @@ from tuneloop.models.precision import Precision
 
 
 def generation_set(examples: list[Example], config: EvalConfig) -> list[Example]:
+    """The evaluation points: each row's last assistant turn, or with eval.turns: all each of its
+    assistant turns, the conversation before it as the prompt (not turns of weight 0: the data
+    says not to learn them, so they are no reference either). Capped at eval.max_examples points."""
     # Plain text has no prompt to answer: its test is the loss (and perplexity) alone.
     if not examples or examples[0].kind == "text":
         return []
+    if config.turns == "all":
+        examples = [
+            e.upto(i)
+            for e in examples
+            for i, m in enumerate(e.messages)
+            if m["role"] == "assistant" and i > 0 and m.get("weight", 1) != 0
+        ]
     return examples[: config.max_examples or len(examples)]
+
+
+def points_summary(gen_set: list[Example]) -> dict:
+    """How many evaluation points came from how many rows (several per row with eval.turns: all)."""
+    return {"points": len(gen_set), "rows": len({(e.file, e.row) for e in gen_set})}
 
 
 def example_record(e: Example) -> dict:
@@ -75,18 +90,30 @@ def generate_and_score(
         seed=config.seed,
     )
     metrics, per = score(metric, outputs, [e.answer for e in gen_set])
-    out = {"metric": metric, "metrics": metrics, "outputs": outputs, "per_example": per}
+    out = {"metric": metric, "metrics": metrics, "outputs": outputs, "per_example": per, **points_summary(gen_set)}
     if metric == "classification":
         out["confusion"] = confusion(per)
     return out
 
 
 def evaluate_model(
-    model, tokenizer, examples: list[Example], config: EvalConfig, precision: Precision, on_batch=None
+    model,
+    tokenizer,
+    examples: list[Example],
+    config: EvalConfig,
+    precision: Precision,
+    on_batch=None,
+    train_on: str = "all_assistant",
 ) -> dict:
-    """Loss and perplexity on every example, plus the task metric on the generation set."""
+    """Loss and perplexity on every example (over the turns training learns: `train_on`), plus
+    the task metric on the generation set."""
     loss = answer_loss(
-        model, tokenizer, examples, batch_size=config.batch_size, autocast_dtype=precision.autocast_dtype
+        model,
+        tokenizer,
+        examples,
+        batch_size=config.batch_size,
+        autocast_dtype=precision.autocast_dtype,
+        train_on=train_on,
     )
     scored = generate_and_score(model, tokenizer, examples, config, precision, on_batch=on_batch)
     return {**scored, "metrics": {**loss, **scored["metrics"]}, "n": len(examples)}

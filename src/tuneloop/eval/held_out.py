@@ -98,7 +98,9 @@ def evaluate_run(run_path: str | Path, data: str | Path | None = None, *, status
     examples, name = held_out_examples(run, config, Path(data) if data else None)
     side = load_side(str(run.path), config)
     with status(f"evaluating {side.name} on {len(examples)} examples"):
-        result = evaluate_model(side.model, side.tokenizer, examples, eval_config, side.precision)
+        result = evaluate_model(
+            side.model, side.tokenizer, examples, eval_config, side.precision, train_on=config.data.train_on
+        )
     gen_set = generation_set(examples, eval_config)
     evaluation = Evaluation(
         run=side.name,

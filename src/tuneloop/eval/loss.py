@@ -1,7 +1,7 @@
-"""Loss on the answer tokens of held-out examples, without a Trainer (eval, models compare).
+"""Loss on the learned tokens of held-out examples, without a Trainer (eval, models compare).
 
-The same tokens as training's completion-only loss: the chat-formatted prompt is context, the
-final assistant turn is scored. Plain-text rows are scored whole.
+The same tokens as training's loss (data/conversation.py): by default every assistant turn is
+scored and the rest of the conversation is context. Plain-text rows are scored whole.
 """
 
 from __future__ import annotations
@@ -11,25 +11,24 @@ import math
 import torch
 
 from tuneloop.data import Example
-
-
-def _ids(tokenizer, e: Example) -> tuple[list[int], int]:
-    """Token ids of the whole example, and where the scored answer starts."""
-    if e.kind == "text":
-        ids = tokenizer(e.answer)["input_ids"]
-        return ids, 0
-    prompt = tokenizer.apply_chat_template(e.prompt, add_generation_prompt=True, tokenize=True, return_dict=False)
-    full = tokenizer.apply_chat_template(e.messages, tokenize=True, return_dict=False)
-    return full, len(prompt)
+from tuneloop.data.conversation import tokenize_examples
 
 
 @torch.inference_mode()
 def answer_loss(
-    model, tokenizer, examples: list[Example], *, batch_size: int = 8, autocast_dtype: torch.dtype | None = None
+    model,
+    tokenizer,
+    examples: list[Example],
+    *,
+    batch_size: int = 8,
+    autocast_dtype: torch.dtype | None = None,
+    train_on: str = "all_assistant",
 ) -> dict[str, float]:
-    """Mean negative log-likelihood per answer token (nats), and its perplexity."""
+    """Mean negative log-likelihood per learned token (nats), and its perplexity."""
     device = next(model.parameters()).device
-    encoded = sorted((_ids(tokenizer, e) for e in examples), key=lambda x: len(x[0]))
+    encoded = sorted(
+        ((t.input_ids, t.labels()) for t in tokenize_examples(examples, tokenizer, train_on)), key=lambda x: len(x[0])
+    )
     total, count = 0.0, 0
     was_training = model.training
     model.eval()
@@ -40,9 +39,9 @@ def answer_loss(
             input_ids = torch.full((len(batch), width), tokenizer.pad_token_id, dtype=torch.long)
             labels = torch.full((len(batch), width), -100, dtype=torch.long)
             attention = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, (ids, answer_start) in enumerate(batch):
+            for row, (ids, row_labels) in enumerate(batch):
                 input_ids[row, : len(ids)] = torch.tensor(ids)
-                labels[row, answer_start : len(ids)] = torch.tensor(ids[answer_start:])
+                labels[row, : len(ids)] = torch.tensor(row_labels)
                 attention[row, : len(ids)] = 1
             with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
                 logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits

@@ -5,6 +5,7 @@
     classification  accuracy, macro and per-class precision/recall/F1 (scikit-learn), confusion matrix
     generation      BLEU and chrF (sacrebleu), ROUGE-1/2/L F-measure (rouge-score)
     json_fields     JSON validity and per-field accuracy for structured output
+    tool_calls      the called functions' names and JSON arguments against the reference's calls
     module:function a custom metric: function(predictions, references) -> {name: value}
 
 Scoring is split in two so that A/B comparisons can bootstrap cheaply: `per_example` scores
@@ -39,6 +40,40 @@ def parse_json_object(text: str) -> dict | None:
     return None
 
 
+def json_objects(text: str) -> list[dict]:
+    """Every top-level JSON object in `text`, in order."""
+    out, start, decoder = [], text.find("{"), json.JSONDecoder()
+    while start != -1:
+        try:
+            obj, end = decoder.raw_decode(text[start:])
+        except json.JSONDecodeError:
+            start = text.find("{", start + 1)
+            continue
+        if isinstance(obj, dict):
+            out.append(obj)
+        start = text.find("{", start + end)
+    return out
+
+
+def tool_calls_in(text: str) -> list[tuple[str, dict | None]]:
+    """The (name, arguments) of each call written in `text`: the <tool_call> form tuneloop trains on
+    templates without tool syntax, or the bare {"name", "arguments"|"parameters"} JSON that
+    tool-calling templates (Qwen, Llama 3.1, Hermes) produce. Arguments that do not parse are None."""
+    calls = []
+    for obj in json_objects(text):
+        name = obj.get("name")
+        arguments = obj.get("arguments", obj.get("parameters"))
+        if not isinstance(name, str) or arguments is None:
+            continue
+        if isinstance(arguments, str):
+            try:
+                arguments = json.loads(arguments)
+            except json.JSONDecodeError:
+                arguments = None
+        calls.append((name, arguments if isinstance(arguments, dict) else None))
+    return calls
+
+
 def choose_metric(references: list[str], requested: str = "auto", labelled: bool = False) -> str:
     """`labelled`: the examples carry class labels (inferred at load time over the whole data set,
     where a small test split alone could not tell a label set from short answers)."""
@@ -46,6 +81,8 @@ def choose_metric(references: list[str], requested: str = "auto", labelled: bool
         return requested
     if not references:
         return "exact_match"
+    if any("<tool_call>" in r and tool_calls_in(r) for r in references):
+        return "tool_calls"
     if all(_is_json_object(r) for r in references):
         return "json_fields"
     if all("####" in r for r in references):
@@ -118,6 +155,8 @@ def per_example(metric: str, predictions: list[str], references: list[str]) -> l
         return out
     if metric == "json_fields":
         return [_json_fields_per(p, r) for p, r in pairs]
+    if metric == "tool_calls":
+        return [_tool_calls_per(p, r) for p, r in pairs]
     custom_metric(metric)  # validates the spec; a custom metric is aggregate-only
     return [{} for _ in pairs]
 
@@ -138,6 +177,8 @@ def aggregate(metric: str, per: list[dict], predictions: list[str], references: 
         }
     if metric == "json_fields":
         return _json_fields_aggregate(per)
+    if metric == "tool_calls":
+        return _tool_calls_aggregate(per)
     values = custom_metric(metric)(predictions, references)
     if not isinstance(values, dict) or not all(isinstance(v, (int, float)) for v in values.values()):
         raise ValueError(f"metric {metric!r} must return a dict of numbers, got {values!r}")
@@ -219,4 +260,29 @@ def _json_fields_aggregate(per: list[dict]) -> dict[str, float]:
         "exact_match": sum(e["correct"] for e in per) / n,
         "valid_json": sum(e["valid_json"] for e in per) / n,
         **{f"field_accuracy/{k}": sum(v) / len(v) for k, v in sorted(by_field.items())},
+    }
+
+
+def _tool_calls_per(prediction: str, reference: str) -> dict:
+    """A call is right when the same functions are called in order with equal arguments; a
+    reference without calls is right when the answer calls nothing."""
+    wanted, made = tool_calls_in(reference), tool_calls_in(prediction)
+    names_right = [n for n, _ in made] == [n for n, _ in wanted]
+    correct = made == wanted
+    return {
+        "expects_call": bool(wanted),
+        "called": [n for n, _ in made],
+        "name_correct": names_right,
+        "correct": correct,
+        "score": float(correct),
+    }
+
+
+def _tool_calls_aggregate(per: list[dict]) -> dict[str, float]:
+    """Over every point, so any subset (the bootstrap's) has the same keys: a point whose reference
+    answers in words counts as right when the model called nothing."""
+    n = max(1, len(per))
+    return {
+        "tool_call_accuracy": sum(e["correct"] for e in per) / n,
+        "tool_name_accuracy": sum(e["name_correct"] for e in per) / n,
     }

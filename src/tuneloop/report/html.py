@@ -40,7 +40,10 @@ def _data_section(report: dict | None, token_histogram: bytes | None) -> str:
         ("dropped", report.get("dropped")),
         ("duplicates", report.get("duplicates")),
         ("tokens per example", {k: v for k, v in tokens.items() if k != "count"}),
-        ("trainable tokens in total", report.get("total_trainable_tokens")),
+        ("learned tokens per example", {k: v for k, v in report.get("trainable_tokens", {}).items() if k != "count"}),
+        ("learned tokens in total", report.get("total_trainable_tokens")),
+        ("assistant turns per example (turns: rows)", report.get("assistant_turns_per_example")),
+        ("tool calls", report.get("tool_calls")),
         ("labels", report.get("labels")),
         ("imbalance ratio", report.get("imbalance_ratio")),
     ]
@@ -53,7 +56,28 @@ def _data_section(report: dict | None, token_histogram: bytes | None) -> str:
     if token_histogram:
         png = base64.b64encode(token_histogram).decode()
         img = f'<img alt="token length histogram" src="data:image/png;base64,{png}">'
-    return f"<h2>Data</h2><table>{rows}</table>" + (f"<ul>{warnings}</ul>" if warnings else "") + img
+    return (
+        f"<h2>Data</h2><table>{rows}</table>"
+        + (f"<ul>{warnings}</ul>" if warnings else "")
+        + _preview(report.get("preview"), report.get("train_on"))
+        + img
+    )
+
+
+def _preview(shown: dict | None, train_on: str | None) -> str:
+    """One training example as rendered by the chat template, its learned spans highlighted."""
+    if not shown:
+        return ""
+    text, parts, at = shown["text"], [], 0
+    for lo, hi in shown["spans"]:
+        parts += [_e(text[at:lo]), f"<mark>{_e(text[lo:hi])}</mark>"]
+        at = hi
+    parts.append(_e(text[at:]))
+    return (
+        f"<h3>One training example as the model sees it</h3><p class='muted'>{_e(shown['file'])} row "
+        f"{shown['row']}: {shown['learned_tokens']} of {shown['tokens']} tokens learned (highlighted; "
+        f"data.train_on: {_e(train_on)}), the rest is context.</p><pre>{''.join(parts)}</pre>"
+    )
 
 
 def _evaluation_section(evaluation: dict | None) -> str:

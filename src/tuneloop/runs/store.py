@@ -197,6 +197,7 @@ class RunDir:
                 kind=r.get("kind", "chat"),
                 label=r.get("label"),
                 augmented=r.get("augmented"),
+                tools=r.get("tools"),
             )
             for r in rows
         ]

@@ -1,4 +1,4 @@
-"""Build TRL's SFTTrainer from a RunConfig: LoRA adapters, completion-only loss, padding-free batches."""
+"""Build TRL's SFTTrainer from a RunConfig: LoRA adapters, loss on the learned turns, padding-free batches."""
 
 from __future__ import annotations
 
@@ -7,23 +7,23 @@ from pathlib import Path
 
 from tuneloop.config import ConfigError, LoraConfig, TrainConfig
 from tuneloop.data import Example
+from tuneloop.data.conversation import tokenize_examples
 from tuneloop.models.precision import Precision
 
 
-def to_prompt_completion(examples: list[Example]):
-    """Conversational prompt/completion rows: the loss covers only the final assistant turn.
+def to_training_rows(examples: list[Example], tokenizer, train_on: str = "all_assistant"):
+    """Token ids with labels: -100 everywhere but the learned assistant turns (data/conversation.py).
 
-    TRL's assistant-only masking needs a chat template with generation markers, which few
-    models ship; splitting off the answer works with any chat template. Plain-text rows become
-    an empty prompt and the text as completion: the loss covers all of it.
+    Tokenized here rather than by TRL: TRL's per-turn masks need a chat template with
+    `{% generation %}` markers, which few models ship, and its prompt/completion rows learn only
+    the last turn. Plain-text rows learn all of their text.
     """
     from datasets import Dataset
 
-    if all(e.kind == "text" for e in examples):
-        return Dataset.from_list([{"prompt": "", "completion": e.answer} for e in examples])
-    if any(e.kind == "text" for e in examples):
+    if any(e.kind == "text" for e in examples) and not all(e.kind == "text" for e in examples):
         raise ValueError("plain-text rows and chat rows cannot be mixed in one training set")
-    return Dataset.from_list([{"prompt": e.prompt, "completion": [e.messages[-1]]} for e in examples])
+    rows = tokenize_examples(examples, tokenizer, train_on)
+    return Dataset.from_dict({"input_ids": [r.input_ids for r in rows], "labels": [r.labels() for r in rows]})
 
 
 def eval_steps_for(train: TrainConfig, n_train: int) -> int:
@@ -119,7 +119,6 @@ def build_trainer(
         # Lengths were checked against max_seq_len when the data was loaded: nothing is truncated.
         # Padding-free without packing requires max_length=None; packing fills rows up to it.
         max_length=max_seq_len if train.packing or not padding_free else None,
-        completion_only_loss=train.completion_only_loss,
         packing=train.packing,
         padding_free=padding_free,
         train_sampling_strategy="random" if padding_free else "group_by_length",

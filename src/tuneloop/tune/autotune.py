@@ -267,6 +267,7 @@ def _evaluate_test(tune: Autotune, console: Console) -> dict:
                 test,
                 RunDir(Path(first.run if spec == "base" else spec)).config().eval,
                 side.precision,
+                train_on=config.data.train_on,
             )
         out["metric"] = result["metric"]
         out["key"] = headline(result["metric"])
