@@ -49,7 +49,17 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
-DataFormat = Literal["auto", "messages", "prompt_completion", "input_output", "alpaca", "sharegpt", "text"]
+DataFormat = Literal[
+    "auto",
+    "messages",
+    "prompt_completion",
+    "input_output",
+    "alpaca",
+    "sharegpt",
+    "text",
+    "preference",
+    "openai_preference",
+]
 
 
 class ColumnMap(_Section):
@@ -120,7 +130,24 @@ ReportTo = Literal["tensorboard", "mlflow", "wandb"]
 
 
 class TrainConfig(_Section):
-    method: Literal["lora", "full"] = Field("lora", description="LoRA adapters, or full fine-tuning of the weights.")
+    method: Literal["lora", "full", "dpo", "orpo"] = Field(
+        "lora",
+        description="lora / full: supervised fine-tuning of LoRA adapters or of all the weights. dpo / orpo: "
+        "preference tuning of a LoRA adapter on chosen/rejected pairs (DPO against a frozen reference, "
+        "ORPO without one).",
+    )
+    beta: float = Field(
+        0.1,
+        gt=0,
+        le=10,
+        description="dpo: how far the model may move from the reference (higher: less; 0.1 usual); "
+        "orpo: the weight of the odds-ratio term.",
+    )
+    init_from: Path | None = Field(
+        None,
+        description="A finished LoRA run (runs/<id>) whose adapter training starts from: the SFT run a dpo "
+        "run refines, and dpo's reference model.",
+    )
     freeze_layers: int = Field(0, ge=0, description="Full fine-tuning: freeze the embeddings and the first N layers.")
     freeze_modules: list[str] = Field(
         [],
@@ -238,8 +265,10 @@ class TrainConfig(_Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
-        if self.method == "lora" and (self.freeze_layers or self.freeze_modules):
+        if self.method != "full" and (self.freeze_layers or self.freeze_modules):
             raise ValueError("freeze_layers / freeze_modules apply to method: full (LoRA already freezes the base)")
+        if self.method == "full" and self.init_from is not None:
+            raise ValueError("init_from continues a LoRA adapter; method: full trains the weights themselves")
         if self.method == "full" and self.quantize != "none":
             raise ValueError("quantize: 4bit is QLoRA; a quantized base cannot be fully fine-tuned")
         return self
@@ -385,6 +414,8 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
     config.data.path = _resolve(base, config.data.path).resolve()
     if "runs_dir" in raw:
         config.runs_dir = _resolve(base, config.runs_dir).resolve()
+    if config.train.init_from is not None:  # runs/<id>, like the runs folder itself, from the working directory
+        config.train.init_from = config.train.init_from.resolve()
     return config
 
 

@@ -24,6 +24,7 @@ from tuneloop.doctor import Diagnosis, diagnose_run
 from tuneloop.doctor.live import LiveDoctor
 from tuneloop.doctor.recommend import next_config_yaml
 from tuneloop.eval.base_vs_tuned import evaluate_base_and_finetuned, evaluate_side
+from tuneloop.eval.loss import preference_accuracy
 from tuneloop.models import load_tokenizer, resolve_model
 from tuneloop.models.precision import Precision, default_device
 from tuneloop.models.trainable import load_for_training
@@ -33,6 +34,8 @@ from tuneloop.runs import RunDir
 from tuneloop.train import MetricsWriter, TrainingProgress, build_trainer, to_training_rows
 from tuneloop.train.auto import resolve_auto
 from tuneloop.train.interrupt import interrupt_on_sigterm
+from tuneloop.train.preference import PREFERENCE_METHODS, build_preference_trainer, to_preference_rows
+from tuneloop.train.sft import eval_steps_for, save_steps_for
 from tuneloop.train.speed import compile_layers
 from tuneloop.train.task_eval import continuous_evaluation, record_selection
 from tuneloop.train.trackers import check_trackers, run_trackers
@@ -154,12 +157,17 @@ def _train_and_evaluate(job: Job, console: Console, timings: dict, t0: float, ca
     try:
         # 3. Train, with the task metric measured at each evaluation where the data has one.
         t = time.perf_counter()
-        model, counts = load_for_training(job.folder, config.train, precision, job.device)
+        init_from = config.train.init_from
+        adapter = RunDir(init_from).adapter_dir if init_from else None
+        model, counts = load_for_training(job.folder, config.train, precision, job.device, adapter)
         if counts:
             console.print(
                 f"full fine-tuning: {counts['trainable']:,} trainable, {counts['frozen']:,} frozen parameters"
             )
-        task_eval = continuous_evaluation(config, job.splits, job.tokenizer, precision)
+        preference = config.train.method in PREFERENCE_METHODS
+        # Continuous evaluation hooks into the SFT trainer's evaluation; preference runs are
+        # scored on the task at the end (eval.json) and by preference accuracy before and after.
+        task_eval = None if preference else continuous_evaluation(config, job.splits, job.tokenizer, precision)
         base = None
         with run_trackers(run.path, config.train.report_to), interrupt_on_sigterm():
             trainer = _trainer(job, model, precision, console, task_eval, callbacks)
@@ -167,7 +175,18 @@ def _train_and_evaluate(job: Job, console: Console, timings: dict, t0: float, ca
                 base = evaluate_side(
                     trainer.model, job.tokenizer, test, config.eval, precision, console.status, config.data.train_on
                 )
+            if preference and main and not job.resume_from:  # before: the base model, or the init_from run
+                run.update_info(preference_accuracy={"before": _preference_accuracy(trainer.model, job, precision)})
             trainer.train(resume_from_checkpoint=str(job.resume_from) if job.resume_from else None)
+        if preference:
+            _drop_reference_adapter(trainer.model)
+            if main:
+                record = {
+                    **run.info().get("preference_accuracy", {}),
+                    "after": _preference_accuracy(trainer.model, job, precision),
+                    "pairs": len(job.splits.validation),
+                }
+                run.update_info(preference_accuracy=record)
         trainer.save_model(str(run.weights_dir(full)))  # the main process writes; all must call it
         timings["train"] = _lap(t)
         if not main:
@@ -216,6 +235,24 @@ def _trainer(job: Job, model, precision: Precision, console: Console, task_eval,
     config = job.config
     writer = MetricsWriter(job.run)
     doctor = LiveDoctor(job.run, stop=config.train.doctor == "stop") if config.train.doctor != "off" else None
+    ours = [writer, *([doctor] if doctor else []), TrainingProgress(console, writer, doctor, task_eval), *callbacks]
+    if config.train.method in PREFERENCE_METHODS:
+        eval_steps = eval_steps_for(config.train, len(job.splits.train))
+        return build_preference_trainer(
+            model,
+            job.tokenizer,
+            to_preference_rows(job.splits.train),
+            to_preference_rows(job.splits.validation),
+            train=config.train,
+            lora=config.lora,
+            max_seq_len=config.data.max_seq_len,
+            precision=precision,
+            output_dir=job.run.checkpoints_dir,
+            eval_steps=eval_steps,
+            save_steps=save_steps_for(config.train, eval_steps),
+            callbacks=ours,
+            device=job.device,
+        )
     trainer = build_trainer(
         model,
         job.tokenizer,
@@ -226,18 +263,31 @@ def _trainer(job: Job, model, precision: Precision, console: Console, task_eval,
         max_seq_len=config.data.max_seq_len,
         precision=precision,
         output_dir=job.run.checkpoints_dir,
-        callbacks=[
-            writer,
-            *([doctor] if doctor else []),
-            TrainingProgress(console, writer, doctor, task_eval),
-            *callbacks,
-        ],
+        callbacks=ours,
         device=job.device,
         task_eval=task_eval,
     )
     if config.train.compile:
         compile_layers(trainer.model)
     return trainer
+
+
+def _preference_accuracy(model, job: Job, precision: Precision) -> float:
+    """On the validation pairs: how often the chosen answer is the more likely one."""
+    return preference_accuracy(
+        model,
+        job.tokenizer,
+        job.splits.validation,
+        batch_size=job.config.eval.batch_size,
+        autocast_dtype=precision.autocast_dtype,
+    )
+
+
+def _drop_reference_adapter(model) -> None:
+    """DPO on an init_from adapter trains against a frozen copy of it ("ref"); the run keeps only its own."""
+    if "ref" in getattr(model, "peft_config", {}):
+        model.set_adapter("default")
+        model.delete_adapter("ref")
 
 
 def _record_start(

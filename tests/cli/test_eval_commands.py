@@ -67,8 +67,16 @@ def test_compare_base_then_rate_and_rank(trained, tiny_model):
     ratings = [json.loads(x) for x in (work / "runs" / "ratings.jsonl").read_text().splitlines()]
     assert [r["winner"] for r in ratings][1:] == ["tie"] and ratings[0]["comment"] == "clearer"
     assert ratings[0]["winner"] == ("a" if ratings[0]["shown_first"] == "a" else "b")  # "1" = the one shown first
-    result = tuneloop("ratings", "runs", cwd=work)
+    result = tuneloop("ratings", "show", "runs", cwd=work)
     assert result.returncode == 0 and "Bradley" in result.stdout and "2 ratings" in result.stdout
+    # The non-tie rating becomes a preference pair that `tuneloop data` reads as such.
+    result = tuneloop("ratings", "export", "runs", "-o", "prefs.jsonl", cwd=work)
+    assert result.returncode == 0 and "1 preference pairs" in result.stdout and "1 ties" in result.stdout
+    [pair] = [json.loads(x) for x in (work / "prefs.jsonl").read_text().splitlines()]
+    winner = ratings[0]["winner"]
+    assert pair["chosen"] == ratings[0][f"output_{winner}"] and pair["prompt"] == ratings[0]["prompt"]
+    result = tuneloop("data", "check", "prefs.jsonl", "--no-tokens", cwd=work)
+    assert "format preference" in result.stdout
 
 
 def test_compare_needs_a_run(trained):

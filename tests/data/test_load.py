@@ -115,6 +115,71 @@ DEFECTS = [
 ]
 
 
+@pytest.mark.parametrize(
+    "row, fmt, prompt, rejected",
+    [
+        ({"prompt": "Q?", "chosen": "yes", "rejected": "no"}, "preference", [{"role": "user", "content": "Q?"}], "no"),
+        (
+            {
+                "prompt": [{"role": "system", "content": "S"}, {"role": "user", "content": "Q?"}],
+                "chosen": [{"role": "assistant", "content": "yes"}],
+                "rejected": [{"role": "assistant", "content": "no"}],
+            },
+            "preference",
+            [{"role": "system", "content": "S"}, {"role": "user", "content": "Q?"}],
+            "no",
+        ),
+        (
+            {
+                "input": {"messages": [{"role": "user", "content": "Q?"}]},
+                "preferred_output": [{"role": "assistant", "content": "yes"}],
+                "non_preferred_output": [{"role": "assistant", "content": "no"}],
+            },
+            "openai_preference",
+            [{"role": "user", "content": "Q?"}],
+            "no",
+        ),
+    ],
+)
+def test_preference_formats(tmp_path, row, fmt, prompt, rejected):
+    rows = [{**row, "n": i} for i in range(10)]
+    data = load_examples_strict(write_jsonl(tmp_path / "p.jsonl", rows), label="none")
+    example = data.examples[0]
+    assert data.format == fmt and example.prompt == prompt
+    assert (example.answer, example.rejected) == ("yes", rejected)
+    assert example.with_rejected().messages[-1] == {"role": "assistant", "content": "no"}
+
+
+@pytest.mark.parametrize(
+    "row, code, field",
+    [
+        ({"prompt": "Q", "chosen": "same", "rejected": " same"}, "identical_pair", "rejected"),
+        ({"prompt": "Q", "chosen": "", "rejected": "no"}, "empty_content", "chosen"),
+        ({"prompt": "Q", "chosen": [{"role": "user", "content": "x"}], "rejected": "no"}, "wrong_type", "chosen"),
+        (
+            {"input": {"messages": [{"role": "user"}]}, "preferred_output": "a", "non_preferred_output": "b"},
+            "missing_field",
+            "input.messages[0].content",
+        ),
+        ({"input": "Q", "preferred_output": "a", "non_preferred_output": "b"}, "wrong_type", "input"),
+    ],
+)
+def test_preference_defects_name_row_and_field(tmp_path, row, code, field):
+    good = (
+        {"prompt": "Q", "chosen": "a", "rejected": "b"}
+        if "prompt" in row
+        else {
+            "input": {"messages": [{"role": "user", "content": "Q"}]},
+            "preferred_output": "a",
+            "non_preferred_output": "b",
+        }
+    )
+    with pytest.raises(DataError) as e:
+        load_examples_strict(write_jsonl(tmp_path / "p.jsonl", [good, row, good]))
+    [problem] = e.value.problems
+    assert (problem.row, problem.code, problem.field) == (2, code, field)
+
+
 def test_openai_tool_calls_and_weights_are_read(tmp_path):
     row = {
         "messages": [

@@ -6,6 +6,7 @@ from tuneloop.eval.ratings import (
     add_rating,
     blind_winner,
     bradley_terry,
+    preference_pairs,
     read_ratings,
     summarize,
 )
@@ -76,3 +77,33 @@ def test_blind_winner_undoes_the_shown_order(choice, flipped, winner):
 def test_blind_winner_rejects_other_choices():
     with pytest.raises(ValueError, match="choice"):
         blind_winner("3", False)
+
+
+def _verdict(prompt, output_a, output_b, winner, a="m1", b="m2"):
+    return {"prompt": prompt, "model_a": a, "model_b": b, "output_a": output_a, "output_b": output_b, "winner": winner}
+
+
+@pytest.mark.parametrize(
+    "ratings, pairs, dropped",
+    [
+        ([_verdict("p", "good", "bad", "a")], [("p", "good", "bad", 1)], {}),
+        ([_verdict("p", "bad", "good", "b")], [("p", "good", "bad", 1)], {}),
+        ([_verdict("p", "x", "y", "tie")], [], {"ties": 1}),
+        ([_verdict("p", "same ", "same", "a")], [], {"identical_outputs": 1}),
+        # rated both ways, shown in either order: the majority decides; a split vote is dropped
+        (
+            [
+                _verdict("p", "good", "bad", "a"),
+                _verdict("p", "bad", "good", "b", a="m2", b="m1"),
+                _verdict("p", "good", "bad", "b"),
+            ],
+            [("p", "good", "bad", 3)],
+            {},
+        ),
+        ([_verdict("p", "good", "bad", "a"), _verdict("p", "good", "bad", "b")], [], {"conflicting": 2}),
+    ],
+)
+def test_ratings_become_preference_pairs(ratings, pairs, dropped):
+    out, summary = preference_pairs(ratings)
+    assert [(p["prompt"], p["chosen"], p["rejected"], p["ratings"]) for p in out] == pairs
+    assert {k: v for k, v in summary["dropped"].items() if v} == dropped

@@ -1,6 +1,7 @@
 """The dashboard's pages and actions over a real run store (tiny model), through FastAPI's test client."""
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -138,3 +139,55 @@ def test_a_run_whose_process_died_shows_as_interrupted_not_running(client, ui_st
         assert "killed-20261129-000000" in client.get("/", params={"status": "interrupted"}).text
     finally:
         shutil.rmtree(copy)
+
+
+def test_train_on_ratings_launches_a_dpo_run_that_trains(ui_store, tmp_path):
+    """Ratings of a run's answers → a preference file and a DPO run on top of that run, no hand editing."""
+    import shutil
+
+    from conftest import tuneloop
+    from tuneloop.eval.ratings import add_rating
+    from tuneloop.runs import RunDir
+
+    _, runs = ui_store
+    store_dir = tmp_path / "runs"
+    parent = shutil.copytree(runs["good"], store_dir / runs["good"].name)
+    launched = []
+    app = create_app(store_dir, launcher=launched.append, hosts={"testserver"})
+    client = TestClient(app)
+    for i in range(14):  # 12 preferences, a tie and one for another run: both left out
+        add_rating(
+            store_dir,
+            prompt=f"ticket {i}",
+            model_a="base",
+            model_b=parent.name if i < 13 else "other-run",
+            output_a=f"base answer {i}",
+            output_b=f"tuned answer {i}",
+            winner="tie" if i == 12 else ("b" if i % 3 else "a"),
+        )
+    too_few = client.post("/ratings/train", data={"run": "nope", "csrf": app.state.guard.csrf})
+    assert too_few.status_code == 404
+    response = client.post(
+        "/ratings/train", data={"run": parent.name, "csrf": app.state.guard.csrf}, follow_redirects=False
+    )
+    assert response.status_code == 303
+    [config_file] = launched
+    config = yaml.safe_load(config_file.read_text())
+    assert config["train"]["method"] == "dpo" and config["train"]["init_from"] == str(parent)
+    pairs = [json.loads(x) for x in Path(config["data"]["path"]).read_text().splitlines()]
+    assert len(pairs) == 12 and pairs[1] == {
+        "prompt": "ticket 1",
+        "chosen": "tuned answer 1",
+        "rejected": "base answer 1",
+        "ratings": 1,
+    }
+    result = tuneloop("run", str(config_file), cwd=tmp_path)  # what the launcher runs
+    assert result.returncode == 0, result.stdout + result.stderr
+    [dpo] = [p for p in store_dir.iterdir() if p.name.startswith("good-dpo")]
+    assert RunDir(dpo).info()["status"] == "finished" and "preference_accuracy" in RunDir(dpo).info()
+
+
+def test_train_on_too_few_ratings_says_so(client, ui_store):
+    _, runs = ui_store
+    page = client.post("/ratings/train", data={"run": runs["slow"].name, "csrf": client.csrf}).text
+    assert "rate more answers" in page and not client.launched

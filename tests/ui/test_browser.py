@@ -8,6 +8,7 @@ import shutil
 import socket
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -25,16 +26,17 @@ def dashboard(ui_store):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    launched = []
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(work / "runs", launcher=lambda path: None), host="127.0.0.1", port=port, log_level="warning"
+            create_app(work / "runs", launcher=launched.append), host="127.0.0.1", port=port, log_level="warning"
         )
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", work, runs
+    yield f"http://127.0.0.1:{port}", work, runs, launched
     server.should_exit = True
     thread.join(timeout=10)
 
@@ -42,7 +44,7 @@ def dashboard(ui_store):
 def test_browse_open_a_run_see_its_chart_and_rate(dashboard, tmp_path):
     from playwright.sync_api import sync_playwright
 
-    url, work, runs = dashboard
+    url, work, runs, _ = dashboard
     if not shutil.which("chromium"):
         pytest.fail("chromium is not installed: apt-get install chromium (the browser tests need it)")
     with sync_playwright() as p:
@@ -78,13 +80,53 @@ def test_browse_open_a_run_see_its_chart_and_rate(dashboard, tmp_path):
     assert rating["prompt"] == prompt and rating["winner"] in ("a", "b")
 
 
+def test_train_on_the_ratings_made_in_the_browser(dashboard, tmp_path):
+    """Rate every answer of a run in the page, then one click: a preference file and a DPO run launched."""
+    import yaml
+    from playwright.sync_api import sync_playwright
+
+    from tuneloop.eval.ratings import add_rating
+
+    url, work, runs, launched = dashboard
+    run = runs["good"].name
+    for i in range(10):  # earlier ratings, made in the terminal (`tuneloop rate`): 9 test answers alone are too few
+        add_rating(
+            work / "runs",
+            prompt=f"earlier {i}",
+            model_a="base",
+            model_b=run,
+            output_a="x",
+            output_b=f"y{i}",
+            winner="b",
+        )
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        page = browser.new_page()
+        page.goto(url + f"/rate?run={run}")
+        rated = []
+        while page.locator("#prompt").count():
+            rated.append(page.locator("#prompt").inner_text())
+            page.click("#choose-2")
+            page.wait_for_load_state()
+        page.goto(url + "/rate")
+        page.select_option("#train-run", run)
+        page.click("#train-on-ratings")
+        page.wait_for_load_state()
+        browser.close()
+    [config_file] = launched
+    config = yaml.safe_load(config_file.read_text())
+    assert config["train"]["method"] == "dpo" and config["train"]["init_from"].endswith(run)
+    pairs = [json.loads(x) for x in Path(config["data"]["path"]).read_text(encoding="utf-8").splitlines()]
+    assert {p["prompt"] for p in pairs} >= set(rated) and len(rated) >= 1
+
+
 def test_run_page_curves_update_while_training(dashboard):
     """A running run's page polls metrics.jsonl: appended points appear without a reload."""
     import shutil as sh
 
     from playwright.sync_api import sync_playwright
 
-    url, work, runs = dashboard
+    url, work, runs, _ = dashboard
     live = work / "runs" / "live-20990101-000000"
     sh.copytree(runs["good"], live)
     info = json.loads((live / "run.json").read_text())

@@ -28,7 +28,7 @@ def main() -> None:
 def _register_subcommands() -> None:
     from tuneloop.cli.data import data_app
     from tuneloop.cli.doctor import diagnose
-    from tuneloop.cli.eval import compare, eval_, rate, ratings
+    from tuneloop.cli.eval import compare, eval_, rate, ratings_app
     from tuneloop.cli.models import models_app
     from tuneloop.cli.serve import chat, export, serve
     from tuneloop.cli.tune import autotune, sweep
@@ -40,7 +40,7 @@ def _register_subcommands() -> None:
     app.command("eval")(eval_)
     app.command()(compare)
     app.command()(rate)
-    app.command()(ratings)
+    app.add_typer(ratings_app, name="ratings")
     app.command()(serve)
     app.command()(chat)
     app.command()(export)

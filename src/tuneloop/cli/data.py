@@ -28,7 +28,12 @@ Config = Annotated[
     ),
 ]
 Format = Annotated[
-    str, typer.Option("--format", help="auto, messages, prompt_completion, input_output, alpaca, sharegpt or text.")
+    str,
+    typer.Option(
+        "--format",
+        help="auto, messages, prompt_completion, input_output, alpaca, sharegpt, text, preference or "
+        "openai_preference.",
+    ),
 ]
 Prompt = Annotated[str | None, typer.Option("--prompt", help="Column template for the prompt, e.g. '{text}'.")]
 Completion = Annotated[

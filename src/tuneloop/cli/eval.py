@@ -198,11 +198,49 @@ def rate(
     _print_ratings(summarize(read_ratings(runs_dir)))
 
 
-def ratings(runs_dir: Annotated[Path, typer.Argument(help="The run store.")] = Path("runs")) -> None:
+ratings_app = typer.Typer(
+    invoke_without_command=True,
+    no_args_is_help=False,
+    help="Side-by-side ratings: the ranking (default), or export them as preference pairs for DPO.",
+)
+RunsDir = Annotated[Path, typer.Argument(help="The run store holding ratings.jsonl.")]
+
+
+@ratings_app.callback()
+def ratings(ctx: typer.Context) -> None:
+    """Win rates and the Bradley–Terry ranking of ./runs (`show DIR` for another store), or `export`."""
+    if ctx.invoked_subcommand is None:
+        show(Path("runs"))
+
+
+@ratings_app.command()
+def show(runs_dir: RunsDir = Path("runs")) -> None:
     """Win rates and the Bradley–Terry (Elo-scale) ranking from every stored side-by-side rating."""
     from tuneloop.eval.ratings import read_ratings, summarize
 
     _print_ratings(summarize(read_ratings(runs_dir)))
+
+
+@ratings_app.command("export")
+def export_ratings(
+    runs_dir: RunsDir = Path("runs"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="The preference file to write (JSONL).")] = Path(
+        "preferences.jsonl"
+    ),
+) -> None:
+    """Write the ratings as prompt/chosen/rejected pairs, ready for `train.method: dpo`."""
+    from tuneloop.data import refuse_overwriting
+    from tuneloop.eval.ratings import preference_pairs, ratings_file, read_ratings
+
+    with reported(ValueError, OSError):
+        refuse_overwriting(ratings_file(runs_dir), [out])
+        pairs, summary = preference_pairs(read_ratings(runs_dir))
+        if not pairs:
+            raise ValueError(f"{ratings_file(runs_dir)}: no rating prefers one answer ({summary['dropped']})")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs), encoding="utf-8")
+    dropped = ", ".join(f"{n} {why.replace('_', ' ')}" for why, n in summary["dropped"].items() if n) or "none"
+    console.print(f"{summary['ratings']} ratings → {summary['pairs']} preference pairs in {out} (dropped: {dropped})")
 
 
 def _print_ratings(summary: dict) -> None:

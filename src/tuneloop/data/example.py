@@ -38,6 +38,8 @@ class Example:
     augmented: dict | None = None  # {"method": ..., "source_row": n} on rows made by `data augment`
     record: dict = field(default_factory=dict, compare=False, repr=False)
     tools: list[dict] | None = None  # OpenAI function definitions the conversation may call
+    # Preference rows: the last assistant turn is the chosen answer, this the rejected one.
+    rejected: str | None = None
 
     @property
     def prompt(self) -> list[dict]:
@@ -62,7 +64,13 @@ class Example:
         The system turn is left out: it is usually shared by every row and would make unrelated
         examples look alike.
         """
-        return "\n".join(message_text(m) for m in self.messages if m["role"] != "system")
+        text = "\n".join(message_text(m) for m in self.messages if m["role"] != "system")
+        return text if self.rejected is None else f"{text}\n{self.rejected}"
+
+    def with_rejected(self) -> Example:
+        """The preference row's conversation ending in the rejected answer instead of the chosen one."""
+        last = {"role": "assistant", "content": self.rejected}
+        return replace(self, messages=[*self.messages[:-1], last], rejected=None, label=None)
 
     def to_json(self) -> dict:
         out = {"messages": self.messages, "source_file": self.file, "source_row": self.row}
@@ -74,4 +82,6 @@ class Example:
             out["augmented"] = self.augmented
         if self.tools:
             out["tools"] = self.tools
+        if self.rejected is not None:
+            out["rejected"] = self.rejected
         return out

@@ -5,6 +5,8 @@
     input_output       {"input": str, "output": str}
     alpaca             {"instruction": str, "input": str (optional), "output": str}
     sharegpt           {"conversations": [{"from", "value"}, ...]}
+    preference         {"prompt": str | [msg], "chosen": str | [msg], "rejected": str | [msg]}   TRL / DPO
+    openai_preference  {"input": {"messages": [...]}, "preferred_output": [msg], "non_preferred_output": [msg]}
     text               {"text": str}                                        plain text (LM loss on all of it)
     columns            anything else, through templates such as {"prompt": "{text}", "completion": "{category}"}
 
@@ -36,6 +38,8 @@ SHAREGPT_ROLES = {
 
 # Keys that identify each format, most specific first (alpaca before input_output).
 SIGNATURES = {
+    "preference": {"prompt", "chosen", "rejected"},
+    "openai_preference": {"input", "preferred_output", "non_preferred_output"},
     "messages": {"messages"},
     "sharegpt": {"conversations"},
     "prompt_completion": {"prompt", "completion"},
@@ -83,7 +87,7 @@ def to_example(
     before = len(problems)
     add = _Adder(record, problems)
     value = record.value
-    kind = "chat"
+    kind, rejected = "chat", None
     tools, tool_names, tools_ok = _tools(add, value) if fmt in ("messages", "prompt_completion") else (None, None, True)
     if fmt == "messages":
         turns = _turns(add, value, "messages", "role", "content", {r: r for r in ROLES}, tool_names)
@@ -111,6 +115,8 @@ def to_example(
         turns, kind = (None if text is None else [{"role": "assistant", "content": text}]), "text"
     elif fmt == "columns":
         turns = _from_columns(add, value, columns or {})
+    elif fmt in ("preference", "openai_preference"):
+        turns, rejected = _preference(add, value, fmt)
     else:
         raise ValueError(f"unknown data format {fmt!r}; one of {FORMATS}")
     if turns is None or not tools_ok or len(problems) > before:
@@ -121,7 +127,9 @@ def to_example(
         if not _conversation_ok(add, turns, fmt):
             return None
     augmented = value.get("augmented") if isinstance(value.get("augmented"), dict) else None
-    return Example(turns, record.row, record.file, kind=kind, augmented=augmented, record=value, tools=tools)
+    return Example(
+        turns, record.row, record.file, kind=kind, augmented=augmented, record=value, tools=tools, rejected=rejected
+    )
 
 
 class _Adder:
@@ -330,6 +338,51 @@ def _conversation_ok(add: _Adder, turns: list[dict], fmt: str) -> bool:
         add(where(roles.index("system", 1), "prompt"), "misplaced_system", "a system turn may only come first")
         return False
     return True
+
+
+def _preference(add: _Adder, value: dict, fmt: str) -> tuple[list[dict] | None, str | None]:
+    """A prompt with the chosen answer as its last turn, and the rejected answer's text."""
+    if fmt == "preference":
+        prompt = _side(add, value, "prompt", "user", None)
+        keys = ("chosen", "rejected")
+    else:
+        inner = value.get("input")
+        if not isinstance(inner, dict):
+            add("input", "wrong_type", "must be an object with a 'messages' list")
+            return None, None
+        prompt = _turns(_Nested(add, "input"), inner, "messages", "role", "content", {r: r for r in ROLES})
+        keys = ("preferred_output", "non_preferred_output")
+    chosen, rejected = (_answer(add, value, key) for key in keys)
+    if prompt is None or chosen is None or rejected is None:
+        return None, None
+    if chosen.strip() == rejected.strip():
+        add(keys[1], "identical_pair", f"the same answer as {keys[0]}: there is no preference to learn")
+        return None, None
+    return prompt + [{"role": "assistant", "content": chosen}], rejected
+
+
+def _answer(add: _Adder, value: dict, key: str) -> str | None:
+    """One side of a preference pair: a string, or a list holding one assistant message."""
+    side = value.get(key)
+    if not isinstance(side, list):
+        return _string(add, value, key)
+    turns = _turns(add, value, key, "role", "content", {r: r for r in ROLES})
+    if turns is None:
+        return None
+    if len(turns) != 1 or turns[0]["role"] != "assistant":
+        add(key, "wrong_type", "must be a string or a list of one assistant message")
+        return None
+    return turns[0]["content"]
+
+
+class _Nested:
+    """An _Adder whose fields sit inside `prefix` (OpenAI's preference rows nest the prompt)."""
+
+    def __init__(self, add: _Adder, prefix: str):
+        self.add, self.prefix = add, prefix
+
+    def __call__(self, field: str | None, code: str, message: str) -> None:
+        self.add(f"{self.prefix}.{field}" if field else self.prefix, code, message)
 
 
 def _from_columns(add: _Adder, value: dict, columns: dict[str, str]) -> list[dict] | None:

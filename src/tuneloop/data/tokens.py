@@ -23,8 +23,13 @@ def token_lengths(examples: list[Example], tokenizer, train_on: str = "all_assis
     The totals equal apply_chat_template(tokenize=True) row by row (tests/data/test_tokens.py).
     """
     rows = tokenize_examples(examples, tokenizer, train_on)
+    total = [len(t.input_ids) for t in rows]
+    # A preference pair must fit with either answer: the longer side counts.
+    pairs = [i for i, e in enumerate(examples) if e.rejected is not None]
+    for i, t in zip(pairs, tokenize_examples([examples[i].with_rejected() for i in pairs], tokenizer, train_on)):
+        total[i] = max(total[i], len(t.input_ids))
     return TokenLengths(
-        [len(t.input_ids) for t in rows],
+        total,
         [t.first_learned for t in rows],
         [t.n_learned for t in rows],
         [p for t in rows for p in t.problems],

@@ -78,7 +78,7 @@ class Curves:
 def metric_key(records: list[dict]) -> str | None:
     """The task metric that continuous evaluation logged (eval_<key>), headline metrics first."""
     keys = {k for r in records for k in r if k.startswith("eval_") and k not in NOT_A_METRIC and not k.endswith("_se")}
-    for key in dict.fromkeys(HEADLINE.values()):
+    for key in (*dict.fromkeys(HEADLINE.values()), "preference_accuracy"):  # DPO / ORPO runs' own
         if f"eval_{key}" in keys:
             return key
     return sorted(keys)[0][len("eval_") :] if keys else None

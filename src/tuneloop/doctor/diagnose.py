@@ -94,7 +94,12 @@ def diagnose_metrics(
     info: dict | None = None,
 ) -> Diagnosis:
     """`base_metric`/`tuned_metric`: the task metric on the test split (eval.json); `info`: run.json,
-    which says which checkpoint the saved weights are and how long training took."""
+    which says which checkpoint the saved weights are and how long training took. Preference runs
+    (DPO, ORPO) are read by doctor/preference.py."""
+    from tuneloop.doctor.preference import diagnose_preference, is_preference  # it builds on this module
+
+    if is_preference(records):
+        return diagnose_preference(records, n_validation, info)
     c = Curves.from_metrics(records)
     noise = _loss_noise(c, n_validation)
     metric = _metric_findings(c)
@@ -119,7 +124,7 @@ def diagnose_metrics(
     if verdict == "healthy":
         findings.insert(0, _healthy(c))
     findings += _data_findings(n_validation, data_report)
-    summary = _summary(c, records)
+    summary = curve_summary(c, records)
     keep = _checkpoint(c, info or {}, verdict)
     if keep:
         summary["keep"] = keep.evidence
@@ -639,7 +644,8 @@ def _train_at(c: Curves, step: int) -> float | None:
     return s[before[-1]] if before else s[0]
 
 
-def _summary(c: Curves, records: list[dict]) -> dict:
+def curve_summary(c: Curves, records: list[dict]) -> dict:
+    """The curves' headline numbers: first/last/best losses, the task metric's best and last."""
     out: dict = {"train_points": len(c.train), "val_points": len(c.val)}
     if c.val:
         step, best = min(c.val, key=lambda p: p[1])

@@ -79,13 +79,16 @@ class Recommendation:
 def recommend(diagnosis: Diagnosis, config: dict | None) -> Diagnosis:
     """Fill in diagnosis.recommendations and diagnosis.next_config."""
     get = (lambda key: get_key(config, key)) if config else (lambda key: None)
-    changes = {
-        "overfitting": _overfitting,
-        "underfitting": _underfitting,
-        "diverging": _diverging,
-        "undertrained": _undertrained,
-        "healthy": _healthy,
-    }[diagnosis.verdict](diagnosis, get)
+    if diagnosis.summary.get("objective") == "preference":
+        changes = _preference(diagnosis, get)
+    else:
+        changes = {
+            "overfitting": _overfitting,
+            "underfitting": _underfitting,
+            "diverging": _diverging,
+            "undertrained": _undertrained,
+            "healthy": _healthy,
+        }[diagnosis.verdict](diagnosis, get)
     seconds = diagnosis.summary.get("train_seconds")
     changes = [
         replace(r, minutes=estimated_minutes(seconds, config, {r.param: r.to}))
@@ -401,6 +404,60 @@ def _undertrained(d: Diagnosis, get) -> list[Recommendation]:
             applied=epochs is not None,
         )
     ]
+
+
+def _preference(d: Diagnosis, get) -> list[Recommendation]:
+    """DPO / ORPO's knobs: beta (how far from the reference), the learning rate, the epochs."""
+    lr, beta, epochs = get("train.learning_rate"), get("train.beta"), get("train.epochs")
+    if d.verdict == "diverging":
+        return [
+            Recommendation(
+                "train.learning_rate",
+                lr,
+                _scale(lr, 0.3, "x0.3"),
+                "preference losses blow up at SFT-sized learning rates; DPO usually runs at 5e-7 to 5e-5",
+                applied=lr is not None,
+            )
+        ]
+    if d.verdict == "overfitting":  # chosen_collapse
+        out = [
+            Recommendation(
+                "train.beta",
+                beta,
+                _round(min(beta * 2, 1.0)) if beta else "x2",
+                "a higher beta keeps the model closer to the reference, so it cannot drop the good answers' "
+                "likelihood to widen the margin",
+                applied=beta is not None,
+            ),
+            Recommendation(
+                "train.learning_rate",
+                lr,
+                _scale(lr, 0.5, "x0.5"),
+                "smaller steps slow the collapse of the chosen answers' likelihood",
+                applied=lr is not None,
+            ),
+        ]
+        if isinstance(epochs, (int, float)) and epochs > 1:
+            out.append(Recommendation("train.epochs", epochs, epochs - 1, "stop before the collapse sets in"))
+        return out
+    if d.verdict == "underfitting":  # at_chance
+        return [
+            Recommendation(
+                "train.learning_rate",
+                lr,
+                _scale(lr, 3, "x3"),
+                "the preference accuracy never left chance: the updates are too small to separate the pairs",
+                applied=lr is not None,
+            ),
+            Recommendation(
+                "train.epochs",
+                epochs,
+                epochs + 1 if isinstance(epochs, (int, float)) else "+1",
+                "more passes over the pairs",
+                applied=isinstance(epochs, (int, float)),
+            ),
+        ]
+    return []
 
 
 def _round(value):

@@ -15,7 +15,7 @@ from tuneloop.data.conversation import tokenize_examples
 
 
 @torch.inference_mode()
-def answer_loss(
+def example_nll(
     model,
     tokenizer,
     examples: list[Example],
@@ -23,23 +23,23 @@ def answer_loss(
     batch_size: int = 8,
     autocast_dtype: torch.dtype | None = None,
     train_on: str = "all_assistant",
-) -> dict[str, float]:
-    """Mean negative log-likelihood per learned token (nats), and its perplexity."""
+) -> list[tuple[float, int]]:
+    """Per example, in input order: the summed negative log-likelihood of its learned tokens and their count."""
     device = next(model.parameters()).device
-    encoded = sorted(
-        ((t.input_ids, t.labels()) for t in tokenize_examples(examples, tokenizer, train_on)), key=lambda x: len(x[0])
-    )
-    total, count = 0.0, 0
+    encoded = [(t.input_ids, t.labels()) for t in tokenize_examples(examples, tokenizer, train_on)]
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]))  # batches of similar length pad little
+    out: list[tuple[float, int]] = [(0.0, 0)] * len(encoded)
     was_training = model.training
     model.eval()
     try:
-        for start in range(0, len(encoded), batch_size):
-            batch = encoded[start : start + batch_size]
-            width = max(len(ids) for ids, _ in batch)
-            input_ids = torch.full((len(batch), width), tokenizer.pad_token_id, dtype=torch.long)
-            labels = torch.full((len(batch), width), -100, dtype=torch.long)
-            attention = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, (ids, row_labels) in enumerate(batch):
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            width = max(len(encoded[i][0]) for i in idx)
+            input_ids = torch.full((len(idx), width), tokenizer.pad_token_id, dtype=torch.long)
+            labels = torch.full((len(idx), width), -100, dtype=torch.long)
+            attention = torch.zeros((len(idx), width), dtype=torch.long)
+            for row, i in enumerate(idx):
+                ids, row_labels = encoded[i]
                 input_ids[row, : len(ids)] = torch.tensor(ids)
                 labels[row, : len(ids)] = torch.tensor(row_labels)
                 attention[row, : len(ids)] = 1
@@ -47,11 +47,30 @@ def answer_loss(
                 logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits
             shifted = labels[:, 1:].to(device)
             nll = torch.nn.functional.cross_entropy(
-                logits[:, :-1].float().transpose(1, 2), shifted, ignore_index=-100, reduction="sum"
+                logits[:, :-1].float().transpose(1, 2), shifted, ignore_index=-100, reduction="none"
             )
-            total += nll.item()
-            count += int((shifted != -100).sum())
+            for row, i in enumerate(idx):
+                out[i] = (nll[row].sum().item(), int((shifted[row] != -100).sum()))
     finally:
         model.train(was_training)
-    loss = total / max(1, count)
+    return out
+
+
+def answer_loss(model, tokenizer, examples: list[Example], **options) -> dict[str, float]:
+    """Mean negative log-likelihood per learned token (nats) over all examples, and its perplexity.
+    `options`: example_nll's."""
+    per = example_nll(model, tokenizer, examples, **options)
+    loss = sum(nll for nll, _ in per) / max(1, sum(n for _, n in per))
     return {"loss": loss, "perplexity": math.exp(min(loss, 50))}
+
+
+def preference_accuracy(model, tokenizer, pairs: list[Example], **options) -> float:
+    """How often the model finds the chosen answer more likely than the rejected one (summed
+    log-probability of the answer given the prompt): 0.5 is chance. Meaningful before training
+    too, unlike DPO's implicit reward, which is zero at the start."""
+    if not pairs:
+        return float("nan")
+    options = {**options, "train_on": "last_assistant"}
+    chosen = example_nll(model, tokenizer, pairs, **options)
+    rejected = example_nll(model, tokenizer, [p.with_rejected() for p in pairs], **options)
+    return sum(c[0] < r[0] for c, r in zip(chosen, rejected)) / len(pairs)

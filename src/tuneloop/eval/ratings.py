@@ -119,3 +119,33 @@ def bradley_terry(ratings: list[dict], iterations: int = 200) -> dict[str, float
         mean = math.exp(sum(math.log(v) for v in new.values()) / len(new))
         p = {n: v / mean for n, v in new.items()}
     return p
+
+
+def preference_pairs(ratings: list[dict]) -> tuple[list[dict], dict]:
+    """Ratings as DPO training rows {"prompt", "chosen", "rejected"}, and what was left out.
+
+    Ties say nothing about which answer is better and are dropped (counted). The same two answers
+    to one prompt rated more than once are one pair, decided by the majority of the verdicts; a
+    split vote is dropped as `conflicting`.
+    """
+    votes: dict[tuple, list[str]] = {}
+    dropped = {"ties": 0, "conflicting": 0, "identical_outputs": 0}
+    for r in ratings:
+        if r["winner"] == "tie":
+            dropped["ties"] += 1
+            continue
+        if r["output_a"].strip() == r["output_b"].strip():
+            dropped["identical_outputs"] += 1
+            continue
+        winner, loser = (r["output_a"], r["output_b"]) if r["winner"] == "a" else (r["output_b"], r["output_a"])
+        key = (r["prompt"], *sorted((winner, loser)))
+        votes.setdefault(key, []).append(winner)
+    pairs = []
+    for (prompt, first, second), winners in votes.items():
+        for_first = sum(w == first for w in winners)
+        if 2 * for_first == len(winners):
+            dropped["conflicting"] += len(winners)
+            continue
+        chosen, rejected = (first, second) if 2 * for_first > len(winners) else (second, first)
+        pairs.append({"prompt": prompt, "chosen": chosen, "rejected": rejected, "ratings": len(winners)})
+    return pairs, {"ratings": len(ratings), "pairs": len(pairs), "dropped": dropped}

@@ -66,9 +66,10 @@ def set_model_dropout(model, p: float) -> list[str]:
     return sorted(set(changed))
 
 
-def load_for_training(folder, train: TrainConfig, precision: Precision, device: str):
+def load_for_training(folder, train: TrainConfig, precision: Precision, device: str, adapter=None):
     """The base model ready for training: QLoRA's preparation, the dropout asked for, and (full
-    fine-tuning) the frozen layers. Returns (model, parameter counts for full fine-tuning, else None)."""
+    fine-tuning) the frozen layers; with `adapter` (a PEFT folder, train.init_from's) that adapter
+    on top, trainable. Returns (model, parameter counts for full fine-tuning, else None)."""
     full = train.method == "full"
     # Full fine-tuning keeps fp32 master weights (AdamW on bf16 weights loses small updates);
     # the matmuls still run in bf16 under autocast.
@@ -80,4 +81,8 @@ def load_for_training(folder, train: TrainConfig, precision: Precision, device: 
     if train.model_dropout is not None:
         set_model_dropout(model, train.model_dropout)
     counts = freeze(model, train.freeze_layers, train.freeze_modules) if full else None
+    if adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(adapter), is_trainable=True)
     return model, counts

@@ -9,6 +9,7 @@ an epoch still has ~20 optimizer steps to learn from.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 from tuneloop.config import ConfigError, RunConfig
 from tuneloop.data import Splits
@@ -58,6 +59,8 @@ def resolve_auto(
     train = config.train
     model_config = AutoConfig.from_pretrained(folder)
     check_against_model(config, model_config)
+    check_init_from(config, folder)
+    check_preference_data(config, splits)
     tokens = data_report.get("tokens", {})
     train.precision = choose_precision(train.precision, device).value
     if train.epochs == "auto":
@@ -78,6 +81,38 @@ def resolve_auto(
     return config, notes
 
 
+def check_preference_data(config: RunConfig, splits: Splits) -> None:
+    """dpo / orpo learn from pairs: every row needs a rejected answer, and SFT rows need none."""
+    rows = splits.train + splits.validation + splits.test
+    pairs = sum(e.rejected is not None for e in rows)
+    if config.train.method in ("dpo", "orpo") and pairs < len(rows):
+        raise ConfigError(
+            f"train.method: {config.train.method} learns from preference pairs, but {config.data.path} has "
+            f"{len(rows) - pairs} rows without a rejected answer; give prompt/chosen/rejected rows (or OpenAI's "
+            "input/preferred_output/non_preferred_output), e.g. from `tuneloop ratings export`"
+        )
+
+
+def check_init_from(config: RunConfig, folder) -> None:
+    """train.init_from names a finished LoRA run on the same base model; checked before anything
+    starts. The run continues that adapter, so its lora settings become this run's."""
+    from tuneloop.runs import RunDir
+
+    source = config.train.init_from
+    if source is None:
+        return
+    parent = RunDir(source)
+    if not (parent.adapter_dir / "adapter_config.json").is_file():
+        raise ConfigError(f"train.init_from: {source} has no LoRA adapter (adapter/adapter_config.json)")
+    parent_folder = parent.info().get("model_folder")
+    if parent_folder and Path(parent_folder).resolve() != Path(folder).resolve():
+        raise ConfigError(
+            f"train.init_from: {source} was trained on {parent_folder}, this run's model is {folder}; "
+            "an adapter only fits the base model it was trained on"
+        )
+    config.lora = parent.config().lora
+
+
 def check_against_model(config: RunConfig, model_config) -> None:
     """What can only be checked with the model and the code in hand, checked before the run
     directory exists: LoRA's targets and rank, and a custom metric's import. Each used to fail
@@ -90,7 +125,7 @@ def check_against_model(config: RunConfig, model_config) -> None:
             custom_metric(config.eval.metric)
         except ValueError as e:
             raise ConfigError(f"eval.metric: {e}") from None
-    if config.train.method != "lora":
+    if config.train.method == "full":
         return
     if config.lora.r > model_config.hidden_size:
         raise ConfigError(

@@ -15,6 +15,18 @@ RENAMES = {
     "mean_token_accuracy": "train_token_accuracy",
     "eval_mean_token_accuracy": "eval_token_accuracy",
 }
+# DPO / ORPO's, logged as train_<name> and eval_<name>: the implicit rewards, their margin, how
+# often the chosen answer wins, and the log-probabilities the doctor watches for collapse.
+PREFERENCE_KEYS = {
+    "rewards/chosen": "reward_chosen",
+    "rewards/rejected": "reward_rejected",
+    "rewards/margins": "reward_margin",
+    "rewards/accuracies": "preference_accuracy",
+    "logps/chosen": "logp_chosen",
+    "logps/rejected": "logp_rejected",
+}
+RENAMES |= {key: f"train_{name}" for key, name in PREFERENCE_KEYS.items()}
+RENAMES |= {f"eval_{key}": f"eval_{name}" for key, name in PREFERENCE_KEYS.items()}
 KEEP = (
     "train_loss",
     "eval_loss",

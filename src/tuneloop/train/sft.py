@@ -134,9 +134,11 @@ def build_trainer(
         # costs DDP an extra pass over the autograd graph.
         ddp_find_unused_parameters=False,
     )
+    from peft import PeftModel
+
     peft_config = (
         None
-        if train.method == "full"
+        if train.method == "full" or isinstance(model, PeftModel)  # full, or continuing train.init_from's adapter
         else PeftLoraConfig(
             r=lora.r,
             lora_alpha=lora.alpha,

@@ -24,6 +24,11 @@ from tuneloop.doctor.curves import Curves
 from tuneloop.doctor.recommend import LR_RANGE
 
 # What the guides say to tune first, in their recommended ranges.
+# Preference tuning moves a model that already answers well: smaller steps, and beta, its leash.
+PREFERENCE_SPACE = {
+    "train.learning_rate": SearchRange(low=1e-6, high=1e-4, log=True),
+    "train.beta": SearchRange(choices=[0.05, 0.1, 0.2, 0.5]),
+}
 DEFAULT_SPACE = {
     "lora": {
         "train.learning_rate": SearchRange(low=LR_RANGE["lora"][0] / 2, high=LR_RANGE["lora"][1], log=True),
@@ -35,6 +40,8 @@ DEFAULT_SPACE = {
         "train.learning_rate": SearchRange(low=LR_RANGE["full"][0] / 5, high=LR_RANGE["full"][1] * 2, log=True),
         "train.weight_decay": SearchRange(choices=[0.0, 0.01, 0.1]),
     },
+    "dpo": PREFERENCE_SPACE,
+    "orpo": PREFERENCE_SPACE,
 }
 
 

@@ -9,6 +9,7 @@ side), launch (a preset plus hyperparameters, each with the guides' hint). Runs 
 
 from __future__ import annotations
 
+import json
 import random
 import subprocess
 import sys
@@ -21,8 +22,9 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Redirect
 from fastapi.templating import Jinja2Templates
 
 from tuneloop.config import ConfigError, LoraConfig, TrainConfig, headline, load_config
+from tuneloop.data.split import MIN_EXAMPLES
 from tuneloop.doctor.curves import Curves
-from tuneloop.eval.ratings import add_rating, blind_winner, read_ratings, summarize
+from tuneloop.eval.ratings import add_rating, blind_winner, preference_pairs, read_ratings, summarize
 from tuneloop.ui import store
 from tuneloop.ui.guard import LOCAL_HOSTS, Guard
 
@@ -190,7 +192,7 @@ def create_app(
     @app.get("/rate", response_class=HTMLResponse)
     def rate_page(request: Request, run: str = ""):
         summary = summarize(read_ratings(runs_dir))
-        evaluated = [r.id for r in store.runs(runs_dir) if r.eval_file.is_file()]
+        evaluated = _rateable()
         if not run:
             return page(request, "rate.html", run=None, runs=evaluated, example=None, summary=summary, error=None)
         examples = (store.read_json(get_run(run).eval_file) or {}).get("examples", [])
@@ -253,6 +255,40 @@ def create_app(
             source=f"dashboard:{run}",
         )
         return RedirectResponse(f"/rate?run={run}", status_code=303)
+
+    @app.post("/ratings/train", dependencies=[Depends(writable)])
+    def train_on_ratings(request: Request, run: str = Form(...)):
+        """The ratings of `run`'s answers as preference pairs, and a DPO run on top of `run` that
+        learns from them (same base model, data settings and adapter)."""
+        parent = get_run(run)
+        pairs, counted = preference_pairs([r for r in read_ratings(runs_dir) if run in (r["model_a"], r["model_b"])])
+        if len(pairs) < MIN_EXAMPLES:
+            summary = summarize(read_ratings(runs_dir))
+            error = (
+                f"{len(pairs)} preference pairs from the ratings of {run} (dropped: {counted['dropped']}); "
+                f"a run needs at least {MIN_EXAMPLES}: rate more answers"
+            )
+            return page(request, "rate.html", run=None, runs=_rateable(), example=None, summary=summary, error=error)
+        folder = runs_dir / "launched"
+        folder.mkdir(parents=True, exist_ok=True)
+        data = folder / f"ratings-{run}-{datetime.now():%Y%m%d-%H%M%S}.jsonl"
+        data.write_text("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs), encoding="utf-8")
+        config = parent.config().model_dump(mode="json")
+        config["data"] = {
+            **config["data"],
+            "path": str(data),
+            "format": "preference",
+            "columns": None,
+            "label": "none",
+        }
+        # DPO moves a model that already answers: a tenth of the SFT learning rate is the usual start.
+        lr = config["train"].get("learning_rate") or 2e-4
+        config["train"] = {**config["train"], "method": "dpo", "init_from": str(parent.path), "learning_rate": lr / 10}
+        config.update(run_name=f"{run.rsplit('-', 2)[0]}-dpo", runs_dir=str(runs_dir))
+        return _launch(config, f"{run}-dpo")
+
+    def _rateable() -> list[str]:
+        return [r.id for r in store.runs(runs_dir) if r.eval_file.is_file()]
 
     @app.get("/launch", response_class=HTMLResponse)
     def launch_page(request: Request, error: str | None = None):

@@ -1,0 +1,147 @@
+"""Preference tuning on the tiny model: DPO on top of an SFT run, ORPO from the base, through the real CLI."""
+
+import json
+
+import pytest
+
+from conftest import tuneloop, write_jsonl
+from tuneloop.runs import RunDir
+
+LABELS = ["card_arrival", "lost_card", "refund", "top_up"]
+
+
+def preference_rows(n: int) -> list[dict]:
+    return [
+        {
+            "prompt": f"Ticket {i}: about {LABELS[i % 4].replace('_', ' ')}",
+            "chosen": LABELS[i % 4],
+            "rejected": LABELS[(i + 1) % 4],
+        }
+        for i in range(n)
+    ]
+
+
+def write_config(folder, name: str, body: str) -> str:
+    (folder / f"{name}.yaml").write_text(body)
+    return f"{name}.yaml"
+
+
+@pytest.fixture(scope="module")
+def sft_and_dpo(tmp_path_factory, tiny_model):
+    work = tmp_path_factory.mktemp("pref")
+    sft_rows = [
+        {"messages": [{"role": "user", "content": r["prompt"]}, {"role": "assistant", "content": r["chosen"]}]}
+        for r in preference_rows(40)
+    ]
+    write_jsonl(work / "sft.jsonl", sft_rows)
+    write_jsonl(work / "prefs.jsonl", preference_rows(40))
+    common = "lora: {r: 4, alpha: 8}\neval: {max_new_tokens: 4}\n"
+    sft = tuneloop(
+        "run",
+        write_config(
+            work,
+            "sft",
+            f"model: {tiny_model}\ndata: {{path: sft.jsonl, max_seq_len: 128, dedup: none}}\n{common}"
+            "train: {epochs: 2, batch_size: 4, learning_rate: 1.0e-2, log_every: 1}\n",
+        ),
+        cwd=work,
+    )
+    assert sft.returncode == 0, sft.stdout + sft.stderr
+    [sft_run] = (work / "runs").iterdir()
+    dpo = tuneloop(
+        "run",
+        write_config(
+            work,
+            "dpo",
+            f"model: {tiny_model}\ndata: {{path: prefs.jsonl, max_seq_len: 128, dedup: none}}\n{common}"
+            f"train: {{method: dpo, init_from: {sft_run}, beta: 0.1, epochs: 2, batch_size: 4, "
+            "learning_rate: 5.0e-3, log_every: 1, eval_every: 4}\n",
+        ),
+        cwd=work,
+    )
+    assert dpo.returncode == 0, dpo.stdout + dpo.stderr
+    [dpo_run] = [p for p in (work / "runs").iterdir() if p.name.startswith("dpo")]
+    return work, RunDir(sft_run), RunDir(dpo_run), dpo
+
+
+def test_dpo_on_top_of_sft_trains_and_logs_preference_metrics(sft_and_dpo):
+    _, sft, dpo, result = sft_and_dpo
+    info = dpo.info()
+    assert info["status"] == "finished"
+    assert (
+        set(info["preference_accuracy"]) == {"before", "after", "pairs"} and info["preference_accuracy"]["pairs"] == 4
+    )
+    records = dpo.read_metrics()
+    train = [r for r in records if "train_loss" in r]
+    evals = [r for r in records if "eval_loss" in r]
+    assert abs(train[0]["train_loss"] - 0.6931) < 1e-3  # DPO starts at ln 2: the policy is its reference
+    assert all({"train_reward_margin", "train_logp_chosen", "train_preference_accuracy"} <= r.keys() for r in train)
+    assert evals and "eval_preference_accuracy" in evals[-1]
+    # The adapter continued the SFT run's: same shape, and only the run's own adapter is saved.
+    assert dpo.config().lora == sft.config().lora
+    assert not (dpo.adapter_dir / "ref").exists()
+    assert json.loads((dpo.adapter_dir / "adapter_config.json").read_text())["r"] == 4
+    assert "preference_accuracy" in result.stdout or "doctor" in result.stdout
+
+
+def test_compare_sft_parent_with_the_preference_run(sft_and_dpo):
+    work, sft, dpo, _ = sft_and_dpo
+    result = tuneloop("compare", str(sft.path), str(dpo.path), cwd=work)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "accuracy" in result.stdout
+
+
+def test_diagnose_reads_a_preference_run(sft_and_dpo):
+    work, _, dpo, _ = sft_and_dpo
+    result = tuneloop("diagnose", str(dpo.path), cwd=work)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "preference_accuracy" in result.stdout
+
+
+def test_orpo_trains_without_a_reference(tmp_path, tiny_model):
+    write_jsonl(tmp_path / "prefs.jsonl", preference_rows(24))
+    config = write_config(
+        tmp_path,
+        "orpo",
+        f"model: {tiny_model}\ndata: {{path: prefs.jsonl, max_seq_len: 128, dedup: none}}\n"
+        "lora: {r: 4, alpha: 8}\neval: {max_new_tokens: 4}\n"
+        "train: {method: orpo, epochs: 1, batch_size: 4, learning_rate: 5.0e-3, log_every: 1}\n",
+    )
+    result = tuneloop("run", config, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    [run] = (tmp_path / "runs").iterdir()
+    assert any("train_reward_margin" in r for r in RunDir(run).read_metrics())
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ("method: dpo, init_from: nowhere", "has no LoRA adapter"),
+        ("method: full, init_from: nowhere", "init_from continues a LoRA adapter"),
+    ],
+)
+def test_bad_init_from_is_a_clear_error(tmp_path, tiny_model, settings, message):
+    write_jsonl(tmp_path / "prefs.jsonl", preference_rows(24))
+    config = write_config(
+        tmp_path,
+        "bad",
+        f"model: {tiny_model}\ndata: {{path: prefs.jsonl, max_seq_len: 128}}\ntrain: {{{settings}}}\n",
+    )
+    result = tuneloop("run", config, cwd=tmp_path)
+    assert result.returncode == 2 and message in result.stdout + result.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_sft_data_for_dpo_names_the_missing_side(tmp_path, tiny_model):
+    write_jsonl(
+        tmp_path / "chats.jsonl",
+        [
+            {"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": "a"}]}
+            for i in range(20)
+        ],
+    )
+    config = write_config(
+        tmp_path, "dpo", f"model: {tiny_model}\ndata: {{path: chats.jsonl, max_seq_len: 128}}\ntrain: {{method: dpo}}\n"
+    )
+    result = tuneloop("run", config, cwd=tmp_path)
+    assert result.returncode == 2 and "rejected" in result.stdout + result.stderr
