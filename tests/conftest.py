@@ -140,3 +140,15 @@ def tiny_run_config(tmp_path, tiny_model, **train):
             "eval": {"max_new_tokens": 4},
         }
     )
+
+
+def stop_at(step: int):
+    """A TrainerCallback that raises KeyboardInterrupt after `step`, as if Ctrl-C (or a kill) hit the run there."""
+    from transformers import TrainerCallback
+
+    class StopAt(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == step:
+                raise KeyboardInterrupt
+
+    return StopAt()

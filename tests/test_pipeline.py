@@ -8,7 +8,7 @@ import torch
 from rich.console import Console
 from transformers import TrainerCallback
 
-from conftest import tiny_run_config
+from conftest import stop_at, tiny_run_config
 from tuneloop.config import ConfigError
 from tuneloop.pipeline import resume_loop, run_loop
 from tuneloop.runs import RunDir
@@ -65,15 +65,6 @@ def test_select_best_by_metric_stops_early_and_restores_the_best_scored_weights(
     assert abs(loss - evals[0]["eval_loss"]) < abs(loss - evals[1]["eval_loss"])
 
 
-class StopAt(TrainerCallback):
-    def __init__(self, step):
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            raise KeyboardInterrupt  # as if Ctrl-C (or a kill) hit the run here
-
-
 @pytest.fixture(scope="module")
 def straight(tmp_path_factory, tiny_model):
     """The uninterrupted run every resumed one must match: 2 epochs of 8 steps, a checkpoint every 2."""
@@ -93,13 +84,13 @@ def straight(tmp_path_factory, tiny_model):
 def test_resume_reaches_the_same_result_as_an_uninterrupted_run(tmp_path, tiny_model, straight, stops, checkpoints):
     config = tiny_run_config(tmp_path, tiny_model, epochs=2)
     with pytest.raises(KeyboardInterrupt):
-        run_loop(config, QUIET, callbacks=[StopAt(stops[0])])
+        run_loop(config, QUIET, callbacks=[stop_at(stops[0])])
     [run_path] = (tmp_path / "runs").iterdir()
     run = RunDir(run_path)
     for stop, checkpoint in zip(stops[1:], checkpoints, strict=False):
         assert run.status() == "interrupted" and run.last_checkpoint().name == f"checkpoint-{checkpoint}"
         with pytest.raises(KeyboardInterrupt):
-            resume_loop(run_path, QUIET, callbacks=[StopAt(stop)])
+            resume_loop(run_path, QUIET, callbacks=[stop_at(stop)])
     assert run.status() == "interrupted" and run.info()["resumable"] is True
     assert run.last_checkpoint().name == f"checkpoint-{checkpoints[-1]}"
     resumed = resume_loop(run_path, QUIET)

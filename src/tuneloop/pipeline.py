@@ -238,7 +238,7 @@ def _trainer(job: Job, model, precision: Precision, console: Console, task_eval,
     ours = [writer, *([doctor] if doctor else []), TrainingProgress(console, writer, doctor, task_eval), *callbacks]
     if config.train.method in PREFERENCE_METHODS:
         eval_steps = eval_steps_for(config.train, len(job.splits.train))
-        return build_preference_trainer(
+        trainer = build_preference_trainer(
             model,
             job.tokenizer,
             to_preference_rows(job.splits.train),
@@ -253,20 +253,21 @@ def _trainer(job: Job, model, precision: Precision, console: Console, task_eval,
             callbacks=ours,
             device=job.device,
         )
-    trainer = build_trainer(
-        model,
-        job.tokenizer,
-        to_training_rows(job.splits.train, job.tokenizer, config.data.train_on),
-        to_training_rows(job.splits.validation, job.tokenizer, config.data.train_on),
-        train=config.train,
-        lora=config.lora,
-        max_seq_len=config.data.max_seq_len,
-        precision=precision,
-        output_dir=job.run.checkpoints_dir,
-        callbacks=ours,
-        device=job.device,
-        task_eval=task_eval,
-    )
+    else:
+        trainer = build_trainer(
+            model,
+            job.tokenizer,
+            to_training_rows(job.splits.train, job.tokenizer, config.data.train_on),
+            to_training_rows(job.splits.validation, job.tokenizer, config.data.train_on),
+            train=config.train,
+            lora=config.lora,
+            max_seq_len=config.data.max_seq_len,
+            precision=precision,
+            output_dir=job.run.checkpoints_dir,
+            callbacks=ours,
+            device=job.device,
+            task_eval=task_eval,
+        )
     if config.train.compile:
         compile_layers(trainer.model)
     return trainer

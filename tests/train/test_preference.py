@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from conftest import tuneloop, write_jsonl
+from conftest import stop_at, tuneloop, write_jsonl
 from tuneloop.runs import RunDir
 
 LABELS = ["card_arrival", "lost_card", "refund", "top_up"]
@@ -145,3 +145,64 @@ def test_sft_data_for_dpo_names_the_missing_side(tmp_path, tiny_model):
     )
     result = tuneloop("run", config, cwd=tmp_path)
     assert result.returncode == 2 and "rejected" in result.stdout + result.stderr
+
+
+def dpo_config(tmp_path, tiny_model, **train):
+    from tuneloop.config import config_from_dict
+
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    write_jsonl(tmp_path / "prefs.jsonl", preference_rows(40))
+    return config_from_dict(
+        {
+            "model": str(tiny_model),
+            "runs_dir": str(tmp_path / "runs"),
+            "run_name": "dpo",
+            "data": {"path": str(tmp_path / "prefs.jsonl"), "max_seq_len": 128, "dedup": "none", "test_size": 4},
+            "lora": {"r": 4, "alpha": 8},
+            "train": {
+                "method": "dpo",
+                "batch_size": 4,
+                "learning_rate": 5e-3,
+                "log_every": 1,
+                "eval_every": 2,
+                **train,
+            },
+            "eval": {"max_new_tokens": 4},
+        }
+    )
+
+
+def test_a_stopped_dpo_run_resumes_to_the_same_losses(tmp_path, tiny_model):
+    import torch
+    from rich.console import Console
+
+    from tuneloop.pipeline import resume_loop, run_loop
+
+    quiet = Console(quiet=True)
+    straight = run_loop(dpo_config(tmp_path / "straight", tiny_model, epochs=2), quiet)
+    config = dpo_config(tmp_path / "stopped", tiny_model, epochs=2)
+    with pytest.raises(KeyboardInterrupt):
+        run_loop(config, quiet, callbacks=[stop_at(9)])
+    [path] = (tmp_path / "stopped" / "runs").iterdir()
+    resumed = resume_loop(path, quiet)
+    assert resumed.run.info()["resumed_from_step"] == 8
+    a, b = straight.run.read_metrics(), resumed.run.read_metrics()
+    for key in ("train_loss", "eval_loss", "eval_reward_margin"):
+        torch.testing.assert_close(
+            torch.tensor([r[key] for r in a if key in r]),
+            torch.tensor([r[key] for r in b if key in r]),
+            rtol=0,
+            atol=1e-4,
+        )
+
+
+def test_dpo_early_stopping_keeps_the_best_checkpoint(tmp_path, tiny_model):
+    from rich.console import Console
+
+    from tuneloop.pipeline import run_loop
+
+    result = run_loop(
+        dpo_config(tmp_path, tiny_model, epochs=6, learning_rate=0.5, early_stopping_patience=1), Console(quiet=True)
+    )
+    info = result.run.info()
+    assert info["stopped_early"] is True and info["best_checkpoint_step"] < 54

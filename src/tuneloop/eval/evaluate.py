@@ -6,6 +6,7 @@ import math
 
 from tuneloop.config import EvalConfig
 from tuneloop.data import Example
+from tuneloop.data.conversation import template_messages
 from tuneloop.eval.loss import answer_loss
 from tuneloop.eval.metrics import choose_metric, confusion, score
 from tuneloop.models.generate import generate_answers
@@ -76,10 +77,13 @@ def generate_and_score(
     max_new_tokens = config.max_new_tokens
     if max_new_tokens == "auto":  # a config that was not resolved by a run: bound by these references
         max_new_tokens = answer_token_budget(tokenizer, [e.answer for e in gen_set])
+    # Rendered as training rendered them: tool calls and results written out where the template
+    # has no syntax for them (data/conversation.py).
+    prompts = [template_messages(e.prompt, e.tools, tokenizer) for e in gen_set]
     outputs = generate_answers(
         model,
         tokenizer,
-        [e.prompt for e in gen_set],
+        [messages for messages, _ in prompts],
         max_new_tokens=max_new_tokens,
         batch_size=config.batch_size,
         autocast_dtype=precision.autocast_dtype,
@@ -88,6 +92,7 @@ def generate_and_score(
         temperature=config.temperature,
         top_p=config.top_p,
         seed=config.seed,
+        template_kwargs=[kwargs for _, kwargs in prompts],
     )
     metrics, per = score(metric, outputs, [e.answer for e in gen_set])
     out = {"metric": metric, "metrics": metrics, "outputs": outputs, "per_example": per, **points_summary(gen_set)}

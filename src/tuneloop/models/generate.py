@@ -33,9 +33,13 @@ def generate_answers(
     temperature: float = 1.0,
     top_p: float = 1.0,
     seed: int = 0,
+    template_kwargs: list[dict] | None = None,
 ) -> list[str]:
+    """`template_kwargs`: per prompt, extra arguments of the chat template (e.g. `tools`)."""
+    kwargs = template_kwargs or [{}] * len(prompts)
     encoded = [
-        tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=True, return_dict=False) for p in prompts
+        tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=True, return_dict=False, **k)
+        for p, k in zip(prompts, kwargs)
     ]
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
     answers: list[str] = [""] * len(encoded)

@@ -198,6 +198,7 @@ class RunDir:
                 label=r.get("label"),
                 augmented=r.get("augmented"),
                 tools=r.get("tools"),
+                rejected=r.get("rejected"),
             )
             for r in rows
         ]

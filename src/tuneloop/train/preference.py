@@ -59,8 +59,11 @@ def build_preference_trainer(
     base model, or a PeftModel carrying the init_from adapter (then no new adapter is made)."""
     from peft import LoraConfig as PeftLoraConfig
     from peft import PeftModel
-    from transformers import PrinterCallback
+    from transformers import EarlyStoppingCallback, PrinterCallback
 
+    # As in SFT: early stopping, or the live doctor's stop, restores the best validation loss.
+    early_stopping = train.early_stopping_patience > 0
+    keep_best = early_stopping or train.doctor == "stop"
     common = {
         "output_dir": str(output_dir),
         "num_train_epochs": train.epochs,
@@ -82,6 +85,9 @@ def build_preference_trainer(
         "save_strategy": "steps",
         "save_steps": save_steps,
         "save_total_limit": 2,
+        "load_best_model_at_end": keep_best,
+        "metric_for_best_model": "eval_loss" if keep_best else None,
+        "greater_is_better": False if keep_best else None,
         "report_to": list(train.report_to) or "none",
         "logging_nan_inf_filter": False,
         "disable_tqdm": True,
@@ -113,6 +119,11 @@ def build_preference_trainer(
             task_type="CAUSAL_LM",
         )
     )
+    if early_stopping:
+        callbacks = [
+            *callbacks,
+            EarlyStoppingCallback(train.early_stopping_patience, train.early_stopping_min_delta),
+        ]
     trainer = trainer_class(
         model=model,
         args=args,
