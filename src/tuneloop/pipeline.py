@@ -33,6 +33,7 @@ from tuneloop.report.plots import token_histogram_png
 from tuneloop.runs import RunDir
 from tuneloop.train import MetricsWriter, TrainingProgress, build_trainer, to_training_rows
 from tuneloop.train.auto import resolve_auto
+from tuneloop.train.callbacks import FollowFreeCores
 from tuneloop.train.interrupt import interrupt_on_sigterm
 from tuneloop.train.preference import PREFERENCE_METHODS, build_preference_trainer, to_preference_rows
 from tuneloop.train.sft import eval_steps_for, save_steps_for
@@ -236,6 +237,8 @@ def _trainer(job: Job, model, precision: Precision, console: Console, task_eval,
     writer = MetricsWriter(job.run)
     doctor = LiveDoctor(job.run, stop=config.train.doctor == "stop") if config.train.doctor != "off" else None
     ours = [writer, *([doctor] if doctor else []), TrainingProgress(console, writer, doctor, task_eval), *callbacks]
+    if job.device == "cpu":  # share the cores with whatever else runs (tuneloop/cpu.py)
+        ours.append(FollowFreeCores())
     if config.train.method in PREFERENCE_METHODS:
         eval_steps = eval_steps_for(config.train, len(job.splits.train))
         trainer = build_preference_trainer(

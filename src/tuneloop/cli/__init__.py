@@ -20,9 +20,29 @@ app = typer.Typer(
 console = Console()
 
 
+# Commands whose work is torch compute: their threads follow the free cores (tuneloop/cpu.py).
+COMPUTE = {"run", "train", "resume", "autotune", "sweep", "eval", "compare", "serve", "chat", "export", "models"}
+
+
 @app.callback()
-def main() -> None:
+def main(
+    ctx: typer.Context,
+    threads: int | None = typer.Option(
+        None,
+        "--threads",
+        min=1,
+        help="CPU threads for training, evaluation and serving (also TUNELOOP_THREADS); default: the cores "
+        "other processes leave free, re-checked while training.",
+    ),
+) -> None:
     """Subcommands below; `tuneloop COMMAND --help` for each."""
+    from tuneloop.cpu import configure_threads
+
+    if ctx.invoked_subcommand in COMPUTE:
+        with reported(ValueError):
+            decided = configure_threads(threads)
+        if decided:
+            console.print(f"[dim]cpu: {decided}[/dim]")
 
 
 def _register_subcommands() -> None:

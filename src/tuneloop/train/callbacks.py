@@ -168,3 +168,15 @@ class TrainingProgress(TrainerCallback):
     def on_train_end(self, args, state, control, **kwargs):
         if self._progress is not None:
             self._progress.stop()
+
+
+class FollowFreeCores(TrainerCallback):
+    """Re-check the free cores every few seconds and train on that many threads (tuneloop/cpu.py)."""
+
+    def __init__(self, governor=None):
+        from tuneloop.cpu import ThreadGovernor
+
+        self.governor = governor or ThreadGovernor()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.governor.step()

@@ -1,0 +1,74 @@
+"""Threads follow the free cores: measured from /proc (faked here, table-driven), fixed by TUNELOOP_THREADS."""
+
+import pytest
+import torch
+
+from tuneloop import cpu
+
+
+def fake_proc(monkeypatch, readings):
+    """Successive (machine busy, machine total, own) tick readings; 2 cores."""
+    readings = iter(readings)
+    monkeypatch.setattr(cpu, "_jiffies", lambda: next(readings))
+    monkeypatch.setattr(cpu.os, "cpu_count", lambda: 2)
+
+
+@pytest.mark.parametrize(
+    "busy, own, free",
+    [
+        (200, 200, 2),  # all the busy time is ours: the machine is free
+        (205, 200, 2),  # background noise (0.05 of a core)
+        (200, 160, 1),  # a competitor holds 0.4 of a core while our threads spin: it is taken
+        (200, 100, 1),  # one busy competitor beside our single thread
+        (200, 0, 1),  # two competitors: still at least one thread
+        (20, 0, 2),  # 0.2 of a core: not taken
+    ],
+)
+def test_free_cores(monkeypatch, busy, own, free):
+    fake_proc(monkeypatch, [(0, 0, 0), (busy, 200, own)])
+    assert cpu.LoadMeter().free_cores() == free
+
+
+def test_no_proc_means_no_change(monkeypatch):
+    monkeypatch.setattr(cpu, "_jiffies", lambda: None)
+    assert cpu.LoadMeter().free_cores() is None
+
+
+@pytest.mark.parametrize(
+    "env, busy, own, expected, omp",
+    [
+        ({"TUNELOOP_THREADS": "1"}, 0, 0, "1 threads", {"OMP_NUM_THREADS": "1"}),
+        ({}, 200, 100, "1 thread(s), passive wait", {"OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}),
+        ({}, 0, 0, None, {}),
+    ],
+)
+def test_configure_threads_at_start(monkeypatch, env, busy, own, expected, omp):
+    for key in ("TUNELOOP_THREADS", "OMP_NUM_THREADS", "OMP_WAIT_POLICY"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    fake_proc(monkeypatch, [(0, 0, 0), (busy, 200, own)])
+    decided = cpu.configure_threads(sample_seconds=0)
+    assert (decided is None) == (expected is None) and (expected is None or expected in decided)
+    assert {k: cpu.os.environ[k] for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY") if k in cpu.os.environ} == omp
+
+
+def test_bad_thread_count_is_an_error(monkeypatch):
+    monkeypatch.setenv("TUNELOOP_THREADS", "many")
+    with pytest.raises(ValueError, match="TUNELOOP_THREADS='many'"):
+        cpu.configure_threads()
+
+
+def test_governor_shrinks_and_grows_with_the_competition(monkeypatch):
+    monkeypatch.delenv("TUNELOOP_THREADS", raising=False)
+    before = torch.get_num_threads()
+    fake_proc(monkeypatch, [(0, 0, 0), (200, 200, 120), (400, 400, 220), (600, 600, 420)])
+    governor = cpu.ThreadGovernor(interval=0)
+    try:
+        torch.set_num_threads(2)
+        assert governor.step() == 1 and torch.get_num_threads() == 1  # a competitor appeared
+        assert governor.step() is None  # still there: no change
+        assert governor.step() == 2 and torch.get_num_threads() == 2  # gone: the cores come back
+        assert [threads for _, threads in governor.changes] == [1, 2]
+    finally:
+        torch.set_num_threads(before)
