@@ -72,3 +72,24 @@ def test_governor_shrinks_and_grows_with_the_competition(monkeypatch):
         assert [threads for _, threads in governor.changes] == [1, 2]
     finally:
         torch.set_num_threads(before)
+
+
+def test_cli_threads_option_and_bad_env(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    def cli(*args, **env):
+        return subprocess.run(
+            [sys.executable, "-m", "tuneloop.cli", *args],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            env={**os.environ, **env},
+            timeout=120,
+        )
+
+    bad = cli("eval", "runs/nothing", TUNELOOP_THREADS="lots")
+    assert bad.returncode == 2 and "TUNELOOP_THREADS='lots'" in bad.stderr
+    fixed = cli("--threads", "1", "eval", "runs/nothing")
+    assert "cpu: 1 threads" in fixed.stdout  # decided before the command ran (and failed on its missing run)
