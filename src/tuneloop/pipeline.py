@@ -24,7 +24,6 @@ from tuneloop.doctor import Diagnosis, diagnose_run
 from tuneloop.doctor.live import LiveDoctor
 from tuneloop.doctor.recommend import next_config_yaml
 from tuneloop.eval.base_vs_tuned import evaluate_base_and_finetuned, evaluate_side
-from tuneloop.eval.loss import preference_accuracy
 from tuneloop.models import load_tokenizer, resolve_model
 from tuneloop.models.precision import Precision, default_device
 from tuneloop.models.trainable import load_for_training
@@ -35,8 +34,13 @@ from tuneloop.train import MetricsWriter, TrainingProgress, build_trainer, to_tr
 from tuneloop.train.auto import resolve_auto
 from tuneloop.train.callbacks import FollowFreeCores
 from tuneloop.train.interrupt import interrupt_on_sigterm
-from tuneloop.train.preference import PREFERENCE_METHODS, build_preference_trainer, to_preference_rows
-from tuneloop.train.sft import eval_steps_for, save_steps_for
+from tuneloop.train.preference import (
+    PREFERENCE_METHODS,
+    build_preference_trainer,
+    drop_reference_adapter,
+    record_preference_accuracy,
+    to_preference_rows,
+)
 from tuneloop.train.speed import compile_layers
 from tuneloop.train.task_eval import continuous_evaluation, record_selection
 from tuneloop.train.trackers import check_trackers, run_trackers
@@ -177,17 +181,14 @@ def _train_and_evaluate(job: Job, console: Console, timings: dict, t0: float, ca
                     trainer.model, job.tokenizer, test, config.eval, precision, console.status, config.data.train_on
                 )
             if preference and main and not job.resume_from:  # before: the base model, or the init_from run
-                run.update_info(preference_accuracy={"before": _preference_accuracy(trainer.model, job, precision)})
+                record_preference_accuracy(
+                    run, trainer.model, job.tokenizer, job.splits.validation, precision, "before"
+                )
             trainer.train(resume_from_checkpoint=str(job.resume_from) if job.resume_from else None)
         if preference:
-            _drop_reference_adapter(trainer.model)
+            drop_reference_adapter(trainer.model)
             if main:
-                record = {
-                    **run.info().get("preference_accuracy", {}),
-                    "after": _preference_accuracy(trainer.model, job, precision),
-                    "pairs": len(job.splits.validation),
-                }
-                run.update_info(preference_accuracy=record)
+                record_preference_accuracy(run, trainer.model, job.tokenizer, job.splits.validation, precision, "after")
         trainer.save_model(str(run.weights_dir(full)))  # the main process writes; all must call it
         timings["train"] = _lap(t)
         if not main:
@@ -239,59 +240,25 @@ def _trainer(job: Job, model, precision: Precision, console: Console, task_eval,
     ours = [writer, *([doctor] if doctor else []), TrainingProgress(console, writer, doctor, task_eval), *callbacks]
     if job.device == "cpu":  # share the cores with whatever else runs (tuneloop/cpu.py)
         ours.append(FollowFreeCores())
+    settings = {
+        "train": config.train,
+        "lora": config.lora,
+        "max_seq_len": config.data.max_seq_len,
+        "precision": precision,
+        "output_dir": job.run.checkpoints_dir,
+        "callbacks": ours,
+        "device": job.device,
+    }
+    splits, tokenizer, train_on = job.splits, job.tokenizer, config.data.train_on
     if config.train.method in PREFERENCE_METHODS:
-        eval_steps = eval_steps_for(config.train, len(job.splits.train))
-        trainer = build_preference_trainer(
-            model,
-            job.tokenizer,
-            to_preference_rows(job.splits.train),
-            to_preference_rows(job.splits.validation),
-            train=config.train,
-            lora=config.lora,
-            max_seq_len=config.data.max_seq_len,
-            precision=precision,
-            output_dir=job.run.checkpoints_dir,
-            eval_steps=eval_steps,
-            save_steps=save_steps_for(config.train, eval_steps),
-            callbacks=ours,
-            device=job.device,
-        )
+        rows = [to_preference_rows(part) for part in (splits.train, splits.validation)]
+        trainer = build_preference_trainer(model, tokenizer, *rows, **settings)
     else:
-        trainer = build_trainer(
-            model,
-            job.tokenizer,
-            to_training_rows(job.splits.train, job.tokenizer, config.data.train_on),
-            to_training_rows(job.splits.validation, job.tokenizer, config.data.train_on),
-            train=config.train,
-            lora=config.lora,
-            max_seq_len=config.data.max_seq_len,
-            precision=precision,
-            output_dir=job.run.checkpoints_dir,
-            callbacks=ours,
-            device=job.device,
-            task_eval=task_eval,
-        )
+        rows = [to_training_rows(part, tokenizer, train_on) for part in (splits.train, splits.validation)]
+        trainer = build_trainer(model, tokenizer, *rows, **settings, task_eval=task_eval)
     if config.train.compile:
         compile_layers(trainer.model)
     return trainer
-
-
-def _preference_accuracy(model, job: Job, precision: Precision) -> float:
-    """On the validation pairs: how often the chosen answer is the more likely one."""
-    return preference_accuracy(
-        model,
-        job.tokenizer,
-        job.splits.validation,
-        batch_size=job.config.eval.batch_size,
-        autocast_dtype=precision.autocast_dtype,
-    )
-
-
-def _drop_reference_adapter(model) -> None:
-    """DPO on an init_from adapter trains against a frozen copy of it ("ref"); the run keeps only its own."""
-    if "ref" in getattr(model, "peft_config", {}):
-        model.set_adapter("default")
-        model.delete_adapter("ref")
 
 
 def _record_start(

@@ -13,6 +13,7 @@ from pathlib import Path
 from tuneloop.config import LoraConfig, TrainConfig
 from tuneloop.data import Example
 from tuneloop.models.precision import Precision
+from tuneloop.train.sft import adapter_config, eval_steps_for, trainer_arguments
 
 PREFERENCE_METHODS = ("dpo", "orpo")
 
@@ -50,75 +51,35 @@ def build_preference_trainer(
     max_seq_len: int,
     precision: Precision,
     output_dir: Path,
-    eval_steps: int,
-    save_steps: int,
     callbacks=(),
     device: str = "cpu",
 ):
-    """DPOTrainer or ORPOTrainer with the run's schedule, precision and checkpoints. `model` is the
-    base model, or a PeftModel carrying the init_from adapter (then no new adapter is made)."""
-    from peft import LoraConfig as PeftLoraConfig
-    from peft import PeftModel
+    """DPOTrainer or ORPOTrainer with the run's schedule, precision, checkpoints and early stopping.
+    `model` is the base model, or a PeftModel carrying the init_from adapter (no new adapter then)."""
     from transformers import EarlyStoppingCallback, PrinterCallback
 
-    # As in SFT: early stopping, or the live doctor's stop, restores the best validation loss.
     early_stopping = train.early_stopping_patience > 0
-    keep_best = early_stopping or train.doctor == "stop"
-    common = {
-        "output_dir": str(output_dir),
-        "num_train_epochs": train.epochs,
-        "learning_rate": train.learning_rate,
-        "per_device_train_batch_size": train.batch_size,
-        "per_device_eval_batch_size": train.batch_size,
-        "gradient_accumulation_steps": train.gradient_accumulation,
-        "lr_scheduler_type": train.scheduler,
-        "warmup_steps": train.warmup_steps if train.warmup_steps is not None else train.warmup_ratio,
-        "weight_decay": train.weight_decay,
-        "max_grad_norm": train.max_grad_norm,
-        "seed": train.seed,
-        "data_seed": train.seed,
+    arguments = {
+        **trainer_arguments(
+            train,
+            output_dir,
+            eval_steps_for(train, len(train_rows)),
+            device,
+            keep_best=early_stopping or train.doctor == "stop",
+        ),
         "beta": train.beta,
-        "eval_strategy": "steps",
-        "eval_steps": eval_steps,
-        "logging_steps": train.log_every,
-        "logging_first_step": True,
-        "save_strategy": "steps",
-        "save_steps": save_steps,
-        "save_total_limit": 2,
-        "load_best_model_at_end": keep_best,
-        "metric_for_best_model": "eval_loss" if keep_best else None,
-        "greater_is_better": False if keep_best else None,
-        "report_to": list(train.report_to) or "none",
-        "logging_nan_inf_filter": False,
-        "disable_tqdm": True,
-        "use_cpu": device == "cpu",
-        # bf16 weights (precision bf16) compute in bf16; the adapter stays fp32 under autocast.
+        # bf16 weights (precision bf16) compute under bf16 autocast; the adapter stays fp32.
         "bf16": precision.autocast_dtype is not None,
-        "max_length": max_seq_len,
-        "gradient_checkpointing": train.gradient_checkpointing is True,
-        "dataloader_num_workers": 0,
+        "max_length": max_seq_len,  # lengths were checked with the longer answer: nothing is cut
     }
     if train.method == "dpo":
         from trl import DPOConfig, DPOTrainer
 
-        args, trainer_class = DPOConfig(**common), DPOTrainer
+        args, trainer_class = DPOConfig(**arguments), DPOTrainer
     else:
         from trl.experimental.orpo import ORPOConfig, ORPOTrainer
 
-        args, trainer_class = ORPOConfig(**common), ORPOTrainer
-    peft_config = (
-        None
-        if isinstance(model, PeftModel)
-        else PeftLoraConfig(
-            r=lora.r,
-            lora_alpha=lora.alpha,
-            lora_dropout=lora.dropout,
-            target_modules=lora.target_modules,
-            use_rslora=lora.use_rslora,
-            use_dora=lora.use_dora,
-            task_type="CAUSAL_LM",
-        )
-    )
+        args, trainer_class = ORPOConfig(**arguments), ORPOTrainer
     if early_stopping:
         callbacks = [
             *callbacks,
@@ -130,8 +91,25 @@ def build_preference_trainer(
         train_dataset=train_rows,
         eval_dataset=val_rows,
         processing_class=tokenizer,
-        peft_config=peft_config,
+        peft_config=adapter_config(model, train, lora),
         callbacks=list(callbacks),
     )
     trainer.remove_callback(PrinterCallback)
     return trainer
+
+
+def drop_reference_adapter(model) -> None:
+    """DPO on an init_from adapter trains against a frozen copy of it ("ref"); the run keeps only its own."""
+    if "ref" in getattr(model, "peft_config", {}):
+        model.set_adapter("default")
+        model.delete_adapter("ref")
+
+
+def record_preference_accuracy(run, model, tokenizer, validation, precision: Precision, when: str) -> None:
+    """run.json's preference_accuracy[`when`]: on the validation pairs, how often the model finds the
+    chosen answer more likely than the rejected one (before training, and after)."""
+    from tuneloop.eval.loss import preference_accuracy
+
+    accuracy = preference_accuracy(model, tokenizer, validation, autocast_dtype=precision.autocast_dtype)
+    record = {**run.info().get("preference_accuracy", {}), when: accuracy, "pairs": len(validation)}
+    run.update_info(preference_accuracy=record)

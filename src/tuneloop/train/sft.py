@@ -45,6 +45,68 @@ def save_steps_for(train: TrainConfig, eval_steps: int) -> int:
     return save
 
 
+def trainer_arguments(train: TrainConfig, output_dir: Path, eval_steps: int, device: str, keep_best: bool) -> dict:
+    """The Trainer arguments every tuneloop run shares, SFT or preference: schedule, evaluation,
+    checkpoints and logging."""
+    return {
+        "output_dir": str(output_dir),
+        "num_train_epochs": train.epochs,
+        "learning_rate": train.learning_rate,
+        "per_device_train_batch_size": train.batch_size,
+        "per_device_eval_batch_size": train.batch_size,
+        "gradient_accumulation_steps": train.gradient_accumulation,
+        "lr_scheduler_type": train.scheduler,
+        # warmup_steps takes a count, or a float in [0, 1) as a ratio of total steps.
+        "warmup_steps": train.warmup_steps if train.warmup_steps is not None else train.warmup_ratio,
+        "weight_decay": train.weight_decay,
+        "max_grad_norm": train.max_grad_norm,
+        "seed": train.seed,
+        "data_seed": train.seed,
+        "eval_strategy": "steps",
+        "eval_steps": eval_steps,
+        "logging_steps": train.log_every,
+        "logging_first_step": True,
+        # Checkpoints (adapter, optimizer, scheduler, RNG states) make `tuneloop resume` exact.
+        "save_strategy": "steps",
+        "save_steps": save_steps_for(train, eval_steps),
+        "save_total_limit": 2,
+        # Early stopping or the live doctor's stop may end a run past its best point: restore it.
+        "load_best_model_at_end": keep_best,
+        "metric_for_best_model": "eval_loss" if keep_best else None,
+        "greater_is_better": False if keep_best else None,
+        "report_to": list(train.report_to) or "none",
+        # transformers replaces a NaN/inf training loss with the running average (0.0 at the start):
+        # a diverged run must log NaN, which the doctor reads as diverging.
+        "logging_nan_inf_filter": False,
+        "disable_tqdm": True,  # TrainingProgress draws a rich bar instead
+        "use_cpu": device == "cpu",
+        # TRL turns activation checkpointing on by default; it recomputes the forward in every
+        # backward (measured: backward 2.3x the forward, ~40% of all training time). tuneloop turns
+        # it on only when the activations would not fit (train/speed.py).
+        "gradient_checkpointing": train.gradient_checkpointing is True,
+        "dataloader_num_workers": 0,
+    }
+
+
+def adapter_config(model, train: TrainConfig, lora: LoraConfig):
+    """PEFT's LoRA config for a new adapter; None for full fine-tuning, or when `model` already
+    carries the adapter to continue (train.init_from)."""
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import PeftModel
+
+    if train.method == "full" or isinstance(model, PeftModel):
+        return None
+    return PeftLoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=lora.target_modules,
+        use_rslora=lora.use_rslora,
+        use_dora=lora.use_dora,
+        task_type="CAUSAL_LM",
+    )
+
+
 def build_trainer(
     model,
     tokenizer,
@@ -62,7 +124,6 @@ def build_trainer(
 ):
     """`task_eval`: a TaskEvaluator (continuous evaluation). With it, `train.select_best` auto or
     metric keeps the weights of the best validation metric instead of the best validation loss."""
-    from peft import LoraConfig as PeftLoraConfig
     from transformers import EarlyStoppingCallback, PrinterCallback
     from trl import SFTConfig
 
@@ -84,37 +145,8 @@ def build_trainer(
     keep_best = (early_stopping or train.doctor == "stop") and not by_metric
 
     args = SFTConfig(
-        output_dir=str(output_dir),
-        num_train_epochs=train.epochs,
-        learning_rate=train.learning_rate,
-        per_device_train_batch_size=train.batch_size,
-        per_device_eval_batch_size=train.batch_size,
-        gradient_accumulation_steps=train.gradient_accumulation,
-        lr_scheduler_type=train.scheduler,
-        # warmup_steps takes a count, or a float in [0, 1) as a ratio of total steps.
-        warmup_steps=train.warmup_steps if train.warmup_steps is not None else train.warmup_ratio,
-        weight_decay=train.weight_decay,
-        max_grad_norm=train.max_grad_norm,
+        **trainer_arguments(train, output_dir, eval_steps, device, keep_best),
         neftune_noise_alpha=train.neftune_noise_alpha,
-        seed=train.seed,
-        data_seed=train.seed,
-        eval_strategy="steps",
-        eval_steps=eval_steps,
-        logging_steps=train.log_every,
-        logging_first_step=True,
-        # Checkpoints (adapter, optimizer, scheduler, RNG states) make `tuneloop resume` exact.
-        save_strategy="steps",
-        save_steps=save_steps_for(train, eval_steps),
-        save_total_limit=2,
-        load_best_model_at_end=keep_best,
-        metric_for_best_model="eval_loss" if keep_best else None,
-        greater_is_better=False if keep_best else None,
-        report_to=list(train.report_to) or "none",
-        # transformers replaces a NaN/inf training loss with the running average (0.0 at the start):
-        # a diverged run must log NaN, which the doctor reads as diverging.
-        logging_nan_inf_filter=False,
-        disable_tqdm=True,  # TrainingProgress draws a rich bar instead
-        use_cpu=device == "cpu",
         bf16=False,  # CompletionLossTrainer applies bf16 autocast itself (see its docstring)
         # Lengths were checked against max_seq_len when the data was loaded: nothing is truncated.
         # Padding-free without packing requires max_length=None; packing fills rows up to it.
@@ -123,32 +155,13 @@ def build_trainer(
         padding_free=padding_free,
         train_sampling_strategy="random" if padding_free else "group_by_length",
         prediction_loss_only=True,
-        # TRL turns activation checkpointing on by default; it recomputes the forward in every
-        # backward (measured: backward 2.3x the forward, ~40% of all training time). tuneloop turns
-        # it on only when the activations would not fit (train/speed.py).
-        gradient_checkpointing=train.gradient_checkpointing is True,
         use_liger_kernel=use_liger(device, train.fused_kernels),
         include_num_input_tokens_seen="no",
-        dataloader_num_workers=0,
         # Every trainable parameter gets a gradient in every step; looking for unused ones
         # costs DDP an extra pass over the autograd graph.
         ddp_find_unused_parameters=False,
     )
-    from peft import PeftModel
-
-    peft_config = (
-        None
-        if train.method == "full" or isinstance(model, PeftModel)  # full, or continuing train.init_from's adapter
-        else PeftLoraConfig(
-            r=lora.r,
-            lora_alpha=lora.alpha,
-            lora_dropout=lora.dropout,
-            target_modules=lora.target_modules,
-            use_rslora=lora.use_rslora,
-            use_dora=lora.use_dora,
-            task_type="CAUSAL_LM",
-        )
-    )
+    peft_config = adapter_config(model, train, lora)
     if task_eval is not None:
         callbacks = [*callbacks, task_eval]
     if by_metric:
