@@ -22,7 +22,10 @@ def test_ratings_persist_and_aggregate(tmp_path):
     ratings = read_ratings(tmp_path)
     assert len(ratings) == 5 and ratings[0]["model_b"] == "run-1"
     summary = summarize(ratings)
-    assert summary["models"]["run-1"] == {"wins": 3, "losses": 1, "ties": 1, "win_rate": 0.7}
+    run = summary["models"]["run-1"]
+    assert run == {"wins": 3, "losses": 1, "ties": 1, "win_rate": 0.7, "win_rate_ci": run["win_rate_ci"]}
+    low, high = run["win_rate_ci"]
+    assert low < 0.7 < high and 0 <= low and high <= 1  # five ratings: a wide interval
     assert summary["models"]["base"]["win_rate"] == pytest.approx(0.3)
     assert [r["model"] for r in summary["ranking"]] == ["run-1", "base"]
 

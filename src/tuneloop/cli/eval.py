@@ -135,6 +135,12 @@ def compare(
             f"judge {j['judge']}: B better on {j['b_wins']}, tied {j['ties']}, A better on {j['a_wins']}; "
             f"both orders agreed on {j['position_consistency']:.0%} of pairs"
         )
+        rate = j["b_win_rate"]
+        if rate["n"]:
+            console.print(
+                f"judge's win rate of B (ties half): {rate['rate']:.2f}, 95% interval "
+                f"[{rate['ci'][0]:.2f}, {rate['ci'][1]:.2f}] over {rate['n']} pairs"
+            )
     console.print(f"written: {c.path}", soft_wrap=True)
 
 
@@ -245,11 +251,25 @@ def export_ratings(
 
 def _print_ratings(summary: dict) -> None:
     table = Table(
-        "model", "Elo (Bradley–Terry)", "wins", "ties", "losses", "win rate", title=f"{summary['ratings']} ratings"
+        "model",
+        "Elo (Bradley–Terry)",
+        "wins",
+        "ties",
+        "losses",
+        "win rate",
+        "95% interval",
+        title=f"{summary['ratings']} ratings",
     )
     for r in summary["ranking"]:
         m = summary["models"][r["model"]]
+        lo, hi = m["win_rate_ci"]
         table.add_row(
-            r["model"], f"{r['elo']:.0f}", str(m["wins"]), str(m["ties"]), str(m["losses"]), f"{m['win_rate']:.2f}"
+            r["model"],
+            f"{r['elo']:.0f}",
+            str(m["wins"]),
+            str(m["ties"]),
+            str(m["losses"]),
+            f"{m['win_rate']:.2f}",
+            f"[{lo:.2f}, {hi:.2f}]",
         )
     console.print(table)

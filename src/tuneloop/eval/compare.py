@@ -15,6 +15,21 @@ from tuneloop.eval.metrics import aggregate
 TIE = 1e-9
 
 
+def win_rate(outcomes: list[float], confidence: float = 0.95, resamples: int = 2000, seed: int = 0) -> dict:
+    """The mean of per-pair outcomes (1 a win, 0.5 a tie, 0 a loss) with a bootstrap percentile
+    interval: how sure a win rate from a few dozen judged or rated pairs is."""
+    values = np.asarray(outcomes, dtype=float)
+    if not len(values):
+        return {"rate": None, "ci": None, "n": 0}
+    means = np.random.default_rng(seed).choice(values, (resamples, len(values))).mean(axis=1)
+    tail = (1 - confidence) / 2
+    return {
+        "rate": float(values.mean()),
+        "ci": [float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail))],
+        "n": len(values),
+    }
+
+
 def compare_outputs(
     metric: str,
     references: list[str],

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import torch
 
+from tuneloop.eval.compare import win_rate
+
 RUBRIC = (
     "Judge which answer better fulfils the user's request: correct, complete, following the "
     "requested format, and no longer than needed."
@@ -100,4 +102,5 @@ def judge_pairs(judge, prompts: list[str], a: list[str], b: list[str], rubric: s
         "ties": sum(p["winner"] == "tie" for p in pairs),
         "a_wins": sum(p["winner"] == "a" for p in pairs),
         "position_consistency": sum(p["consistent"] for p in pairs) / n,
+        "b_win_rate": win_rate([{"b": 1.0, "tie": 0.5, "a": 0.0}[p["winner"]] for p in pairs]),
     }

@@ -15,6 +15,8 @@ import math
 from datetime import datetime
 from pathlib import Path
 
+from tuneloop.eval.compare import win_rate
+
 WINNERS = ("a", "b", "tie")
 
 
@@ -79,13 +81,17 @@ def read_ratings(runs_dir: str | Path) -> list[dict]:
 def summarize(ratings: list[dict]) -> dict:
     """Per model: wins, losses, ties, win rate (ties half); and the Bradley–Terry ranking."""
     models: dict[str, dict] = {}
+    outcomes: dict[str, list[float]] = {}
     for r in ratings:
         for side, other in (("a", "b"), ("b", "a")):
             m = models.setdefault(r[f"model_{side}"], {"wins": 0, "losses": 0, "ties": 0})
-            m["wins" if r["winner"] == side else "losses" if r["winner"] == other else "ties"] += 1
-    for m in models.values():
+            result = "wins" if r["winner"] == side else "losses" if r["winner"] == other else "ties"
+            m[result] += 1
+            outcomes.setdefault(r[f"model_{side}"], []).append({"wins": 1.0, "ties": 0.5, "losses": 0.0}[result])
+    for name, m in models.items():
         n = m["wins"] + m["losses"] + m["ties"]
         m["win_rate"] = (m["wins"] + m["ties"] / 2) / n if n else 0.0
+        m["win_rate_ci"] = win_rate(outcomes[name])["ci"]
     strength = bradley_terry(ratings)
     ranking = sorted(strength, key=strength.get, reverse=True)
     return {
