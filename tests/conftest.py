@@ -16,6 +16,9 @@ QUICKSTART = REPO / "examples" / "quickstart"
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests must never reach for a hub
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Pinned numerics (resume matches an uninterrupted run to 1e-4) need one thread count throughout:
+# the free-core governor (tuneloop/cpu.py) is tested on its own, in tests/test_cpu.py.
+os.environ.setdefault("TUNELOOP_THREADS", str(os.cpu_count() or 1))
 
 
 @pytest.fixture(scope="session")
