@@ -37,7 +37,7 @@ def test_no_proc_means_no_change(monkeypatch):
 @pytest.mark.parametrize(
     "env, busy, own, expected, omp",
     [
-        ({"TUNELOOP_THREADS": "1"}, 0, 0, "1 threads", {"OMP_NUM_THREADS": "1"}),
+        ({"TUNELOOP_THREADS": "1"}, 0, 0, None, {"OMP_NUM_THREADS": "1"}),
         ({}, 200, 100, "1 thread(s), passive wait", {"OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}),
         ({}, 0, 0, None, {}),
     ],
@@ -91,5 +91,5 @@ def test_cli_threads_option_and_bad_env(tmp_path):
 
     bad = cli("eval", "runs/nothing", TUNELOOP_THREADS="lots")
     assert bad.returncode == 2 and "TUNELOOP_THREADS='lots'" in bad.stderr
-    fixed = cli("--threads", "1", "eval", "runs/nothing")
-    assert "cpu: 1 threads" in fixed.stdout  # decided before the command ran (and failed on its missing run)
+    fixed = cli("--threads", "1", "eval", "runs/nothing", TUNELOOP_THREADS="")
+    assert fixed.returncode == 2 and "runs/nothing" in fixed.stderr  # the option parsed; the run is missing

@@ -72,12 +72,13 @@ def fixed_threads() -> int | None:
 
 
 def configure_threads(threads: int | None = None, sample_seconds: float = 0.2) -> str | None:
-    """Call before torch is imported. Returns what was decided, for the log; None: left as is."""
+    """Call before torch is imported. Returns what was adapted to a busy machine, for the log; None
+    when the count was given (`threads`, TUNELOOP_THREADS) or every core is free."""
     threads = threads or fixed_threads()
     if threads:
         os.environ[ENV] = str(threads)
-        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
-        return f"{threads} threads ({ENV})"
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        return None
     meter = LoadMeter()
     time.sleep(sample_seconds)
     free = meter.free_cores()

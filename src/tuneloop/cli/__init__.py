@@ -42,7 +42,7 @@ def main(
         with reported(ValueError):
             decided = configure_threads(threads)
         if decided:
-            console.print(f"[dim]cpu: {decided}[/dim]")
+            Console(stderr=True).print(f"[dim]cpu: {decided}[/dim]")
 
 
 def _register_subcommands() -> None:
