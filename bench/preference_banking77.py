@@ -6,9 +6,14 @@ Three disjoint sets of banking77 rows: SFT rows, preference rows and held-out ro
 is fine-tuned on the SFT rows (`tuneloop run`). The SFT model then answers the preference rows;
 each becomes a pair with the correct intent as chosen and, as rejected, the SFT model's own wrong
 answer (a hard negative) or, where it was right, another intent drawn at random. A DPO run
-(`train.method: dpo`, `train.init_from` the SFT run) learns from the pairs. Recorded: validation
-preference accuracy before and after (run.json), and held-out accuracy of the SFT parent against
-the DPO run with a paired-bootstrap interval (`tuneloop compare`).
+(`train.method: dpo`, `train.init_from` the SFT run) learns from the pairs. Then, as a user
+would, the doctor's next config for the DPO run is run once (`follow_the_doctor`). Recorded for
+each preference run: validation preference accuracy before and after (run.json), the doctor's
+verdict, and held-out accuracy of the SFT parent against it with a paired-bootstrap interval
+(`tuneloop compare`).
+
+    .venv/bin/python bench/preference_banking77.py --follow /tmp/preference-XXXX   # the last step alone,
+                                                                                   # on an earlier run's folder
 """
 
 from __future__ import annotations
@@ -100,38 +105,72 @@ def main() -> None:
     dpo = tuneloop.run(config_from_dict(dpo_config), console=Console(stderr=True))
     dpo_seconds = time.perf_counter() - t
 
+    result = {
+        "data": {**SIZES, "labels": len(labels), "hard_negatives": hard, "random_negatives": len(pairs) - hard},
+        "settings": {"sft": SFT, "dpo": DPO},
+        "work": str(work),
+        "sft": {
+            "run": sft.path.name,
+            "seconds": round(sft_seconds, 1),
+            "test": RunDir(sft.path).evaluation()["finetuned"]["metrics"].get("accuracy"),
+        },
+        "dpo": {**preference_run(sft.path, dpo.path, work), "seconds": round(dpo_seconds, 1)},
+    }
+    save("preference_banking77", result)
+    follow_the_doctor(work)
+
+
+CHANGED = ("beta", "learning_rate", "epochs", "sft_weight")
+
+
+def preference_run(sft_path: Path, run_path: Path, work: Path) -> dict:
+    """What a preference run did: its preference accuracy, the doctor's verdict, and held-out accuracy
+    against its SFT parent."""
     comparison = tuneloop.compare(
-        str(sft.path), str(dpo.path), data=work / "held_out.jsonl", console=Console(stderr=True)
+        str(sft_path), str(run_path), data=work / "held_out.jsonl", console=Console(stderr=True)
     )
     accuracy = comparison.result["metrics"]["accuracy"]
-    save(
-        "preference_banking77",
-        {
-            "data": {**SIZES, "labels": len(labels), "hard_negatives": hard, "random_negatives": len(pairs) - hard},
-            "settings": {"sft": SFT, "dpo": DPO},
-            "sft": {
-                "run": sft.path.name,
-                "seconds": round(sft_seconds, 1),
-                "test": RunDir(sft.path).evaluation()["finetuned"]["metrics"].get("accuracy"),
-            },
-            "dpo": {
-                "run": dpo.path.name,
-                "seconds": round(dpo_seconds, 1),
-                "validation_preference_accuracy": RunDir(dpo.path).info().get("preference_accuracy"),
-                "verdict": tuneloop.diagnose(dpo.path).verdict,
-            },
-            "held_out_accuracy": {
-                "n": comparison.result["n"],
-                "sft": accuracy["a"],
-                "dpo": accuracy["b"],
-                "difference": accuracy["difference"],
-                "ci95": accuracy["ci"],
-                "p_value": accuracy["p_value"],
-                "mcnemar": comparison.result.get("mcnemar"),
-            },
+    diagnosis = tuneloop.diagnose(run_path)
+    return {
+        "run": run_path.name,
+        "train": {k: v for k, v in RunDir(run_path).config().train.model_dump(mode="json").items() if k in CHANGED},
+        "validation_preference_accuracy": RunDir(run_path).info().get("preference_accuracy"),
+        "verdict": diagnosis.verdict,
+        "recommended": {r.param: r.to for r in diagnosis.recommendations if r.applied},
+        "held_out_accuracy": {
+            "n": comparison.result["n"],
+            "sft": accuracy["a"],
+            "preference_run": accuracy["b"],
+            "difference": accuracy["difference"],
+            "ci95": accuracy["ci"],
+            "p_value": accuracy["p_value"],
+            "mcnemar": comparison.result.get("mcnemar"),
         },
-    )
+    }
+
+
+def follow_the_doctor(work: Path) -> None:
+    """Run the doctor's next config for the DPO run once, and record it beside the first."""
+    path = Path(__file__).resolve().parent / "results" / "preference_banking77.json"
+    result = json.loads(path.read_text())
+    runs = work / "runs"
+    sft = runs / result["sft"]["run"]
+    dpo = runs / result["dpo"]["run"]
+    if "held_out_accuracy" in result:  # recorded before preference_run() existed: measure it the same way
+        result["dpo"] = {**preference_run(sft, dpo, work), "seconds": result["dpo"]["seconds"]}
+        del result["held_out_accuracy"]
+    next_config = tuneloop.diagnose(dpo).next_config
+    next_config.update(run_name="dpo-next", runs_dir=str(runs))
+    t = time.perf_counter()
+    follow = tuneloop.run(config_from_dict(next_config), console=Console(stderr=True))
+    seconds = round(time.perf_counter() - t, 1)
+    record = {k: v for k, v in result.items() if k not in ("benchmark", "date", "git_commit", "hardware", "packages")}
+    record["doctor_follow_up"] = {**preference_run(sft, follow.path, work), "seconds": seconds}
+    save("preference_banking77", record)
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--follow"]:
+        follow_the_doctor(Path(sys.argv[2]))
+    else:
+        main()

@@ -143,6 +143,13 @@ class TrainConfig(_Section):
         description="dpo: how far the model may move from the reference (higher: less; 0.1 usual); "
         "orpo: the weight of the odds-ratio term.",
     )
+    sft_weight: float = Field(
+        0.0,
+        ge=0,
+        le=10,
+        description="dpo: weight of a supervised (NLL) loss on the chosen answers added to DPO's (RPO); "
+        "1.0 keeps the chosen answers likely while the margin grows.",
+    )
     init_from: Path | None = Field(
         None,
         description="A finished LoRA run (runs/<id>) whose adapter training starts from: the SFT run a dpo "

@@ -72,7 +72,7 @@ def test_preference_verdicts(name, verdict, shape, records):
 @pytest.mark.parametrize(
     "verdict_case, changes",
     [
-        (1, {"train.beta": 0.2, "train.learning_rate": 2.5e-5, "train.epochs": 2}),
+        (1, {"train.sft_weight": 1.0, "train.beta": 0.2, "train.learning_rate": 2.5e-5, "train.epochs": 2}),
         (2, {"train.learning_rate": 1.5e-4, "train.epochs": 4}),
         (3, {"train.learning_rate": 1.5e-5}),
     ],

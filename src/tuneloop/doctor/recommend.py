@@ -420,7 +420,18 @@ def _preference(d: Diagnosis, get) -> list[Recommendation]:
             )
         ]
     if d.verdict == "overfitting":  # chosen_collapse
-        out = [
+        out = []
+        if get("train.method") == "dpo" and not get("train.sft_weight"):
+            out.append(
+                Recommendation(
+                    "train.sft_weight",
+                    get("train.sft_weight"),
+                    1.0,
+                    "a supervised loss on the chosen answers (RPO) holds their likelihood up while DPO widens the "
+                    "margin",
+                )
+            )
+        out += [
             Recommendation(
                 "train.beta",
                 beta,

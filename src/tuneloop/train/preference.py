@@ -75,6 +75,8 @@ def build_preference_trainer(
     if train.method == "dpo":
         from trl import DPOConfig, DPOTrainer
 
+        if train.sft_weight:  # RPO: DPO's sigmoid loss plus NLL on the chosen answers
+            arguments |= {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, train.sft_weight]}
         args, trainer_class = DPOConfig(**arguments), DPOTrainer
     else:
         from trl.experimental.orpo import ORPOConfig, ORPOTrainer
