@@ -98,19 +98,28 @@ def test_diagnose_reads_a_preference_run(sft_and_dpo):
     assert "preference_accuracy" in result.stdout
 
 
-def test_orpo_trains_without_a_reference(tmp_path, tiny_model):
+@pytest.mark.parametrize(
+    "method, extra, starts_above",
+    [
+        ("orpo", "", 1.0),  # reference-free: NLL of the chosen answer plus the odds-ratio term
+        ("dpo", ", sft_weight: 1.0", 0.6932),  # RPO: DPO's ln 2 start plus the NLL term
+    ],
+)
+def test_orpo_and_rpo_train(tmp_path, tiny_model, method, extra, starts_above):
     write_jsonl(tmp_path / "prefs.jsonl", preference_rows(24))
     config = write_config(
         tmp_path,
-        "orpo",
+        method,
         f"model: {tiny_model}\ndata: {{path: prefs.jsonl, max_seq_len: 128, dedup: none}}\n"
         "lora: {r: 4, alpha: 8}\neval: {max_new_tokens: 4}\n"
-        "train: {method: orpo, epochs: 1, batch_size: 4, learning_rate: 5.0e-3, log_every: 1}\n",
+        f"train: {{method: {method}, epochs: 1, batch_size: 4, learning_rate: 5.0e-3, log_every: 1{extra}}}\n",
     )
     result = tuneloop("run", config, cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     [run] = (tmp_path / "runs").iterdir()
-    assert any("train_reward_margin" in r for r in RunDir(run).read_metrics())
+    records = RunDir(run).read_metrics()
+    assert any("train_reward_margin" in r for r in records)
+    assert next(r["train_loss"] for r in records if "train_loss" in r) > starts_above
 
 
 @pytest.mark.parametrize(
