@@ -181,6 +181,7 @@ def dpo_config(tmp_path, tiny_model, **train):
     )
 
 
+@pytest.mark.slow  # three DPO runs (~45 s): CI runs it with the other slow end-to-end tests
 def test_a_stopped_dpo_run_resumes_to_the_same_losses(tmp_path, tiny_model):
     import torch
     from rich.console import Console
