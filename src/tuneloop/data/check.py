@@ -6,7 +6,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tuneloop.data.conversation import preview, template_problems
+from tuneloop.data.conversation import preview
 from tuneloop.data.dedup import find_duplicates, normalize
 from tuneloop.data.load import load_examples
 from tuneloop.data.problems import Problem
@@ -64,10 +64,7 @@ def check_data(
         # a hidden system or user turn, or a template that rewrites turns, deserves a look.
         unrendered = [p for p in lengths.template_problems if p.code == "turn_not_rendered"]
         errors += unrendered
-        warnings += _capped(
-            [p for p in lengths.template_problems if p not in unrendered]
-            + [p for e in examples for p in template_problems(e, tokenizer)]
-        )
+        warnings += _capped([p for p in lengths.template_problems if p not in unrendered])
         if max_seq_len:
             errors += length_problems(examples, lengths, max_seq_len)
         shown = preview(examples, tokenizer, train_on)

@@ -125,13 +125,34 @@ def learned_spans(example: Example, tokenizer, train_on: str) -> tuple[str, list
     if example.kind == "text":
         text = example.answer + (tokenizer.eos_token or "")
         return text, [(0, len(text))], []
-    messages, tools, problems = example.messages, example.tools, []
+    messages, tools = example.messages, example.tools
     text = render(tokenizer, messages, tools)
+    problems = _dropped_turns(example, text)
     if train_on == "all":
         _, unweighted = _turn_spans(example, tokenizer, text, range(len(messages)), problems)
         return text, _subtract([(0, len(text))], [span for _, span in unweighted]), problems
     spans, _ = _turn_spans(example, tokenizer, text, learned_turns(messages, train_on), problems)
     return text, spans, problems
+
+
+def _dropped_turns(example: Example, text: str) -> list[Problem]:
+    """System, user and tool turns the template leaves out of `text`, the rendering. (A hidden
+    assistant turn is found when its learned span is looked for: `turn_not_rendered`.)"""
+    problems = []
+    for i, m in enumerate(example.messages):
+        if m["role"] != "assistant" and m["content"] not in text:
+            system = m["role"] == "system"
+            problems.append(
+                Problem(
+                    example.file,
+                    example.row,
+                    f"messages[{i}].content",
+                    "template_drops_system" if system else "template_drops_turn",
+                    f"the chat template leaves out this {m['role']} turn's text"
+                    + ("; the model would never see the system prompt" if system else ""),
+                )
+            )
+    return problems
 
 
 def _turn_spans(example, tokenizer, text, turns, problems) -> tuple[list[tuple[int, int]], list[tuple[int, tuple]]]:
@@ -206,29 +227,6 @@ def tokenize_examples(examples: list[Example], tokenizer, train_on: str = "all_a
         learned = [any(a < hi and b > lo for lo, hi in spans) for a, b in offsets]
         out.append(Tokenized(list(ids), learned, text, spans, problems))
     return out
-
-
-def template_problems(example: Example, tokenizer) -> list[Problem]:
-    """System, user and tool turns the template drops: their text is not in the rendering.
-    (A hidden assistant turn is found when its learned span is looked for.)"""
-    if example.kind == "text":
-        return []
-    text = render(tokenizer, example.messages, example.tools)
-    problems = []
-    for i, m in enumerate(example.messages):
-        if m["role"] != "assistant" and m["content"] not in text:
-            system = m["role"] == "system"
-            problems.append(
-                Problem(
-                    example.file,
-                    example.row,
-                    f"messages[{i}].content",
-                    "template_drops_system" if system else "turn_not_rendered",
-                    f"the chat template leaves out this {m['role']} turn's text"
-                    + ("; the model would never see the system prompt" if system else ""),
-                )
-            )
-    return problems
 
 
 def preview(examples: list[Example], tokenizer, train_on: str = "all_assistant") -> dict | None:
