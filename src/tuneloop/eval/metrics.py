@@ -28,31 +28,20 @@ LONG_ANSWER_WORDS = 8  # references this long on average are free text: BLEU/ROU
 
 def parse_json_object(text: str) -> dict | None:
     """The JSON object in `text`, tolerating prose or a code fence around it; None if there is none."""
-    start = text.find("{")
-    while start != -1:
-        try:
-            obj, _ = json.JSONDecoder().raw_decode(text[start:])
-            if isinstance(obj, dict):
-                return obj
-        except json.JSONDecodeError:
-            pass
-        start = text.find("{", start + 1)
-    return None
+    return next(json_objects(text), None)
 
 
-def json_objects(text: str) -> list[dict]:
-    """Every top-level JSON object in `text`, in order."""
-    out, start, decoder = [], text.find("{"), json.JSONDecoder()
+def json_objects(text: str):
+    """Every top-level JSON object in `text`, in order (a generator: the first costs only itself)."""
+    start, decoder = text.find("{"), json.JSONDecoder()
     while start != -1:
         try:
-            obj, end = decoder.raw_decode(text[start:])
+            obj, end = decoder.raw_decode(text[start:])  # from a "{", a success is an object
         except json.JSONDecodeError:
             start = text.find("{", start + 1)
             continue
-        if isinstance(obj, dict):
-            out.append(obj)
+        yield obj
         start = text.find("{", start + end)
-    return out
 
 
 def tool_calls_in(text: str) -> list[tuple[str, dict | None]]:
