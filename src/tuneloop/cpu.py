@@ -96,7 +96,7 @@ class ThreadGovernor:
         self.interval = interval
         self.meter = LoadMeter()
         self._checked = time.monotonic()
-        self.changes: list[tuple[float, int]] = []  # (seconds since start, threads), for the run record
+        self.changes: list[tuple[float, int]] = []  # (seconds since start, threads): run.json's thread_changes
         self._start = self._checked
 
     def step(self) -> int | None:

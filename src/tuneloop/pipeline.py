@@ -239,7 +239,7 @@ def _trainer(job: Job, model, precision: Precision, console: Console, task_eval,
     doctor = LiveDoctor(job.run, stop=config.train.doctor == "stop") if config.train.doctor != "off" else None
     ours = [writer, *([doctor] if doctor else []), TrainingProgress(console, writer, doctor, task_eval), *callbacks]
     if job.device == "cpu":  # share the cores with whatever else runs (tuneloop/cpu.py)
-        ours.append(FollowFreeCores())
+        ours.append(FollowFreeCores(job.run))
     settings = {
         "train": config.train,
         "lora": config.lora,

@@ -171,12 +171,19 @@ class TrainingProgress(TrainerCallback):
 
 
 class FollowFreeCores(TrainerCallback):
-    """Re-check the free cores every few seconds and train on that many threads (tuneloop/cpu.py)."""
+    """Re-check the free cores every few seconds and train on that many threads (tuneloop/cpu.py).
+    run.json's `thread_changes` says when the count changed: a slower stretch of the curve explained."""
 
-    def __init__(self, governor=None):
+    def __init__(self, run: RunDir):
         from tuneloop.cpu import ThreadGovernor
 
-        self.governor = governor or ThreadGovernor()
+        self.run = run
+        self.governor = ThreadGovernor()
 
     def on_step_end(self, args, state, control, **kwargs):
         self.governor.step()
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if state.is_world_process_zero and self.governor.changes:
+            changes = [{"seconds": s, "threads": n} for s, n in self.governor.changes]
+            self.run.update_info(thread_changes=changes)
