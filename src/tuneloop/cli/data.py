@@ -182,13 +182,13 @@ def _print_preview(shown: dict) -> None:
 
     from tuneloop.data.conversation import marked
 
+    terminal = console.is_terminal  # no colours in a pipe or a log: the learned spans are marked «» instead
+    how = "" if terminal else " (marked «»)"
     console.print(
-        f"[bold]{shown['file']}:{shown['row']}[/bold] as the model sees it — [bold green]learned[/bold green] "
-        f"{shown['learned_tokens']} of {shown['tokens']} tokens (marked «»), the rest is context:"
-        if not console.is_terminal
-        else f"{shown['learned_tokens']} of {shown['tokens']} tokens, the rest is context:"
+        f"[bold]{shown['file']}:{shown['row']}[/bold] as the model sees it: [bold green]learned[/bold green] "
+        f"{shown['learned_tokens']} of {shown['tokens']} tokens{how}, the rest is context:"
     )
-    if not console.is_terminal:  # no colours in a pipe or a log: mark the learned spans in the text
+    if not terminal:
         console.print(marked(shown, "«", "»"), markup=False, highlight=False, soft_wrap=True)
         return
     text, at = Text(), 0
