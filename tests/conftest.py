@@ -125,11 +125,12 @@ def ui_store(tmp_path_factory, tiny_model):
     return work, runs
 
 
-def tiny_run_config(tmp_path, tiny_model, **train):
-    """A run of 40 small JSON-answer chats on the tiny model, with `train` settings."""
+def tiny_run_config(tmp_path, tiny_model, rows: list[dict] | None = None, **train):
+    """A run on the tiny model with `train` settings, of `rows` (default: 40 small JSON-answer chats)."""
     from tuneloop.config import config_from_dict
 
-    rows = [chat(f"question number {i} " + "pad " * (i % 7), json.dumps({"answer": i % 5})) for i in range(40)]
+    if rows is None:
+        rows = [chat(f"question number {i} " + "pad " * (i % 7), json.dumps({"answer": i % 5})) for i in range(40)]
     tmp_path.mkdir(parents=True, exist_ok=True)
     write_jsonl(tmp_path / "d.jsonl", rows)
     return config_from_dict(

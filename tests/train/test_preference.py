@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from conftest import stop_at, tuneloop, write_jsonl
+from conftest import stop_at, tiny_run_config, tuneloop, write_jsonl
 from tuneloop.runs import RunDir
 
 LABELS = ["card_arrival", "lost_card", "refund", "top_up"]
@@ -157,27 +157,8 @@ def test_sft_data_for_dpo_names_the_missing_side(tmp_path, tiny_model):
 
 
 def dpo_config(tmp_path, tiny_model, **train):
-    from tuneloop.config import config_from_dict
-
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    write_jsonl(tmp_path / "prefs.jsonl", preference_rows(40))
-    return config_from_dict(
-        {
-            "model": str(tiny_model),
-            "runs_dir": str(tmp_path / "runs"),
-            "run_name": "dpo",
-            "data": {"path": str(tmp_path / "prefs.jsonl"), "max_seq_len": 128, "dedup": "none", "test_size": 4},
-            "lora": {"r": 4, "alpha": 8},
-            "train": {
-                "method": "dpo",
-                "batch_size": 4,
-                "learning_rate": 5e-3,
-                "log_every": 1,
-                "eval_every": 2,
-                **train,
-            },
-            "eval": {"max_new_tokens": 4},
-        }
+    return tiny_run_config(
+        tmp_path, tiny_model, rows=preference_rows(40), **{"method": "dpo", "learning_rate": 5e-3, **train}
     )
 
 
