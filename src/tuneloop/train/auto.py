@@ -17,6 +17,7 @@ from tuneloop.eval.evaluate import answer_token_budget
 from tuneloop.eval.metrics import custom_metric
 from tuneloop.models import choose_precision
 from tuneloop.train.memory import MEMORY_SHARE, activation_bytes_per_token, free_memory_bytes
+from tuneloop.train.preference import PREFERENCE_METHODS
 from tuneloop.train.sft import eval_steps_for
 from tuneloop.train.speed import resolve_speed
 
@@ -85,7 +86,7 @@ def check_preference_data(config: RunConfig, splits: Splits) -> None:
     """dpo / orpo learn from pairs: every row needs a rejected answer, and SFT rows need none."""
     rows = splits.train + splits.validation + splits.test
     pairs = sum(e.rejected is not None for e in rows)
-    if config.train.method in ("dpo", "orpo") and pairs < len(rows):
+    if config.train.method in PREFERENCE_METHODS and pairs < len(rows):
         raise ConfigError(
             f"train.method: {config.train.method} learns from preference pairs, but {config.data.path} has "
             f"{len(rows) - pairs} rows without a rejected answer; give prompt/chosen/rejected rows (or OpenAI's "

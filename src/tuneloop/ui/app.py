@@ -282,7 +282,7 @@ def create_app(
             "label": "none",
         }
         # DPO moves a model that already answers: a tenth of the SFT learning rate is the usual start.
-        lr = config["train"].get("learning_rate") or 2e-4
+        lr = config["train"]["learning_rate"]  # a finished run's config is resolved: always a number
         config["train"] = {**config["train"], "method": "dpo", "init_from": str(parent.path), "learning_rate": lr / 10}
         config.update(run_name=f"{run.rsplit('-', 2)[0]}-dpo", runs_dir=str(runs_dir))
         return _launch(config, f"{run}-dpo")
