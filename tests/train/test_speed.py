@@ -72,8 +72,11 @@ def test_compile_auto_by_training_tokens(tokens, expected):
 
 
 def test_compiled_run_trains_evaluates_and_generates(tmp_path, tiny_model):
-    """Compiled decoder layers train; evaluation and generation run them eagerly (no recompile)."""
+    """Compiled decoder layers train; evaluation and generation run them eagerly (no recompile).
+    All the layers share one graph, compiled once: the first layer's input (the frozen
+    embeddings' output) requires grad like the others', and Dynamo does not restart its analysis."""
     from rich.console import Console
+    from torch._dynamo.utils import counters
 
     from tuneloop.config import config_from_dict
     from tuneloop.pipeline import run_loop
@@ -88,7 +91,10 @@ def test_compiled_run_trains_evaluates_and_generates(tmp_path, tiny_model):
             "eval": {"max_new_tokens": 4},
         }
     )
+    counters.clear()
     result = run_loop(config, Console(quiet=True))
+    assert counters["frames"]["total"] == 1  # one compiled graph for all layers, and no recompile
+    assert counters["stats"]["unique_graphs"] == 1
     assert result.evaluation["n_generated"] == result.evaluation["n_test"] > 0
     assert "compile: true" in result.run.config_file.read_text()
     assert any("eval_loss" in m for m in result.run.read_metrics())

@@ -42,7 +42,16 @@ def compile_layers(model) -> int:
     """torch.compile each decoder layer in place (regional compilation: one layer's graph is
     compiled once and reused by all of them, which keeps the compile time low). Parameter names
     do not change, so checkpoints and adapters save as usual. Returns the number compiled."""
+    import torch
+
     layers = [m for m in model.modules() if type(m).__name__.endswith("DecoderLayer")]
+    # One graph for all the layers: the first layer's input (the frozen embeddings' output) would
+    # not require grad while the others' do, and that guard alone compiled a second graph.
+    model.enable_input_require_grads()
+    # With dynamic=True Dynamo also traces Python floats (RMSNorm's epsilon, LoRA's scaling) as
+    # symbols, fails to turn them into tensors and restarts the whole analysis; specialising
+    # floats from the start halves the first step (7.6 s -> 3.7 s with warm caches, LOG.md).
+    torch._dynamo.config.specialize_float = True
     for layer in layers:
         layer.compile(dynamic=True)
     return len(layers)
