@@ -15,6 +15,7 @@ LAYERS = [
     {"runs"},  # runs/<id>/: the contract between stages
     {"eval"},
     {"train"},
+    {"plan"},  # minutes and memory of a run before it starts, from the train stage's own batches
     {"doctor"},
     {"report"},
     {"pipeline"},  # the loop: data -> auto values -> train -> evaluate -> report

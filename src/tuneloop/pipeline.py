@@ -111,6 +111,8 @@ def run_loop(
     if main:
         _record_start(run, config, prepared, folder, device, state.num_processes, evaluate, speed_notes, info or {})
     _announce(console, run, config, prepared, device, state.num_processes, speed_notes)
+    if main:  # minutes and memory before the first step (plan/): the same lines as `tuneloop plan`
+        _plan(console, run, config, prepared.splits, tokenizer, folder, device, state.num_processes, evaluate)
 
     # 3-5. Train, evaluate, report.
     job = Job(run, config, prepared.splits, folder, tokenizer, device, evaluate)
@@ -312,6 +314,21 @@ def _announce(
             f"data: dropped {d['duplicates']} duplicate(s) and {d['leakage']} train row(s) that "
             f"duplicated a held-out row; listed in {run.dropped_file}"
         )
+
+
+def _plan(console, run: RunDir, config, splits: Splits, tokenizer, folder, device, processes: int, evaluate: bool):
+    if processes > 1:
+        console.print(f"plan: not estimated for {processes} processes (tuneloop plan measures one)")
+        return
+    from tuneloop.plan import plan_resolved
+
+    with console.status("plan: measuring this machine for this model (first run only)"):
+        plan = plan_resolved(
+            config, splits if evaluate else Splits(splits.train, splits.validation, []), tokenizer, folder, device
+        )
+    for line in plan.lines():
+        console.print(line, highlight=False)
+    run.update_info(plan=plan.to_dict())
 
 
 def _as_os_error(e: BaseException) -> OSError | None:

@@ -65,3 +65,36 @@ def test_sides_must_answer_the_same_examples():
         compare_outputs(
             "exact_match", ["a", "b"], _side("exact_match", ["a"], ["a"]), _side("exact_match", ["a", "b"], ["a", "b"])
         )
+
+
+@pytest.mark.parametrize(
+    "metric, predictions, references",
+    [
+        ("classification", ["a", "b", "b", "zzz", "c", "a", "c"], ["a", "b", "c", "c", "c", "b", "a"]),
+        ("classification", ["x"] * 5, ["x", "y", "x", "y", "z"]),
+        (
+            "generation",
+            ["the cat sat on the mat", "a dog ran", "", "hello there world", "summaries are short"],
+            ["the cat is on the mat", "the dog ran away", "nothing here", "hello world", "a short summary"],
+        ),
+        ("exact_match", ["1", "2", "3", "4"], ["1", "2", "4", "4"]),
+        ("json_fields", ['{"a": 1, "b": 2}', '{"a": 1}', "no json", '{"a": 2, "b": 2}'], ['{"a": 1, "b": 2}'] * 4),
+    ],
+)
+def test_fast_resampling_equals_recomputing_the_metric(metric, predictions, references):
+    """The bootstrap's per-resample values (from sufficient statistics) are aggregate()'s, to float precision."""
+    import numpy as np
+
+    from tuneloop.eval.compare import resampler
+    from tuneloop.eval.metrics import aggregate
+
+    _, per = score(metric, predictions, references)
+    fast = resampler(metric, per, predictions, references)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        idx = rng.integers(0, len(references), len(references))
+        slow = aggregate(metric, [per[i] for i in idx], [predictions[i] for i in idx], [references[i] for i in idx])
+        got = fast(idx)
+        for key, value in got.items():
+            assert value == pytest.approx(slow[key], abs=1e-9), (key, idx)
+        assert set(got) >= {k for k in slow if "/" not in k}  # what the bootstrap compares

@@ -42,3 +42,31 @@ def test_lora_rank_limit_fits_every_adapter(tmp_path):
         (tmp_path / name / "adapter_config.json").write_text(config)
         specs.append(AdapterSpec(name, tmp_path / name))
     assert lora_rank_limit(specs[:1]) == 8 and lora_rank_limit(specs) == 32 and lora_rank_limit([]) == 1
+
+
+def test_the_batcher_follows_the_free_cores_before_each_batch_on_its_own_thread():
+    """torch's thread count is per calling thread: the governor must step where generate() runs."""
+    import threading
+
+    from tuneloop.serve.batcher import Batcher
+    from tuneloop.serve.engine import Request
+
+    seen = []
+
+    class Governor:
+        def step(self):
+            seen.append(("governor", threading.current_thread().name))
+
+    class Engine:
+        def generate(self, requests, streamer=None):
+            seen.append(("generate", threading.current_thread().name))
+            return [r.model for r in requests]
+
+    batcher = Batcher(Engine(), max_batch=4, wait_ms=1, governor=Governor())
+    try:
+        assert batcher.submit(Request("a", [1])).result(timeout=10) == "a"
+        assert batcher.submit(Request("b", [1])).result(timeout=10) == "b"
+    finally:
+        batcher.close()
+    assert [kind for kind, _ in seen] == ["governor", "generate"] * 2
+    assert {name for _, name in seen} == {"tuneloop-batcher"}

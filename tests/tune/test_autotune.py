@@ -2,9 +2,12 @@
 
 import json
 
-from conftest import tuneloop, write_tickets
+import pytest
+from rich.console import Console
+
+from conftest import tiny_run_config, tuneloop, write_tickets
 from tuneloop.doctor import Diagnosis, Recommendation
-from tuneloop.tune.autotune import Attempt, Autotune, _proposals
+from tuneloop.tune.autotune import Attempt, Autotune, _proposals, autotune
 
 
 def test_main_change_first_then_each_concrete_alternative_alone():
@@ -88,3 +91,12 @@ def test_autotune_selects_by_the_validation_metric_and_tests_base_first_and_best
     assert "base model → first run → best run" in (home / "report.html").read_text()
     bad = tuneloop("autotune", "m.yaml", "--select", "vibes", cwd=tmp_path, timeout=120)
     assert bad.returncode == 2 and "val_loss or metric" in bad.stderr
+
+
+def test_a_budget_the_first_run_cannot_fit_is_refused_before_anything_starts(tmp_path, tiny_model):
+    from tuneloop.config import ConfigError
+
+    config = tiny_run_config(tmp_path, tiny_model, epochs=1)
+    with pytest.raises(ConfigError, match=r"first run alone is planned at ~[\d.]+ min"):
+        autotune(config, max_minutes=1e-6, console=Console(quiet=True))
+    assert not (tmp_path / "runs").exists()

@@ -119,6 +119,18 @@ def test_launch_form_validates_and_launches(client, ui_store):
     assert config["train"]["epochs"] == 3 and config["lora"]["r"] == 4
 
 
+def test_launch_form_plans_before_launching(client, ui_store):
+    """The plan button shows minutes and memory for the form's config, keeps what was typed, and starts nothing."""
+    work, _ = ui_store
+    preset = str(work / "preset.yaml")
+    page = client.post(
+        "/launch", data={"preset": preset, "train.epochs": "2", "action": "plan", "csrf": client.csrf}
+    ).text
+    assert 'id="plan"' in page and "min training" in page and "GiB free" in page
+    assert "2 epochs" in page and 'value="2"' in page  # the plan is of the form's values, which stay filled in
+    assert not client.launched
+
+
 def test_a_run_whose_process_died_shows_as_interrupted_not_running(client, ui_store, tmp_path):
     import platform
     import shutil

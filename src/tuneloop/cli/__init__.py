@@ -21,7 +21,10 @@ console = Console()
 
 
 # Commands whose work is torch compute: their threads follow the free cores (tuneloop/cpu.py).
-COMPUTE = {"run", "train", "resume", "autotune", "sweep", "eval", "compare", "serve", "chat", "export", "models"}
+COMPUTE = {
+    *("plan", "run", "train", "resume", "autotune", "sweep"),
+    *("eval", "compare", "serve", "chat", "export", "models"),
+}
 
 
 @app.callback()
@@ -50,12 +53,14 @@ def _register_subcommands() -> None:
     from tuneloop.cli.doctor import diagnose
     from tuneloop.cli.eval import compare, eval_, rate, ratings_app
     from tuneloop.cli.models import models_app
+    from tuneloop.cli.plan import plan
     from tuneloop.cli.serve import chat, export, serve
     from tuneloop.cli.tune import autotune, sweep
     from tuneloop.cli.ui import ui
 
     app.add_typer(data_app, name="data")
     app.add_typer(models_app, name="models")
+    app.command()(plan)
     app.command()(diagnose)
     app.command("eval")(eval_)
     app.command()(compare)

@@ -49,14 +49,10 @@ def compare_outputs(
     keys = [k for k in metrics_b if "/" not in k and k in metrics_a]  # per-class/field breakdowns stay descriptive
     rng = np.random.default_rng(seed)
     diffs = {k: [] for k in keys}
+    on_a, on_b = (resampler(metric, s["per_example"], s["outputs"], references) for s in (a, b))
     for _ in range(resamples if n > 1 else 0):
         idx = rng.integers(0, n, n)
-        ma, mb = (
-            aggregate(
-                metric, [s["per_example"][i] for i in idx], [s["outputs"][i] for i in idx], [references[i] for i in idx]
-            )
-            for s in (a, b)
-        )
+        ma, mb = on_a(idx), on_b(idx)
         for k in keys:
             diffs[k].append(mb[k] - ma[k])
     tail = (1 - confidence) / 2
@@ -85,6 +81,60 @@ def compare_outputs(
     if all("correct" in e for e in a["per_example"] + b["per_example"]) and n:
         out["mcnemar"] = mcnemar(a["per_example"], b["per_example"])
     return out
+
+
+def resampler(metric: str, per: list[dict], predictions: list[str], references: list[str]):
+    """A function from resampled indices to the metric's headline values on that resample, equal
+    to `aggregate` on the resampled rows. Corpus-level metrics are recomputed from per-example
+    sufficient statistics, as sacrebleu's own paired bootstrap does (sacrebleu.significance):
+    calling sklearn or sacrebleu on every resample took 7 s for 150 banking77 answers and 42 s for
+    45 DialogSum summaries, most of an evaluation's time; from statistics it is milliseconds."""
+    if metric == "classification":
+        return _classification_resampler(per)
+    if metric == "generation" and per:
+        from sacrebleu.metrics import BLEU, CHRF
+
+        scorers = {"bleu": BLEU(), "chrf": CHRF()}  # corpus_bleu / corpus_chrf's defaults
+        stats = {k: np.array(m._extract_corpus_statistics(predictions, [references])) for k, m in scorers.items()}
+        rouge = {k: np.array([e[k] for e in per]) for k in ("rouge1", "rouge2", "rougeL")}
+
+        def generation(idx):
+            out = {k: scorers[k]._compute_score_from_stats(stats[k][idx].sum(0)).score for k in scorers}
+            return out | {k: float(v[idx].mean()) for k, v in rouge.items()}
+
+        return generation
+    return lambda idx: aggregate(
+        metric, [per[i] for i in idx], [predictions[i] for i in idx], [references[i] for i in idx]
+    )
+
+
+def _classification_resampler(per: list[dict]):
+    """accuracy and macro precision / recall / F1 over the resample's own labels, as
+    metrics._classification computes them with sklearn (zero_division=0)."""
+    labels = sorted({e["label"] for e in per})
+    index = {label: i for i, label in enumerate(labels)}
+    true = np.array([index[e["label"]] for e in per], dtype=int)
+    predicted = np.array([index.get(e["predicted"], -1) for e in per], dtype=int)  # -1: not one of the labels
+    k = len(labels)
+
+    def classification(idx):
+        t, p = true[idx], predicted[idx]
+        right = t == p
+        tp = np.bincount(t[right], minlength=k)
+        in_true = np.bincount(t, minlength=k)
+        in_predicted = np.bincount(p[p >= 0], minlength=k)
+        present = in_true > 0
+        precision = np.divide(tp, in_predicted, out=np.zeros(k), where=in_predicted > 0)
+        recall = np.divide(tp, in_true, out=np.zeros(k), where=present)
+        f1 = np.divide(2 * tp, in_predicted + in_true, out=np.zeros(k), where=(in_predicted + in_true) > 0)
+        return {
+            "accuracy": float(right.mean()),
+            "macro_precision": float(precision[present].mean()),
+            "macro_recall": float(recall[present].mean()),
+            "macro_f1": float(f1[present].mean()),
+        }
+
+    return classification
 
 
 def mcnemar(a: list[dict], b: list[dict]) -> dict:

@@ -43,14 +43,21 @@ def example_nll(
                 input_ids[row, : len(ids)] = torch.tensor(ids)
                 labels[row, : len(ids)] = torch.tensor(row_labels)
                 attention[row, : len(ids)] = 1
+            # Logits only where a label is (as training's loss, train/loss.py): a full-vocabulary
+            # projection of every prompt token was most of this pass's time and memory.
+            shifted = torch.nn.functional.pad(labels[:, 1:], (0, 1), value=-100)
+            keep = shifted != -100
             with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits
-            shifted = labels[:, 1:].to(device)
-            nll = torch.nn.functional.cross_entropy(
-                logits[:, :-1].float().transpose(1, 2), shifted, ignore_index=-100, reduction="none"
-            )
+                logits = model(
+                    input_ids=input_ids.to(device),
+                    attention_mask=attention.to(device),
+                    logits_to_keep=keep.to(device),
+                    use_cache=False,
+                ).logits
+            nll = torch.nn.functional.cross_entropy(logits.float(), shifted[keep].to(device), reduction="none")
+            sums = torch.zeros(len(idx)).index_add_(0, keep.nonzero(as_tuple=True)[0], nll.cpu())
             for row, i in enumerate(idx):
-                out[i] = (nll[row].sum().item(), int((shifted[row] != -100).sum()))
+                out[i] = (sums[row].item(), int(keep[row].sum()))
     finally:
         model.train(was_training)
     return out

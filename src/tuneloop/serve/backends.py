@@ -48,4 +48,11 @@ def open_engine(
         engine = VllmEngine(model, adapters, precision=precision, device=device)
         return engine, engine, why
     engine = Engine(model, adapters, precision=precision, device=device)
-    return engine, Batcher(engine, max_batch=max_batch), why
+    # On a CPU the server shares the cores with whatever else runs: before each batch the thread
+    # count follows the cores other processes leave free (tuneloop/cpu.py), as training does.
+    governor = None
+    if device == "cpu":
+        from tuneloop.cpu import ThreadGovernor
+
+        governor = ThreadGovernor()
+    return engine, Batcher(engine, max_batch=max_batch, governor=governor), why

@@ -48,8 +48,11 @@ def group(items: list[_Item], max_batch: int) -> list[_Group]:
 
 
 class Batcher:
-    def __init__(self, engine: Engine, max_batch: int = 16, wait_ms: float = 5.0):
+    def __init__(self, engine: Engine, max_batch: int = 16, wait_ms: float = 5.0, governor=None):
+        """`governor`: a tuneloop.cpu.ThreadGovernor, stepped on this worker thread before each batch
+        (torch's thread count is set per calling thread, and generate() runs on this one)."""
         self.engine = engine
+        self.governor = governor
         self.max_batch = max_batch
         self.wait = wait_ms / 1000
         self.queue: queue.Queue[_Item | None] = queue.Queue()
@@ -87,6 +90,8 @@ class Batcher:
                     i.future.cancel()
                     if i.streamer is not None:
                         i.streamer.end()
+            if self.governor is not None:
+                self.governor.step()
             for g in group(waiting, self.max_batch):
                 try:
                     results = self.engine.generate([i.request for i in g.items], streamer=g.items[0].streamer)

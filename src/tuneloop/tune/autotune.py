@@ -26,7 +26,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from tuneloop.config import LOWER_IS_BETTER, RunConfig, config_with
+from tuneloop.config import LOWER_IS_BETTER, ConfigError, RunConfig, config_with
 from tuneloop.doctor import diagnose_path, recommend
 from tuneloop.doctor.recommend import estimated_minutes
 from tuneloop.runs import RunDir
@@ -100,12 +100,22 @@ def autotune(
     if select not in SELECT:
         raise ValueError(f"select must be one of {', '.join(SELECT)} (val_loss or metric), not {select!r}")
     console = console or Console()
+    first_minutes = None
+    if max_minutes is not None:  # will even the first run fit? (tuneloop plan: this machine's own speed)
+        from tuneloop.plan import plan_config
+
+        first_minutes = plan_config(config, evaluate=False).train_minutes
+        if first_minutes > max_minutes:
+            raise ConfigError(
+                f"autotune --max-minutes {max_minutes:g}: the first run alone is planned at ~{first_minutes:.1f} "
+                "min on this machine (tuneloop plan); raise the budget, or lower train.epochs or the data"
+            )
     name = config.run_name or "run"
     home = RunDir.create(Path(config.runs_dir) / "autotune", name)
     tune = Autotune(home.path, select)
     original = config.model_dump(mode="json")
     # (changes, step, parent run, estimated minutes)
-    queue: list[tuple[dict, list[dict], str | None, float | None]] = [({}, [], None, None)]
+    queue: list[tuple[dict, list[dict], str | None, float | None]] = [({}, [], None, first_minutes)]
     tried: set[str] = set()
     t0 = time.perf_counter()
     reserve = 0.0  # minutes kept for the final test-split evaluation

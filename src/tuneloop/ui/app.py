@@ -20,6 +20,7 @@ import yaml
 from fastapi import Depends, FastAPI, Form, HTTPException, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
+from starlette.concurrency import run_in_threadpool
 
 from tuneloop.config import ConfigError, LoraConfig, TrainConfig, headline, load_config
 from tuneloop.data.split import MIN_EXAMPLES
@@ -296,11 +297,19 @@ def create_app(
 
     @app.post("/launch", dependencies=[Depends(writable)])
     async def launch_submit(request: Request):
+        """Launch, or with action=plan show what the run would take (tuneloop plan) and keep the form."""
         form = dict(await request.form())
         form.pop("csrf", None)
+        action = form.pop("action", "launch")
         preset = Path(form.pop("preset", ""))
         if preset not in presets:
             raise HTTPException(400, f"unknown preset {preset}")
+
+        def again(**shown):
+            return page(
+                request, "launch.html", presets=[str(p) for p in presets], fields=_fields(), values=form, **shown
+            )
+
         overrides = [f"{k}={v}" for k, v in form.items() if v.strip() and k in LAUNCH_FIELDS]
         if form.get("model", "").strip():
             overrides.append(f"model={form['model'].strip()}")
@@ -308,20 +317,25 @@ def create_app(
             data = Path(form["data"].strip()).expanduser().resolve()
             if roots and not any(data.is_relative_to(r) for r in roots):
                 allowed = ", ".join(map(str, roots))
-                return page(
-                    request,
-                    "launch.html",
-                    presets=[str(p) for p in presets],
-                    fields=_fields(),
+                return again(
                     error=f"data file {data}: outside the folders this dashboard reads ({allowed}); "
-                    "start it with --data-root to allow another",
+                    "start it with --data-root to allow another"
                 )
             overrides.append(f"data.path={data}")
         try:
             config = load_config(preset, overrides)
         except ConfigError as e:
-            return page(request, "launch.html", presets=[str(p) for p in presets], fields=_fields(), error=str(e))
+            return again(error=str(e))
         config.runs_dir = runs_dir
+        if action == "plan":
+            from tuneloop.data import DataError
+            from tuneloop.plan import plan_config
+
+            try:  # loads the data and, the first time for a model, measures this machine (seconds)
+                planned = await run_in_threadpool(plan_config, config)
+            except (ConfigError, DataError) as e:
+                return again(error=str(e))
+            return again(plan=planned.lines(), selected=str(preset))
         return _launch(config.model_dump(mode="json"), config.run_name or "run")
 
     def _launch(config: dict, name: str):

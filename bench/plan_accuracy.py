@@ -1,0 +1,167 @@
+"""Does `tuneloop plan` say how long a run takes, and how much memory it needs, before it starts?
+
+    .venv/bin/python bench/plan_accuracy.py        # ~15 min on 2 cores; writes bench/results/plan_accuracy.json
+
+Five runs that differ in data (JSON tickets, banking77 labels, DialogSum summaries, GSM8K
+reasoning), size, batch, epochs, LoRA rank and method (one full fine-tune), each run as a user runs
+it: `tuneloop plan CONFIG` (which calibrates this machine once per model and setup), then
+`tuneloop run CONFIG`, which prints and records the same plan in run.json before training. The
+estimate is compared with the run's own timings (training; evaluation of the base and fine-tuned
+model on the test split) and its peak memory. Target: every estimate within +-25%.
+The real data are read from ../shared/datasets into a temporary folder, never into the repository.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from environment import save
+
+ROOT = Path(__file__).resolve().parents[1]
+DATASETS = ROOT.parent / "shared" / "datasets"
+TUNELOOP = str(Path(sys.executable).parent / "tuneloop")
+TOLERANCE = 0.25
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> str:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def banking77_rows(n: int) -> list[dict]:
+    with open(DATASETS / "banking77" / "train.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    picked = random.Random(0).sample(rows, n)
+    return [{"prompt": f"Banking intent of this message: {r['text']}", "completion": r["category"]} for r in picked]
+
+
+def cases(work: Path) -> dict[str, dict]:
+    dialogues = [json.loads(line) for line in (DATASETS / "dialogsum" / "dev.jsonl").read_text().splitlines()]
+    dialogues = random.Random(0).sample([r for r in dialogues if len(r["dialogue"]) <= 1200], 100)
+    problems = [json.loads(line) for line in (DATASETS / "gsm8k" / "train.jsonl").read_text().splitlines()]
+    problems = random.Random(0).sample(problems, 120)
+    quickstart = yaml.safe_load((ROOT / "examples" / "quickstart" / "quickstart.yaml").read_text())
+    quickstart["data"]["path"] = str(ROOT / "examples" / "quickstart" / "tickets.jsonl")
+    return {
+        "quickstart (JSON tickets, as shipped)": quickstart,
+        "banking77 400 rows, 2 epochs, auto batch": {
+            "data": {
+                "path": write_jsonl(work / "b77.jsonl", banking77_rows(400)),
+                "validation_size": 40,
+                "test_size": 40,
+                "max_seq_len": 256,
+            },
+            "train": {"epochs": 2, "learning_rate": 4e-4},
+            "eval": {"batch_size": 20},
+        },
+        "dialogsum 100 rows, batch 4": {
+            "data": {
+                "path": write_jsonl(
+                    work / "dialogsum.jsonl",
+                    [
+                        {
+                            "prompt": f"Summarise this dialogue in one or two sentences.\n\n{r['dialogue']}",
+                            "completion": r["summary"],
+                        }
+                        for r in dialogues
+                    ],
+                ),
+                "validation_size": 10,
+                "test_size": 15,
+                "max_seq_len": 512,
+            },
+            "train": {"epochs": 1, "batch_size": 4},
+            "eval": {"batch_size": 16},
+        },
+        "gsm8k 120 rows, LoRA r8": {
+            "data": {
+                "path": write_jsonl(
+                    work / "gsm8k.jsonl", [{"prompt": r["question"], "completion": r["answer"]} for r in problems]
+                ),
+                "validation_size": 12,
+                "test_size": 16,
+                "max_seq_len": 512,
+            },
+            "lora": {"r": 8, "alpha": 16},
+            "train": {"epochs": 1, "batch_size": 8},
+            "eval": {"batch_size": 16},
+        },
+        "banking77 160 rows, full fine-tuning": {
+            "data": {
+                "path": write_jsonl(work / "b77_full.jsonl", banking77_rows(160)),
+                "validation_size": 16,
+                "test_size": 24,
+                "max_seq_len": 256,
+            },
+            "train": {"method": "full", "epochs": 1, "batch_size": 8, "learning_rate": 2e-5},
+            "eval": {"batch_size": 24},
+        },
+    }
+
+
+def run_case(name: str, config: dict, work: Path) -> dict:
+    slug = "".join(c if c.isalnum() else "-" for c in name.split(" (")[0].split(",")[0])
+    config = {**config, "model": "smollm2-135m-instruct", "run_name": slug, "runs_dir": str(work / "runs")}
+    path = work / f"{slug}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    planned = subprocess.run([TUNELOOP, "plan", str(path), "--json"], capture_output=True, text=True)
+    if planned.returncode:
+        raise SystemExit(f"{name}: plan failed\n{planned.stderr[-3000:]}")
+    done = subprocess.run([TUNELOOP, "run", str(path)], capture_output=True, text=True, cwd=work)
+    if done.returncode:
+        raise SystemExit(f"{name}: run failed\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    run = max((work / "runs").glob(f"{slug}-*"), key=lambda p: p.stat().st_mtime)
+    info = json.loads((run / "run.json").read_text())
+    plan, timings = info["plan"], info["timings"]
+    peak_mb = max(json.loads(line).get("peak_memory_mb", 0) for line in (run / "metrics.jsonl").open())
+    actual = {
+        "train_minutes": timings["train"] / 60,
+        "eval_minutes": timings["evaluate"] / 60,
+        "total_minutes": (timings["train"] + timings["evaluate"]) / 60,
+        "peak_memory_gib": peak_mb / 1024,
+    }
+    ratios = {k: round(plan[k] / actual[k], 3) for k in actual}
+    result = {
+        "case": name,
+        "rows": plan["train_rows"],
+        "epochs": plan["epochs"],
+        "batch_size": plan["batch_size"],
+        "steps": plan["steps"],
+        "train_tokens": plan["train_tokens"],
+        "planned": {k: plan[k] for k in actual} | {"parts_seconds": plan["parts"]},
+        "actual": {k: round(v, 3) for k, v in actual.items()},
+        "plan_over_actual": ratios,
+        "within_25_percent": all(abs(r - 1) <= TOLERANCE for r in ratios.values()),
+    }
+    print(json.dumps(result), flush=True)
+    return result
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory(prefix="tuneloop-plan-") as tmp:
+        work = Path(tmp)
+        results = [run_case(name, config, work) for name, config in cases(work).items()]
+    worst = max(abs(r - 1) for c in results for r in c["plan_over_actual"].values())
+    path = save(
+        "plan_accuracy",
+        {
+            "cases": results,
+            "worst_error": round(worst, 3),
+            "all_within_25_percent": all(c["within_25_percent"] for c in results),
+            "target": "every estimate (training, evaluation, total minutes; peak memory) within +-25%",
+        },
+    )
+    print(f"worst error {worst:.1%}; wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,43 @@
+"""Plan a run before it starts: tokens, steps, minutes for training and evaluation, peak memory."""
+
+from __future__ import annotations
+
+from tuneloop.data import Splits
+from tuneloop.plan.calibrate import Calibration, calibration
+from tuneloop.plan.estimate import Plan, estimate
+from tuneloop.plan.gpus import GPUS, gpu_estimate
+
+
+def plan_resolved(config, splits, tokenizer, folder, device: str, refresh: bool = False) -> Plan:
+    """The plan of a config whose `auto` values are resolved (what `tuneloop run` prints at its start)."""
+    from transformers import AutoConfig
+
+    from tuneloop.train.memory import free_memory_bytes
+
+    calib, measured = calibration(folder, config, device, refresh)
+    plan = estimate(
+        config, splits, tokenizer, calib, AutoConfig.from_pretrained(folder), device, free_memory_bytes(device)
+    )
+    if measured:
+        plan.notes.append("this machine was calibrated for this model now; later plans reuse it")
+    return plan
+
+
+def plan_config(config, refresh: bool = False, evaluate: bool = True) -> Plan:
+    """`tuneloop plan CONFIG`: the data loaded and checked as `tuneloop run` would, `auto` resolved.
+    `evaluate=False`: a run that stops after training (`tuneloop train`, autotune's runs)."""
+    from tuneloop.data.prepare import prepare_data
+    from tuneloop.models import load_tokenizer, resolve_model
+    from tuneloop.models.precision import default_device
+    from tuneloop.train.auto import resolve_auto
+
+    device = default_device()
+    folder = resolve_model(config.model)
+    tokenizer = load_tokenizer(folder)
+    prepared = prepare_data(config.data, tokenizer)
+    config, _ = resolve_auto(config, prepared.splits, prepared.report, folder, device, tokenizer)
+    splits = prepared.splits if evaluate else Splits(prepared.splits.train, prepared.splits.validation, [])
+    return plan_resolved(config, splits, tokenizer, folder, device, refresh)
+
+
+__all__ = ["GPUS", "Calibration", "Plan", "gpu_estimate", "plan_config", "plan_resolved"]

@@ -1,0 +1,326 @@
+"""How fast this machine runs a model: a few seconds of measurement on first use, cached.
+
+A training step of b rows padded to s tokens, l of them learned (the loss projects only those onto
+the vocabulary, train/loss.py), takes about
+
+    c0 + c1 * (b*s + kappa*l) + c2 * b*s^2   seconds
+
+c0: the fixed cost of a step (optimizer, per-operator overhead); c1: the linear layers, per token;
+c2: attention, per token and per token attended to; kappa: the LM head's FLOPs per learned token
+over the layers' FLOPs per token, from the model's shape. c0..c2 are fitted to real steps of the
+config's model, set up as the config trains it (LoRA or full, precision), at five shapes.
+The same form is fitted to the no-grad forwards of the Trainer's validation pass (training's
+attention kernel) and of the test evaluation (SDPA, padded rows), and generating a new token for
+b rows at context length n costs g0 + g1*b + g2*b*n. Writing a checkpoint is timed once too.
+
+The result is cached per machine (CPU, cores, torch), model and setup under TUNELOOP_HOME, so only
+the first plan for a model pays for the measurement (~10 s for SmolLM2-135M on 2 cores).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import platform
+import resource
+import time
+from dataclasses import asdict, dataclass
+
+from tuneloop.paths import tuneloop_home
+from tuneloop.train.memory import activation_bytes_per_token
+
+TRAIN_SHAPES = [(2, 32), (8, 48), (16, 64), (4, 256)]  # (rows, tokens): short to long, few to many
+VALIDATION_SHAPES = [(8, 48), (16, 64), (4, 256)]
+EVAL_SHAPES = [(4, 64), (16, 64), (16, 256), (4, 512)]
+GENERATE_SHAPES = [(1, 32), (16, 32), (16, 256)]  # (rows, prompt tokens)
+GENERATE_TOKENS = 10
+LEARNED_PER_ROW = 4
+
+
+@dataclass
+class Calibration:
+    train: list[float]  # c0, c1, c2 of a training step
+    validation: list[float]  # the same for the Trainer's no-grad validation forward
+    evaluation: list[float]  # and for the test evaluation's (SDPA, padded rows)
+    generate: list[float]  # g0, g1, g2: seconds per new token for b rows at context n
+    kappa: float  # LM-head FLOPs per learned token / layer FLOPs per token
+    load_seconds: float  # loading the model
+    save_bytes_per_second: float  # writing the trainable weights and the optimizer state
+    checkpoint_bytes_per_parameter: float  # bytes a checkpoint takes per trainable parameter
+    trainable_parameters: int
+    fixed_rss_bytes: float  # the process's peak memory less the activations of the measured steps
+    measured_with: dict  # what the numbers belong to (the cache key's parts)
+
+    def step_seconds(self, rows: int, width: int, learned: int) -> float:
+        return _cost(self.train, self.kappa, rows, width, learned)
+
+    def validation_seconds(self, rows: int, width: int) -> float:
+        return _cost(self.validation, self.kappa, rows, width, rows)
+
+    def evaluation_seconds(self, rows: int, width: int) -> float:
+        return _cost(self.evaluation, self.kappa, rows, width, rows)
+
+    def generate_seconds(self, rows: int, prompt_width: int, new_tokens: int) -> float:
+        g0, g1, g2 = self.generate
+        context = new_tokens * prompt_width + new_tokens**2 / 2  # summed over the new tokens
+        return self.evaluation_seconds(rows, prompt_width) + new_tokens * (g0 + g1 * rows) + g2 * rows * context
+
+    def checkpoint_seconds(self) -> float:
+        return self.trainable_parameters * self.checkpoint_bytes_per_parameter / self.save_bytes_per_second
+
+
+def _cost(coef: list[float], kappa: float, rows: int, width: int, learned: int) -> float:
+    c0, c1, c2 = coef
+    return c0 + c1 * (rows * width + kappa * learned) + c2 * rows * width**2
+
+
+def machine() -> dict:
+    """What a measurement depends on besides the model: the processor, the cores this process
+    may use, and torch."""
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else cpu
+    return {"device": device, "cores": len(os.sched_getaffinity(0)), "torch": torch.__version__}
+
+
+def setup_of(config) -> dict:
+    """The parts of a run config that change a step's cost per token (not its shape)."""
+    t = config.train
+    return {
+        "method": "full" if t.method == "full" else "lora",
+        "precision": t.precision,
+        "lora_r": None if t.method == "full" else config.lora.r,
+        "targets": None if t.method == "full" else config.lora.target_modules,
+        "dora": None if t.method == "full" else config.lora.use_dora,
+    }
+
+
+def calibration(folder, config, device: str, refresh: bool = False) -> tuple[Calibration, bool]:
+    """The cached calibration for this machine, model and setup, measured first if there is none.
+    Returns it and whether it was measured now."""
+    from tuneloop.models.precision import choose_precision
+
+    if config.train.precision == "auto":
+        config = config.model_copy(deep=True)
+        config.train.precision = choose_precision("auto", device).value
+    key = {"machine": machine(), "model": _model_id(folder), "setup": setup_of(config)}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    path = tuneloop_home() / "calibration" / f"{digest}.json"
+    if path.exists() and not refresh:
+        try:
+            return Calibration(**json.loads(path.read_text())), False
+        except (ValueError, TypeError):  # an older or damaged file: measure again
+            pass
+    result = measure(folder, config, device, key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(asdict(result), indent=1))
+    tmp.replace(path)  # several processes may calibrate at once; each write is whole
+    return result, True
+
+
+def _model_id(folder) -> str:
+    """The model's name and architecture: a re-converted or edited folder is measured again."""
+    from pathlib import Path
+
+    config_file = Path(folder) / "config.json"
+    text = config_file.read_text() if config_file.exists() else str(folder)
+    return f"{Path(folder).name}:{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+
+
+def measure(folder, config, device: str, key: dict) -> Calibration:
+    import torch
+    import torch.nn.functional as F
+    from peft.helpers import disable_input_dtype_casting
+
+    from tuneloop.models.precision import Precision
+    from tuneloop.models.trainable import load_for_training
+    from tuneloop.train.sft import adapter_config
+
+    precision = Precision(config.train.precision)
+    t = time.perf_counter()
+    model, _ = load_for_training(folder, config.train, precision, device)
+    load_seconds = time.perf_counter() - t
+    if (peft_config := adapter_config(model, config.train, config.lora)) is not None:
+        from peft import get_peft_model
+
+        model = get_peft_model(model, peft_config)
+    kappa = _head_share(model.config)
+    vocab = model.config.vocab_size
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=1e-6)
+    autocast = precision.autocast_dtype
+    generator = torch.Generator().manual_seed(0)
+
+    def batch(rows: int, width: int):
+        ids = torch.randint(10, vocab - 1, (rows, width), generator=generator).to(device)
+        keep = torch.zeros(rows, width, dtype=torch.bool, device=device)
+        keep[:, -LEARNED_PER_ROW - 1 : -1] = True
+        return ids, keep
+
+    def forward(ids, keep, mask=None):
+        with (
+            torch.autocast(device, dtype=autocast, enabled=autocast is not None),
+            disable_input_dtype_casting(model, active=autocast is not None),
+        ):
+            logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=keep, use_cache=False).logits.float()
+        return F.cross_entropy(logits, ids[:, 1:][keep[:, :-1]])
+
+    def train_step(ids, keep):
+        forward(ids, keep).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    def no_grad_step(ids, keep):
+        with torch.no_grad():
+            forward(ids, keep)
+
+    def padded_step(ids, keep):  # the test evaluation's batches: rows of different lengths, padded
+        mask = torch.ones_like(ids)
+        mask[1::2, ids.shape[1] // 2 :] = 0
+        with torch.no_grad():
+            forward(ids, keep, mask)
+
+    def timed(step, rows, width) -> float:
+        ids, keep = batch(rows, width)
+        step(ids, keep)  # warm-up: kernels for a new shape are built on first use
+        return _seconds(lambda: step(ids, keep), device)
+
+    model.train()
+    train = [(r, w, timed(train_step, r, w)) for r, w in TRAIN_SHAPES]
+    save_rate, checkpoint_bytes = _save_rate(model, optimizer)
+    model.eval()
+    validation = [(r, w, timed(no_grad_step, r, w)) for r, w in VALIDATION_SHAPES]
+    model.set_attn_implementation("sdpa")  # as the test evaluation and generation run (eval/base_vs_tuned.py)
+    evaluation = [(r, w, timed(padded_step, r, w)) for r, w in EVAL_SHAPES]
+    # Per new token: the time between decoding steps (a logits processor sees each step), so
+    # neither the call's setup nor the prompt's forward is in it.
+    per_token = []
+    for rows, prompt in GENERATE_SHAPES:
+        ids, _ = batch(rows, prompt)
+        steps = _decode_step_times(model, ids, autocast, device)
+        per_token.append(([1.0, rows, rows * (prompt + GENERATE_TOKENS / 2)], steps))
+
+    def fit(points):
+        return _least_squares(
+            [[1.0, r * w + kappa * r * LEARNED_PER_ROW, r * w * w] for r, w, _ in points], [s for *_, s in points]
+        )
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return Calibration(
+        train=fit(train),
+        validation=fit(validation),
+        evaluation=fit(evaluation),
+        generate=_least_squares([x for x, _ in per_token], [y for _, y in per_token]),
+        kappa=kappa,
+        load_seconds=round(load_seconds, 3),
+        save_bytes_per_second=save_rate,
+        checkpoint_bytes_per_parameter=checkpoint_bytes / max(1, sum(p.numel() for p in params)),
+        trainable_parameters=sum(p.numel() for p in params),
+        fixed_rss_bytes=float(peak - max(batch_activation_bytes(model.config, r, w) for r, w in TRAIN_SHAPES)),
+        measured_with=key,
+    )
+
+
+def _decode_step_times(model, ids, autocast, device: str) -> float:
+    """Median seconds between the decoding steps of one generate() call over `ids`."""
+    import torch
+    from transformers import LogitsProcessor, LogitsProcessorList
+
+    stamps: list[float] = []
+
+    class Stamp(LogitsProcessor):
+        def __call__(self, input_ids, scores):
+            if device == "cuda":
+                torch.cuda.synchronize()
+            stamps.append(time.perf_counter())
+            return scores
+
+    # Left-padded as evaluation's batches are (models/generate.py): with padding in the mask the
+    # decoding steps take another path, measured 0.056 s against 0.078 s (16 rows, 150 tokens).
+    mask = torch.ones_like(ids)
+    mask[1::2, :4] = 0
+    with torch.no_grad(), torch.autocast(device, dtype=autocast, enabled=autocast is not None):
+        model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            min_new_tokens=GENERATE_TOKENS,
+            max_new_tokens=GENERATE_TOKENS,
+            do_sample=False,
+            pad_token_id=0,
+            logits_processor=LogitsProcessorList([Stamp()]),
+        )
+    gaps = sorted(b - a for a, b in itertools.pairwise(stamps))
+    return gaps[len(gaps) // 2]
+
+
+def _least_squares(rows: list[list[float]], y: list[float]) -> list[float]:
+    """Non-negative coefficients: a term that fits negative (noise at small sizes) is dropped and
+    the rest refitted."""
+    import numpy as np
+
+    a, b = np.array(rows), np.array(y)
+    cols = list(range(a.shape[1]))
+    while True:
+        coef, *_ = np.linalg.lstsq(a[:, cols], b, rcond=None)
+        if (coef >= 0).all() or len(cols) == 1:
+            out = np.zeros(a.shape[1])
+            out[cols] = np.clip(coef, 0, None)
+            return [float(c) for c in out]
+        cols.pop(int(np.argmin(coef)))
+
+
+def _save_rate(model, optimizer) -> tuple[float, int]:
+    """Bytes per second of writing a checkpoint (trainable weights and optimizer state, as the
+    Trainer saves them), and that checkpoint's size."""
+    import tempfile
+
+    import torch
+
+    state = {
+        "weights": {n: p.detach() for n, p in model.named_parameters() if p.requires_grad},
+        "optimizer": optimizer.state_dict(),
+    }
+    with tempfile.TemporaryDirectory(dir=tuneloop_home()) as folder:
+        path = f"{folder}/checkpoint.pt"
+        t = time.perf_counter()
+        torch.save(state, path)
+        seconds = time.perf_counter() - t
+        size = os.path.getsize(path)
+    return size / max(seconds, 1e-6), size
+
+
+def batch_activation_bytes(model_config, rows: int, width: int) -> float:
+    return activation_bytes_per_token(model_config, width) * rows * width
+
+
+def _seconds(fn, device: str) -> float:
+    import torch
+
+    if device == "cuda":
+        torch.cuda.synchronize()
+    t = time.perf_counter()
+    fn()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - t
+
+
+def _head_share(model_config) -> float:
+    """LM-head FLOPs per projected token over the decoder layers' FLOPs per token (weights only)."""
+    hidden, layers = model_config.hidden_size, model_config.num_hidden_layers
+    heads = model_config.num_attention_heads
+    kv_heads = getattr(model_config, "num_key_value_heads", None) or heads
+    head_dim = getattr(model_config, "head_dim", None) or hidden // heads
+    inter = getattr(model_config, "intermediate_size", 4 * hidden)
+    attention = hidden * head_dim * (2 * heads + 2 * kv_heads)
+    mlp = 3 * hidden * inter
+    return model_config.vocab_size * hidden / (layers * (attention + mlp))

@@ -1,0 +1,228 @@
+"""`tuneloop plan`: what a run will cost before it starts — tokens, steps, minutes, memory.
+
+Minutes come from the run's own batches (the same length-grouped order the Trainer will draw, so
+padding is counted) priced by this machine's calibration (plan/calibrate.py): every training step,
+every validation pass, continuous evaluation within its budget, and the test evaluation of the
+base and the fine-tuned model. Memory is the calibration process's own peak plus the activations
+of the widest batch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+from tuneloop.config import RunConfig
+from tuneloop.data import Splits
+from tuneloop.plan.calibrate import Calibration, batch_activation_bytes
+from tuneloop.train.task_eval import TRAIN_SAMPLE_ROWS
+
+# Regional compilation (train/speed.py) on CPU, measured on the banking77 benchmark (LOG.md): a
+# step takes ~0.8x the eager one, after ~4 s of compiling with warm caches (~17 s the first time).
+COMPILED_STEP = 0.8
+COMPILE_SECONDS = 6.0
+# The Trainer around the measured steps (quickstart, LOG.md): building it (PEFT, TRL's dataset
+# preparation) took ~2.5 s, and a validation pass 1.2x the bare forwards of its batches.
+TRAINER_SETUP_SECONDS = 2.5
+TRAINER_EVAL_OVERHEAD = 1.2
+# Activation checkpointing recomputes the forward in the backward: about a third more per step.
+CHECKPOINTED_STEP = 1.33
+
+
+@dataclass
+class Plan:
+    train_rows: int
+    train_tokens: int  # real tokens of one epoch, all epochs below
+    padded_tokens: int  # what the steps compute, all epochs
+    epochs: float
+    batch_size: int
+    steps: int
+    train_minutes: float  # model load, steps, validation passes, continuous evaluation
+    eval_minutes: float  # the test split, base and fine-tuned model
+    peak_memory_gib: float
+    free_memory_gib: float
+    device: str
+    forward_tokens: int = 0  # no-grad forward: validation passes, test loss, prompts (for --gpu)
+    decode_steps: int = 0  # batched decoding steps of generation (for --gpu)
+    activation_bytes: float = 0.0  # of the widest training batch
+    parts: dict = field(default_factory=dict)  # seconds by part
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def total_minutes(self) -> float:
+        return round(self.train_minutes + self.eval_minutes, 2)
+
+    @property
+    def fits(self) -> bool:
+        return self.peak_memory_gib <= self.free_memory_gib
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "total_minutes": self.total_minutes, "fits": self.fits}
+
+    def lines(self) -> list[str]:
+        fit = "fits" if self.fits else "does NOT fit: lower train.batch_size or data.max_seq_len"
+        return [
+            f"plan: {self.train_rows:,} training rows x {self.epochs:g} epochs = {self.train_tokens:,} tokens "
+            f"({self.padded_tokens:,} with padding), {self.steps:,} steps of {self.batch_size}",
+            f"plan: ~{_minutes(self.train_minutes)} training + ~{_minutes(self.eval_minutes)} evaluation "
+            f"on {self.device} = ~{_minutes(self.total_minutes)}",
+            f"plan: peak memory ~{self.peak_memory_gib:.1f} GiB of {self.free_memory_gib:.1f} GiB free: {fit}",
+            *(f"plan: {n}" for n in self.notes),
+        ]
+
+
+def _minutes(m: float) -> str:
+    return f"{m:.1f} min" if m < 120 else f"{m / 60:.1f} h"
+
+
+def train_batches(lengths: list[int], batch_size: int, accumulation: int, seed: int, epochs: float):
+    """The (indices) of every micro-batch training will run: the length-grouped order the Trainer
+    draws (train/sampler.py), epoch by epoch, a fractional last epoch cut as the Trainer cuts it."""
+    from tuneloop.train.sampler import EpochSeededLengthGroupedSampler
+
+    sampler = EpochSeededLengthGroupedSampler(lengths, batch_size * accumulation, seed)
+    per_epoch = math.ceil(len(lengths) / batch_size)
+    steps_per_epoch = math.ceil(per_epoch / accumulation)
+    total_steps = math.ceil(steps_per_epoch * epochs)
+    out = []
+    for epoch in range(math.ceil(epochs)):
+        sampler.set_epoch(epoch)
+        order = list(sampler)
+        out += [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    return out[: total_steps * accumulation], total_steps
+
+
+def estimate(
+    config: RunConfig, splits: Splits, tokenizer, calib: Calibration, model_config, device: str, free_bytes: float
+) -> Plan:
+    """The plan of a run whose `auto` values are resolved (train/auto.py)."""
+    from tuneloop.data.tokens import token_lengths
+    from tuneloop.eval.evaluate import generation_set
+    from tuneloop.train.preference import PREFERENCE_METHODS
+    from tuneloop.train.sft import eval_steps_for, save_steps_for
+
+    t, e = config.train, config.eval
+    train_on = config.data.train_on
+    train_len = token_lengths(splits.train, tokenizer, train_on)
+    val_len = token_lengths(splits.validation, tokenizer, train_on) if splits.validation else None
+    preference = t.method in PREFERENCE_METHODS
+    factor = (COMPILED_STEP if t.compile else 1.0) * (CHECKPOINTED_STEP if t.gradient_checkpointing else 1.0)
+    batches, steps = train_batches(train_len.total, t.batch_size, t.gradient_accumulation, t.seed, t.epochs)
+
+    step_seconds = 0.0
+    padded = 0
+    widest = (0, 0)
+    for idx in batches:
+        rows, width = len(idx), max(train_len.total[i] for i in idx)
+        learned = sum(train_len.learned[i] for i in idx)
+        if preference:  # chosen and rejected side by side; DPO also runs its reference model forward
+            rows *= 2
+            learned *= 2
+        cost = calib.step_seconds(rows, width, learned)
+        if t.method == "dpo":
+            cost += calib.validation_seconds(rows, width)
+        step_seconds += cost * factor
+        padded += rows * width
+        widest = max(widest, (rows * width, rows, width))
+    parts = {"load": calib.load_seconds + TRAINER_SETUP_SECONDS, "steps": step_seconds}
+    notes = []
+    if t.compile:
+        parts["compile"] = COMPILE_SECONDS
+        notes.append(f"compiled steps assumed {COMPILED_STEP}x eager after ~{COMPILE_SECONDS:.0f} s of compiling")
+
+    every = eval_steps_for(t, len(splits.train))
+    # The Trainer saves a checkpoint (weights and optimizer state) every save_steps, and the weights at the end.
+    parts["checkpoints"] = (steps // save_steps_for(t, every)) * calib.checkpoint_seconds() + (
+        calib.trainable_parameters * 4 / calib.save_bytes_per_second
+    )
+    forward_tokens = decode_steps = 0
+    if val_len is not None and val_len.total:
+        passes = steps // every + (1 if steps % every else 0)
+        chunks = _chunks(val_len.total, t.batch_size, sort=False)
+        parts["validation"] = (
+            passes * TRAINER_EVAL_OVERHEAD * sum(calib.validation_seconds(len(c), max(c)) for c in chunks)
+        )
+        forward_tokens += passes * sum(len(c) * max(c) for c in chunks)
+        scoring = config.train.metric_rows > 0 and not preference and splits.validation[0].kind != "text"
+        if scoring:
+            sample = generation_set(splits.validation[: t.metric_rows], e)
+            # The first scoring comes early, before the model has learned when to stop: priced as the base model.
+            first, first_steps, first_prompts = _generation(calib, sample, tokenizer, e, tuned=False)
+            one, one_steps, one_prompts = _generation(calib, sample, tokenizer, e, tuned=True)
+            before = sum(v for k, v in parts.items() if k != "load")
+            # The first and the last evaluation always score; those between, while within the budget
+            # (train/task_eval.py); the last also scores a sample of the training split.
+            affordable = math.floor(t.metric_budget * before / one) if one else passes
+            later = min(passes, max(2, affordable)) - 1 + min(TRAIN_SAMPLE_ROWS, len(splits.train)) / len(sample)
+            parts["metric"] = first + later * one
+            decode_steps += first_steps + round(later * one_steps)
+            forward_tokens += first_prompts + round(later * one_prompts)
+
+    test = splits.test
+    eval_seconds = {}
+    if test:
+        test_len = token_lengths(test, tokenizer, train_on)
+        chunks = _chunks(test_len.total, e.batch_size, sort=True)
+        gen_set = generation_set(test, e)
+        base, base_steps, base_prompts = _generation(calib, gen_set, tokenizer, e, tuned=False)
+        tuned, tuned_steps, tuned_prompts = _generation(calib, gen_set, tokenizer, e, tuned=True)
+        eval_seconds = {
+            "test_loss": 2 * sum(calib.evaluation_seconds(len(c), max(c)) for c in chunks),
+            "generate_base": base,
+            "generate_tuned": tuned,
+        }
+        forward_tokens += 2 * sum(len(c) * max(c) for c in chunks) + base_prompts + tuned_prompts
+        decode_steps += base_steps + tuned_steps
+        if t.method == "full":  # its base model is evaluated before training changes the weights (pipeline.py)
+            parts["base_evaluation"] = eval_seconds.pop("generate_base") + eval_seconds["test_loss"] / 2
+            eval_seconds["test_loss"] /= 2
+            notes.append("full fine-tuning: the base model is evaluated before training, and counted there")
+    activations = batch_activation_bytes(model_config, widest[1], widest[2])
+    peak = calib.fixed_rss_bytes + activations
+    tokens = sum(train_len.total)
+    return Plan(
+        train_rows=len(splits.train),
+        train_tokens=tokens,
+        padded_tokens=padded,
+        epochs=t.epochs,
+        batch_size=t.batch_size,
+        steps=steps,
+        train_minutes=round(sum(parts.values()) / 60, 2),
+        eval_minutes=round(sum(eval_seconds.values()) / 60, 2),
+        peak_memory_gib=round(peak / 2**30, 2),
+        free_memory_gib=round(free_bytes / 2**30, 2),
+        device=calib.measured_with["machine"]["device"] if device == "cuda" else "this CPU",
+        forward_tokens=forward_tokens,
+        decode_steps=decode_steps,
+        activation_bytes=activations,
+        parts={k: round(v, 3) for k, v in {**parts, **eval_seconds}.items()},
+        notes=notes,
+    )
+
+
+def _chunks(lengths: list[int], size: int, sort: bool) -> list[list[int]]:
+    values = sorted(lengths) if sort else list(lengths)
+    return [values[i : i + size] for i in range(0, len(values), size)]
+
+
+def _generation(calib: Calibration, examples, tokenizer, e, tuned: bool) -> tuple[float, int, int]:
+    """Generating answers in batches of eval.batch_size, prompts sorted by length
+    (models/generate.py). A batch stops when all its rows have: the fine-tuned model at about its
+    longest reference answer, the base model assumed to use all of max_new_tokens.
+    Returns seconds, decoding steps and prompt tokens."""
+    from tuneloop.data.tokens import token_lengths
+
+    if not examples:
+        return 0.0, 0, 0
+    lengths = token_lengths(examples, tokenizer, "last_assistant")
+    prompts = [total - learned for total, learned in zip(lengths.total, lengths.learned)]
+    order = sorted(range(len(examples)), key=lambda i: prompts[i])
+    limit = e.max_new_tokens if isinstance(e.max_new_tokens, int) else 128
+    seconds, steps, prompt_tokens = 0.0, 0, 0
+    for start in range(0, len(order), e.batch_size):
+        idx = order[start : start + e.batch_size]
+        new = min(limit, max(lengths.learned[i] for i in idx) + 1) if tuned else limit
+        width = max(prompts[i] for i in idx)
+        seconds += calib.generate_seconds(len(idx), width, new)
+        steps, prompt_tokens = steps + new, prompt_tokens + len(idx) * width
+    return seconds, steps, prompt_tokens

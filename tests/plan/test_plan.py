@@ -1,0 +1,124 @@
+"""The planner: its arithmetic, its cache, the steps it counts, and `tuneloop plan` end to end."""
+
+import json
+import math
+
+import pytest
+
+from conftest import tiny_run_config, tuneloop
+from tuneloop.plan import Calibration, calibration
+from tuneloop.plan.estimate import train_batches
+from tuneloop.plan.gpus import gpu_estimate, parameter_counts
+
+CALIB = Calibration(
+    train=[0.1, 1e-3, 1e-6],
+    validation=[0.05, 4e-4, 4e-7],
+    evaluation=[0.04, 3e-4, 5e-7],
+    generate=[0.03, 0.002, 1e-6],
+    kappa=0.25,
+    load_seconds=0.5,
+    save_bytes_per_second=1e9,
+    checkpoint_bytes_per_parameter=12.0,
+    trainable_parameters=5_000_000,
+    fixed_rss_bytes=1e9,
+    measured_with={},
+)
+
+
+@pytest.mark.parametrize(
+    "rows, width, learned, seconds",
+    [
+        (8, 48, 32, 0.1 + 1e-3 * (384 + 8) + 1e-6 * 8 * 48**2),
+        (1, 1, 0, 0.1 + 1e-3 + 1e-6),
+        (16, 512, 0, 0.1 + 1e-3 * 8192 + 1e-6 * 16 * 512**2),
+    ],
+)
+def test_step_seconds(rows, width, learned, seconds):
+    assert CALIB.step_seconds(rows, width, learned) == pytest.approx(seconds)
+
+
+def test_generation_is_a_prompt_forward_plus_each_new_token_at_its_context():
+    prompt = CALIB.evaluation_seconds(4, 100)
+    context = sum(100 + i + 0.5 for i in range(10))  # each new token attends to what is before it
+    expected = prompt + 10 * (0.03 + 0.002 * 4) + 1e-6 * 4 * context
+    assert CALIB.generate_seconds(4, 100, 10) == pytest.approx(expected)
+
+
+def test_checkpoint_seconds():
+    assert CALIB.checkpoint_seconds() == pytest.approx(5_000_000 * 12 / 1e9)
+
+
+@pytest.mark.parametrize(
+    "n, batch, accumulation, epochs, steps",
+    [(100, 8, 1, 1, 13), (100, 8, 2, 1, 7), (100, 8, 1, 2.5, 33), (7, 16, 1, 3, 3), (64, 4, 4, 1, 4)],
+)
+def test_train_batches_count_the_trainers_steps(n, batch, accumulation, epochs, steps):
+    lengths = [10 + i % 13 for i in range(n)]
+    batches, counted = train_batches(lengths, batch, accumulation, seed=0, epochs=epochs)
+    assert counted == steps
+    assert len(batches) == min(steps * accumulation, math.ceil(n / batch) * math.ceil(epochs))
+    assert all(len(b) <= batch for b in batches)
+
+
+def test_calibration_is_measured_once_per_setup(tmp_path, tiny_model, monkeypatch):
+    monkeypatch.setenv("TUNELOOP_HOME", str(tmp_path / "home"))
+    config = tiny_run_config(tmp_path, tiny_model)
+    first, measured = calibration(tiny_model, config, "cpu")
+    assert measured and first.train[1] > 0 and first.validation[1] > 0 and first.evaluation[1] > 0
+    assert first.generate[0] > 0 and first.save_bytes_per_second > 0 and first.trainable_parameters > 0
+    again, measured = calibration(tiny_model, config, "cpu")
+    assert not measured and again == first
+    config.lora.r = 8  # another adapter shape: measured again
+    assert calibration(tiny_model, config, "cpu")[1]
+
+
+def test_gpu_estimate_from_published_numbers():
+    class Plan:
+        padded_tokens, forward_tokens, decode_steps, activation_bytes = 1_000_000, 100_000, 1_000, 0.0
+
+    out = gpu_estimate(Plan, "h100", n_params=1_000_000_000, trainable=10_000_000, method="lora")
+    seconds = 1_000_000 * 4e9 / (989e12 * 0.35) + 100_000 * 2e9 / (989e12 * 0.35) + 1_000 * 2e9 / (3.35e12 * 0.6)
+    assert out["minutes"] == pytest.approx(seconds / 60, abs=0.01)
+    assert out["fits"] and "not measured" in out["assumed"]
+    with pytest.raises(ValueError, match="known: H200, H100"):
+        gpu_estimate(Plan, "toaster", 1, 1, "lora")
+
+
+def test_parameter_counts_without_weights(tiny_model, tmp_path):
+    config = tiny_run_config(tmp_path, tiny_model)
+    total, trainable = parameter_counts(tiny_model, config)
+    config.train.method = "full"
+    assert parameter_counts(tiny_model, config) == (total, total)
+    assert 0 < trainable < total
+
+
+def test_run_prints_and_records_the_plan_and_counts_its_steps(tmp_path, tiny_model):
+    from rich.console import Console
+
+    from tuneloop.pipeline import run_loop
+
+    config = tiny_run_config(tmp_path, tiny_model, epochs=2)
+    console = Console(record=True, width=200)
+    result = run_loop(config, console)
+    plan = json.loads(result.run.info_file.read_text())["plan"]
+    last_step = max(m["step"] for m in result.run.read_metrics())
+    assert plan["steps"] == last_step
+    assert plan["train_minutes"] > 0 and plan["peak_memory_gib"] > 0
+    assert plan["parts"]["steps"] > 0 and plan["parts"]["test_loss"] > 0 and plan["parts"]["generate_tuned"] > 0
+    printed = console.export_text()
+    assert "plan: " in printed and "min training" in printed
+
+
+def test_plan_command(tmp_path, tiny_model):
+    config = tiny_run_config(tmp_path, tiny_model)
+    path = tmp_path / "c.json"  # YAML is a superset of JSON
+    path.write_text(json.dumps(config.model_dump(mode="json")))
+    done = tuneloop("plan", path, "--gpu", "A100", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "min training" in done.stdout and "GiB free" in done.stdout
+    assert "estimate for one A100 (assumed, not measured" in done.stdout
+    as_json = json.loads(tuneloop("plan", path, "--json", cwd=tmp_path).stdout)
+    assert as_json["steps"] > 0 and as_json["fits"] is True
+    assert not (tmp_path / "runs").exists()  # planning starts nothing
+    bad = tuneloop("plan", path, "--gpu", "toaster", cwd=tmp_path)
+    assert bad.returncode == 2 and "known: H200" in bad.stderr
