@@ -140,6 +140,11 @@ def run_case(name: str, config: dict, work: Path) -> dict:
         "planned": {k: plan[k] for k in actual} | {"parts_seconds": plan["parts"]},
         "actual": {k: round(v, 3) for k, v in actual.items()},
         "plan_over_actual": ratios,
+        # one part, for diagnosis: continuous evaluation inside training (run.json's own count)
+        "metric_seconds": {
+            "planned": plan["parts"].get("metric"),
+            "actual": info.get("continuous_evaluation", {}).get("seconds"),
+        },
         "within_25_percent": all(abs(r - 1) <= TOLERANCE for r in ratios.values()),
     }
     print(json.dumps(result), flush=True)

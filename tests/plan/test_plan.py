@@ -6,6 +6,7 @@ import math
 import pytest
 
 from conftest import tiny_run_config, tuneloop
+from tuneloop import cpu
 from tuneloop.plan import Calibration, calibration
 from tuneloop.plan.estimate import train_batches
 from tuneloop.plan.gpus import gpu_estimate, parameter_counts
@@ -62,14 +63,24 @@ def test_train_batches_count_the_trainers_steps(n, batch, accumulation, epochs, 
 
 def test_calibration_is_measured_once_per_setup(tmp_path, tiny_model, monkeypatch):
     monkeypatch.setenv("TUNELOOP_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(cpu.LoadMeter, "others", lambda self: 0.0)
     config = tiny_run_config(tmp_path, tiny_model)
-    first, measured = calibration(tiny_model, config, "cpu")
-    assert measured and first.train[1] > 0 and first.validation[1] > 0 and first.evaluation[1] > 0
+    first, how = calibration(tiny_model, config, "cpu")
+    assert how == "measured" and first.train[1] > 0 and first.validation[1] > 0 and first.evaluation[1] > 0
     assert first.generate[0] > 0 and first.save_bytes_per_second > 0 and first.trainable_parameters > 0
-    again, measured = calibration(tiny_model, config, "cpu")
-    assert not measured and again == first
+    again, how = calibration(tiny_model, config, "cpu")
+    assert how == "cached" and again == first
     config.lora.r = 8  # another adapter shape: measured again
-    assert calibration(tiny_model, config, "cpu")[1]
+    assert calibration(tiny_model, config, "cpu")[1] == "measured"
+
+
+def test_a_calibration_measured_beside_busy_processes_is_not_kept(tmp_path, tiny_model, monkeypatch):
+    monkeypatch.setenv("TUNELOOP_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(cpu.LoadMeter, "others", lambda self: 1.0)  # another process held a core throughout
+    config = tiny_run_config(tmp_path, tiny_model)
+    assert calibration(tiny_model, config, "cpu")[1] == "busy"
+    assert calibration(tiny_model, config, "cpu")[1] == "busy"  # nothing was cached: measured again
+    assert not list((tmp_path / "home" / "calibration").glob("*.json"))
 
 
 def test_gpu_estimate_from_published_numbers():

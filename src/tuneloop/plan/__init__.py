@@ -14,12 +14,17 @@ def plan_resolved(config, splits, tokenizer, folder, device: str, refresh: bool 
 
     from tuneloop.train.memory import free_memory_bytes
 
-    calib, measured = calibration(folder, config, device, refresh)
+    calib, how = calibration(folder, config, device, refresh)
     plan = estimate(
         config, splits, tokenizer, calib, AutoConfig.from_pretrained(folder), device, free_memory_bytes(device)
     )
-    if measured:
+    if how == "measured":
         plan.notes.append("this machine was calibrated for this model now; later plans reuse it")
+    elif how == "busy":
+        plan.notes.append(
+            "other processes were busy while this machine was measured: the minutes may be too many, "
+            "and the measurement is not kept (the next plan measures again)"
+        )
     return plan
 
 

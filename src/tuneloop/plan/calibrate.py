@@ -103,9 +103,16 @@ def setup_of(config) -> dict:
     }
 
 
-def calibration(folder, config, device: str, refresh: bool = False) -> tuple[Calibration, bool]:
+# A measurement taken while other processes kept this much of a core busy is used once, not cached:
+# on 2 cores a competitor halves the speed measured, and the cache would keep that for good.
+BUSY_CORES = 0.5
+
+
+def calibration(folder, config, device: str, refresh: bool = False) -> tuple[Calibration, str]:
     """The cached calibration for this machine, model and setup, measured first if there is none.
-    Returns it and whether it was measured now."""
+    Returns it and how it was had: "cached", "measured" (and cached), or "busy" (measured while
+    other processes were busy: used for this plan, not cached)."""
+    from tuneloop.cpu import LoadMeter
     from tuneloop.models.precision import choose_precision
 
     if config.train.precision == "auto":
@@ -116,15 +123,19 @@ def calibration(folder, config, device: str, refresh: bool = False) -> tuple[Cal
     path = tuneloop_home() / "calibration" / f"{digest}.json"
     if path.exists() and not refresh:
         try:
-            return Calibration(**json.loads(path.read_text())), False
+            return Calibration(**json.loads(path.read_text())), "cached"
         except (ValueError, TypeError):  # an older or damaged file: measure again
             pass
+    meter = LoadMeter()
     result = measure(folder, config, device, key)
+    others = meter.others()
+    if others is not None and others >= BUSY_CORES:
+        return result, "busy"
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(asdict(result), indent=1))
     tmp.replace(path)  # several processes may calibrate at once; each write is whole
-    return result, True
+    return result, "measured"
 
 
 def _model_id(folder) -> str:
