@@ -90,7 +90,7 @@ def run_tuneloop(n_train: int, out: Path, batch: str) -> dict:
     folder = resolve_model("smollm2-135m-instruct")
     tokenizer = load_tokenizer(folder)
     train, val = (
-        to_training_rows([Example(messages=r["prompt"] + r["completion"]) for r in part], tokenizer)
+        to_training_rows([Example(r["prompt"] + r["completion"], i + 1) for i, r in enumerate(part)], tokenizer)
         for part in rows(n_train)
     )
     if batch == "auto":
