@@ -74,13 +74,19 @@ def test_calibration_is_measured_once_per_setup(tmp_path, tiny_model, monkeypatc
     assert calibration(tiny_model, config, "cpu")[1] == "measured"
 
 
-def test_a_calibration_measured_beside_busy_processes_is_not_kept(tmp_path, tiny_model, monkeypatch):
+def test_a_calibration_measured_beside_busy_processes_is_measured_again_when_idle(tmp_path, tiny_model, monkeypatch):
     monkeypatch.setenv("TUNELOOP_HOME", str(tmp_path / "home"))
-    monkeypatch.setattr(cpu.LoadMeter, "others", lambda self: 1.0)  # another process held a core throughout
+    load = {"others": 1.0}  # another process holds a core
+    monkeypatch.setattr(cpu.LoadMeter, "others", lambda self: load["others"])
     config = tiny_run_config(tmp_path, tiny_model)
-    assert calibration(tiny_model, config, "cpu")[1] == "busy"
-    assert calibration(tiny_model, config, "cpu")[1] == "busy"  # nothing was cached: measured again
-    assert not list((tmp_path / "home" / "calibration").glob("*.json"))
+    first, how = calibration(tiny_model, config, "cpu")
+    assert how == "busy" and first.busy
+    again, how = calibration(tiny_model, config, "cpu")  # still busy: kept, not measured again
+    assert how == "busy" and again == first
+    load["others"] = 0.0
+    fresh, how = calibration(tiny_model, config, "cpu")  # idle now: measured again, and cached as good
+    assert how == "measured" and not fresh.busy
+    assert calibration(tiny_model, config, "cpu")[1] == "cached"
 
 
 def test_gpu_estimate_from_published_numbers():

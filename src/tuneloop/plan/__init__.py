@@ -22,8 +22,8 @@ def plan_resolved(config, splits, tokenizer, folder, device: str, refresh: bool 
         plan.notes.append("this machine was calibrated for this model now; later plans reuse it")
     elif how == "busy":
         plan.notes.append(
-            "other processes were busy while this machine was measured: the minutes may be too many, "
-            "and the measurement is not kept (the next plan measures again)"
+            "other processes were busy while this machine was measured: the minutes may be too many "
+            "(the next plan on an idle machine measures again)"
         )
     return plan
 

@@ -52,6 +52,7 @@ class Calibration:
     trainable_parameters: int
     fixed_rss_bytes: float  # the process's peak memory less the activations of the measured steps
     measured_with: dict  # what the numbers belong to (the cache key's parts)
+    busy: bool = False  # measured while other processes held cores: too slow; measured again when idle
 
     def step_seconds(self, rows: int, width: int, learned: int) -> float:
         return _cost(self.train, self.kappa, rows, width, learned)
@@ -103,15 +104,16 @@ def setup_of(config) -> dict:
     }
 
 
-# A measurement taken while other processes kept this much of a core busy is used once, not cached:
-# on 2 cores a competitor halves the speed measured, and the cache would keep that for good.
+# A measurement taken while other processes kept this much of a core busy is marked busy: on 2
+# cores a competitor halves the speed measured. It is used until a plan finds the machine idle,
+# which measures again (a sweep's parallel trials must not each pay for a new measurement).
 BUSY_CORES = 0.5
 
 
 def calibration(folder, config, device: str, refresh: bool = False) -> tuple[Calibration, str]:
     """The cached calibration for this machine, model and setup, measured first if there is none.
-    Returns it and how it was had: "cached", "measured" (and cached), or "busy" (measured while
-    other processes were busy: used for this plan, not cached)."""
+    Returns it and how it was had: "cached", "measured", or "busy" (measured, or kept from a
+    measurement, while other processes were busy)."""
     from tuneloop.cpu import LoadMeter
     from tuneloop.models.precision import choose_precision
 
@@ -123,19 +125,29 @@ def calibration(folder, config, device: str, refresh: bool = False) -> tuple[Cal
     path = tuneloop_home() / "calibration" / f"{digest}.json"
     if path.exists() and not refresh:
         try:
-            return Calibration(**json.loads(path.read_text())), "cached"
+            cached = Calibration(**json.loads(path.read_text()))
         except (ValueError, TypeError):  # an older or damaged file: measure again
-            pass
+            cached = None
+        if cached is not None and not (cached.busy and _idle()):
+            return cached, "busy" if cached.busy else "cached"
     meter = LoadMeter()
     result = measure(folder, config, device, key)
     others = meter.others()
-    if others is not None and others >= BUSY_CORES:
-        return result, "busy"
+    result.busy = others is not None and others >= BUSY_CORES
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(asdict(result), indent=1))
     tmp.replace(path)  # several processes may calibrate at once; each write is whole
-    return result, "measured"
+    return result, "busy" if result.busy else "measured"
+
+
+def _idle(seconds: float = 0.2) -> bool:
+    from tuneloop.cpu import LoadMeter
+
+    meter = LoadMeter()
+    time.sleep(seconds)
+    others = meter.others()
+    return others is None or others < BUSY_CORES
 
 
 def _model_id(folder) -> str:

@@ -126,6 +126,8 @@ def estimate(
         widest = max(widest, (rows * width, rows, width))
     parts = {"load": calib.load_seconds + TRAINER_SETUP_SECONDS, "steps": step_seconds}
     notes = []
+    if t.packing or (t.padding_free and device == "cuda"):
+        notes.append("packed / padding-free batches are priced as padded, length-grouped ones: an upper bound")
     if t.compile:
         parts["compile"] = COMPILE_SECONDS
         notes.append(f"compiled steps assumed {COMPILED_STEP}x eager after ~{COMPILE_SECONDS:.0f} s of compiling")
