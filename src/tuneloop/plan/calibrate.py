@@ -24,11 +24,11 @@ import itertools
 import json
 import os
 import platform
-import resource
 import time
 from dataclasses import asdict, dataclass
 
 from tuneloop.paths import tuneloop_home
+from tuneloop.train.callbacks import peak_memory_mb
 from tuneloop.train.memory import activation_bytes_per_token
 
 TRAIN_SHAPES = [(2, 32), (8, 48), (16, 64), (4, 256)]  # (rows, tokens): short to long, few to many
@@ -237,7 +237,7 @@ def measure(folder, config, device: str, key: dict) -> Calibration:
             [[1.0, r * w + kappa * r * LEARNED_PER_ROW, r * w * w] for r, w, _ in points], [s for *_, s in points]
         )
 
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = peak_memory_mb() * 2**20  # the measure run.json's metrics record (train/callbacks.py)
     return Calibration(
         train=fit(train),
         validation=fit(validation),

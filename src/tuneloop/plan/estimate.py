@@ -148,9 +148,10 @@ def estimate(
         scoring = config.train.metric_rows > 0 and not preference and splits.validation[0].kind != "text"
         if scoring:
             sample = generation_set(splits.validation[: t.metric_rows], e)
+            batches = _generation_batches(sample, tokenizer, e.batch_size)
             # The first scoring comes early, before the model has learned when to stop: priced as the base model.
-            first, first_steps, first_prompts = _generation(calib, sample, tokenizer, e, tuned=False)
-            one, one_steps, one_prompts = _generation(calib, sample, tokenizer, e, tuned=True)
+            first, first_steps, first_prompts = _generation(calib, batches, e, tuned=False)
+            one, one_steps, one_prompts = _generation(calib, batches, e, tuned=True)
             before = sum(v for k, v in parts.items() if k != "load")
             # The first and the last evaluation always score; those between, while within the budget
             # (train/task_eval.py); the last also scores a sample of the training split.
@@ -165,9 +166,9 @@ def estimate(
     if test:
         test_len = token_lengths(test, tokenizer, train_on)
         chunks = _chunks(test_len.total, e.batch_size, sort=True)
-        gen_set = generation_set(test, e)
-        base, base_steps, base_prompts = _generation(calib, gen_set, tokenizer, e, tuned=False)
-        tuned, tuned_steps, tuned_prompts = _generation(calib, gen_set, tokenizer, e, tuned=True)
+        batches = _generation_batches(generation_set(test, e), tokenizer, e.batch_size)
+        base, base_steps, base_prompts = _generation(calib, batches, e, tuned=False)
+        tuned, tuned_steps, tuned_prompts = _generation(calib, batches, e, tuned=True)
         eval_seconds = {
             "test_loss": 2 * sum(calib.evaluation_seconds(len(c), max(c)) for c in chunks),
             "generate_base": base,
@@ -207,24 +208,28 @@ def _chunks(lengths: list[int], size: int, sort: bool) -> list[list[int]]:
     return [values[i : i + size] for i in range(0, len(values), size)]
 
 
-def _generation(calib: Calibration, examples, tokenizer, e, tuned: bool) -> tuple[float, int, int]:
-    """Generating answers in batches of eval.batch_size, prompts sorted by length
-    (models/generate.py). A batch stops when all its rows have: the fine-tuned model at about its
-    longest reference answer, the base model assumed to use all of max_new_tokens.
-    Returns seconds, decoding steps and prompt tokens."""
+def _generation_batches(examples, tokenizer, batch_size: int) -> list[tuple[int, int, int]]:
+    """(rows, prompt width, longest reference answer in tokens) of each generation batch: prompts
+    sorted by length in batches of eval.batch_size, as models/generate.py makes them."""
     from tuneloop.data.tokens import token_lengths
 
     if not examples:
-        return 0.0, 0, 0
+        return []
     lengths = token_lengths(examples, tokenizer, "last_assistant")
     prompts = [total - learned for total, learned in zip(lengths.total, lengths.learned)]
     order = sorted(range(len(examples)), key=lambda i: prompts[i])
+    batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+    return [(len(b), max(prompts[i] for i in b), max(lengths.learned[i] for i in b)) for b in batches]
+
+
+def _generation(calib: Calibration, batches, e, tuned: bool) -> tuple[float, int, int]:
+    """Generating the answers of `batches` (_generation_batches). A batch stops when all its rows
+    have: the fine-tuned model at about its longest reference answer, the base model assumed to
+    use all of max_new_tokens. Returns seconds, decoding steps and prompt tokens."""
     limit = e.max_new_tokens if isinstance(e.max_new_tokens, int) else 128
     seconds, steps, prompt_tokens = 0.0, 0, 0
-    for start in range(0, len(order), e.batch_size):
-        idx = order[start : start + e.batch_size]
-        new = min(limit, max(lengths.learned[i] for i in idx) + 1) if tuned else limit
-        width = max(prompts[i] for i in idx)
-        seconds += calib.generate_seconds(len(idx), width, new)
-        steps, prompt_tokens = steps + new, prompt_tokens + len(idx) * width
+    for rows, width, answer in batches:
+        new = min(limit, answer + 1) if tuned else limit
+        seconds += calib.generate_seconds(rows, width, new)
+        steps, prompt_tokens = steps + new, prompt_tokens + rows * width
     return seconds, steps, prompt_tokens
