@@ -43,8 +43,9 @@ def example_nll(
                 input_ids[row, : len(ids)] = torch.tensor(ids)
                 labels[row, : len(ids)] = torch.tensor(row_labels)
                 attention[row, : len(ids)] = 1
-            # Logits only where a label is (as training's loss, train/loss.py): a full-vocabulary
-            # projection of every prompt token was most of this pass's time and memory.
+            # Logits only where a label is (as training's loss, train/loss.py): projecting every
+            # prompt token onto the 49k vocabulary made this pass ~1.45x slower (quickstart test
+            # split: 9.3 -> 6.4 s for the base model, LOG.md).
             shifted = torch.nn.functional.pad(labels[:, 1:], (0, 1), value=-100)
             keep = shifted != -100
             with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
