@@ -323,9 +323,7 @@ def _plan(console, run: RunDir, config, splits: Splits, tokenizer, folder, devic
     from tuneloop.plan import plan_resolved
 
     with console.status("plan: measuring this machine for this model (first run only)"):
-        plan = plan_resolved(
-            config, splits if evaluate else Splits(splits.train, splits.validation, []), tokenizer, folder, device
-        )
+        plan = plan_resolved(config, splits, tokenizer, folder, device, evaluate=evaluate)
     for line in plan.lines():
         console.print(line, highlight=False)
     run.update_info(plan=plan.to_dict())

@@ -30,15 +30,17 @@ def plan(
     """What a run of CONFIG will take on this machine: training tokens and steps, minutes for training and
     for evaluation, peak memory and whether it fits. The first plan for a model measures this machine for
     a few seconds; later ones reuse the numbers."""
-    from tuneloop.plan import gpu_estimate, plan_config
+    from tuneloop.plan import gpu_estimate, gpu_named, plan_config
 
+    if gpu:
+        with reported(ValueError):  # an unknown name fails before the data is loaded and the machine measured
+            gpu_named(gpu)
     with console.status("planning: loading the data and measuring this machine (first time only)"):
         result = config_job(config, set_, lambda cfg: (plan_config(cfg, refresh=recalibrate), cfg))
     the_plan, cfg = result
     on_gpu = None
     if gpu:
-        with reported(ValueError):
-            on_gpu = gpu_estimate(the_plan, gpu, *_parameters(cfg))
+        on_gpu = gpu_estimate(the_plan, gpu, *_parameters(cfg))
     if as_json:
         typer.echo(json.dumps({**the_plan.to_dict(), **({"gpu": on_gpu} if on_gpu else {})}, indent=1))
         return

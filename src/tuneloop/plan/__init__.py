@@ -5,15 +5,18 @@ from __future__ import annotations
 from tuneloop.data import Splits
 from tuneloop.plan.calibrate import Calibration, calibration
 from tuneloop.plan.estimate import Plan, estimate
-from tuneloop.plan.gpus import GPUS, gpu_estimate
+from tuneloop.plan.gpus import GPUS, gpu_estimate, gpu_named
 
 
-def plan_resolved(config, splits, tokenizer, folder, device: str, refresh: bool = False) -> Plan:
-    """The plan of a config whose `auto` values are resolved (what `tuneloop run` prints at its start)."""
+def plan_resolved(config, splits, tokenizer, folder, device: str, refresh: bool = False, evaluate: bool = True) -> Plan:
+    """The plan of a config whose `auto` values are resolved (what `tuneloop run` prints at its start).
+    `evaluate=False`: a run that stops after training (`tuneloop train`, autotune's runs)."""
     from transformers import AutoConfig
 
     from tuneloop.train.memory import free_memory_bytes
 
+    if not evaluate:
+        splits = Splits(splits.train, splits.validation, [])
     calib, how = calibration(folder, config, device, refresh)
     plan = estimate(
         config, splits, tokenizer, calib, AutoConfig.from_pretrained(folder), device, free_memory_bytes(device)
@@ -29,8 +32,7 @@ def plan_resolved(config, splits, tokenizer, folder, device: str, refresh: bool 
 
 
 def plan_config(config, refresh: bool = False, evaluate: bool = True) -> Plan:
-    """`tuneloop plan CONFIG`: the data loaded and checked as `tuneloop run` would, `auto` resolved.
-    `evaluate=False`: a run that stops after training (`tuneloop train`, autotune's runs)."""
+    """`tuneloop plan CONFIG`: the data loaded and checked as `tuneloop run` would, `auto` resolved."""
     from tuneloop.data.prepare import prepare_data
     from tuneloop.models import load_tokenizer, resolve_model
     from tuneloop.models.precision import default_device
@@ -41,8 +43,7 @@ def plan_config(config, refresh: bool = False, evaluate: bool = True) -> Plan:
     tokenizer = load_tokenizer(folder)
     prepared = prepare_data(config.data, tokenizer)
     config, _ = resolve_auto(config, prepared.splits, prepared.report, folder, device, tokenizer)
-    splits = prepared.splits if evaluate else Splits(prepared.splits.train, prepared.splits.validation, [])
-    return plan_resolved(config, splits, tokenizer, folder, device, refresh)
+    return plan_resolved(config, prepared.splits, tokenizer, folder, device, refresh, evaluate)
 
 
-__all__ = ["GPUS", "Calibration", "Plan", "gpu_estimate", "plan_config", "plan_resolved"]
+__all__ = ["GPUS", "Calibration", "Plan", "gpu_estimate", "gpu_named", "plan_config", "plan_resolved"]

@@ -35,11 +35,16 @@ ASSUMED_BANDWIDTH_SHARE = 0.6
 CUDA_CONTEXT_GIB = 1.0
 
 
-def gpu_estimate(plan, name: str, n_params: int, trainable: int, method: str) -> dict:
-    """Minutes and memory of `plan`'s run on GPU `name`, from published numbers and assumptions."""
+def gpu_named(name: str) -> Gpu:
     gpu = GPUS.get(name.lower())
     if gpu is None:
         raise ValueError(f"--gpu {name}: not in tuneloop's table; known: {', '.join(g.name for g in GPUS.values())}")
+    return gpu
+
+
+def gpu_estimate(plan, name: str, n_params: int, trainable: int, method: str) -> dict:
+    """Minutes and memory of `plan`'s run on GPU `name`, from published numbers and assumptions."""
+    gpu = gpu_named(name)
     flops = gpu.bf16_tflops * 1e12 * ASSUMED_MFU
     # 2N FLOPs per token forward, 2N for the backward to the activations, 2N more for the weight
     # gradients when every weight trains.
