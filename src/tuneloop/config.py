@@ -20,6 +20,12 @@ DEFAULT_MODEL = "smollm2-135m-instruct"
 # allocation error or a run that never ends.
 MAX_EPOCHS = 1000
 MAX_BATCH = 65_536
+# The guides' learning-rate ranges (the doctor keeps its changes inside them, a sweep searches
+# them) and their usual value, which `train.learning_rate: auto` starts from. The usual value is
+# measured too: on banking77 from 1e-5 (bench/results/doctor_real.json, LOG.md) the LoRA floor,
+# 1e-4, left validation accuracy at 0.01 after 2 epochs; 2e-4 reached 0.56 in the next run.
+LR_RANGE = {"lora": (1e-4, 1e-3), "full": (1e-5, 5e-5)}
+LR_USUAL = {"lora": 2e-4, "full": 2e-5}
 
 # Metric names every stage shares (eval scores them; train, doctor, report and tune rank by them).
 BUILTIN_METRICS = ("exact_match", "final_number", "classification", "generation", "json_fields", "tool_calls")
@@ -166,7 +172,11 @@ class TrainConfig(_Section):
         description="auto: 3, more for small datasets (at least ~100 examples seen per run), fewer for "
         "large ones (at most ~25,000), as hosted fine-tuning APIs do.",
     )
-    learning_rate: float = Field(2e-4, gt=0, le=10, description="LoRA: 1e-4 to 1e-3; full fine-tuning: 1e-5 to 5e-5.")
+    learning_rate: Annotated[float, Field(gt=0, le=10)] | Literal["auto"] = Field(
+        "auto",
+        description="LoRA: 1e-4 to 1e-3; full fine-tuning: 1e-5 to 5e-5. auto: the guides' usual rate "
+        "(LoRA 2e-4, full 2e-5) for an effective batch of up to 8, scaled with larger batches.",
+    )
     batch_size: Annotated[int, Field(ge=1, le=MAX_BATCH)] | Literal["auto"] = Field(
         "auto",
         description="Examples per micro-step. auto: the largest power of two up to 16 whose activations fit "

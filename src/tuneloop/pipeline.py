@@ -105,7 +105,10 @@ def run_loop(
     # 2. What "auto" means for this data on this machine, decided by the main process (free
     # memory differs between processes) and recorded in the run directory.
     config, speed_notes = _from_main(
-        state, resolve_auto(config, prepared.splits, prepared.report, folder, device, tokenizer) if main else None
+        state,
+        resolve_auto(config, prepared.splits, prepared.report, folder, device, tokenizer, state.num_processes)
+        if main
+        else None,
     )
     run = RunDir(_from_main(state, RunDir.create(config.runs_dir, config.run_name or "run").path if main else None))
     if main:

@@ -2,7 +2,7 @@ import pytest
 from transformers import LlamaConfig
 
 from conftest import tiny_run_config
-from tuneloop.train.auto import auto_batch_size, auto_epochs
+from tuneloop.train.auto import auto_batch_size, auto_epochs, auto_learning_rate
 from tuneloop.train.memory import activation_bytes_per_token
 
 
@@ -11,6 +11,22 @@ from tuneloop.train.memory import activation_bytes_per_token
 )
 def test_auto_epochs_follow_dataset_size(n_train, epochs):
     assert auto_epochs(n_train) == epochs
+
+
+@pytest.mark.parametrize(
+    "method, effective_batch, lr",
+    [
+        ("lora", 8, 2e-4),  # the guides' usual LoRA rate, given for batches of ~8
+        ("lora", 16, 4e-4),  # linear above 8: measured on banking77 (LOG.md)
+        ("lora", 2, 2e-4),  # below 8 unchanged: not measured
+        ("lora", 128, 1e-3),  # capped at the top of the guides' range
+        ("full", 8, 2e-5),  # full fine-tuning moves every weight: its own range
+        ("full", 32, 5e-5),
+        ("dpo", 16, 4e-4),  # preference methods adapt LoRA weights
+    ],
+)
+def test_auto_learning_rate_scales_with_the_effective_batch(method, effective_batch, lr):
+    assert auto_learning_rate(method, effective_batch) == pytest.approx(lr)
 
 
 SMOLLM2 = LlamaConfig(hidden_size=576, num_hidden_layers=30, num_attention_heads=9)
@@ -39,7 +55,15 @@ def test_auto_values_are_resolved(tmp_path, tiny_model, tokenizer):
     from tuneloop.data import Example, Splits
     from tuneloop.train.auto import resolve_auto
 
-    config = tiny_run_config(tmp_path, tiny_model, epochs="auto", batch_size="auto", eval_every=0)
+    config = tiny_run_config(
+        tmp_path,
+        tiny_model,
+        epochs="auto",
+        batch_size="auto",
+        learning_rate="auto",
+        gradient_accumulation=16,
+        eval_every=0,
+    )
     config.eval.max_new_tokens = "auto"
     answers = ["a", "a longer answer of several words"]
     train = [
@@ -47,8 +71,10 @@ def test_auto_values_are_resolved(tmp_path, tiny_model, tokenizer):
         for i in range(32)
     ]
     resolved = resolve_auto(config, Splits(train, [], []), {"tokens": {"p95": 60}}, tiny_model, "cpu", tokenizer)[0]
-    # 32 rows: ceil(100 / 32) epochs; batch at most 1/20 of the rows; ~10 evaluations over 128 steps
-    assert (resolved.train.epochs, resolved.train.batch_size, resolved.train.eval_every) == (4, 1, 13)
+    # 32 rows: ceil(100 / 32) epochs; batch at most 1/20 of the rows; ~10 evaluations over 8 steps;
+    # the learning rate from the effective batch, 1 x 16 accumulated
+    train_ = resolved.train
+    assert (train_.epochs, train_.batch_size, train_.eval_every, train_.learning_rate) == (4, 1, 1, 4e-4)
     assert resolved.train.precision in ("bf16", "fp32") and config.train.epochs == "auto"  # the input is not changed
     # the longest answer in tokens x 1.25 + 8: a label task does not generate 128 tokens
     longest = len(tokenizer(answers[1], add_special_tokens=False)["input_ids"])

@@ -19,18 +19,11 @@ from dataclasses import dataclass, replace
 
 import yaml
 
-from tuneloop.config import config_from_dict, get_key, set_key
+from tuneloop.config import LR_RANGE, LR_USUAL, config_from_dict, get_key, set_key
 from tuneloop.doctor.diagnose import Diagnosis
 
 MAX_RANK = 64
 MAX_EPOCHS = 10
-# The guides' learning-rate ranges; a recommendation far outside them jumps to the range instead
-# of taking a step that would leave it just as far out (1e-7 x 2 is still nothing).
-LR_RANGE = {"lora": (1e-4, 1e-3), "full": (1e-5, 5e-5)}
-# Where an underfitting run far below the range lands: the guides' usual value, not the range's
-# floor. Measured on banking77 from 1e-5 (bench/results/doctor_real.json, LOG.md): the floor,
-# 1e-4, left validation accuracy at 0.01 after 2 epochs; 2e-4 reached 0.56 in the next run.
-LR_USUAL = {"lora": 2e-4, "full": 2e-5}
 MIN_UNDERFIT_RANK = 8  # doubling a rank-2 adapter to 4 barely adds capacity
 # Measured cost of a change, per training step (LOG.md): LoRA dropout's masks cost ~35% of a CPU
 # step; the rank barely matters on CPU (the LoRA products are overhead-bound, not FLOP-bound).

@@ -19,9 +19,8 @@ from pathlib import Path
 from rich.console import Console
 from transformers import TrainerCallback
 
-from tuneloop.config import RunConfig, SearchRange, config_with, dump_config, get_key
+from tuneloop.config import LR_RANGE, RunConfig, SearchRange, config_with, dump_config, get_key
 from tuneloop.doctor.curves import Curves
-from tuneloop.doctor.recommend import LR_RANGE
 
 # What the guides say to tune first, in their recommended ranges.
 # Preference tuning moves a model that already answers well: smaller steps, and beta, its leash.
