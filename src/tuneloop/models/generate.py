@@ -5,6 +5,8 @@ Prompts are sorted by length so each batch pads little; results come back in inp
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 
 
@@ -17,6 +19,29 @@ def left_padded(sequences: list[list[int]], pad: int) -> tuple[torch.Tensor, tor
         ids[row, width - len(s) :] = torch.tensor(s)
         mask[row, width - len(s) :] = 1
     return ids, mask
+
+
+@contextmanager
+def contiguous_lm_head(model):
+    """Within it, the output head gets a contiguous input.
+
+    The prompt's forward in generate() projects only the last position: a strided slice
+    (hidden[:, -1:, :]) of the batch. torch's matmul does not fold a non-contiguous 3-D input into
+    one 2-D product; it broadcasts the (vocabulary x hidden) head to every row and copies it. With
+    SmolLM2's 49k vocabulary on CPU that was 0.72 s of a 1.6 s prompt forward (20 rows x 86
+    tokens). Copying the slice first (rows x hidden values) costs nothing measurable: 11 new
+    tokens for those 20 prompts took 1.4 s instead of 2.2 s, with the same tokens."""
+    head = model.get_output_embeddings()
+    handle = head.register_forward_pre_hook(_contiguous_input, prepend=True) if head is not None else None
+    try:
+        yield
+    finally:
+        if handle is not None:
+            handle.remove()
+
+
+def _contiguous_input(module, args):
+    return (args[0].contiguous(), *args[1:])
 
 
 @torch.inference_mode()
@@ -54,7 +79,10 @@ def generate_answers(
             idx = order[start : start + batch_size]
             input_ids, attention = left_padded([encoded[i] for i in idx], pad)
             width = input_ids.shape[1]
-            with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            with (
+                torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None),
+                contiguous_lm_head(model),
+            ):
                 out = model.generate(
                     input_ids=input_ids.to(device),
                     attention_mask=attention.to(device),

@@ -20,7 +20,7 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
 from tuneloop.models import choose_precision, load_model, load_tokenizer, resolve_model
-from tuneloop.models.generate import left_padded
+from tuneloop.models.generate import contiguous_lm_head, left_padded
 from tuneloop.models.precision import default_device
 from tuneloop.runs import RunDir
 from tuneloop.serve.multilora import MultiLora
@@ -223,6 +223,7 @@ class Engine(ServedModels):
         with (
             self.lora.rows(adapters, strengths),
             torch.autocast(self.device, dtype=autocast, enabled=autocast is not None),
+            contiguous_lm_head(self.model),
         ):
             out = self.model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device), **kwargs)
         return [self._result(r, out[row, width:].tolist()) for row, r in enumerate(requests)]
