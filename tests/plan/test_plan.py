@@ -8,7 +8,7 @@ import pytest
 from conftest import tiny_run_config, tuneloop
 from tuneloop import cpu
 from tuneloop.plan import Calibration, calibration
-from tuneloop.plan.estimate import train_batches
+from tuneloop.plan.estimate import likely_longest, train_batches
 from tuneloop.plan.gpus import gpu_estimate, parameter_counts
 
 CALIB = Calibration(
@@ -16,6 +16,7 @@ CALIB = Calibration(
     validation=[0.05, 4e-4, 4e-7],
     evaluation=[0.04, 3e-4, 5e-7],
     generate=[0.03, 0.002, 1e-6],
+    generate_base=[0.02, 0.001, 1e-6],
     kappa=0.25,
     load_seconds=0.5,
     save_bytes_per_second=1e9,
@@ -43,6 +44,23 @@ def test_generation_is_a_prompt_forward_plus_each_new_token_at_its_context():
     context = sum(100 + i + 0.5 for i in range(10))  # each new token attends to what is before it
     expected = prompt + 10 * (0.03 + 0.002 * 4) + 1e-6 * 4 * context
     assert CALIB.generate_seconds(4, 100, 10) == pytest.approx(expected)
+    # the base model (adapter off) decodes at its own measured rate
+    base = prompt + 10 * (0.02 + 0.001 * 4) + 1e-6 * 4 * context
+    assert CALIB.generate_seconds(4, 100, 10, base=True) == pytest.approx(base)
+
+
+@pytest.mark.parametrize(
+    "lengths, rows, longest",
+    [
+        ([], 20, 0),
+        ([3], 20, 3),
+        (list(range(1, 101)), 1, 51),  # one row: the median
+        (list(range(1, 101)), 20, 96),  # 20 rows: about the 95th percentile
+        (list(range(1, 101)), 1000, 100),  # more rows than answers: the longest
+    ],
+)
+def test_likely_longest_answer_of_a_batch(lengths, rows, longest):
+    assert likely_longest(lengths, rows) == longest
 
 
 def test_checkpoint_seconds():
@@ -70,6 +88,12 @@ def test_calibration_is_measured_once_per_setup(tmp_path, tiny_model, monkeypatc
     assert first.generate[0] > 0 and first.save_bytes_per_second > 0 and first.trainable_parameters > 0
     again, how = calibration(tiny_model, config, "cpu")
     assert how == "cached" and again == first
+    assert first.generate_base[0] > 0  # decoding with the adapter switched off, measured on its own
+    (cached,) = (tmp_path / "home" / "calibration").glob("*.json")
+    older = json.loads(cached.read_text())
+    del older["generate_base"]  # a calibration from before a field existed is measured again
+    cached.write_text(json.dumps(older))
+    assert calibration(tiny_model, config, "cpu")[1] == "measured"
     config.lora.r = 8  # another adapter shape: measured again
     assert calibration(tiny_model, config, "cpu")[1] == "measured"
 
@@ -118,8 +142,10 @@ def test_run_prints_and_records_the_plan_and_counts_its_steps(tmp_path, tiny_mod
     console = Console(record=True, width=200)
     result = run_loop(config, console)
     plan = json.loads(result.run.info_file.read_text())["plan"]
-    last_step = max(m["step"] for m in result.run.read_metrics())
-    assert plan["steps"] == last_step
+    metrics = result.run.read_metrics()
+    assert plan["steps"] == max(m["step"] for m in metrics)
+    # the real tokens of every epoch, as the trainer counted them (num_tokens: unpadded, cumulative)
+    assert plan["train_tokens"] == max(m.get("num_tokens", 0) for m in metrics)
     assert plan["train_minutes"] > 0 and plan["peak_memory_gib"] > 0
     assert plan["parts"]["steps"] > 0 and plan["parts"]["test_loss"] > 0 and plan["parts"]["generate_tuned"] > 0
     printed = console.export_text()

@@ -11,7 +11,9 @@ over the layers' FLOPs per token, from the model's shape. c0..c2 are fitted to r
 config's model, set up as the config trains it (LoRA or full, precision), at five shapes.
 The same form is fitted to the no-grad forwards of the Trainer's validation pass (training's
 attention kernel) and of the test evaluation (SDPA, padded rows), and generating a new token for
-b rows at context length n costs g0 + g1*b + g2*b*n. Writing a checkpoint is timed once too.
+b rows at context length n costs g0 + g1*b + g2*b*n, measured with the adapter on (the fine-tuned
+model) and off (the base model: an unmerged LoRA adds ~30% to a decoding step of SmolLM2 on CPU).
+Writing a checkpoint is timed once too.
 
 The result is cached per machine (CPU, cores, torch), model and setup under TUNELOOP_HOME, so only
 the first plan for a model pays for the measurement (~10 s for SmolLM2-135M on 2 cores).
@@ -45,6 +47,7 @@ class Calibration:
     validation: list[float]  # the same for the Trainer's no-grad validation forward
     evaluation: list[float]  # and for the test evaluation's (SDPA, padded rows)
     generate: list[float]  # g0, g1, g2: seconds per new token for b rows at context n
+    generate_base: list[float]  # the same with the adapter switched off (= generate for full fine-tuning)
     kappa: float  # LM-head FLOPs per learned token / layer FLOPs per token
     load_seconds: float  # loading the model
     save_bytes_per_second: float  # writing the trainable weights and the optimizer state
@@ -63,8 +66,8 @@ class Calibration:
     def evaluation_seconds(self, rows: int, width: int) -> float:
         return _cost(self.evaluation, self.kappa, rows, width, rows)
 
-    def generate_seconds(self, rows: int, prompt_width: int, new_tokens: int) -> float:
-        g0, g1, g2 = self.generate
+    def generate_seconds(self, rows: int, prompt_width: int, new_tokens: int, base: bool = False) -> float:
+        g0, g1, g2 = self.generate_base if base else self.generate
         context = new_tokens * prompt_width + new_tokens**2 / 2  # summed over the new tokens
         return self.evaluation_seconds(rows, prompt_width) + new_tokens * (g0 + g1 * rows) + g2 * rows * context
 
@@ -226,11 +229,14 @@ def measure(folder, config, device: str, key: dict) -> Calibration:
     evaluation = [(r, w, timed(padded_step, r, w)) for r, w in EVAL_SHAPES]
     # Per new token: the time between decoding steps (a logits processor sees each step), so
     # neither the call's setup nor the prompt's forward is in it.
-    per_token = []
+    per_token, per_token_base = [], []
     for rows, prompt in GENERATE_SHAPES:
         ids, _ = batch(rows, prompt)
-        steps = _decode_step_times(model, ids, autocast, device)
-        per_token.append(([1.0, rows, rows * (prompt + GENERATE_TOKENS / 2)], steps))
+        x = [1.0, rows, rows * (prompt + GENERATE_TOKENS / 2)]
+        per_token.append((x, _decode_step_times(model, ids, autocast, device)))
+        if peft_config is not None:
+            with model.disable_adapter():
+                per_token_base.append((x, _decode_step_times(model, ids, autocast, device)))
 
     def fit(points):
         return _least_squares(
@@ -243,6 +249,9 @@ def measure(folder, config, device: str, key: dict) -> Calibration:
         validation=fit(validation),
         evaluation=fit(evaluation),
         generate=_least_squares([x for x, _ in per_token], [y for _, y in per_token]),
+        generate_base=_least_squares(
+            [x for x, _ in per_token_base or per_token], [y for _, y in per_token_base or per_token]
+        ),
         kappa=kappa,
         load_seconds=round(load_seconds, 3),
         save_bytes_per_second=save_rate,
