@@ -145,10 +145,25 @@ def run_case(name: str, config: dict, work: Path) -> dict:
             "planned": plan["parts"].get("metric"),
             "actual": info.get("continuous_evaluation", {}).get("seconds"),
         },
+        # and the test evaluation's parts (eval.json's own seconds); full fine-tuning's base side
+        # is evaluated before training and planned there (base_evaluation)
+        "evaluation_seconds": _evaluation_parts(plan["parts"], json.loads((run / "eval.json").read_text())),
         "within_25_percent": all(abs(r - 1) <= TOLERANCE for r in ratios.values()),
     }
     print(json.dumps(result), flush=True)
     return result
+
+
+def _evaluation_parts(planned: dict, evaluation: dict) -> dict:
+    base, tuned = evaluation["base"]["seconds"], evaluation["finetuned"]["seconds"]
+    return {
+        "planned": {k: round(planned.get(k, 0.0), 1) for k in ("test_loss", "generate_base", "generate_tuned")},
+        "actual": {
+            "test_loss": round(base["loss"] + tuned["loss"], 1),
+            "generate_base": base["generate"],
+            "generate_tuned": tuned["generate"],
+        },
+    }
 
 
 def main() -> None:

@@ -116,6 +116,9 @@ def test_full_fine_tuning_saves_the_model_and_measures_the_base_first(tmp_path, 
     assert (result.run.path / "model" / "config.json").exists() and not (result.run.path / "adapter").exists()
     ev = result.evaluation
     assert ev["finetuned"]["metrics"]["loss"] < ev["base"]["metrics"]["loss"]
+    assert all(
+        ev[side]["seconds"]["loss"] > 0 and ev[side]["seconds"]["generate"] > 0 for side in ("base", "finetuned")
+    )
 
 
 def test_two_runs_in_one_process_log_tensorboard_into_their_own_run(tmp_path, tiny_model, monkeypatch):

@@ -8,7 +8,7 @@ import pytest
 from conftest import tiny_run_config, tuneloop
 from tuneloop import cpu
 from tuneloop.plan import Calibration, calibration
-from tuneloop.plan.estimate import likely_longest, train_batches
+from tuneloop.plan.estimate import continuous_scorings, likely_longest, train_batches
 from tuneloop.plan.gpus import gpu_estimate, parameter_counts
 
 CALIB = Calibration(
@@ -61,6 +61,23 @@ def test_generation_is_a_prompt_forward_plus_each_new_token_at_its_context():
 )
 def test_likely_longest_answer_of_a_batch(lengths, rows, longest):
     assert likely_longest(lengths, rows) == longest
+
+
+@pytest.mark.parametrize(
+    "passes, training, one, budget, train_share, scorings",
+    [
+        (10, 100.0, 1.0, 1.0, 0.5, 10.5),  # a budget of 1 scores every evaluation and the training sample
+        (10, 100.0, 50.0, 0.15, 0.5, 2),  # dear scorings: the first and the last only
+        # 15 s of budget over 100 s, 1 s a scoring: each between scores while spent + 2 fits 15% so far
+        (10, 100.0, 1.0, 0.15, 0.5, 10.5),
+        # 3 s a scoring: evaluations 1, 6 (3 + 6 <= 9), 8 (6 + 6 <= 12) and the last, with the training sample
+        (10, 100.0, 3.0, 0.15, 0.5, 4.5),
+        (1, 100.0, 1.0, 0.15, 0.5, 1.5),  # one evaluation: it is the first and the last
+        (0, 100.0, 1.0, 0.15, 0.5, 0),
+    ],
+)
+def test_continuous_scorings_replay_the_budget_rule(passes, training, one, budget, train_share, scorings):
+    assert continuous_scorings(passes, training, one, budget, train_share) == pytest.approx(scorings)
 
 
 def test_checkpoint_seconds():

@@ -4,6 +4,7 @@ task metric, per example side by side (eval.json)."""
 from __future__ import annotations
 
 import math
+import time
 from contextlib import nullcontext
 
 import torch
@@ -25,8 +26,9 @@ def evaluate_side(
     status=lambda message: nullcontext(),
     train_on: str = "all_assistant",
 ) -> dict:
-    """Test loss and task metric of `model` as it is now. `status(message)`: a context manager that
-    shows what is running (the CLI's spinner)."""
+    """Test loss and task metric of `model` as it is now, and the seconds each took (what `tuneloop
+    plan` estimated, bench/plan_accuracy.py). `status(message)`: a context manager that shows what
+    is running (the CLI's spinner)."""
     # For cached decoding on CPU, SDPA measured ~30% faster than the eager attention used for
     # training (24 prompts x 48 tokens: 7.1 s vs 9.8 s); training's choice is restored after.
     training_attention = model.config._attn_implementation
@@ -34,6 +36,7 @@ def evaluate_side(
     try:
         # Compiled layers (train.compile) run eagerly here: cached decoding would recompile them.
         with status(f"evaluating on {len(test)} test examples"), torch.compiler.set_stance("force_eager"):
+            t = time.perf_counter()
             # The same loss `tuneloop eval` reports: one mean over all answer tokens of the split.
             loss = answer_loss(
                 model,
@@ -43,11 +46,13 @@ def evaluate_side(
                 autocast_dtype=precision.autocast_dtype,
                 train_on=train_on,
             )["loss"]
+            loss_seconds, t = time.perf_counter() - t, time.perf_counter()
             scored = generate_and_score(model, tokenizer, test, config, precision)
+            seconds = {"loss": round(loss_seconds, 2), "generate": round(time.perf_counter() - t, 2)}
     finally:
         model.set_attn_implementation(training_attention)
     task = scored["metrics"] if scored["outputs"] else {"perplexity": math.exp(min(loss, 50))}
-    return {**scored, "metrics": {"loss": loss, **task}}
+    return {**scored, "metrics": {"loss": loss, **task}, "seconds": seconds}
 
 
 def evaluate_base_and_finetuned(
@@ -96,8 +101,8 @@ def evaluate_base_and_finetuned(
         "n_generated": len(gen_set),
         "n_generated_rows": points_summary(gen_set)["rows"],
         "report_examples": config.report_examples,
-        "base": {"metrics": base["metrics"]},
-        "finetuned": {"metrics": tuned["metrics"]},
+        "base": {"metrics": base["metrics"], "seconds": base["seconds"]},
+        "finetuned": {"metrics": tuned["metrics"], "seconds": tuned["seconds"]},
         "examples": examples,
         **(
             {
