@@ -60,6 +60,9 @@ def test_baseline_is_the_configs_own_values_when_inside_the_space():
     space = {"train.learning_rate": SearchRange(low=1e-4, high=1e-3), "lora.r": SearchRange(choices=[8, 16])}
     assert _baseline(config, space) == {"train.learning_rate": 2e-4, "lora.r": 16}
     assert _baseline(config, {"lora.r": SearchRange(choices=[4, 8])}) is None
+    # the default learning rate is `auto`, settled per run: no baseline trial (it used to raise TypeError)
+    assert _baseline({"train": {"learning_rate": "auto"}, "lora": {"r": 16}}, space) is None
+    assert _baseline({"lora": {"r": 16}}, space) is None  # a key the config lacks
 
 
 def test_a_trial_behind_the_median_is_stopped():

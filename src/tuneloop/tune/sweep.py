@@ -181,10 +181,11 @@ def sweep(
 
 
 def _baseline(original: dict, space: dict[str, SearchRange]) -> dict | None:
-    """The config's own values for the searched keys, when every one lies inside the space."""
+    """The config's own values for the searched keys, when every one lies inside the space (an
+    `auto` value is settled only when a run starts: no baseline)."""
     values = {key: get_key(original, key) for key in space}
     inside = all(
-        v is not None and (v in r.choices if r.choices is not None else r.low <= v <= r.high)
+        v in r.choices if r.choices is not None else isinstance(v, int | float) and r.low <= v <= r.high
         for v, r in zip(values.values(), space.values())
     )
     return values if inside else None
