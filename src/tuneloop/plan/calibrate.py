@@ -238,6 +238,9 @@ def measure(folder, config, device: str, key: dict) -> Calibration:
             with model.disable_adapter():
                 per_token_base.append((x, _decode_step_times(model, ids, autocast, device)))
 
+    def fit_per_token(points):
+        return _least_squares([x for x, _ in points], [y for _, y in points])
+
     def fit(points):
         return _least_squares(
             [[1.0, r * w + kappa * r * LEARNED_PER_ROW, r * w * w] for r, w, _ in points], [s for *_, s in points]
@@ -248,10 +251,8 @@ def measure(folder, config, device: str, key: dict) -> Calibration:
         train=fit(train),
         validation=fit(validation),
         evaluation=fit(evaluation),
-        generate=_least_squares([x for x, _ in per_token], [y for _, y in per_token]),
-        generate_base=_least_squares(
-            [x for x, _ in per_token_base or per_token], [y for _, y in per_token_base or per_token]
-        ),
+        generate=fit_per_token(per_token),
+        generate_base=fit_per_token(per_token_base or per_token),  # full fine-tuning: no adapter to switch off
         kappa=kappa,
         load_seconds=round(load_seconds, 3),
         save_bytes_per_second=save_rate,
