@@ -316,6 +316,11 @@ class EvalConfig(_Section):
     temperature: float = Field(0.7, gt=0)
     top_p: float = Field(1.0, gt=0, le=1)
     seed: int = 0
+    stop_repeating: bool = Field(
+        True,
+        description="End an answer that loops (one block of up to 64 tokens written 3 times, over 32+ "
+        "tokens) instead of letting it, and with it its whole batch, run to max_new_tokens.",
+    )
 
     @model_validator(mode="after")
     def _known_metric(self) -> EvalConfig:

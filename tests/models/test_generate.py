@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from tuneloop.models import Precision, load_model
@@ -45,3 +46,52 @@ def test_the_output_head_gets_a_contiguous_input_during_generation(tiny_model):
     assert torch.equal(plain, hooked)
     probe.remove()
     assert not head._forward_pre_hooks  # removed on the way out
+
+
+@pytest.mark.parametrize(
+    "tokens, repeating",
+    [
+        ([7] * 32, True),  # one token: 32 of them
+        ([7] * 31, False),
+        ([1, 2, 3, 4, 5] * 7, True),  # a short block needs 32 tokens of copies: 7 of 5
+        ([1, 2, 3, 4, 5] * 6, False),
+        (list(range(20)) * 3, True),  # a sentence-long block: 3 copies
+        (list(range(20)) * 2 + list(range(19)), False),
+        (list(range(64)) * 3, True),
+        (list(range(65)) * 3, False),  # longer blocks than REPEAT_PERIOD are not looked for
+        ([9] * 40 + [1, 2, 3], False),  # it looped, then went on: only the end counts
+        (list(range(100)), False),
+    ],
+)
+def test_a_row_repeats_when_its_end_is_one_block_written_again_and_again(tokens, repeating):
+    from tuneloop.models.generate import repeating_rows
+
+    rows = torch.tensor([tokens, list(range(1000, 1000 + len(tokens)))])
+    assert repeating_rows(rows).tolist() == [repeating, False]
+
+
+def test_a_row_that_ended_is_not_counted_as_looping():
+    # After EOS a row is padded, and its pads repeat; with pad == EOS, the looping row's own
+    # later pads must not clear it either.
+    from tuneloop.models.generate import StopRepeating
+
+    eos, width = 2, 3
+    prompt = [[5, 5, 5], [6, 6, 6], [7, 7, 7]]
+    new = [[8, eos] + [0] * 40, [30, 31] + list(range(10, 20)) * 4, list(range(10, 52))]
+    stop = StopRepeating(width, eos)
+    ended = stop(torch.tensor([p + n for p, n in zip(prompt, new)]), None)
+    assert ended.tolist() == [True, True, False]
+    assert stop.looped.tolist() == [False, True, False]
+    new[1] = new[1][:-2] + [eos, eos]
+    stop(torch.tensor([p + n for p, n in zip(prompt, new)]), None)
+    assert stop.looped.tolist() == [False, True, False]
+
+
+def test_looping_answers_are_cut_not_changed(tiny_model, tokenizer):
+    """The tiny model's random weights loop ('Sug Sug Sug ...'): stopped, each answer is a strict
+    prefix of the one that ran to max_new_tokens."""
+    model = load_model(tiny_model, Precision.fp32)
+    prompts = [[{"role": "user", "content": text}] for text in ["hi", "what is two plus two", "write a poem"]]
+    full = generate_answers(model, tokenizer, prompts, max_new_tokens=120, batch_size=3, stop_repeating=False)
+    cut = generate_answers(model, tokenizer, prompts, max_new_tokens=120, batch_size=3)
+    assert all(f.startswith(c) and len(c) < len(f) for f, c in zip(full, cut))

@@ -93,6 +93,7 @@ def generate_and_score(
         top_p=config.top_p,
         seed=config.seed,
         template_kwargs=[kwargs for _, kwargs in prompts],
+        stop_repeating=config.stop_repeating,
     )
     metrics, per = score(metric, outputs, [e.answer for e in gen_set])
     out = {"metric": metric, "metrics": metrics, "outputs": outputs, "per_example": per, **points_summary(gen_set)}

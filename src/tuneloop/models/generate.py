@@ -5,9 +5,18 @@ Prompts are sorted by length so each batch pads little; results come back in inp
 
 from __future__ import annotations
 
+import logging
 from contextlib import contextmanager
 
 import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
+
+log = logging.getLogger(__name__)
+
+# A row "repeats" when its newest tokens are one block written again and again: at least
+# REPEATS copies, over at least REPEAT_SPAN tokens (so a short block needs more copies: a single
+# token 32 times). Blocks up to REPEAT_PERIOD tokens (a sentence or two) are looked for.
+REPEATS, REPEAT_SPAN, REPEAT_PERIOD = 3, 32, 64
 
 
 def left_padded(sequences: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -44,6 +53,40 @@ def _contiguous_input(module, args):
     return (args[0].contiguous(), *args[1:])
 
 
+def repeating_rows(new: torch.Tensor) -> torch.Tensor:
+    """Which rows of `new` (generated ids, rows x tokens) end in a repeated block (REPEATS)."""
+    rows, n = new.shape
+    found = torch.zeros(rows, dtype=torch.bool, device=new.device)
+    for period in range(1, min(REPEAT_PERIOD, n // REPEATS) + 1):
+        span = period * max(REPEATS, -(-REPEAT_SPAN // period))
+        if span <= n:
+            tail = new[:, n - span :]
+            found |= (tail[:, period:] == tail[:, :-period]).all(dim=1)
+    return found
+
+
+class StopRepeating(StoppingCriteria):
+    """Ends a row that has begun to loop, writing one block again and again until max_new_tokens.
+
+    A batch decodes until its last row ends, so one looping answer held all of GSM8K's 16 test
+    rows to max_new_tokens (468) after one epoch: 2 of the fine-tuned model's 16 answers looped.
+    Stopped at their third copy, the batch ends at 284 tokens. What came before is kept as it
+    was written: the answer is cut, not changed. The check (up to 64 small comparisons a step) did
+    not show in the base model's 16 answers that ran to 468 tokens: 24.2 s with it, 25.4 s without."""
+
+    def __init__(self, prompt_width: int, eos: int | None):
+        self.prompt_width, self.eos = prompt_width, eos
+        self.looped: torch.Tensor | None = None  # rows stopped for looping (not ended by EOS)
+
+    def __call__(self, input_ids, scores, **kwargs) -> torch.Tensor:
+        new = input_ids[:, self.prompt_width :]
+        looping = repeating_rows(new)
+        # A row that ended is padded after its EOS, and its pads repeat: it is not looping.
+        fresh = looping & ~(new == self.eos).any(dim=1) if self.eos is not None else looping
+        self.looped = fresh if self.looped is None else self.looped | fresh
+        return looping
+
+
 @torch.inference_mode()
 def generate_answers(
     model,
@@ -59,8 +102,10 @@ def generate_answers(
     top_p: float = 1.0,
     seed: int = 0,
     template_kwargs: list[dict] | None = None,
+    stop_repeating: bool = True,
 ) -> list[str]:
-    """`template_kwargs`: per prompt, extra arguments of the chat template (e.g. `tools`)."""
+    """`template_kwargs`: per prompt, extra arguments of the chat template (e.g. `tools`).
+    `stop_repeating`: end a row that loops (StopRepeating)."""
     kwargs = template_kwargs or [{}] * len(prompts)
     encoded = [
         tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=True, return_dict=False, **k)
@@ -74,11 +119,13 @@ def generate_answers(
     model.eval()
     sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if sample else {"do_sample": False}
     torch.manual_seed(seed)  # sampled answers repeat with the same seed
+    looped = 0
     try:
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
             input_ids, attention = left_padded([encoded[i] for i in idx], pad)
             width = input_ids.shape[1]
+            stop = [StopRepeating(width, tokenizer.eos_token_id)] if stop_repeating else []
             with (
                 torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None),
                 contiguous_lm_head(model),
@@ -90,11 +137,15 @@ def generate_answers(
                     pad_token_id=pad,
                     **sampling,
                     eos_token_id=tokenizer.eos_token_id,
+                    stopping_criteria=StoppingCriteriaList(stop),
                 )
+            looped += int(stop[0].looped.sum()) if stop and stop[0].looped is not None else 0
             for row, i in enumerate(idx):
                 answers[i] = tokenizer.decode(out[row, width:], skip_special_tokens=True).strip()
             if on_batch:
                 on_batch(len(idx))
     finally:
         model.train(was_training)
+    if looped:
+        log.info("%d of %d answers were cut when they began to repeat themselves", looped, len(answers))
     return answers
