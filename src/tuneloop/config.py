@@ -27,6 +27,13 @@ MAX_BATCH = 65_536
 LR_RANGE = {"lora": (1e-4, 1e-3), "full": (1e-5, 5e-5)}
 LR_USUAL = {"lora": 2e-4, "full": 2e-5}
 
+
+def lr_family(method: str) -> str:
+    """The key of LR_RANGE / LR_USUAL for a train.method: full fine-tuning, or LoRA (LoRA, QLoRA
+    and the preference methods, which train LoRA weights too)."""
+    return "full" if method == "full" else "lora"
+
+
 # Metric names every stage shares (eval scores them; train, doctor, report and tune rank by them).
 BUILTIN_METRICS = ("exact_match", "final_number", "classification", "generation", "json_fields", "tool_calls")
 # The headline number of each metric, and the per-example score used for win/tie/loss.

@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 
 import yaml
 
-from tuneloop.config import LR_RANGE, LR_USUAL, config_from_dict, get_key, set_key
+from tuneloop.config import LR_RANGE, LR_USUAL, config_from_dict, get_key, lr_family, set_key
 from tuneloop.doctor.diagnose import Diagnosis
 
 MAX_RANK = 64
@@ -221,7 +221,7 @@ def _underfitting(d: Diagnosis, get) -> list[Recommendation]:
         )
     )
     lr = get("train.learning_rate")
-    method = "full" if get("train.method") == "full" else "lora"
+    method = lr_family(get("train.method"))
     low, high = LR_RANGE[method]
     if lr is None or lr < high:
         to = _round(min(high, lr * 2 if lr >= low else max(lr * 2, LR_USUAL[method]))) if lr else "x2"
@@ -276,7 +276,7 @@ def _underfitting(d: Diagnosis, get) -> list[Recommendation]:
 
 def _diverging(d: Diagnosis, get) -> list[Recommendation]:
     lr = get("train.learning_rate")
-    high = LR_RANGE["full" if get("train.method") == "full" else "lora"][1]
+    high = LR_RANGE[lr_family(get("train.method"))][1]
     out = [
         Recommendation(
             "train.learning_rate",
@@ -352,7 +352,7 @@ def _healthy(d: Diagnosis, get) -> list[Recommendation]:
                     applied=main and alpha is not None,
                 )
             )
-    low, high = LR_RANGE["full" if method == "full" else "lora"]
+    low, high = LR_RANGE[lr_family(method)]
     if lr is not None and lr < high:
         out.append(
             Recommendation(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from tuneloop.config import LR_RANGE, LR_USUAL, ConfigError, RunConfig
+from tuneloop.config import LR_RANGE, LR_USUAL, ConfigError, RunConfig, lr_family
 from tuneloop.data import Splits
 from tuneloop.eval.evaluate import answer_token_budget
 from tuneloop.eval.metrics import custom_metric
@@ -55,8 +55,7 @@ def auto_learning_rate(method: str, effective_batch: int) -> float:
     steps; at 2.8e-4 (the square-root rule often quoted for Adam): 1.975; at 4e-4 (linear): 1.875.
     Smaller batches keep the usual rate: lowering it there was not measured. Preference methods
     (dpo, orpo) adapt LoRA weights and follow LoRA's rate."""
-    family = "full" if method == "full" else "lora"
-    scale = max(1.0, effective_batch / LR_REFERENCE_BATCH)
+    family, scale = lr_family(method), max(1.0, effective_batch / LR_REFERENCE_BATCH)
     return min(LR_RANGE[family][1], LR_USUAL[family] * scale)
 
 
