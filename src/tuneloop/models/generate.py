@@ -87,7 +87,11 @@ class StopRepeating(StoppingCriteria):
         return looping
 
 
-@torch.inference_mode()
+# no_grad, not inference_mode: under inference_mode autocast does not keep its bf16 copies of fp32
+# weights between decoding steps and casts every weight again at every step. Full fine-tuning's
+# fp32 weights decoded 24 banking77 answers in 2.5 s under inference_mode, 1.7 s under no_grad,
+# the same answers.
+@torch.no_grad()
 def generate_answers(
     model,
     tokenizer,
