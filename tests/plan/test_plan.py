@@ -8,7 +8,7 @@ import pytest
 from conftest import tiny_run_config, tuneloop
 from tuneloop import cpu
 from tuneloop.plan import Calibration, calibration
-from tuneloop.plan.estimate import continuous_scorings, likely_longest, train_batches
+from tuneloop.plan.estimate import _generation, continuous_scorings, likely_longest, train_batches
 from tuneloop.plan.gpus import gpu_estimate, parameter_counts
 
 CALIB = Calibration(
@@ -61,6 +61,26 @@ def test_generation_is_a_prompt_forward_plus_each_new_token_at_its_context():
 )
 def test_likely_longest_answer_of_a_batch(lengths, rows, longest):
     assert likely_longest(lengths, rows) == longest
+
+
+@pytest.mark.parametrize(
+    "batch, learned, limit, new",
+    [
+        # (rows, prompt width, longest reference): a fine-tuned batch gets what max_new_tokens: auto
+        # allows its likely longest answer (x 1.25 + 8); training answers 1..100, 20 rows: 96
+        ((20, 50, 10), True, 500, math.ceil(1.25 * 96) + 8),
+        ((20, 50, 110), True, 500, math.ceil(1.25 * 110) + 8),  # a longer reference in the batch
+        ((20, 50, 10), True, 60, 60),  # never past max_new_tokens
+        ((20, 50, 10), False, 60, 60),  # the base model: all of them
+    ],
+)
+def test_where_a_generation_batch_is_priced_to_stop(batch, learned, limit, new):
+    class Eval:
+        max_new_tokens = limit
+
+    seconds, steps, prompt_tokens = _generation(CALIB, [batch], Eval, list(range(1, 101)), learned)
+    assert steps == new and prompt_tokens == batch[0] * batch[1]
+    assert seconds == pytest.approx(CALIB.generate_seconds(batch[0], batch[1], new))
 
 
 @pytest.mark.parametrize(

@@ -51,7 +51,11 @@ def answer_token_budget(tokenizer, answers: list[str]) -> int:
     batch has ended, so one rambling answer would otherwise cost the whole batch 128 steps."""
     if not answers:
         return 128
-    longest = max(len(ids) for ids in tokenizer(answers, add_special_tokens=False)["input_ids"])
+    return tokens_allowed(max(len(ids) for ids in tokenizer(answers, add_special_tokens=False)["input_ids"]))
+
+
+def tokens_allowed(longest: int) -> int:
+    """New tokens allowed for answers whose longest is `longest` tokens: x 1.25 + 8."""
     return math.ceil(1.25 * longest) + 8
 
 
