@@ -1,17 +1,30 @@
-"""Length-grouped batches whose order depends only on the seed and the epoch.
+"""Length-bucketed batches whose order depends only on the seed and the epoch.
 
-transformers' LengthGroupedSampler draws its permutation from the global RNG when the epoch's
-iterator is made. A run resumed in epoch 2 or later restores the RNG state of its checkpoint, not
-the one the uninterrupted run had at the start of that epoch, so its batches came in another order
-and its losses drifted from step 19 on (issue 20). Seeding each epoch's draw from (seed, epoch)
-makes the order the same however the run got there.
+Each epoch: a seeded permutation, cut into groups of up to BUCKET_BATCHES batches; each group is
+sorted by length and cut into batches, so a batch holds rows of about one length; then the full
+batches are shuffled, the widest first (a run that does not fit fails at its first step, not its
+last) and a short last batch last.
+
+transformers' LengthGroupedSampler groups only len / (4 x batch) batches at a time when the data
+are small: 7 batches of 16 on the throughput benchmark's 448 rows. Each group's top batch then
+held rows of very different lengths: 42% of the four widest batches' tokens were padding, 10.6%
+over the epoch. Sorted over groups of up to 50 batches (its own cap), with the batch order
+shuffled so the epoch is not a long-to-short curriculum, the benchmark's training took 23.5-24.3 s
+instead of 27.7-27.9 s, validation loss 1.886 against 1.875 (plain TRL: 1.918).
+
+Its draw used the global RNG when the epoch's iterator was made, too. A run resumed in epoch 2 or
+later restores the RNG state of its checkpoint, not the one the uninterrupted run had at the start
+of that epoch, so its batches came in another order and its losses drifted from step 19 on (issue
+20). Seeding each epoch's draw from (seed, epoch) makes the order the same however the run got
+there.
 """
 
 from __future__ import annotations
 
 import torch
 from torch.utils.data import Sampler
-from transformers.trainer_pt_utils import get_length_grouped_indices
+
+BUCKET_BATCHES = 50
 
 
 class EpochSeededLengthGroupedSampler(Sampler):
@@ -27,4 +40,21 @@ class EpochSeededLengthGroupedSampler(Sampler):
 
     def __iter__(self):
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))
+        return iter(length_bucketed(self.lengths, self.batch_size, generator))
+
+
+def length_bucketed(lengths: list[int], batch_size: int, generator: torch.Generator) -> list[int]:
+    """Row indices, every `batch_size` of them one batch of rows of about one length."""
+    order = torch.randperm(len(lengths), generator=generator).tolist()
+    group = batch_size * BUCKET_BATCHES
+    batches = []
+    for start in range(0, len(order), group):
+        rows = sorted(order[start : start + group], key=lambda i: -lengths[i])
+        batches += [rows[i : i + batch_size] for i in range(0, len(rows), batch_size)]
+    full = [b for b in batches if len(b) == batch_size]
+    short = [b for b in batches if len(b) < batch_size]  # at most one: the last group's remainder
+    full = [full[i] for i in torch.randperm(len(full), generator=generator).tolist()]
+    if full:
+        widest = max(range(len(full)), key=lambda k: len(full[k]) * max(lengths[i] for i in full[k]))
+        full[0], full[widest] = full[widest], full[0]
+    return [i for batch in full + short for i in batch]
