@@ -55,6 +55,6 @@ def length_bucketed(lengths: list[int], batch_size: int, generator: torch.Genera
     short = [b for b in batches if len(b) < batch_size]  # at most one: the last group's remainder
     full = [full[i] for i in torch.randperm(len(full), generator=generator).tolist()]
     if full:
-        widest = max(range(len(full)), key=lambda k: len(full[k]) * max(lengths[i] for i in full[k]))
+        widest = max(range(len(full)), key=lambda k: max(lengths[i] for i in full[k]))  # all batch_size rows
         full[0], full[widest] = full[widest], full[0]
     return [i for batch in full + short for i in batch]
