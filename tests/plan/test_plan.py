@@ -84,20 +84,24 @@ def test_where_a_generation_batch_is_priced_to_stop(batch, learned, limit, new):
 
 
 @pytest.mark.parametrize(
-    "passes, training, one, budget, train_share, scorings",
+    "passes, training, first, one, budget, train_share, scorings",
     [
-        (10, 100.0, 1.0, 1.0, 0.5, 10.5),  # a budget of 1 scores every evaluation and the training sample
-        (10, 100.0, 50.0, 0.15, 0.5, 2),  # dear scorings: the first and the last only
+        (10, 100.0, 1.0, 1.0, 1.0, 0.5, (1, 9.5)),  # a budget of 1 scores every evaluation and the training sample
+        (10, 100.0, 50.0, 50.0, 0.15, 0.5, (1, 1)),  # dear scorings: the first and the last only
         # 15 s of budget over 100 s, 1 s a scoring: each between scores while spent + 2 fits 15% so far
-        (10, 100.0, 1.0, 0.15, 0.5, 10.5),
+        (10, 100.0, 1.0, 1.0, 0.15, 0.5, (1, 9.5)),
         # 3 s a scoring: evaluations 1, 6 (3 + 6 <= 9), 8 (6 + 6 <= 12) and the last, with the training sample
-        (10, 100.0, 3.0, 0.15, 0.5, 4.5),
-        (1, 100.0, 1.0, 0.15, 0.5, 1.5),  # one evaluation: it is the first and the last
-        (0, 100.0, 1.0, 0.15, 0.5, 0),
+        (10, 100.0, 3.0, 3.0, 0.15, 0.5, (1, 3.5)),
+        # a dear first scoring (the early model writes to the limit) holds back the ones between:
+        # 6 + 2 x 6 never fits; the last, and the training sample (6 + 0.5 <= 15)
+        (10, 100.0, 6.0, 1.0, 0.15, 0.5, (1, 1.5)),
+        (1, 100.0, 6.0, 1.0, 0.15, 0.5, (0, 1.5)),  # one evaluation: it is the last, priced as a trained model
+        (0, 100.0, 1.0, 1.0, 0.15, 0.5, (0, 0)),
     ],
 )
-def test_continuous_scorings_replay_the_budget_rule(passes, training, one, budget, train_share, scorings):
-    assert continuous_scorings(passes, training, one, budget, train_share) == pytest.approx(scorings)
+def test_continuous_scorings_replay_the_budget_rule(passes, training, first, one, budget, train_share, scorings):
+    early, later = continuous_scorings(passes, training, first, one, budget, train_share)
+    assert (early, later) == (scorings[0], pytest.approx(scorings[1]))
 
 
 def test_checkpoint_seconds():

@@ -151,18 +151,19 @@ def estimate(
         if scoring:
             sample = generation_set(splits.validation[: t.metric_rows], e)
             batches = _generation_batches(sample, tokenizer, e.batch_size)
-            # Every scoring is priced as a model that stops at its answers, the first too (it comes
-            # after ~10% of the steps). With the first priced as the base model, and the budget as
-            # a plain count, the plan was 2.4x DialogSum's real continuous evaluation. A model that
-            # has not learned where its answer ends costs more: GSM8K after one epoch of 92 rows,
-            # where the plan is 0.53x (LOG.md).
+            # The first scoring comes after a few steps (step 2 of 12 on GSM8K's 92 rows): the model
+            # has not yet learned where its answer ends, so it is priced as the base model, writing
+            # to max_new_tokens. Priced as a model that stops, GSM8K's continuous evaluation was
+            # planned at 36 s against 56-60 s real: both its scorings ran to the limit (LOG.md).
+            # The later ones are priced as the fine-tuned model's answers.
+            first, first_steps, first_prompts = _generation(calib, batches, e, answers, learned=False)
             one, one_steps, one_prompts = _generation(calib, batches, e, answers, learned=True)
             training = sum(v for k, v in parts.items() if k != "load")
             train_share = min(TRAIN_SAMPLE_ROWS, len(splits.train)) / len(sample)
-            scorings = continuous_scorings(passes, training, one, t.metric_budget, train_share)
-            parts["metric"] = scorings * one
-            decode_steps += round(scorings * one_steps)
-            forward_tokens += round(scorings * one_prompts)
+            early, later = continuous_scorings(passes, training, first, one, t.metric_budget, train_share)
+            parts["metric"] = early * first + later * one
+            decode_steps += early * first_steps + round(later * one_steps)
+            forward_tokens += early * first_prompts + round(later * one_prompts)
 
     test = splits.test
     eval_seconds = {}
@@ -250,20 +251,27 @@ def _generation(
     return seconds, steps, prompt_tokens
 
 
-def continuous_scorings(passes: int, training: float, one: float, budget: float, train_share: float) -> float:
-    """Scorings of the validation sample over a run: train/task_eval.py's rule replayed on the plan's
-    clock (`training`: seconds of training, evaluations evenly spread over it). The first and the
-    last evaluation always score; one between scores when what was spent plus two more scorings
-    (one held for the last) stays within `budget` of the training time so far. The last also scores
-    the training sample (`train_share` of a scoring) when that fits."""
-    spent, count = 0.0, 0.0
+def continuous_scorings(
+    passes: int, training: float, first: float, one: float, budget: float, train_share: float
+) -> tuple[int, float]:
+    """Scorings of the validation sample over a run: train/task_eval.py's rule replayed on the
+    plan's clock (`training`: seconds of training, evaluations evenly spread over it). The first
+    and the last evaluation always score; one between scores when what was spent plus two more
+    scorings at the latest one's cost (one held for the last) stays within `budget` of the training
+    time so far. The last also scores the training sample (`train_share` of a scoring) when that
+    fits. A first scoring before the last costs `first` (the model early in training), the others
+    `one`. Returns (scorings priced `first`: 0 or 1, scorings priced `one`)."""
+    spent, latest, early, later = 0.0, first, 0, 0.0
     for k in range(1, passes + 1):
         so_far, last = training * k / passes, k == passes
-        if last or k == 1 or budget >= 1 or spent + 2 * one <= budget * so_far:
-            if last and (budget >= 1 or spent + train_share * one <= budget * so_far):
-                count += train_share
-            spent, count = spent + one, count + 1
-    return count
+        if k == 1 or last or budget >= 1 or spent + 2 * latest <= budget * so_far:
+            is_early = k == 1 and not last
+            cost = first if is_early else one
+            if last and (budget >= 1 or spent + train_share * cost <= budget * so_far):
+                later += train_share
+            early, later = early + is_early, later + (not is_early)
+            spent, latest = spent + cost, cost
+    return early, later
 
 
 def likely_longest(sorted_lengths: list[int], rows: int) -> int:
