@@ -98,3 +98,22 @@ def test_compiled_run_trains_evaluates_and_generates(tmp_path, tiny_model):
     assert result.evaluation["n_generated"] == result.evaluation["n_test"] > 0
     assert "compile: true" in result.run.config_file.read_text()
     assert any("eval_loss" in m for m in result.run.read_metrics())
+
+
+def test_compile_probes_the_vector_isa_off_the_main_thread(monkeypatch, tiny_model):
+    """Inductor's instruction-set probe (child processes, ~0.8 s) starts when the layers are set
+    to compile, in a thread, so the first compiled step does not wait on it."""
+    import threading
+
+    import torch._inductor.cpu_vec_isa as cpu_vec_isa
+    from transformers import AutoModelForCausalLM
+
+    from tuneloop.train.speed import compile_layers
+
+    probed = threading.Event()
+    where = []
+    monkeypatch.setattr(cpu_vec_isa, "pick_vec_isa", lambda: (where.append(threading.current_thread()), probed.set()))
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    assert compile_layers(model) == model.config.num_hidden_layers
+    assert probed.wait(timeout=10)
+    assert where[0] is not threading.main_thread()

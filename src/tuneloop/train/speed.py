@@ -54,4 +54,20 @@ def compile_layers(model) -> int:
     torch._dynamo.config.specialize_float = True
     for layer in layers:
         layer.compile(dynamic=True)
+    if layers and next(model.parameters()).device.type == "cpu":
+        _probe_vector_isa_in_background()
     return len(layers)
+
+
+def _probe_vector_isa_in_background() -> None:
+    """Inductor picks the SIMD instruction set of its C++ kernels by building a test library and
+    loading it in a child Python, once per process for each candidate set: ~0.8 s spent waiting on
+    those children inside the first compiled step, even when every kernel is cached (LOG.md). Made
+    here in a thread, the wait overlaps the model's first forward and Dynamo's tracing of the
+    layer; Inductor caches the answer for the process (functools.cache), so its compile finds it
+    made. Were the compile to ask first, it would probe too, as it does without this thread."""
+    import threading
+
+    from torch._inductor.cpu_vec_isa import pick_vec_isa
+
+    threading.Thread(target=pick_vec_isa, name="tuneloop-inductor-isa-probe", daemon=True).start()
