@@ -1,6 +1,6 @@
 """Training throughput: tuneloop's defaults against a plain TRL SFTTrainer script, one after the other.
 
-    .venv/bin/python bench/train_throughput.py [--rows 448]     # writes bench/results/train_throughput.json
+    .venv/bin/python bench/train_throughput.py [--rows 448] [--repeats 3]  # writes bench/results/train_throughput.json
 
 Same model (SmolLM2-135M-Instruct), same banking77 rows (from ../shared/datasets, mapped to
 prompt/completion with a short system prompt), 1 epoch, LoRA r=16 alpha=32 on all linear layers.
@@ -10,6 +10,11 @@ batch 8 and learning rate 2e-4 (`tuneloop_batch8`). tuneloop's side takes its ow
 tokenization of the learned spans, its trainer, its compile rule, its learning-rate rule. The baseline is the script
 a user writes first: TRL's SFTConfig defaults, plus `use_cpu=True` (the first thing TRL's own
 error asks for on a CPU machine). Each side runs in its own process, so its peak RSS is its own.
+
+Each side runs `--repeats` times (3 by default), the sides taking turns, and the run with the median
+tokens/s is the side's result (all the runs' tokens/s are kept): on this shared 2-core machine one
+run of the same side varies by up to +-10% (TRL took 114.9-127.9 s over three sessions), and taking
+turns spreads a slow spell of the machine over every side.
 
 Steady-state tokens/s: tokens / (steps x the median step time), which leaves out the compile
 and warm-up of the first steps; the headline ratio is over all of train(), compile included.
@@ -198,6 +203,7 @@ def _measure(trainer, label: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=448, help="training rows (plus 64 validation rows)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each side; the median run is kept")
     parser.add_argument("--one", choices=["tuneloop", "tuneloop_batch8", "trl"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     out = Path("/tmp/tuneloop-bench-train")
@@ -210,20 +216,27 @@ def main() -> None:
         return
     peak = matmul_peak_gflops()
     print(f"bf16 matmul peak measured: {peak:.0f} GFLOP/s")
-    sides = {}
-    for side in ("tuneloop", "tuneloop_batch8", "trl"):
+    runs: dict[str, list[dict]] = {"tuneloop": [], "tuneloop_batch8": [], "trl": []}
+    for repeat, side in itertools.product(range(args.repeats), runs):
         done = subprocess.run(
             [sys.executable, __file__, "--one", side, "--rows", str(args.rows)], capture_output=True, text=True
         )
         line = next((ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")), None)
         if line is None:
             raise SystemExit(f"{side} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-        sides[side] = json.loads(line[len("RESULT ") :])
-        s = sides[side]
+        s = json.loads(line[len("RESULT ") :])
+        runs[side].append(s)
+        print(f"run {repeat + 1}/{args.repeats}, {s['label']}: {s['tokens_per_second']} tok/s, {s['train_seconds']} s")
+    sides = {}
+    for side, results in runs.items():
+        s = sorted(results, key=lambda r: r["tokens_per_second"])[len(results) // 2]
         s["mfu"] = round(4 * s["parameters"] * s["tokens_per_second"] / (peak * 1e9), 4)
+        s["runs_tokens_per_second"] = [r["tokens_per_second"] for r in results]
+        sides[side] = s
         print(
-            f"{s['label']}: {s['tokens_per_second']} tok/s, {s['train_seconds']} s, peak RSS {s['peak_rss_mb']} MB, "
-            f"train loss {s['final_train_loss']}, validation loss {s['validation_loss']}, MFU {s['mfu']:.1%}"
+            f"{s['label']} (median of {len(results)}): {s['tokens_per_second']} tok/s, {s['train_seconds']} s, "
+            f"peak RSS {s['peak_rss_mb']} MB, train loss {s['final_train_loss']}, "
+            f"validation loss {s['validation_loss']}, MFU {s['mfu']:.1%}"
         )
     base = sides["trl"]
 
@@ -250,6 +263,7 @@ def main() -> None:
                 "learning_rate": f"tuneloop auto; tuneloop_batch8 and TRL {LR}",
                 "lora_r": R,
                 "lora_alpha": ALPHA,
+                "repeats": args.repeats,
             },
             "bf16_matmul_peak_gflops": round(peak, 1),
             "tuneloop": sides["tuneloop"],
