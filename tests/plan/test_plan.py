@@ -8,7 +8,7 @@ import pytest
 from conftest import tiny_run_config, tuneloop
 from tuneloop import cpu
 from tuneloop.plan import Calibration, calibration
-from tuneloop.plan.estimate import _generation, continuous_scorings, likely_longest, train_batches
+from tuneloop.plan.estimate import RUNAWAY_ROW, _generation, continuous_scorings, likely_longest, train_batches
 from tuneloop.plan.gpus import gpu_estimate, parameter_counts
 
 CALIB = Calibration(
@@ -64,23 +64,34 @@ def test_likely_longest_answer_of_a_batch(lengths, rows, longest):
 
 
 @pytest.mark.parametrize(
-    "batch, learned, limit, new",
+    "batch, learned, limit, stops",
     [
-        # (rows, prompt width, longest reference): a fine-tuned batch gets what max_new_tokens: auto
-        # allows its likely longest answer (x 1.25 + 8); training answers 1..100, 20 rows: 96
+        # (rows, prompt width, longest reference): a fine-tuned batch that ends by itself gets what
+        # max_new_tokens: auto allows its likely longest answer (x 1.25 + 8); training answers
+        # 1..100, 20 rows: 96
         ((20, 50, 10), True, 500, math.ceil(1.25 * 96) + 8),
         ((20, 50, 110), True, 500, math.ceil(1.25 * 110) + 8),  # a longer reference in the batch
+        ((2, 50, 10), True, 500, math.ceil(1.25 * 67) + 8),  # 2 rows: the longest of 2 draws
         ((20, 50, 10), True, 60, 60),  # never past max_new_tokens
         ((20, 50, 10), False, 60, 60),  # the base model: all of them
     ],
 )
-def test_where_a_generation_batch_is_priced_to_stop(batch, learned, limit, new):
+def test_where_a_generation_batch_is_priced_to_stop(batch, learned, limit, stops):
+    """Priced as an expectation: unless one of its rows runs away (RUNAWAY_ROW each), a fine-tuned
+    batch stops at `stops`; otherwise at the limit, as the base model's always does."""
+
     class Eval:
         max_new_tokens = limit
 
+    rows, width, _ = batch
+    ends = (1 - RUNAWAY_ROW) ** rows if learned else 1.0
     seconds, steps, prompt_tokens = _generation(CALIB, [batch], Eval, list(range(1, 101)), learned)
-    assert steps == new and prompt_tokens == batch[0] * batch[1]
-    assert seconds == pytest.approx(CALIB.generate_seconds(batch[0], batch[1], new))
+    assert steps == round(ends * stops + (1 - ends) * limit) and prompt_tokens == rows * width
+    assert seconds == pytest.approx(
+        ends * CALIB.generate_seconds(rows, width, stops) + (1 - ends) * CALIB.generate_seconds(rows, width, limit)
+    )
+    if learned and stops < limit:  # more rows, more chances that one does not end
+        assert 0.3 < ends < 0.95
 
 
 @pytest.mark.parametrize(
