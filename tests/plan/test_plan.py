@@ -217,3 +217,35 @@ def test_plan_command(tmp_path, tiny_model):
     assert not (tmp_path / "runs").exists()  # planning starts nothing
     bad = tuneloop("plan", path, "--gpu", "toaster", cwd=tmp_path)
     assert bad.returncode == 2 and "known: H200" in bad.stderr
+
+
+@pytest.mark.parametrize(
+    "metric_rows, max_new_tokens, warned",
+    [
+        (64, 400, True),  # the first scoring alone writes 400 tokens for every validation row: over budget
+        (64, 4, False),  # short answers: the scorings fit
+        (0, 400, False),  # no continuous evaluation
+    ],
+)
+def test_plan_warns_when_continuous_evaluation_outgrows_its_budget(
+    tmp_path, tiny_model, metric_rows, max_new_tokens, warned
+):
+    from transformers import AutoConfig
+
+    from tuneloop.data.prepare import prepare_data
+    from tuneloop.models import load_tokenizer
+    from tuneloop.plan.estimate import estimate
+    from tuneloop.train.auto import resolve_auto
+
+    config = tiny_run_config(tmp_path, tiny_model, metric_rows=metric_rows)
+    config.eval.max_new_tokens = max_new_tokens
+    tokenizer = load_tokenizer(tiny_model)
+    prepared = prepare_data(config.data, tokenizer)
+    config, _ = resolve_auto(config, prepared.splits, prepared.report, tiny_model, "cpu", tokenizer)
+    plan = estimate(config, prepared.splits, tokenizer, CALIB, AutoConfig.from_pretrained(tiny_model), "cpu", 8e9)
+    notes = [n for n in plan.notes if n.startswith("continuous evaluation")]
+    assert bool(notes) is warned
+    if warned:
+        validation = len(prepared.splits.validation)
+        assert f"Fewer than its {min(metric_rows, validation)} rows" in notes[0] and f"({max_new_tokens})" in notes[0]
+        assert plan.parts["metric"] > 2 * config.train.metric_budget * (plan.parts["steps"])

@@ -168,6 +168,16 @@ def estimate(
             train_share = min(TRAIN_SAMPLE_ROWS, len(splits.train)) / len(sample)
             early, later = continuous_scorings(passes, training, first, one, t.metric_budget, train_share)
             parts["metric"] = early * first + later * one
+            if t.metric_budget < 1 and parts["metric"] > 2 * t.metric_budget * training:
+                # The first and last scorings run whatever they cost (task_eval.py): on a short run of
+                # long answers they can outlast the training (GSM8K's 120 rows: 60 s against 45 s).
+                notes.append(
+                    f"continuous evaluation ~{parts['metric']:.0f} s, {parts['metric'] / training:.1f}x the "
+                    f"training, over train.metric_budget ({t.metric_budget:g}): its first and last scorings "
+                    f"always run. Fewer than its {len(sample)} rows (train.metric_rows) or a lower "
+                    f"eval.max_new_tokens ({e.max_new_tokens}) make a scoring cheaper; "
+                    "train.metric_rows: 0 turns it off"
+                )
             decode_steps += early * first_steps + round(later * one_steps)
             forward_tokens += early * first_prompts + round(later * one_prompts)
 
