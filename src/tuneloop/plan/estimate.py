@@ -158,10 +158,11 @@ def estimate(
             sample = generation_set(splits.validation[: t.metric_rows], e)
             batches = _generation_batches(sample, tokenizer, e.batch_size)
             # The first scoring comes after a few steps (step 2 of 12 on GSM8K's 92 rows): the model
-            # has not yet learned where its answer ends, so it is priced as the base model, writing
-            # to max_new_tokens. Priced as a model that stops, GSM8K's continuous evaluation was
-            # planned at 36 s against 56-60 s real: both its scorings ran to the limit (LOG.md).
-            # The later ones are priced as the fine-tuned model's answers.
+            # has not yet learned where its answer ends, so it is priced as a model writing to
+            # max_new_tokens (as the base model is, but with the adapter on). Priced as a model that
+            # stops, GSM8K's continuous evaluation was planned at 36 s against 56-60 s real: both its
+            # scorings ran to the limit (LOG.md). The later ones are priced as the fine-tuned model's
+            # answers.
             first, first_steps, first_prompts = _generation(calib, batches, e, answers, learned=False)
             one, one_steps, one_prompts = _generation(calib, batches, e, answers, learned=True)
             training = sum(v for k, v in parts.items() if k != "load")
