@@ -30,9 +30,20 @@ def hardware() -> dict:
         "cpu": cpu,
         "cores": os.cpu_count(),
         "memory_gib": memory,
+        "gpu": gpu(),
         "python": platform.python_version(),
         "platform": platform.platform(),
     }
+
+
+def gpu() -> str | None:
+    """The CUDA device's name and memory, when there is one (None on the CPU machines)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    props = torch.cuda.get_device_properties(0)
+    return f"{props.name}, {props.total_memory / 2**30:.0f} GiB, CUDA {torch.version.cuda}"
 
 
 def save(name: str, result: dict, extra_packages: tuple[str, ...] = ()) -> Path:

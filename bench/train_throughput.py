@@ -1,6 +1,7 @@
 """Training throughput: tuneloop's defaults against a plain TRL SFTTrainer script, one after the other.
 
     .venv/bin/python bench/train_throughput.py [--rows 448] [--repeats 3]  # writes bench/results/train_throughput.json
+    python bench/train_throughput.py --device cuda                          # writes ..._cuda.json
 
 Same model (SmolLM2-135M-Instruct), same banking77 rows (from ../shared/datasets, mapped to
 prompt/completion with a short system prompt), 1 epoch, LoRA r=16 alpha=32 on all linear layers.
@@ -8,8 +9,10 @@ tuneloop runs at its defaults (`batch_size: auto` and `learning_rate: auto`, as 
 resolves them for this data: the headline `tuneloop` and `ratios`), and also at the baseline's
 batch 8 and learning rate 2e-4 (`tuneloop_batch8`). tuneloop's side takes its own path: its
 tokenization of the learned spans, its trainer, its compile rule, its learning-rate rule. The baseline is the script
-a user writes first: TRL's SFTConfig defaults, plus `use_cpu=True` (the first thing TRL's own
-error asks for on a CPU machine). Each side runs in its own process, so its peak RSS is its own.
+a user writes first: TRL's SFTConfig defaults, plus `use_cpu=True` on a CPU (the first thing TRL's
+own error asks for there). Each side runs in its own process, so its peak RSS is its own.
+On CUDA both sides train on the GPU (tuneloop with its CUDA kernels: Liger where installed,
+padding-free batches) and the peak is the GPU's allocated memory.
 
 Each side runs `--repeats` times (3 by default), the sides taking turns, and the run with the median
 tokens/s is the side's result (all the runs' tokens/s are kept): on this shared 2-core machine one
@@ -60,17 +63,28 @@ def rows(n_train: int) -> tuple[list[dict], list[dict]]:
     return data[N_VALIDATION:], data[:N_VALIDATION]
 
 
-def matmul_peak_gflops(dtype_name: str = "bfloat16", n: int = 2048, repeats: int = 20) -> float:
+def matmul_peak_gflops(device: str = "cpu", repeats: int = 20) -> float:
+    """bf16 products of random n x n matrices (n = 2048 on CPU, 8192 on CUDA, where a smaller one
+    does not fill the chip)."""
     import torch
 
-    dtype = getattr(torch, dtype_name)
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    n = 8192 if device == "cuda" else 2048
+    a, b = (torch.randn(n, n, dtype=torch.bfloat16, device=device) for _ in range(2))
     for _ in range(3):
         a @ b
+    synchronize(device)
     t = time.perf_counter()
     for _ in range(repeats):
         a @ b
+    synchronize(device)
     return 2 * n**3 * repeats / (time.perf_counter() - t) / 1e9
+
+
+def synchronize(device: str) -> None:
+    import torch
+
+    if device == "cuda":
+        torch.cuda.synchronize()
 
 
 def train_tokens(trainer) -> int:
@@ -78,7 +92,7 @@ def train_tokens(trainer) -> int:
     return sum(len(ids) for ids in trainer.train_dataset["input_ids"])
 
 
-def run_tuneloop(n_train: int, out: Path, batch: str) -> dict:
+def run_tuneloop(n_train: int, out: Path, batch: str, device: str) -> dict:
     """tuneloop's own path (pipeline.py): its tokenization of the learned spans, its trainer, its
     compile rule; `batch` a number, or auto as `tuneloop run` resolves it, and the learning rate
     `auto` resolves for that batch (train/auto.py; 2e-4 at batch 8, as the baseline's)."""
@@ -103,12 +117,12 @@ def run_tuneloop(n_train: int, out: Path, batch: str) -> dict:
     if batch == "auto":
         lengths = sorted(len(ids) for ids in train["input_ids"])
         p95 = lengths[int(0.95 * (len(lengths) - 1))]
-        size = auto_batch_size(len(train), p95, AutoConfig.from_pretrained(folder), free_memory_bytes("cpu"))
+        size = auto_batch_size(len(train), p95, AutoConfig.from_pretrained(folder), free_memory_bytes(device))
     else:
         size = int(batch)
-    precision = choose_precision("auto", "cpu")
+    precision = choose_precision("auto", device)
     trainer = build_trainer(
-        load_model(folder, precision),
+        load_model(folder, precision, device),
         tokenizer,
         train,
         val,
@@ -123,6 +137,7 @@ def run_tuneloop(n_train: int, out: Path, batch: str) -> dict:
         max_seq_len=1024,
         precision=precision,
         output_dir=out,
+        device=device,
     )
     # The baseline saves no checkpoints and runs no validation pass while training: compare
     # training alone (both sides' validation loss is measured after, the same way).
@@ -131,10 +146,10 @@ def run_tuneloop(n_train: int, out: Path, batch: str) -> dict:
     if train_tokens(trainer) * EPOCHS >= COMPILE_MIN_TOKENS:  # tuneloop's default, train.compile: auto
         compile_layers(trainer.model)
     label = f"tuneloop ({precision.value}, batch {size}{' = auto' if batch == 'auto' else ''})"
-    return {**_measure(trainer, label), "learning_rate": trainer.args.learning_rate}
+    return {**_measure(trainer, label, device), "learning_rate": trainer.args.learning_rate}
 
 
-def run_trl(n_train: int, out: Path) -> dict:
+def run_trl(n_train: int, out: Path, device: str) -> dict:
     from datasets import Dataset
     from peft import LoraConfig
     from trl import SFTConfig, SFTTrainer
@@ -148,7 +163,7 @@ def run_trl(n_train: int, out: Path) -> dict:
         model=str(resolve_model("smollm2-135m-instruct")),
         args=SFTConfig(
             output_dir=str(out),
-            use_cpu=True,
+            use_cpu=device == "cpu",
             num_train_epochs=EPOCHS,
             learning_rate=LR,
             per_device_train_batch_size=BATCH,
@@ -159,10 +174,12 @@ def run_trl(n_train: int, out: Path) -> dict:
         eval_dataset=Dataset.from_list(val),
         peft_config=LoraConfig(r=R, lora_alpha=ALPHA, target_modules="all-linear", task_type="CAUSAL_LM"),
     )
-    return {**_measure(trainer, "plain TRL defaults"), "learning_rate": trainer.args.learning_rate}
+    return {**_measure(trainer, "plain TRL defaults", device), "learning_rate": trainer.args.learning_rate}
 
 
-def _measure(trainer, label: str) -> dict:
+def _measure(trainer, label: str, device: str) -> dict:
+    import torch
+
     losses, step_ends = [], []
 
     from transformers import TrainerCallback
@@ -173,12 +190,14 @@ def _measure(trainer, label: str) -> dict:
                 losses.append(logs["loss"])
 
         def on_step_end(self, args, state, control, **kwargs):
+            synchronize(device)  # a step's end is when its GPU work ends, not its launch
             step_ends.append(time.perf_counter())
 
     trainer.add_callback(Record())
     tokens = train_tokens(trainer)
     t = time.perf_counter()
     trainer.train()
+    synchronize(device)
     seconds = time.perf_counter() - t
     validation_loss = trainer.evaluate()["eval_loss"]
     n_params = sum(p.numel() for p in trainer.model.parameters())
@@ -196,6 +215,7 @@ def _measure(trainer, label: str) -> dict:
         "validation_loss": round(validation_loss, 4),
         "parameters": n_params,
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_gpu_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if device == "cuda" else None,
         "steps": trainer.state.global_step,
     }
 
@@ -204,22 +224,29 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=448, help="training rows (plus 64 validation rows)")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each side; the median run is kept")
+    parser.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda where there is one, else cpu")
     parser.add_argument("--one", choices=["tuneloop", "tuneloop_batch8", "trl"], help=argparse.SUPPRESS)
     args = parser.parse_args()
+    import torch
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     out = Path("/tmp/tuneloop-bench-train")
     if args.one:
         if args.one == "trl":
-            result = run_trl(args.rows, out / args.one)
+            result = run_trl(args.rows, out / args.one, device)
         else:
-            result = run_tuneloop(args.rows, out / args.one, str(BATCH) if args.one == "tuneloop_batch8" else "auto")
+            batch = str(BATCH) if args.one == "tuneloop_batch8" else "auto"
+            result = run_tuneloop(args.rows, out / args.one, batch, device)
         print("RESULT " + json.dumps(result))
         return
-    peak = matmul_peak_gflops()
+    peak = matmul_peak_gflops(device)
     print(f"bf16 matmul peak measured: {peak:.0f} GFLOP/s")
     runs: dict[str, list[dict]] = {"tuneloop": [], "tuneloop_batch8": [], "trl": []}
     for repeat, side in itertools.product(range(args.repeats), runs):
         done = subprocess.run(
-            [sys.executable, __file__, "--one", side, "--rows", str(args.rows)], capture_output=True, text=True
+            [sys.executable, __file__, "--one", side, "--rows", str(args.rows), "--device", device],
+            capture_output=True,
+            text=True,
         )
         line = next((ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")), None)
         if line is None:
@@ -235,7 +262,7 @@ def main() -> None:
         sides[side] = s
         print(
             f"{s['label']} (median of {len(results)}): {s['tokens_per_second']} tok/s, {s['train_seconds']} s, "
-            f"peak RSS {s['peak_rss_mb']} MB, train loss {s['final_train_loss']}, "
+            f"peak RSS {s['peak_rss_mb']} MB, peak GPU {s['peak_gpu_mb']} MB, train loss {s['final_train_loss']}, "
             f"validation loss {s['validation_loss']}, MFU {s['mfu']:.1%}"
         )
     base = sides["trl"]
@@ -245,15 +272,17 @@ def main() -> None:
             "tokens_per_second": round(ours["tokens_per_second"] / base["tokens_per_second"], 2),
             "steady_tokens_per_second": round(ours["steady_tokens_per_second"] / base["steady_tokens_per_second"], 2),
             "peak_rss": round(ours["peak_rss_mb"] / base["peak_rss_mb"], 2),
+            **({"peak_gpu": round(ours["peak_gpu_mb"] / base["peak_gpu_mb"], 2)} if device == "cuda" else {}),
             "validation_loss": round(ours["validation_loss"] / base["validation_loss"], 4),
         }
 
     ratios, ratios_batch8 = against_trl(sides["tuneloop"]), against_trl(sides["tuneloop_batch8"])
     print(f"ratios tuneloop (defaults) / TRL: {ratios}; at TRL's batch and learning rate: {ratios_batch8}")
     path = save(
-        "train_throughput",
+        "train_throughput" if device == "cpu" else f"train_throughput_{device}",
         {
             "settings": {
+                "device": device,
                 "model": "smollm2-135m-instruct",
                 "data": "banking77 every 10th row",
                 "train_rows": args.rows,

@@ -1,0 +1,203 @@
+"""The CUDA paths, run as a user runs them, on a lent GPU: one prepared script for a short lease.
+
+    python bench/cuda_paths.py [--rows 1200] [--budget 420]  # writes bench/results/cuda_paths.json
+
+Each variant is a real `tuneloop run` of the same banking77 config (a random 1,200 training rows,
+100 validation, 200 held-out test rows; 2 epochs; LoRA r=16), which trains, evaluates the base and
+the fine-tuned model on the test rows, and records its speed notes, timings and peak memory:
+
+- defaults: what `tuneloop run` picks on CUDA (bf16, Liger's fused kernels where installed,
+  padding-free batches, SDPA or FlashAttention-2 where installed, compile: auto);
+- qlora: train.quantize 4bit (NF4 base through bitsandbytes);
+- no_fused_kernels: train.fused_kernels false (Liger off);
+- no_compile: train.compile false.
+
+Then `bench/train_throughput.py --device cuda` (tuneloop against plain TRL on the GPU) runs once a
+side. Each part has its own time limit inside `--budget` seconds, in that order, so a short lease
+still brings back the first parts; a part not run is recorded as not run, with the reason. What no
+run can exercise (a package the lease could not carry) is recorded as blocked, with the reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import importlib.util
+import json
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from environment import save
+
+ROOT = Path(__file__).resolve().parents[1]
+DATASETS = ROOT.parent / "shared" / "datasets"
+VARIANTS = {
+    "defaults": {},
+    "qlora": {"quantize": "4bit"},
+    "no_fused_kernels": {"fused_kernels": False},
+    "no_compile": {"compile": False},
+}
+# Packages whose CUDA paths tuneloop takes when they are installed; absent, the run falls back.
+OPTIONAL = {"bitsandbytes": "QLoRA", "liger_kernel": "Liger", "flash_attn": "FlashAttention-2", "vllm": "serving"}
+
+
+def banking77_config(work: Path, n_train: int, model: str) -> dict:
+    with open(DATASETS / "banking77" / "train.csv", newline="", encoding="utf-8") as f:
+        rows = random.Random(0).sample(list(csv.DictReader(f)), n_train + 300)
+    data = work / "banking77.jsonl"
+    data.write_text(
+        "".join(
+            json.dumps({"prompt": f"Banking intent of this message: {r['text']}", "completion": r["category"]}) + "\n"
+            for r in rows
+        )
+    )
+    return {
+        "model": model,
+        "data": {"path": str(data), "validation_size": 100, "test_size": 200, "max_seq_len": 256},
+        "train": {"epochs": 2, "learning_rate": 4e-4},
+        "eval": {"batch_size": 50},
+    }
+
+
+def run_variant(name: str, config: dict, work: Path, timeout: float) -> dict:
+    cfg = json.loads(json.dumps(config))
+    cfg["train"].update(VARIANTS[name])
+    path = work / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    t = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "tuneloop.cli", "run", str(path)],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    wall = round(time.perf_counter() - t, 1)
+    runs = sorted((work / "runs").glob(f"{name}*"))
+    if done.returncode != 0 or not runs:
+        return {"status": "failed", "rc": done.returncode, "wall_seconds": wall, "output_tail": _tail(done)}
+    return {"status": "ran", "wall_seconds": wall, **summarize(runs[-1])}
+
+
+def summarize(run: Path) -> dict:
+    """What the run recorded: its kernel choices, timings, speed, memory and task metric."""
+    info = json.loads((run / "run.json").read_text())
+    resolved = yaml.safe_load((run / "config.yaml").read_text())["train"]
+    events = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    speeds = sorted(e["tokens_per_second"] for e in events if "tokens_per_second" in e)
+    evaluation = json.loads((run / "eval.json").read_text())
+    metric = evaluation["metric"]
+    key = next(iter(evaluation["finetuned"]["metrics"].keys() - {"loss"}), "loss")
+    peak_mb = max((e["peak_memory_mb"] for e in events if e.get("peak_memory_mb")), default=None)
+    plan = info.get("plan") or {}
+    planned = {
+        "train_seconds": round(plan["train_minutes"] * 60, 1) if plan else None,
+        "evaluate_seconds": round(plan["eval_minutes"] * 60, 1) if plan else None,
+        "peak_memory_mb": round(plan["peak_memory_gib"] * 1024, 1) if plan else None,
+    }
+    return {
+        "device": info["device"],
+        "precision": info["precision"],
+        "speed_notes": info["speed_notes"],
+        "resolved": {k: resolved[k] for k in ("batch_size", "learning_rate", "quantize", "compile", "fused_kernels")},
+        "timings": info["timings"],
+        "median_tokens_per_second": speeds[len(speeds) // 2] if speeds else None,
+        "peak_memory_mb": peak_mb,
+        "plan": planned,
+        "final_validation_loss": next((e["eval_loss"] for e in reversed(events) if "eval_loss" in e), None),
+        "task_metric": metric,
+        "base": {"loss": evaluation["base"]["metrics"]["loss"], key: evaluation["base"]["metrics"].get(key)},
+        "finetuned": {"loss": evaluation["finetuned"]["metrics"]["loss"], key: evaluation["finetuned"]["metrics"][key]},
+    }
+
+
+def run_throughput(n_rows: int, timeout: float) -> dict:
+    t = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "train_throughput.py"), "--repeats", "1", "--rows", str(n_rows)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    wall = round(time.perf_counter() - t, 1)
+    if done.returncode != 0:
+        return {"status": "failed", "rc": done.returncode, "wall_seconds": wall, "output_tail": _tail(done)}
+    written = json.loads((ROOT / "bench" / "results" / "train_throughput_cuda.json").read_text())
+    return {"status": "ran", "wall_seconds": wall, "ratios": written["ratios"], "see": "train_throughput_cuda.json"}
+
+
+def _tail(done: subprocess.CompletedProcess) -> str:
+    return (done.stdout[-1500:] + "\n" + done.stderr[-2500:]).strip()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=1200, help="banking77 training rows of each run")
+    parser.add_argument("--throughput-rows", type=int, default=900, help="train_throughput.py --rows")
+    parser.add_argument("--budget", type=float, default=420, help="seconds for all the parts together")
+    parser.add_argument("--model", default="smollm2-135m-instruct")
+    parser.add_argument("--note", action="append", default=[], help="a line recorded with the results (repeatable)")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/tuneloop-cuda-paths"))
+    parser.add_argument(
+        "--smoke", action="store_true", help="check this script on a CPU (pass a tiny --model): prints, saves nothing"
+    )
+    args = parser.parse_args()
+    import torch
+
+    if not torch.cuda.is_available() and not args.smoke:
+        raise SystemExit("no CUDA device: this benchmark records the CUDA paths (--smoke checks the script on a CPU)")
+
+    deadline = time.monotonic() + args.budget
+    args.work.mkdir(parents=True, exist_ok=True)
+    config = banking77_config(args.work, args.rows, args.model)
+    installed = {p: importlib.util.find_spec(p) is not None for p in OPTIONAL}
+    results: dict[str, dict] = {}
+    # The parts in order of what has never run before: the default CUDA path (Liger, compile) and
+    # QLoRA first. A part gets what is left of the budget, less a share kept for the ones after it.
+    parts = [*VARIANTS] if args.smoke else [*VARIANTS, "train_throughput"]
+    for i, part in enumerate(parts):
+        left = deadline - time.monotonic()
+        if left < 30:
+            results[part] = {"status": "not run", "reason": f"the {args.budget:.0f} s budget was spent"}
+            continue
+        timeout = left if i == len(parts) - 1 else min(left, max(60.0, left * 0.45))
+        try:
+            if part == "train_throughput":
+                results[part] = run_throughput(args.throughput_rows, timeout)
+            else:
+                results[part] = run_variant(part, config, args.work, timeout)
+        except subprocess.TimeoutExpired:
+            results[part] = {"status": "timed out", "timeout_seconds": round(timeout)}
+        print(f"{part}: {json.dumps(results[part])[:600]}", flush=True)
+    blocked = {
+        label: f"{package} is not installed on the lent machine: no CUDA path could run"
+        for package, label in OPTIONAL.items()
+        if not installed[package]
+    }
+    record = {
+        "settings": {
+            "data": f"banking77: {args.rows} training rows, 100 validation, 200 test (random, seed 0)",
+            "model": args.model,
+            "budget_seconds": args.budget,
+        },
+        "notes": args.note,
+        "cuda_available": torch.cuda.is_available(),
+        "installed": installed,
+        "blocked": blocked,
+        "results": results,
+    }
+    if args.smoke:
+        print(json.dumps(record, indent=1))
+        return
+    path = save("cuda_paths", record, extra_packages=("bitsandbytes", "liger-kernel", "flash-attn", "vllm", "triton"))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
