@@ -28,12 +28,13 @@ import random
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from environment import save
+from environment import RESULTS, save
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = ROOT.parent / "shared" / "datasets"
@@ -142,6 +143,10 @@ def main() -> None:
     parser.add_argument("--throughput-rows", type=int, default=900, help="train_throughput.py --rows")
     parser.add_argument("--budget", type=float, default=420, help="seconds for all the parts together")
     parser.add_argument("--model", default="smollm2-135m-instruct")
+    parser.add_argument("--parts", nargs="+", choices=[*VARIANTS, "train_throughput"], help="default: all, in order")
+    parser.add_argument(
+        "--merge", action="store_true", help="keep the saved results of the parts not run now (each says when it ran)"
+    )
     parser.add_argument("--note", action="append", default=[], help="a line recorded with the results (repeatable)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/tuneloop-cuda-paths"))
     parser.add_argument(
@@ -160,7 +165,7 @@ def main() -> None:
     results: dict[str, dict] = {}
     # The parts in order of what has never run before: the default CUDA path (Liger, compile) and
     # QLoRA first. A part gets what is left of the budget, less a share kept for the ones after it.
-    parts = [*VARIANTS] if args.smoke else [*VARIANTS, "train_throughput"]
+    parts = args.parts or ([*VARIANTS] if args.smoke else [*VARIANTS, "train_throughput"])
     for i, part in enumerate(parts):
         left = deadline - time.monotonic()
         if left < 30:
@@ -174,7 +179,12 @@ def main() -> None:
                 results[part] = run_variant(part, config, args.work, timeout)
         except subprocess.TimeoutExpired:
             results[part] = {"status": "timed out", "timeout_seconds": round(timeout)}
+        results[part]["ran_at"] = datetime.now().astimezone().isoformat(timespec="seconds")
         print(f"{part}: {json.dumps(results[part])[:600]}", flush=True)
+    saved = RESULTS / "cuda_paths.json"
+    if args.merge and saved.exists():
+        earlier = json.loads(saved.read_text())["results"]
+        results = {**{k: v for k, v in earlier.items() if k not in results}, **results}
     blocked = {
         label: f"{package} is not installed on the lent machine: no CUDA path could run"
         for package, label in OPTIONAL.items()

@@ -87,9 +87,9 @@ def synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def train_tokens(trainer) -> int:
-    """Tokens the model processed in one epoch: the tokenized training set's lengths."""
-    return sum(len(ids) for ids in trainer.train_dataset["input_ids"])
+def train_tokens(dataset) -> int:
+    """Tokens the model processes in one epoch: the tokenized training set's lengths."""
+    return sum(len(ids) for ids in dataset["input_ids"])
 
 
 def run_tuneloop(n_train: int, out: Path, batch: str, device: str) -> dict:
@@ -121,6 +121,7 @@ def run_tuneloop(n_train: int, out: Path, batch: str, device: str) -> dict:
     else:
         size = int(batch)
     precision = choose_precision("auto", device)
+    will_compile = train_tokens({"input_ids": train["input_ids"]}) * EPOCHS >= COMPILE_MIN_TOKENS  # compile: auto
     trainer = build_trainer(
         load_model(folder, precision, device),
         tokenizer,
@@ -132,6 +133,7 @@ def run_tuneloop(n_train: int, out: Path, batch: str, device: str) -> dict:
             learning_rate=auto_learning_rate("lora", size),
             eval_every=10_000,
             log_every=5,
+            compile=will_compile,
         ),
         lora=LoraConfig(r=R, alpha=ALPHA),
         max_seq_len=1024,
@@ -143,7 +145,7 @@ def run_tuneloop(n_train: int, out: Path, batch: str, device: str) -> dict:
     # training alone (both sides' validation loss is measured after, the same way).
     trainer.args.save_strategy = "no"
     trainer.args.eval_strategy = "no"
-    if train_tokens(trainer) * EPOCHS >= COMPILE_MIN_TOKENS:  # tuneloop's default, train.compile: auto
+    if will_compile:
         compile_layers(trainer.model)
     label = f"tuneloop ({precision.value}, batch {size}{' = auto' if batch == 'auto' else ''})"
     return {**_measure(trainer, label, device), "learning_rate": trainer.args.learning_rate}
@@ -194,7 +196,7 @@ def _measure(trainer, label: str, device: str) -> dict:
             step_ends.append(time.perf_counter())
 
     trainer.add_callback(Record())
-    tokens = train_tokens(trainer)
+    tokens = train_tokens(trainer.train_dataset)
     t = time.perf_counter()
     trainer.train()
     synchronize(device)

@@ -20,3 +20,8 @@ def test_attention_kernel(device, inference, expected):
 
 def test_liger_only_on_cuda_when_installed():
     assert not use_liger("cpu", True) and not use_liger("cuda", False)
+
+
+def test_liger_stays_out_of_compiled_layers(monkeypatch):
+    monkeypatch.setattr("tuneloop.models.kernels.installed", lambda package: True)
+    assert use_liger("cuda", True) and not use_liger("cuda", True, compiled=True)

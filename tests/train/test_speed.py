@@ -71,6 +71,13 @@ def test_compile_auto_by_training_tokens(tokens, expected):
     assert train.compile is expected
 
 
+@pytest.mark.parametrize("compile, liger_note", [(True, True), (False, False)])
+def test_liger_gives_way_to_compiled_layers_on_cuda(monkeypatch, compile, liger_note):
+    monkeypatch.setattr("tuneloop.models.kernels.installed", lambda package: True)
+    notes = resolve_speed(TrainConfig(compile=compile), "cuda", SMOLLM2, 8, 128, 16 * GIB)
+    assert any("Liger's fused kernels off" in n for n in notes) is liger_note
+
+
 def test_compiled_run_trains_evaluates_and_generates(tmp_path, tiny_model):
     """Compiled decoder layers train; evaluation and generation run them eagerly (no recompile).
     All the layers share one graph, compiled once: the first layer's input (the frozen

@@ -21,5 +21,10 @@ def attention_for(device: str, fused_kernels: bool = True, inference: bool = Fal
     return "flash_attention_2" if fused_kernels and installed("flash_attn") else "sdpa"
 
 
-def use_liger(device: str, fused_kernels: bool) -> bool:
-    return fused_kernels and device == "cuda" and installed("liger_kernel")
+def use_liger(device: str, fused_kernels: bool, compiled: bool = False) -> bool:
+    """Liger's Triton kernels (RMSNorm, SwiGLU, RoPE) on CUDA where installed, but not in compiled
+    layers: Dynamo fails on Liger's autograd functions inside a decoder layer (an assertion under
+    torch 2.11 on an H200, bench/results/cuda_paths.json), and Inductor fuses the same operations
+    itself. Liger's fused linear cross-entropy never applies: tuneloop computes the loss from the
+    answer tokens' logits itself (train/loss.py)."""
+    return fused_kernels and device == "cuda" and installed("liger_kernel") and not compiled

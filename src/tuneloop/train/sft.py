@@ -155,7 +155,7 @@ def build_trainer(
         padding_free=padding_free,
         train_sampling_strategy="random" if padding_free else "group_by_length",
         prediction_loss_only=True,
-        use_liger_kernel=use_liger(device, train.fused_kernels),
+        use_liger_kernel=use_liger(device, train.fused_kernels, compiled=train.compile is True),
         include_num_input_tokens_seen="no",
         # Every trainable parameter gets a gradient in every step; looking for unused ones
         # costs DDP an extra pass over the autograd graph.

@@ -5,7 +5,7 @@ the fallback is recorded in run.json (`speed_notes`) and the resolved values in 
 
 from __future__ import annotations
 
-from tuneloop.models.kernels import installed
+from tuneloop.models.kernels import installed, use_liger
 from tuneloop.train.memory import MEMORY_SHARE, activation_bytes_per_token
 
 # Regional compilation: ~1.55x the tokens/s of a LoRA step on CPU after a ~27 s compile. On 480
@@ -23,6 +23,8 @@ def resolve_speed(
         train.compile = train_tokens >= COMPILE_MIN_TOKENS
         if train.compile:
             notes.append(f"compiling the decoder layers: {train_tokens:,.0f} training tokens repay the compile")
+    if train.compile is True and use_liger(device, train.fused_kernels):
+        notes.append("Liger's fused kernels off: the compiled decoder layers fuse the same operations")
     if train.quantize == "4bit" and (device != "cuda" or not installed("bitsandbytes")):
         why = "no CUDA device" if device != "cuda" else "bitsandbytes is not installed"
         notes.append(f"quantize: 4bit needs CUDA and bitsandbytes ({why}); trained without quantization")
