@@ -1,21 +1,23 @@
 """The CUDA paths, run as a user runs them, on a lent GPU: one prepared script for a short lease.
 
     python bench/cuda_paths.py [--rows 1200] [--budget 420]  # writes bench/results/cuda_paths.json
+    python bench/cuda_paths.py --parts qlora train_throughput --merge  # again, keeping the other parts
 
 Each variant is a real `tuneloop run` of the same banking77 config (a random 1,200 training rows,
 100 validation, 200 held-out test rows; 2 epochs; LoRA r=16), which trains, evaluates the base and
-the fine-tuned model on the test rows, and records its speed notes, timings and peak memory:
+the fine-tuned model on the test rows, and records its speed notes, timings, plan and peak memory:
 
-- defaults: what `tuneloop run` picks on CUDA (bf16, Liger's fused kernels where installed,
-  padding-free batches, SDPA or FlashAttention-2 where installed, compile: auto);
+- defaults: what `tuneloop run` picks on CUDA (bf16, padding-free batches, SDPA or FlashAttention-2
+  where installed, compile: auto, and Liger's fused kernels where installed and not compiling);
 - qlora: train.quantize 4bit (NF4 base through bitsandbytes);
-- no_fused_kernels: train.fused_kernels false (Liger off);
-- no_compile: train.compile false.
+- no_fused_kernels: train.fused_kernels false;
+- no_compile: train.compile false (so Liger's kernels run, where installed).
 
 Then `bench/train_throughput.py --device cuda` (tuneloop against plain TRL on the GPU) runs once a
-side. Each part has its own time limit inside `--budget` seconds, in that order, so a short lease
-still brings back the first parts; a part not run is recorded as not run, with the reason. What no
-run can exercise (a package the lease could not carry) is recorded as blocked, with the reason.
+side. The parts run in order inside `--budget` seconds, each with at least MIN_PART_SECONDS, so a
+short lease still brings back the first parts; a part not run is recorded as not run, and one that
+timed out keeps what it printed. What no run can exercise (a package the lease could not carry) is
+recorded as blocked, with the reason.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from environment import RESULTS, save
 
+from tuneloop.config import headline
+
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = ROOT.parent / "shared" / "datasets"
 VARIANTS = {
@@ -44,6 +48,9 @@ VARIANTS = {
     "no_fused_kernels": {"fused_kernels": False},
     "no_compile": {"compile": False},
 }
+# A part gets at least this long: a cold compile on a fresh machine alone took over a minute
+# (2026-11-30: the default run, 84 s allowed, timed out). A part that cannot have it is not run.
+MIN_PART_SECONDS = 150
 # Packages whose CUDA paths tuneloop takes when they are installed; absent, the run falls back.
 OPTIONAL = {"bitsandbytes": "QLoRA", "liger_kernel": "Liger", "flash_attn": "FlashAttention-2", "vllm": "serving"}
 
@@ -94,7 +101,7 @@ def summarize(run: Path) -> dict:
     speeds = sorted(e["tokens_per_second"] for e in events if "tokens_per_second" in e)
     evaluation = json.loads((run / "eval.json").read_text())
     metric = evaluation["metric"]
-    key = next(iter(evaluation["finetuned"]["metrics"].keys() - {"loss"}), "loss")
+    key = headline(metric)
     peak_mb = max((e["peak_memory_mb"] for e in events if e.get("peak_memory_mb")), default=None)
     plan = info.get("plan") or {}
     planned = {
@@ -133,8 +140,9 @@ def run_throughput(n_rows: int, timeout: float) -> dict:
     return {"status": "ran", "wall_seconds": wall, "ratios": written["ratios"], "see": "train_throughput_cuda.json"}
 
 
-def _tail(done: subprocess.CompletedProcess) -> str:
-    return (done.stdout[-1500:] + "\n" + done.stderr[-2500:]).strip()
+def _tail(done: subprocess.CompletedProcess | subprocess.TimeoutExpired) -> str:
+    out, err = (x.decode(errors="replace") if isinstance(x, bytes) else x or "" for x in (done.stdout, done.stderr))
+    return (out[-1500:] + "\n" + err[-2500:]).strip()
 
 
 def main() -> None:
@@ -163,27 +171,33 @@ def main() -> None:
     config = banking77_config(args.work, args.rows, args.model)
     installed = {p: importlib.util.find_spec(p) is not None for p in OPTIONAL}
     results: dict[str, dict] = {}
-    # The parts in order of what has never run before: the default CUDA path (Liger, compile) and
-    # QLoRA first. A part gets what is left of the budget, less a share kept for the ones after it.
+    # The parts in the order given (by default: the default CUDA path and QLoRA first). A part gets
+    # what is left of the budget less MIN_PART_SECONDS for each part after it, and at least that.
     parts = args.parts or ([*VARIANTS] if args.smoke else [*VARIANTS, "train_throughput"])
     for i, part in enumerate(parts):
         left = deadline - time.monotonic()
-        if left < 30:
+        if left < MIN_PART_SECONDS:
             results[part] = {"status": "not run", "reason": f"the {args.budget:.0f} s budget was spent"}
             continue
-        timeout = left if i == len(parts) - 1 else min(left, max(60.0, left * 0.45))
+        timeout = max(MIN_PART_SECONDS, left - MIN_PART_SECONDS * (len(parts) - 1 - i))
         try:
             if part == "train_throughput":
                 results[part] = run_throughput(args.throughput_rows, timeout)
             else:
                 results[part] = run_variant(part, config, args.work, timeout)
-        except subprocess.TimeoutExpired:
-            results[part] = {"status": "timed out", "timeout_seconds": round(timeout)}
+        except subprocess.TimeoutExpired as e:
+            # What it printed before the kill: where it was (compiling, training, evaluating).
+            results[part] = {"status": "timed out", "timeout_seconds": round(timeout), "output_tail": _tail(e)}
         results[part]["ran_at"] = datetime.now().astimezone().isoformat(timespec="seconds")
         print(f"{part}: {json.dumps(results[part])[:600]}", flush=True)
     saved = RESULTS / "cuda_paths.json"
     if args.merge and saved.exists():
+        # A part run again keeps its earlier outcomes (a failure that a later commit fixed, say).
         earlier = json.loads(saved.read_text())["results"]
+        for part, result in results.items():
+            if part in earlier:
+                before = {k: v for k, v in earlier[part].items() if k != "earlier"}
+                result["earlier"] = [before, *earlier[part].get("earlier", [])]
         results = {**{k: v for k, v in earlier.items() if k not in results}, **results}
     blocked = {
         label: f"{package} is not installed on the lent machine: no CUDA path could run"
