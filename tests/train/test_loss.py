@@ -1,5 +1,6 @@
 """The label-position-only loss must equal the plain full-logits cross-entropy."""
 
+import contextlib
 import json
 
 import pytest
@@ -85,3 +86,25 @@ def test_trl_private_state_is_checked_loudly(trainer):
     del trainer._total_train_tokens
     with pytest.raises(RuntimeError, match="TRL .* changed SFTTrainer's private"):
         check_trl_internals(trainer)
+
+
+def test_flop_count_matches_the_trainers_own(trainer):
+    """total_flos keeps the Trainer's formula; only the parameter count is cached."""
+    batch = next(iter(trainer.get_train_dataloader()))
+    expected = 6 * batch["input_ids"].numel() * trainer.model.num_parameters(exclude_embeddings=True)
+    assert trainer.floating_point_ops(batch) == expected > 0
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_adapter_input_casting_is_off_inside_and_restored_after(trainer, fails):
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    trainer.autocast_dtype = torch.bfloat16  # the context acts only under autocast
+    layers = [m for m in trainer.model.modules() if isinstance(m, BaseTunerLayer)]
+    layers[0].cast_input_dtype_enabled = False  # a value set by someone else survives the context
+    expect = pytest.raises(RuntimeError) if fails else contextlib.nullcontext()
+    with expect, trainer._adapter_input_casting_off(trainer.model):
+        assert layers and not any(layer.cast_input_dtype_enabled for layer in layers)
+        if fails:
+            raise RuntimeError("the forward failed")
+    assert [layer.cast_input_dtype_enabled for layer in layers] == [False] + [True] * (len(layers) - 1)
