@@ -1,6 +1,7 @@
 """The label-position-only loss must equal the plain full-logits cross-entropy."""
 
 import contextlib
+import gc
 import json
 
 import pytest
@@ -108,3 +109,18 @@ def test_adapter_input_casting_is_off_inside_and_restored_after(trainer, fails):
         if fails:
             raise RuntimeError("the forward failed")
     assert [layer.cast_input_dtype_enabled for layer in layers] == [False] + [True] * (len(layers) - 1)
+
+
+def test_training_hides_long_lived_objects_from_the_collector(trainer):
+    from transformers import TrainerCallback
+
+    frozen = []
+
+    class Record(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            frozen.append(gc.get_freeze_count())
+
+    trainer.add_callback(Record())
+    trainer.args.eval_strategy, trainer.args.learning_rate = "no", 1e-4  # the fixture's rate is still "auto"
+    trainer.train()
+    assert frozen and min(frozen) > 0 and gc.get_freeze_count() == 0
