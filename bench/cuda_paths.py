@@ -13,11 +13,12 @@ the fine-tuned model on the test rows, and records its speed notes, timings, pla
 - no_fused_kernels: train.fused_kernels false;
 - no_compile: train.compile false (so Liger's kernels run, where installed).
 
-Then `bench/train_throughput.py --device cuda` (tuneloop against plain TRL on the GPU) runs once a
-side. The parts run in order inside `--budget` seconds, each with at least MIN_PART_SECONDS, so a
-short lease still brings back the first parts; a part not run is recorded as not run, and one that
-timed out keeps what it printed. What no run can exercise (a package the lease could not carry) is
-recorded as blocked, with the reason.
+Two more parts: `profile`, tuneloop's side of the throughput bench with steps 10-13 under torch's
+profiler (the operations that take a step's host time), and `train_throughput`, that bench on the
+GPU (tuneloop against plain TRL, once a side). The parts run in PARTS order inside `--budget`
+seconds, each with at least MIN_PART_SECONDS, so a short lease still brings back the first parts;
+a part not run is recorded as not run, and one that timed out keeps what it printed. What no run
+can exercise (a package the lease could not carry) is recorded as blocked, with the reason.
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ VARIANTS = {
     "no_fused_kernels": {"fused_kernels": False},
     "no_compile": {"compile": False},
 }
+# What has never run first: the CUDA defaults, QLoRA, then where a GPU step's time goes.
+PARTS = ["defaults", "qlora", "profile", "train_throughput", "no_fused_kernels", "no_compile"]
 # A part gets at least this long: a cold compile on a fresh machine alone took over a minute
 # (2026-11-30: the default run, 84 s allowed, timed out). A part that cannot have it is not run.
 MIN_PART_SECONDS = 150
@@ -140,6 +143,28 @@ def run_throughput(n_rows: int, timeout: float) -> dict:
     return {"status": "ran", "wall_seconds": wall, "ratios": written["ratios"], "see": "train_throughput_cuda.json"}
 
 
+def run_profile(n_rows: int, timeout: float) -> dict:
+    """tuneloop's side of the throughput bench alone, its steps 10-13 under torch's profiler: the
+    operations that take a host-bound step's time."""
+    t = time.perf_counter()
+    command = [sys.executable, str(ROOT / "bench" / "train_throughput.py"), "--one", "tuneloop", "--profile"]
+    done = subprocess.run([*command, "--rows", str(n_rows)], capture_output=True, text=True, timeout=timeout)
+    wall = round(time.perf_counter() - t, 1)
+    lines = {
+        ln.split(" ", 1)[0]: ln.split(" ", 1)[1]
+        for ln in done.stdout.splitlines()
+        if ln.startswith(("RESULT ", "PROFILE "))
+    }
+    if done.returncode != 0 or "PROFILE" not in lines:
+        return {"status": "failed", "rc": done.returncode, "wall_seconds": wall, "output_tail": _tail(done)}
+    return {
+        "status": "ran",
+        "wall_seconds": wall,
+        "run": json.loads(lines["RESULT"]),
+        "top_host_ops": json.loads(lines["PROFILE"]),
+    }
+
+
 def _tail(done: subprocess.CompletedProcess | subprocess.TimeoutExpired) -> str:
     out, err = (x.decode(errors="replace") if isinstance(x, bytes) else x or "" for x in (done.stdout, done.stderr))
     return (out[-1500:] + "\n" + err[-2500:]).strip()
@@ -151,7 +176,7 @@ def main() -> None:
     parser.add_argument("--throughput-rows", type=int, default=900, help="train_throughput.py --rows")
     parser.add_argument("--budget", type=float, default=420, help="seconds for all the parts together")
     parser.add_argument("--model", default="smollm2-135m-instruct")
-    parser.add_argument("--parts", nargs="+", choices=[*VARIANTS, "train_throughput"], help="default: all, in order")
+    parser.add_argument("--parts", nargs="+", choices=PARTS, help="default: all, in this order")
     parser.add_argument(
         "--merge", action="store_true", help="keep the saved results of the parts not run now (each says when it ran)"
     )
@@ -173,7 +198,7 @@ def main() -> None:
     results: dict[str, dict] = {}
     # The parts in the order given (by default: the default CUDA path and QLoRA first). A part gets
     # what is left of the budget less MIN_PART_SECONDS for each part after it, and at least that.
-    parts = args.parts or ([*VARIANTS] if args.smoke else [*VARIANTS, "train_throughput"])
+    parts = args.parts or ([*VARIANTS] if args.smoke else PARTS)
     for i, part in enumerate(parts):
         left = deadline - time.monotonic()
         if left < MIN_PART_SECONDS:
@@ -183,6 +208,8 @@ def main() -> None:
         try:
             if part == "train_throughput":
                 results[part] = run_throughput(args.throughput_rows, timeout)
+            elif part == "profile":
+                results[part] = run_profile(args.throughput_rows, timeout)
             else:
                 results[part] = run_variant(part, config, args.work, timeout)
         except subprocess.TimeoutExpired as e:

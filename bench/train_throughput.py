@@ -92,7 +92,7 @@ def train_tokens(dataset) -> int:
     return sum(len(ids) for ids in dataset["input_ids"])
 
 
-def run_tuneloop(n_train: int, out: Path, batch: str, device: str) -> dict:
+def run_tuneloop(n_train: int, out: Path, batch: str, device: str, profile: bool = False) -> dict:
     """tuneloop's own path (pipeline.py): its tokenization of the learned spans, its trainer, its
     compile rule; `batch` a number, or auto as `tuneloop run` resolves it, and the learning rate
     `auto` resolves for that batch (train/auto.py; 2e-4 at batch 8, as the baseline's)."""
@@ -148,10 +148,10 @@ def run_tuneloop(n_train: int, out: Path, batch: str, device: str) -> dict:
     if will_compile:
         compile_layers(trainer.model)
     label = f"tuneloop ({precision.value}, batch {size}{' = auto' if batch == 'auto' else ''})"
-    return {**_measure(trainer, label, device), "learning_rate": trainer.args.learning_rate}
+    return {**_measure(trainer, label, device, profile), "learning_rate": trainer.args.learning_rate}
 
 
-def run_trl(n_train: int, out: Path, device: str) -> dict:
+def run_trl(n_train: int, out: Path, device: str, profile: bool = False) -> dict:
     from datasets import Dataset
     from peft import LoraConfig
     from trl import SFTConfig, SFTTrainer
@@ -176,10 +176,10 @@ def run_trl(n_train: int, out: Path, device: str) -> dict:
         eval_dataset=Dataset.from_list(val),
         peft_config=LoraConfig(r=R, lora_alpha=ALPHA, target_modules="all-linear", task_type="CAUSAL_LM"),
     )
-    return {**_measure(trainer, "plain TRL defaults", device), "learning_rate": trainer.args.learning_rate}
+    return {**_measure(trainer, "plain TRL defaults", device, profile), "learning_rate": trainer.args.learning_rate}
 
 
-def _measure(trainer, label: str, device: str) -> dict:
+def _measure(trainer, label: str, device: str, profile: bool = False) -> dict:
     import torch
 
     losses, step_ends = [], []
@@ -196,6 +196,8 @@ def _measure(trainer, label: str, device: str) -> dict:
             step_ends.append(time.perf_counter())
 
     trainer.add_callback(Record())
+    if profile:
+        trainer.add_callback(profile_callback(device))
     tokens = train_tokens(trainer.train_dataset)
     t = time.perf_counter()
     trainer.train()
@@ -222,12 +224,56 @@ def _measure(trainer, label: str, device: str) -> dict:
     }
 
 
+PROFILED_STEPS = range(10, 14)  # past the compile and warm-up
+
+
+def profile_callback(device: str):
+    """A callback that runs torch's profiler over PROFILED_STEPS and prints its top operations by
+    host (self CPU) time, per step, as a `PROFILE` line: where a host-bound step's time goes."""
+    import torch
+    from transformers import TrainerCallback
+
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+
+    class _Profile(TrainerCallback):
+        profiler = torch.profiler.profile(activities=activities)
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            if state.global_step == PROFILED_STEPS.start:
+                self.profiler.start()
+            elif state.global_step == PROFILED_STEPS.stop:
+                synchronize(device)
+                self.profiler.stop()
+                steps = len(PROFILED_STEPS)
+                rows = sorted(self.profiler.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+                top = [
+                    {
+                        "name": e.key[:80],
+                        "calls_per_step": e.count / steps,
+                        "self_cpu_ms_per_step": round(e.self_cpu_time_total / 1000 / steps, 2),
+                        "cpu_total_ms_per_step": round(e.cpu_time_total / 1000 / steps, 2),
+                        "self_device_ms_per_step": round(getattr(e, "self_device_time_total", 0) / 1000 / steps, 2),
+                    }
+                    for e in rows[:30]
+                ]
+                print("PROFILE " + json.dumps(top), flush=True)
+
+    return _Profile()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=448, help="training rows (plus 64 validation rows)")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each side; the median run is kept")
     parser.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda where there is one, else cpu")
-    parser.add_argument("--one", choices=["tuneloop", "tuneloop_batch8", "trl"], help=argparse.SUPPRESS)
+    parser.add_argument("--one", choices=["tuneloop", "tuneloop_batch8", "trl"], help="run one side, print its result")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help=f"with --one: profile steps {PROFILED_STEPS.start}-{PROFILED_STEPS.stop - 1}",
+    )
     args = parser.parse_args()
     import torch
 
@@ -235,10 +281,10 @@ def main() -> None:
     out = Path("/tmp/tuneloop-bench-train")
     if args.one:
         if args.one == "trl":
-            result = run_trl(args.rows, out / args.one, device)
+            result = run_trl(args.rows, out / args.one, device, args.profile)
         else:
             batch = str(BATCH) if args.one == "tuneloop_batch8" else "auto"
-            result = run_tuneloop(args.rows, out / args.one, batch, device)
+            result = run_tuneloop(args.rows, out / args.one, batch, device, args.profile)
         print("RESULT " + json.dumps(result))
         return
     peak = matmul_peak_gflops(device)

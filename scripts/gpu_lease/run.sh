@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # On the lent CUDA machine, from the repository root, with .lease/ carried (scripts/gpu_lease/prepare.sh).
-# BUDGET: seconds for bench/cuda_paths.py; PARTS: e.g. "--parts qlora train_throughput --merge".
+# BUDGET: seconds for bench/cuda_paths.py (480: its first three parts, at 150 s or more each);
+# PARTS: e.g. "--parts train_throughput no_compile --merge" for the ones after.
 # Results: bench/results/cuda_paths.json (and train_throughput_cuda.json), copied to $OUT.
 export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false TUNELOOP_HOME=/tmp/tlhome
 nvidia-smi --query-gpu=name,memory.total,memory.used,driver_version --format=csv
