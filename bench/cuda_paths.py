@@ -24,6 +24,7 @@ can exercise (a package the lease could not carry) is recorded as blocked, with 
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import importlib.util
 import json
@@ -43,6 +44,7 @@ from tuneloop.config import headline
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = ROOT.parent / "shared" / "datasets"
+THROUGHPUT = ROOT / "bench" / "train_throughput.py"
 VARIANTS = {
     "defaults": {},
     "qlora": {"quantize": "4bit"},
@@ -77,22 +79,14 @@ def banking77_config(work: Path, n_train: int, model: str) -> dict:
 
 
 def run_variant(name: str, config: dict, work: Path, timeout: float) -> dict:
-    cfg = json.loads(json.dumps(config))
+    cfg = copy.deepcopy(config)
     cfg["train"].update(VARIANTS[name])
     path = work / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    t = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-m", "tuneloop.cli", "run", str(path)],
-        cwd=work,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    wall = round(time.perf_counter() - t, 1)
+    done, wall = _run([sys.executable, "-m", "tuneloop.cli", "run", str(path)], timeout, cwd=work)
     runs = sorted((work / "runs").glob(f"{name}*"))
     if done.returncode != 0 or not runs:
-        return {"status": "failed", "rc": done.returncode, "wall_seconds": wall, "output_tail": _tail(done)}
+        return _failed(done, wall)
     return {"status": "ran", "wall_seconds": wall, **summarize(runs[-1])}
 
 
@@ -129,16 +123,9 @@ def summarize(run: Path) -> dict:
 
 
 def run_throughput(n_rows: int, timeout: float) -> dict:
-    t = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "train_throughput.py"), "--repeats", "1", "--rows", str(n_rows)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    wall = round(time.perf_counter() - t, 1)
+    done, wall = _run([sys.executable, str(THROUGHPUT), "--repeats", "1", "--rows", str(n_rows)], timeout)
     if done.returncode != 0:
-        return {"status": "failed", "rc": done.returncode, "wall_seconds": wall, "output_tail": _tail(done)}
+        return _failed(done, wall)
     written = json.loads((ROOT / "bench" / "results" / "train_throughput_cuda.json").read_text())
     return {"status": "ran", "wall_seconds": wall, "ratios": written["ratios"], "see": "train_throughput_cuda.json"}
 
@@ -146,23 +133,32 @@ def run_throughput(n_rows: int, timeout: float) -> dict:
 def run_profile(n_rows: int, timeout: float) -> dict:
     """tuneloop's side of the throughput bench alone, its steps 10-13 under torch's profiler: the
     operations that take a host-bound step's time."""
-    t = time.perf_counter()
-    command = [sys.executable, str(ROOT / "bench" / "train_throughput.py"), "--one", "tuneloop", "--profile"]
-    done = subprocess.run([*command, "--rows", str(n_rows)], capture_output=True, text=True, timeout=timeout)
-    wall = round(time.perf_counter() - t, 1)
+    command = [sys.executable, str(THROUGHPUT), "--one", "tuneloop", "--profile", "--rows", str(n_rows)]
+    done, wall = _run(command, timeout)
     lines = {
         ln.split(" ", 1)[0]: ln.split(" ", 1)[1]
         for ln in done.stdout.splitlines()
         if ln.startswith(("RESULT ", "PROFILE "))
     }
     if done.returncode != 0 or "PROFILE" not in lines:
-        return {"status": "failed", "rc": done.returncode, "wall_seconds": wall, "output_tail": _tail(done)}
+        return _failed(done, wall)
     return {
         "status": "ran",
         "wall_seconds": wall,
         "run": json.loads(lines["RESULT"]),
         "top_host_ops": json.loads(lines["PROFILE"]),
     }
+
+
+def _run(command: list[str], timeout: float, cwd: Path | None = None) -> tuple[subprocess.CompletedProcess, float]:
+    """Run a part's command; (its outcome, wall seconds). A timeout raises, as subprocess.run does."""
+    t = time.perf_counter()
+    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    return done, round(time.perf_counter() - t, 1)
+
+
+def _failed(done: subprocess.CompletedProcess, wall: float) -> dict:
+    return {"status": "failed", "rc": done.returncode, "wall_seconds": wall, "output_tail": _tail(done)}
 
 
 def _tail(done: subprocess.CompletedProcess | subprocess.TimeoutExpired) -> str:

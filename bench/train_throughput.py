@@ -121,7 +121,7 @@ def run_tuneloop(n_train: int, out: Path, batch: str, device: str, profile: bool
     else:
         size = int(batch)
     precision = choose_precision("auto", device)
-    will_compile = train_tokens({"input_ids": train["input_ids"]}) * EPOCHS >= COMPILE_MIN_TOKENS  # compile: auto
+    will_compile = train_tokens(train) * EPOCHS >= COMPILE_MIN_TOKENS  # compile: auto
     trainer = build_trainer(
         load_model(folder, precision, device),
         tokenizer,
