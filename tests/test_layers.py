@@ -9,7 +9,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "tuneloop"
 LAYERS = [
-    {"paths", "config", "cpu"},  # the schema every stage reads; the CPU threads every stage uses
+    {"paths", "config", "cpu", "machine"},  # the schema every stage reads; the CPU threads every stage uses
     {"models"},  # resolve, load, generate; precision and kernel choices
     {"data"},
     {"runs"},  # runs/<id>/: the contract between stages

@@ -39,6 +39,38 @@ def test_choose_precision_on_cpu(monkeypatch, requested, fast_bf16, expected):
     assert choose_precision(requested, device="cpu") is expected
 
 
+@pytest.mark.parametrize(
+    "flags, speedup, expected",
+    [
+        (["avx2"], None, False),  # no bf16 instructions: emulated, not measured
+        (["amx_bf16", "avx512_bf16"], 8.0, True),  # AMX Xeon
+        (["avx512_bf16"], 3.0, True),
+        (["avx512_bf16"], 0.95, True),  # about a tie: bf16 halves the weights' memory
+        (["avx512_bf16"], 0.55, False),  # Xeon VM without AMX: fp32 multiplies faster
+    ],
+)
+def test_bf16_only_where_it_pays(monkeypatch, flags, speedup, expected):
+    monkeypatch.setattr(precision_mod, "cpu_flags", lambda: flags)
+    monkeypatch.setattr(precision_mod, "bf16_speedup", lambda: speedup if speedup else pytest.fail("measured"))
+    assert precision_mod.cpu_has_fast_bf16.__wrapped__() is expected
+
+
+def test_bf16_speedup_is_measured_once_per_machine(tmp_path, monkeypatch):
+    monkeypatch.setenv("TUNELOOP_HOME", str(tmp_path))
+    measured = []
+    monkeypatch.setattr(precision_mod, "_product_seconds", lambda: measured.append(1) or {"bf16": 2.0, "fp32": 1.0})
+    assert precision_mod.bf16_speedup() == 0.5
+    assert precision_mod.bf16_speedup() == 0.5 and len(measured) == 1
+    (cached,) = (tmp_path / "calibration" / "bf16").glob("*.json")
+    cached.write_text("{damaged")
+    assert precision_mod.bf16_speedup() == 0.5 and len(measured) == 2
+
+
+def test_product_timing_is_real():
+    seconds = precision_mod._product_seconds(repeats=2)
+    assert set(seconds) == {"bf16", "fp32"} and all(0 < s < 5 for s in seconds.values())
+
+
 def test_loaded_precision(tiny_model):
     import torch
 

@@ -136,7 +136,9 @@ def test_calibration_is_measured_once_per_setup(tmp_path, tiny_model, monkeypatc
     monkeypatch.setattr(cpu.LoadMeter, "others", lambda self: 0.0)
     config = tiny_run_config(tmp_path, tiny_model)
     first, how = calibration(tiny_model, config, "cpu")
-    assert how == "measured" and first.train[1] > 0 and first.validation[1] > 0 and first.evaluation[1] > 0
+    # Each fit has a positive term; which one depends on the machine: on the tiny model a per-token
+    # cost can fit below the noise and be dropped (_least_squares), as it was in fp32 on one CPU.
+    assert how == "measured" and all(max(fit) > 0 for fit in (first.train, first.validation, first.evaluation))
     assert first.generate[0] > 0 and first.save_bytes_per_second > 0 and first.trainable_parameters > 0
     again, how = calibration(tiny_model, config, "cpu")
     assert how == "cached" and again == first

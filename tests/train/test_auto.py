@@ -79,3 +79,33 @@ def test_auto_values_are_resolved(tmp_path, tiny_model, tokenizer):
     # the longest answer in tokens x 1.25 + 8: a label task does not generate 128 tokens
     longest = len(tokenizer(answers[1], add_special_tokens=False)["input_ids"])
     assert resolved.eval.max_new_tokens == -(-5 * longest // 4) + 8 < 128
+
+
+@pytest.mark.parametrize(
+    "requested, bf16_instructions, speedup, precision, noted",
+    [
+        ("auto", True, 0.58, "fp32", True),  # bf16 instructions that do not pay: fp32, and why
+        ("auto", True, 3.0, "bf16", False),
+        ("auto", False, None, "fp32", False),  # no bf16 instructions: nothing to explain
+        ("fp32", True, 3.0, "fp32", False),  # asked for
+    ],
+)
+def test_fp32_on_a_cpu_with_bf16_instructions_says_why(
+    tmp_path, tiny_model, tokenizer, monkeypatch, requested, bf16_instructions, speedup, precision, noted
+):
+    from tuneloop.data import Example, Splits
+    from tuneloop.models import precision as precision_mod
+    from tuneloop.train import auto
+
+    monkeypatch.setattr(precision_mod, "cpu_has_bf16_instructions", lambda: bf16_instructions)
+    monkeypatch.setattr(auto, "cpu_has_bf16_instructions", lambda: bf16_instructions)
+    monkeypatch.setattr(precision_mod, "bf16_speedup", lambda: speedup)
+    monkeypatch.setattr(auto, "bf16_speedup", lambda: speedup)
+    monkeypatch.setattr(precision_mod, "cpu_has_fast_bf16", precision_mod.cpu_has_fast_bf16.__wrapped__)
+    config = tiny_run_config(tmp_path, tiny_model, precision=requested)
+    rows = [Example([{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}], i + 1) for i in range(8)]
+    resolved, notes = auto.resolve_auto(
+        config, Splits(rows, [], []), {"tokens": {"p95": 8}}, tiny_model, "cpu", tokenizer
+    )
+    assert resolved.train.precision == precision
+    assert any(n.startswith(f"fp32: bf16 products run at {speedup}") for n in notes) is noted

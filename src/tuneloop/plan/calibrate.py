@@ -25,10 +25,10 @@ import hashlib
 import itertools
 import json
 import os
-import platform
 import time
 from dataclasses import asdict, dataclass
 
+from tuneloop.machine import machine
 from tuneloop.paths import tuneloop_home
 from tuneloop.train.callbacks import peak_memory_mb
 from tuneloop.train.memory import activation_bytes_per_token
@@ -78,21 +78,6 @@ class Calibration:
 def _cost(coef: list[float], kappa: float, rows: int, width: int, learned: int) -> float:
     c0, c1, c2 = coef
     return c0 + c1 * (rows * width + kappa * learned) + c2 * rows * width**2
-
-
-def machine() -> dict:
-    """What a measurement depends on besides the model: the processor, the cores this process
-    may use, and torch."""
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else cpu
-    return {"device": device, "cores": len(os.sched_getaffinity(0)), "torch": torch.__version__}
 
 
 def setup_of(config) -> dict:
