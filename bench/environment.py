@@ -9,6 +9,7 @@ import platform
 from datetime import datetime
 from pathlib import Path
 
+from tuneloop.models.precision import cpu_flags
 from tuneloop.runs.store import git_commit, package_versions
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -28,6 +29,9 @@ def hardware() -> dict:
         memory = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
     return {
         "cpu": cpu,
+        # The model name does not tell a Xeon with AMX from a VM that hides it, and tuneloop's
+        # precision (bf16 or fp32) follows them (models/precision.py).
+        "cpu_matmul_flags": [f for f in ("amx_bf16", "avx512_bf16", "avx512f") if f in cpu_flags()],
         "cores": os.cpu_count(),
         "memory_gib": memory,
         "gpu": gpu(),

@@ -119,3 +119,27 @@ def test_a_failed_write_leaves_no_temporary_file_and_the_old_file_whole(tmp_path
         run.write_json(run.eval_file, {"new": True})
     assert json.loads(run.eval_file.read_text()) == {"old": True}
     assert not list(run.path.rglob("*.tmp"))
+
+
+def test_git_commit_is_dirty_when_any_module_of_the_package_changed(tmp_path):
+    import subprocess
+
+    from tuneloop.runs.store import git_commit
+
+    package = tmp_path / "src" / "pkg"
+    (package / "runs").mkdir(parents=True)
+    (package / "runs" / "store.py").write_text("a = 1\n")
+    (package / "models.py").write_text("b = 1\n")
+
+    def git(*args):
+        subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True, capture_output=True
+        )
+
+    git("init", "-q")
+    git("add", "-A")
+    git("commit", "-qm", "c")
+    clean = git_commit(package)
+    assert clean is not None and len(clean) == 40
+    (package / "models.py").write_text("b = 2\n")  # a module outside runs/
+    assert git_commit(package) == clean + "+dirty"

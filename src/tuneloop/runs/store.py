@@ -344,9 +344,10 @@ def package_versions() -> dict[str, str | None]:
     return out
 
 
-def git_commit() -> str | None:
-    """The commit of the tuneloop source that ran, '+dirty' if it had local changes."""
-    src = Path(__file__).resolve().parent
+def git_commit(src: Path | None = None) -> str | None:
+    """The commit of the tuneloop source that ran, '+dirty' if it had local changes anywhere in the
+    package (`src`: the package folder; runs/ alone used to be checked)."""
+    src = src or Path(__file__).resolve().parents[1]
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=src, capture_output=True, text=True, timeout=5)
         if commit.returncode != 0:
