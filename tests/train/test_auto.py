@@ -98,9 +98,7 @@ def test_fp32_on_a_cpu_with_bf16_instructions_says_why(
     from tuneloop.train import auto
 
     monkeypatch.setattr(precision_mod, "cpu_has_bf16_instructions", lambda: bf16_instructions)
-    monkeypatch.setattr(auto, "cpu_has_bf16_instructions", lambda: bf16_instructions)
     monkeypatch.setattr(precision_mod, "bf16_speedup", lambda: speedup)
-    monkeypatch.setattr(auto, "bf16_speedup", lambda: speedup)
     monkeypatch.setattr(precision_mod, "cpu_has_fast_bf16", precision_mod.cpu_has_fast_bf16.__wrapped__)
     config = tiny_run_config(tmp_path, tiny_model, precision=requested)
     rows = [Example([{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}], i + 1) for i in range(8)]

@@ -8,17 +8,14 @@ optimizer updates are not lost to bf16 rounding.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import time
 from enum import Enum
 from functools import lru_cache
 
 import torch
 
-from tuneloop.machine import machine
-from tuneloop.paths import tuneloop_home
+from tuneloop.machine import machine, measurement_file, save_measurement
 
 
 class Precision(str, Enum):
@@ -69,6 +66,14 @@ def cpu_has_fast_bf16() -> bool:
     return cpu_has_bf16_instructions() and bf16_speedup() * FP32_MARGIN >= 1
 
 
+def fp32_note(requested: str, device: str, chosen: Precision) -> str | None:
+    """Why `auto` took fp32 on a CPU that has bf16 instructions (for the run's speed notes);
+    None where there is nothing to explain."""
+    if requested != "auto" or device != "cpu" or chosen is not Precision.fp32 or not cpu_has_bf16_instructions():
+        return None
+    return f"fp32: bf16 products run at {bf16_speedup():.2f}x fp32's speed on this CPU (measured, cached)"
+
+
 def cpu_has_bf16_instructions() -> bool:
     flags = cpu_flags()
     return "amx_bf16" in flags or "avx512_bf16" in flags
@@ -88,18 +93,14 @@ def bf16_speedup() -> float:
     once per machine (processor, cores, torch) and kept under TUNELOOP_HOME, so every run on the
     machine makes the same choice."""
     key = machine()
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    path = tuneloop_home() / "calibration" / "bf16" / f"{digest}.json"
+    path = measurement_file(key, "bf16")
     try:
         return float(json.loads(path.read_text())["speedup"])
     except (OSError, ValueError, KeyError, TypeError):  # none yet, or damaged: measure
         pass
     seconds = _product_seconds()
     result = {"speedup": seconds["fp32"] / seconds["bf16"], "shape": PROBE_SHAPE, "seconds": seconds, "machine": key}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    tmp.replace(path)  # processes starting together may both measure; each write is whole
+    save_measurement(path, result)
     return result["speedup"]
 
 

@@ -28,7 +28,7 @@ import os
 import time
 from dataclasses import asdict, dataclass
 
-from tuneloop.machine import machine
+from tuneloop.machine import machine, measurement_file, save_measurement
 from tuneloop.paths import tuneloop_home
 from tuneloop.train.callbacks import peak_memory_mb
 from tuneloop.train.memory import activation_bytes_per_token
@@ -109,8 +109,7 @@ def calibration(folder, config, device: str, refresh: bool = False) -> tuple[Cal
         config = config.model_copy(deep=True)
         config.train.precision = choose_precision("auto", device).value
     key = {"machine": machine(), "model": _model_id(folder), "setup": setup_of(config)}
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    path = tuneloop_home() / "calibration" / f"{digest}.json"
+    path = measurement_file(key)
     if path.exists() and not refresh:
         try:
             cached = Calibration(**json.loads(path.read_text()))
@@ -122,10 +121,7 @@ def calibration(folder, config, device: str, refresh: bool = False) -> tuple[Cal
     result = measure(folder, config, device, key)
     others = meter.others()
     result.busy = others is not None and others >= BUSY_CORES
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(asdict(result), indent=1))
-    tmp.replace(path)  # several processes may calibrate at once; each write is whole
+    save_measurement(path, asdict(result))
     return result, "busy" if result.busy else "measured"
 
 

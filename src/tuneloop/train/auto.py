@@ -17,7 +17,7 @@ from tuneloop.data import Splits
 from tuneloop.eval.evaluate import answer_token_budget
 from tuneloop.eval.metrics import custom_metric
 from tuneloop.models import choose_precision
-from tuneloop.models.precision import bf16_speedup, cpu_has_bf16_instructions
+from tuneloop.models.precision import fp32_note
 from tuneloop.train.memory import MEMORY_SHARE, activation_bytes_per_token, free_memory_bytes
 from tuneloop.train.preference import PREFERENCE_METHODS
 from tuneloop.train.sft import eval_steps_for
@@ -79,8 +79,9 @@ def resolve_auto(
     check_init_from(config, folder)
     check_preference_data(config, splits)
     tokens = data_report.get("tokens", {})
-    precision_requested = train.precision
-    train.precision = choose_precision(precision_requested, device).value
+    precision = choose_precision(train.precision, device)
+    precision_note = fp32_note(train.precision, device, precision)
+    train.precision = precision.value
     if train.epochs == "auto":
         train.epochs = auto_epochs(n_train)
     free = free_memory_bytes(device)
@@ -99,8 +100,8 @@ def resolve_auto(
         free,
         train_tokens=n_train * train.epochs * tokens.get("mean", 0),
     )
-    if precision_requested == "auto" and device == "cpu" and train.precision == "fp32" and cpu_has_bf16_instructions():
-        notes.insert(0, f"fp32: bf16 products run at {bf16_speedup():.2f}x fp32's speed on this CPU (measured, cached)")
+    if precision_note:
+        notes.insert(0, precision_note)
     train.eval_every = eval_steps_for(train, n_train)
     return config, notes
 
