@@ -22,7 +22,7 @@ CALIB = Calibration(
     save_bytes_per_second=1e9,
     checkpoint_bytes_per_parameter=12.0,
     trainable_parameters=5_000_000,
-    fixed_rss_bytes=1e9,
+    memory=[1e9, 2e6, 1e3, 5e5],
     measured_with={},
 )
 
@@ -37,6 +37,18 @@ CALIB = Calibration(
 )
 def test_step_seconds(rows, width, learned, seconds):
     assert CALIB.step_seconds(rows, width, learned) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize(
+    "rows, width, learned, peak",
+    [
+        (8, 48, 32, 1e9 + 2e6 * 384 + 1e3 * 8 * 48**2 + 5e5 * 32),
+        (1, 1, 0, 1e9 + 2e6 + 1e3),
+        (4, 512, 0, 1e9 + 2e6 * 2048 + 1e3 * 4 * 512**2),  # long rows: the attention scores' share grows
+    ],
+)
+def test_peak_bytes(rows, width, learned, peak):
+    assert CALIB.peak_bytes(rows, width, learned) == pytest.approx(peak)
 
 
 def test_generation_is_a_prompt_forward_plus_each_new_token_at_its_context():
@@ -140,6 +152,12 @@ def test_calibration_is_measured_once_per_setup(tmp_path, tiny_model, monkeypatc
     # cost can fit below the noise and be dropped (_least_squares), as it was in fp32 on one CPU.
     assert how == "measured" and all(max(fit) > 0 for fit in (first.train, first.validation, first.evaluation))
     assert first.generate[0] > 0 and first.save_bytes_per_second > 0 and first.trainable_parameters > 0
+    # the process's peak: at least its weights, and no smaller for a wider step
+    assert (
+        first.peak_bytes(16, 256, 64)
+        >= first.peak_bytes(2, 32, 4)
+        > sum(f.stat().st_size for f in tiny_model.glob("*.safetensors"))
+    )
     again, how = calibration(tiny_model, config, "cpu")
     assert how == "cached" and again == first
     assert first.generate_base[0] > 0  # decoding with the adapter switched off, measured on its own

@@ -8,7 +8,8 @@ the vocabulary, train/loss.py), takes about
 c0: the fixed cost of a step (optimizer, per-operator overhead); c1: the linear layers, per token;
 c2: attention, per token and per token attended to; kappa: the LM head's FLOPs per learned token
 over the layers' FLOPs per token, from the model's shape. c0..c2 are fitted to real steps of the
-config's model, set up as the config trains it (LoRA or full, precision), at five shapes.
+config's model, set up as the config trains it (LoRA or full, precision), at five shapes; the
+process's peak memory after each gives the same form's memory model (Calibration.peak_bytes).
 The same form is fitted to the no-grad forwards of the Trainer's validation pass (training's
 attention kernel) and of the test evaluation (SDPA, padded rows), and generating a new token for
 b rows at context length n costs g0 + g1*b + g2*b*n, measured with the adapter on (the fine-tuned
@@ -31,14 +32,15 @@ from dataclasses import asdict, dataclass
 from tuneloop.machine import machine, measurement_file, save_measurement
 from tuneloop.paths import tuneloop_home
 from tuneloop.train.callbacks import peak_memory_mb
-from tuneloop.train.memory import activation_bytes_per_token
 
-TRAIN_SHAPES = [(2, 32), (8, 48), (16, 64), (4, 256)]  # (rows, tokens): short to long, few to many
+# (rows, tokens, learned tokens per row): short to long, few to many, in the order of their peak
+# memory (the process's peak is read after each; a smaller one after a larger reads the larger).
+TRAIN_SHAPES = [(2, 32, 4), (8, 48, 4), (16, 64, 4), (8, 128, 16), (4, 256, 4)]
 VALIDATION_SHAPES = [(8, 48), (16, 64), (4, 256)]
 EVAL_SHAPES = [(4, 64), (16, 64), (16, 256), (4, 512)]
 GENERATE_SHAPES = [(1, 32), (16, 32), (16, 256)]  # (rows, prompt tokens)
 GENERATE_TOKENS = 10
-LEARNED_PER_ROW = 4
+LEARNED_PER_ROW = 4  # of the validation and evaluation shapes
 
 
 @dataclass
@@ -53,7 +55,7 @@ class Calibration:
     save_bytes_per_second: float  # writing the trainable weights and the optimizer state
     checkpoint_bytes_per_parameter: float  # bytes a checkpoint takes per trainable parameter
     trainable_parameters: int
-    fixed_rss_bytes: float  # the process's peak memory less the activations of the measured steps
+    memory: list[float]  # m0..m3: the process's peak bytes in a training step (peak_bytes)
     measured_with: dict  # what the numbers belong to (the cache key's parts)
     busy: bool = False  # measured while other processes held cores: too slow; measured again when idle
 
@@ -70,6 +72,14 @@ class Calibration:
         g0, g1, g2 = self.generate_base if base else self.generate
         context = new_tokens * prompt_width + new_tokens**2 / 2  # summed over the new tokens
         return self.evaluation_seconds(rows, prompt_width) + new_tokens * (g0 + g1 * rows) + g2 * rows * context
+
+    def peak_bytes(self, rows: int, width: int, learned: int, activation_share: float = 1.0) -> float:
+        """The process's peak memory in a training step of this shape: m0 (weights, optimizer state,
+        libraries) + m1 per token + m2 per token and token attended to (eager attention keeps the
+        scores) + m3 per learned token (its logits over the vocabulary). The calibration's steps
+        are eager; activation_share is the part of their activations another kind of step keeps."""
+        m0, m1, m2, m3 = self.memory
+        return m0 + activation_share * (m1 * rows * width + m2 * rows * width**2 + m3 * learned)
 
     def checkpoint_seconds(self) -> float:
         return self.trainable_parameters * self.checkpoint_bytes_per_parameter / self.save_bytes_per_second
@@ -167,10 +177,10 @@ def measure(folder, config, device: str, key: dict) -> Calibration:
     autocast = precision.autocast_dtype
     generator = torch.Generator().manual_seed(0)
 
-    def batch(rows: int, width: int):
+    def batch(rows: int, width: int, learned: int = LEARNED_PER_ROW):
         ids = torch.randint(10, vocab - 1, (rows, width), generator=generator).to(device)
         keep = torch.zeros(rows, width, dtype=torch.bool, device=device)
-        keep[:, -LEARNED_PER_ROW - 1 : -1] = True
+        keep[:, -learned - 1 : -1] = True
         return ids, keep
 
     def forward(ids, keep, mask=None):
@@ -196,18 +206,25 @@ def measure(folder, config, device: str, key: dict) -> Calibration:
         with torch.no_grad():
             forward(ids, keep, mask)
 
-    def timed(step, rows, width) -> float:
-        ids, keep = batch(rows, width)
+    def timed(step, rows, width, learned=LEARNED_PER_ROW, repeats=1) -> float:
+        ids, keep = batch(rows, width, learned)
         step(ids, keep)  # warm-up: kernels for a new shape are built on first use
-        return _seconds(lambda: step(ids, keep), device)
+        return min(_seconds(lambda: step(ids, keep), device) for _ in range(repeats))
 
     model.train()
-    train = [(r, w, timed(train_step, r, w)) for r, w in TRAIN_SHAPES]
+    train, peaks = [], []
+    for rows, width, learned in TRAIN_SHAPES:
+        # the better of two: one step of SmolLM2 at 8x128 took 2.7-4.9 s on a 2-core VM, where
+        # page faults and the other tenants come and go, and a run's steps are mostly the fast kind
+        train.append((rows, width, rows * learned, timed(train_step, rows, width, learned, repeats=2)))
+        # the measure run.json's metrics record (train/callbacks.py): a run's peak is its first,
+        # widest step's, with the same weights, optimizer state and libraries loaded as here
+        peaks.append(peak_memory_mb() * 2**20)
     save_rate, checkpoint_bytes = _save_rate(model, optimizer)
     model.eval()
-    validation = [(r, w, timed(no_grad_step, r, w)) for r, w in VALIDATION_SHAPES]
+    validation = [(r, w, r * LEARNED_PER_ROW, timed(no_grad_step, r, w, repeats=2)) for r, w in VALIDATION_SHAPES]
     model.set_attn_implementation("sdpa")  # as the test evaluation and generation run (eval/base_vs_tuned.py)
-    evaluation = [(r, w, timed(padded_step, r, w)) for r, w in EVAL_SHAPES]
+    evaluation = [(r, w, r * LEARNED_PER_ROW, timed(padded_step, r, w, repeats=2)) for r, w in EVAL_SHAPES]
     # Per new token: the time between decoding steps (a logits processor sees each step), so
     # neither the call's setup nor the prompt's forward is in it.
     per_token, per_token_base = [], []
@@ -223,11 +240,8 @@ def measure(folder, config, device: str, key: dict) -> Calibration:
         return _least_squares([x for x, _ in points], [y for _, y in points])
 
     def fit(points):
-        return _least_squares(
-            [[1.0, r * w + kappa * r * LEARNED_PER_ROW, r * w * w] for r, w, _ in points], [s for *_, s in points]
-        )
+        return _least_squares([[1.0, r * w + kappa * n, r * w * w] for r, w, n, _ in points], [s for *_, s in points])
 
-    peak = peak_memory_mb() * 2**20  # the measure run.json's metrics record (train/callbacks.py)
     return Calibration(
         train=fit(train),
         validation=fit(validation),
@@ -239,7 +253,7 @@ def measure(folder, config, device: str, key: dict) -> Calibration:
         save_bytes_per_second=save_rate,
         checkpoint_bytes_per_parameter=checkpoint_bytes / max(1, sum(p.numel() for p in params)),
         trainable_parameters=sum(p.numel() for p in params),
-        fixed_rss_bytes=float(peak - max(batch_activation_bytes(model.config, r, w) for r, w in TRAIN_SHAPES)),
+        memory=_least_squares([[1.0, r * w, r * w * w, n] for r, w, n, _ in train], peaks),
         measured_with=key,
     )
 
@@ -310,10 +324,6 @@ def _save_rate(model, optimizer) -> tuple[float, int]:
         seconds = time.perf_counter() - t
         size = os.path.getsize(path)
     return size / max(seconds, 1e-6), size
-
-
-def batch_activation_bytes(model_config, rows: int, width: int) -> float:
-    return activation_bytes_per_token(model_config, width) * rows * width
 
 
 def _seconds(fn, device: str) -> float:

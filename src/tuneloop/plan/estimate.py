@@ -3,8 +3,8 @@
 Minutes come from the run's own batches (the same length-grouped order the Trainer will draw, so
 padding is counted) priced by this machine's calibration (plan/calibrate.py): every training step,
 every validation pass, continuous evaluation within its budget, and the test evaluation of the
-base and the fine-tuned model. Memory is the calibration process's own peak plus the activations
-of the widest batch.
+base and the fine-tuned model. Memory is the largest of the training steps' peaks, each from the
+calibration's memory model (Calibration.peak_bytes, measured as the run measures its own).
 """
 
 from __future__ import annotations
@@ -14,13 +14,21 @@ from dataclasses import asdict, dataclass, field
 
 from tuneloop.config import RunConfig
 from tuneloop.data import Splits
-from tuneloop.plan.calibrate import Calibration, batch_activation_bytes
+from tuneloop.plan.calibrate import Calibration
+from tuneloop.train.memory import batch_activation_bytes
 from tuneloop.train.task_eval import TRAIN_SAMPLE_ROWS
 
 # Regional compilation (train/speed.py) on CPU, measured on the banking77 benchmark (LOG.md): a
 # step takes ~0.8x the eager one, after ~4 s of compiling with warm caches (~17 s the first time).
 COMPILED_STEP = 0.8
 COMPILE_SECONDS = 6.0
+# ...and keeps about half of the eager step's activations for the backward (Inductor recomputes
+# pointwise results instead of saving them): 0.51-0.55x the eager step's peak memory above the
+# weights, SmolLM2 LoRA r16 fp32 at 8x128, 4x256 and 16x64 tokens (LOG.md).
+COMPILED_ACTIVATIONS = 0.52
+# Gradient checkpointing keeps each layer's input and recomputes the rest, but the recomputed
+# layer, the head's logits and the allocator's reuse stay: 0.41-0.45x at the same shapes.
+CHECKPOINTED_ACTIVATIONS = 0.43
 # The Trainer around the measured steps (quickstart, LOG.md): building it (PEFT, TRL's dataset
 # preparation) took ~2.5 s, and a validation pass 1.2x the bare forwards of its batches.
 TRAINER_SETUP_SECONDS = 2.5
@@ -50,7 +58,7 @@ class Plan:
     device: str
     forward_tokens: int = 0  # no-grad forward: validation passes, test loss, prompts (for --gpu)
     decode_steps: int = 0  # batched decoding steps of generation (for --gpu)
-    activation_bytes: float = 0.0  # of the widest training batch
+    activation_bytes: float = 0.0  # of the widest training batch, 16-bit (Korthikanti et al.)
     parts: dict = field(default_factory=dict)  # seconds by part
     notes: list[str] = field(default_factory=list)
 
@@ -113,11 +121,13 @@ def estimate(
     val_len = token_lengths(splits.validation, tokenizer, train_on) if splits.validation else None
     preference = t.method in PREFERENCE_METHODS
     factor = (COMPILED_STEP if t.compile else 1.0) * (CHECKPOINTED_STEP if t.gradient_checkpointing else 1.0)
+    kept = CHECKPOINTED_ACTIVATIONS if t.gradient_checkpointing else COMPILED_ACTIVATIONS if t.compile else 1.0
     batches, steps = train_batches(train_len.total, t.batch_size, t.gradient_accumulation, t.seed, t.epochs)
 
     step_seconds = 0.0
     tokens = padded = 0
-    widest = (0, 0)
+    widest = (0, 0, 0)
+    peak = 0.0
     for idx in batches:
         rows, width = len(idx), max(train_len.total[i] for i in idx)
         learned = sum(train_len.learned[i] for i in idx)
@@ -131,6 +141,7 @@ def estimate(
         tokens += sum(train_len.total[i] for i in idx)
         padded += rows * width
         widest = max(widest, (rows * width, rows, width))
+        peak = max(peak, calib.peak_bytes(rows, width, learned, kept))
     parts = {"load": calib.load_seconds + TRAINER_SETUP_SECONDS, "steps": step_seconds}
     notes = []
     if t.packing or (t.padding_free and device == "cuda"):
@@ -201,8 +212,7 @@ def estimate(
             parts["base_evaluation"] = eval_seconds.pop("generate_base") + eval_seconds["test_loss"] / 2
             eval_seconds["test_loss"] /= 2
             notes.append("full fine-tuning: the base model is evaluated before training, and counted there")
-    activations = batch_activation_bytes(model_config, widest[1], widest[2])
-    peak = calib.fixed_rss_bytes + activations
+    activations = batch_activation_bytes(model_config, widest[1], widest[2])  # 16-bit: for a GPU's plan (gpus.py)
     return Plan(
         train_rows=len(splits.train),
         train_tokens=tokens,

@@ -15,6 +15,10 @@ def activation_bytes_per_token(model_config, seq_len: int) -> float:
     return model_config.num_hidden_layers * hidden * (34 + 5 * heads * seq_len / hidden)
 
 
+def batch_activation_bytes(model_config, rows: int, width: int) -> float:
+    return activation_bytes_per_token(model_config, width) * rows * width
+
+
 def free_memory_bytes(device: str) -> float:
     if device == "cuda":
         import torch
