@@ -17,8 +17,9 @@ model) and off (the base model: an unmerged LoRA adds ~30% to a decoding step of
 Writing a checkpoint is timed once too.
 
 The result is cached per machine (CPU, cores, torch), model and setup under TUNELOOP_HOME, so only
-the first plan for a model pays for the measurement: for SmolLM2-135M on 2 cores ~20 s on an AMD
-EPYC, ~100 s on a Xeon VM where the steps' first-touched pages cost ~15 us each (LOG.md).
+the first plan for a model pays for the measurement: for SmolLM2-135M on 2 cores ~10 s on an AMD
+EPYC when each shape was timed once (twice now), ~100 s on a Xeon VM where the steps'
+first-touched pages cost ~15 us each (LOG.md).
 """
 
 from __future__ import annotations
