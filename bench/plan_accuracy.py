@@ -1,6 +1,8 @@
 """Does `tuneloop plan` say how long a run takes, and how much memory it needs, before it starts?
 
-    .venv/bin/python bench/plan_accuracy.py [--keep DIR]   # ~15 min on 2 cores; writes bench/results/plan_accuracy.json
+    .venv/bin/python bench/plan_accuracy.py [--keep DIR]   # writes bench/results/plan_accuracy.json
+
+~15 min on a 2-core AMD EPYC, ~35 on a 2-core Xeon VM.
 
 Six runs that differ in data (JSON tickets, banking77 labels, DialogSum summaries, GSM8K
 reasoning), size, batch, epochs, LoRA rank and method (one full fine-tune), each run as a user runs
@@ -160,6 +162,8 @@ def run_case(name: str, config: dict, work: Path) -> dict:
         "batch_size": plan["batch_size"],
         "steps": plan["steps"],
         "train_tokens": plan["train_tokens"],
+        # the machine's pace at the run's start over its pace when it was calibrated (the plan is scaled by it)
+        "speed": plan.get("speed", 1.0),
         "planned": {k: plan[k] for k in actual} | {"parts_seconds": plan["parts"]},
         "actual": {k: round(v, 3) for k, v in actual.items()},
         "plan_over_actual": ratios,

@@ -7,7 +7,7 @@ import pytest
 
 from conftest import tiny_run_config, tuneloop
 from tuneloop import cpu
-from tuneloop.plan import Calibration, calibration
+from tuneloop.plan import Calibration, calibrate, calibration
 from tuneloop.plan.estimate import RUNAWAY_ROW, _generation, continuous_scorings, likely_longest, train_batches
 from tuneloop.plan.gpus import gpu_estimate, parameter_counts
 
@@ -23,6 +23,7 @@ CALIB = Calibration(
     checkpoint_bytes_per_parameter=12.0,
     trainable_parameters=5_000_000,
     memory=[1e9, 2e6, 1e3, 5e5],
+    probe_seconds=0.05,
     measured_with={},
 )
 
@@ -143,9 +144,29 @@ def test_train_batches_count_the_trainers_steps(n, batch, accumulation, epochs, 
     assert all(len(b) <= batch for b in batches)
 
 
+def test_at_speed_scales_the_seconds_not_the_memory():
+    slower = CALIB.at_speed(1.5)
+    assert slower.speed == 1.5 and slower.at_speed(2).speed == 3
+    assert slower.step_seconds(8, 48, 32) == pytest.approx(1.5 * CALIB.step_seconds(8, 48, 32))
+    assert slower.generate_seconds(4, 100, 10, base=True) == pytest.approx(
+        1.5 * CALIB.generate_seconds(4, 100, 10, True)
+    )
+    assert slower.evaluation_seconds(16, 64) == pytest.approx(1.5 * CALIB.evaluation_seconds(16, 64))
+    assert slower.validation_seconds(16, 64) == pytest.approx(1.5 * CALIB.validation_seconds(16, 64))
+    assert slower.load_seconds == pytest.approx(0.75)
+    assert slower.peak_bytes(8, 48, 32) == CALIB.peak_bytes(8, 48, 32)
+    assert slower.checkpoint_seconds() == CALIB.checkpoint_seconds()  # a disk write: not the CPU's pace
+
+
+def test_speed_probe_is_a_real_measurement():
+    seconds = calibrate.speed_probe("cpu")
+    assert 0 < seconds < 5
+
+
 def test_calibration_is_measured_once_per_setup(tmp_path, tiny_model, monkeypatch):
     monkeypatch.setenv("TUNELOOP_HOME", str(tmp_path / "home"))
     monkeypatch.setattr(cpu.LoadMeter, "others", lambda self: 0.0)
+    monkeypatch.setattr(calibrate, "speed_probe", lambda device, autocast=None: 0.05)
     config = tiny_run_config(tmp_path, tiny_model)
     first, how = calibration(tiny_model, config, "cpu")
     # Each fit has a positive term; which one depends on the machine: on the tiny model a per-token
@@ -159,7 +180,11 @@ def test_calibration_is_measured_once_per_setup(tmp_path, tiny_model, monkeypatc
         > sum(f.stat().st_size for f in tiny_model.glob("*.safetensors"))
     )
     again, how = calibration(tiny_model, config, "cpu")
-    assert how == "cached" and again == first
+    assert how == "cached" and again == first and first.probe_seconds == 0.05
+    # the machine at half the speed it was calibrated at: every cost in seconds doubles
+    monkeypatch.setattr(calibrate, "speed_probe", lambda device, autocast=None: 0.1)
+    slower, how = calibration(tiny_model, config, "cpu")
+    assert how == "cached" and slower == first.at_speed(2.0)
     assert first.generate_base[0] > 0  # decoding with the adapter switched off, measured on its own
     (cached,) = (tmp_path / "home" / "calibration").glob("*.json")
     older = json.loads(cached.read_text())
@@ -174,6 +199,7 @@ def test_a_calibration_measured_beside_busy_processes_is_measured_again_when_idl
     monkeypatch.setenv("TUNELOOP_HOME", str(tmp_path / "home"))
     load = {"others": 1.0}  # another process holds a core
     monkeypatch.setattr(cpu.LoadMeter, "others", lambda self: load["others"])
+    monkeypatch.setattr(calibrate, "speed_probe", lambda device, autocast=None: 0.05)
     config = tiny_run_config(tmp_path, tiny_model)
     first, how = calibration(tiny_model, config, "cpu")
     assert how == "busy" and first.busy
@@ -269,3 +295,38 @@ def test_plan_warns_when_continuous_evaluation_outgrows_its_budget(
         validation = len(prepared.splits.validation)
         assert f"Fewer than its {min(metric_rows, validation)} rows" in notes[0] and f"({max_new_tokens})" in notes[0]
         assert plan.parts["metric"] > 2 * config.train.metric_budget * (plan.parts["steps"])
+
+
+@pytest.mark.parametrize(
+    "probe_now, note", [(0.05, None), (0.052, None), (0.075, "1.50x as slow"), (0.04, "1.25x as fast")]
+)
+def test_a_plan_from_a_cached_calibration_is_scaled_to_the_machines_speed_now(
+    tmp_path, tiny_model, monkeypatch, probe_now, note
+):
+    from tuneloop.data.prepare import prepare_data
+    from tuneloop.models import load_tokenizer
+    from tuneloop.plan import plan_resolved
+    from tuneloop.train.auto import resolve_auto
+
+    monkeypatch.setenv("TUNELOOP_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(cpu.LoadMeter, "others", lambda self: 0.0)
+    monkeypatch.setattr(calibrate, "speed_probe", lambda device, autocast=None: 0.05)
+    config = tiny_run_config(tmp_path, tiny_model)
+    tokenizer = load_tokenizer(tiny_model)
+    prepared = prepare_data(config.data, tokenizer)
+    config, _ = resolve_auto(config, prepared.splits, prepared.report, tiny_model, "cpu", tokenizer)
+    then = plan_resolved(config, prepared.splits, tokenizer, tiny_model, "cpu")  # measures, at speed 1
+    monkeypatch.setattr(calibrate, "speed_probe", lambda device, autocast=None: probe_now)
+    now = plan_resolved(config, prepared.splits, tokenizer, tiny_model, "cpu")
+    ratio = probe_now / 0.05
+    assert now.parts["steps"] == pytest.approx(
+        then.parts["steps"] * ratio, rel=1e-3, abs=1e-3
+    )  # parts are rounded to ms
+    assert now.parts["generate_base"] == pytest.approx(then.parts["generate_base"] * ratio, rel=1e-3, abs=1e-3)
+    assert now.peak_memory_gib == then.peak_memory_gib and now.speed == pytest.approx(ratio, abs=1e-3)
+    speed_notes = [n for n in now.notes if "when it was calibrated" in n]
+    assert speed_notes == (
+        []
+        if note is None
+        else [f"this machine runs {note} now as when it was calibrated: the minutes are scaled to now"]
+    )

@@ -7,6 +7,9 @@ from tuneloop.plan.calibrate import Calibration, calibration
 from tuneloop.plan.estimate import Plan, estimate
 from tuneloop.plan.gpus import GPUS, gpu_estimate, gpu_named
 
+# A change of speed since the calibration worth a line in the plan (the yardstick's own spread is ~3%).
+SPEED_NOTED = 0.1
+
 
 def plan_resolved(config, splits, tokenizer, folder, device: str, refresh: bool = False, evaluate: bool = True) -> Plan:
     """The plan of a config whose `auto` values are resolved (what `tuneloop run` prints at its start).
@@ -28,6 +31,9 @@ def plan_resolved(config, splits, tokenizer, folder, device: str, refresh: bool 
             "other processes were busy while this machine was measured: the minutes may be too many "
             "(the next plan on an idle machine measures again)"
         )
+    if abs(calib.speed - 1) >= SPEED_NOTED:
+        pace = f"{calib.speed:.2f}x as slow" if calib.speed > 1 else f"{1 / calib.speed:.2f}x as fast"
+        plan.notes.append(f"this machine runs {pace} now as when it was calibrated: the minutes are scaled to now")
     return plan
 
 

@@ -16,6 +16,13 @@ b rows at context length n costs g0 + g1*b + g2*b*n, measured with the adapter o
 model) and off (the base model: an unmerged LoRA adds ~30% to a decoding step of SmolLM2 on CPU).
 Writing a checkpoint is timed once too.
 
+A virtual machine's speed drifts: the same quickstart evaluation took 31.8 s one hour and 22.4 s
+the next on a 2-core VM (LOG.md), and a plan priced by a calibration from the slower hour was up to
+1.40x the real time. So each calibration also times a fixed yardstick that needs no model (an MLP
+forward and backward at SmolLM2's width, ~0.25 s), and a plan from a cached calibration times it
+again and scales every cost in seconds by now/then (Calibration.at_speed). Other processes busy at
+plan time slow the yardstick as they will slow the run.
+
 The result is cached per machine (CPU, cores, torch), model and setup under TUNELOOP_HOME, so only
 the first plan for a model pays for the measurement: for SmolLM2-135M on 2 cores ~10 s on an AMD
 EPYC when each shape was timed once (twice now), ~100 s on a Xeon VM where the steps'
@@ -29,7 +36,7 @@ import itertools
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from tuneloop.machine import machine, measurement_file, save_measurement
 from tuneloop.paths import tuneloop_home
@@ -58,8 +65,24 @@ class Calibration:
     checkpoint_bytes_per_parameter: float  # bytes a checkpoint takes per trainable parameter
     trainable_parameters: int
     memory: list[float]  # m0..m3: the process's peak bytes in a training step (peak_bytes)
+    probe_seconds: float  # the yardstick (speed_probe) when these were measured
     measured_with: dict  # what the numbers belong to (the cache key's parts)
     busy: bool = False  # measured while other processes held cores: too slow; measured again when idle
+    speed: float = 1.0  # the yardstick's time now over then: the costs in seconds are scaled by it
+
+    def at_speed(self, ratio: float) -> Calibration:
+        """These costs on a machine `ratio` times as slow as when they were measured (the
+        checkpoint's disk writes excepted)."""
+        return replace(
+            self,
+            train=[c * ratio for c in self.train],
+            validation=[c * ratio for c in self.validation],
+            evaluation=[c * ratio for c in self.evaluation],
+            generate=[c * ratio for c in self.generate],
+            generate_base=[c * ratio for c in self.generate_base],
+            load_seconds=self.load_seconds * ratio,
+            speed=self.speed * ratio,
+        )
 
     def step_seconds(self, rows: int, width: int, learned: int) -> float:
         return _cost(self.train, self.kappa, rows, width, learned)
@@ -115,7 +138,7 @@ def calibration(folder, config, device: str, refresh: bool = False) -> tuple[Cal
     Returns it and how it was had: "cached", "measured", or "busy" (measured, or kept from a
     measurement, while other processes were busy)."""
     from tuneloop.cpu import LoadMeter
-    from tuneloop.models.precision import choose_precision
+    from tuneloop.models.precision import Precision, choose_precision
 
     if config.train.precision == "auto":
         config = config.model_copy(deep=True)
@@ -128,7 +151,8 @@ def calibration(folder, config, device: str, refresh: bool = False) -> tuple[Cal
         except (ValueError, TypeError):  # an older or damaged file: measure again
             cached = None
         if cached is not None and not (cached.busy and _idle()):
-            return cached, "busy" if cached.busy else "cached"
+            now = speed_probe(device, Precision(config.train.precision).autocast_dtype)
+            return cached.at_speed(now / cached.probe_seconds), "busy" if cached.busy else "cached"
     meter = LoadMeter()
     result = measure(folder, config, device, key)
     others = meter.others()
@@ -165,6 +189,7 @@ def measure(folder, config, device: str, key: dict) -> Calibration:
     from tuneloop.train.sft import adapter_config
 
     precision = Precision(config.train.precision)
+    probe = speed_probe(device, precision.autocast_dtype)  # and again at the end: the better of the two
     t = time.perf_counter()
     model, _ = load_for_training(folder, config.train, precision, device)
     load_seconds = time.perf_counter() - t
@@ -263,8 +288,39 @@ def measure(folder, config, device: str, key: dict) -> Calibration:
         checkpoint_bytes_per_parameter=checkpoint_bytes / max(1, sum(p.numel() for p in params)),
         trainable_parameters=sum(p.numel() for p in params),
         memory=_least_squares([[1.0, r * w, r * w * w, n] for r, w, n, _ in train], peaks),
+        probe_seconds=min(probe, speed_probe(device, autocast)),
         measured_with=key,
     )
+
+
+# The yardstick: one MLP block of SmolLM2-135M (576 -> 1536 -> 576) forward and backward over 256
+# tokens, PROBE_PASSES times; the best of PROBE_REPEATS timings. ~0.05 s a timing on 2 cores in fp32,
+# its spread 3% (coefficient of variation, 15 probes). Fixed whatever the model, so the cost of a
+# plan stays fixed; it gauges the machine's speed now against its speed at calibration.
+PROBE_SHAPE = (256, 576, 1536)
+PROBE_PASSES = 4
+PROBE_REPEATS = 5
+
+
+def speed_probe(device: str, autocast=None) -> float:
+    """Seconds of the yardstick on this machine now, in the run's precision."""
+    import torch
+    import torch.nn.functional as F
+
+    tokens, hidden, inter = PROBE_SHAPE
+    generator = torch.Generator().manual_seed(0)
+    up = torch.randn(inter, hidden, generator=generator).div_(hidden**0.5).to(device).requires_grad_()
+    down = torch.randn(hidden, inter, generator=generator).div_(inter**0.5).to(device).requires_grad_()
+    x = torch.randn(tokens, hidden, generator=generator).to(device)
+
+    def work():
+        for _ in range(PROBE_PASSES):
+            with torch.autocast(device, dtype=autocast, enabled=autocast is not None):
+                out = F.linear(F.silu(F.linear(x, up)), down)
+            out.float().square().mean().backward()
+
+    work()  # warm-up
+    return min(_seconds(work, device) for _ in range(PROBE_REPEATS))
 
 
 def _decode_step_times(model, ids, autocast, device: str) -> float:

@@ -60,6 +60,7 @@ class Plan:
     decode_steps: int = 0  # batched decoding steps of generation (for --gpu)
     activation_bytes: float = 0.0  # of the widest training batch, 16-bit (Korthikanti et al.)
     parts: dict = field(default_factory=dict)  # seconds by part
+    speed: float = 1.0  # the machine's pace now over its pace at calibration (Calibration.speed), applied
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -231,6 +232,7 @@ def estimate(
         decode_steps=decode_steps,
         activation_bytes=activations,
         parts={k: round(v, 3) for k, v in {**parts, **eval_seconds}.items()},
+        speed=round(calib.speed, 3),
         notes=notes,
     )
 
