@@ -23,7 +23,7 @@ CALIB = Calibration(
     checkpoint_bytes_per_parameter=12.0,
     trainable_parameters=5_000_000,
     memory=[1e9, 2e6, 1e3, 5e5],
-    probe_seconds=0.05,
+    probe_median_seconds=0.05,
     measured_with={},
 )
 
@@ -180,7 +180,7 @@ def test_calibration_is_measured_once_per_setup(tmp_path, tiny_model, monkeypatc
         > sum(f.stat().st_size for f in tiny_model.glob("*.safetensors"))
     )
     again, how = calibration(tiny_model, config, "cpu")
-    assert how == "cached" and again == first and first.probe_seconds == 0.05
+    assert how == "cached" and again == first and first.probe_median_seconds == 0.05
     # the machine at half the speed it was calibrated at: every cost in seconds doubles
     monkeypatch.setattr(calibrate, "speed_probe", lambda device, autocast=None: 0.1)
     slower, how = calibration(tiny_model, config, "cpu")

@@ -19,7 +19,7 @@ Writing a checkpoint is timed once too.
 A virtual machine's speed drifts: the same quickstart evaluation took 31.8 s one hour and 22.4 s
 the next on a 2-core VM (LOG.md), and a plan priced by a calibration from the slower hour was up to
 1.40x the real time. So each calibration also times a fixed yardstick that needs no model (an MLP
-forward and backward at SmolLM2's width, ~0.25 s), and a plan from a cached calibration times it
+forward and backward at SmolLM2's width, ~0.4 s), and a plan from a cached calibration times it
 again and scales every cost in seconds by now/then (Calibration.at_speed). Other processes busy at
 plan time slow the yardstick as they will slow the run.
 
@@ -35,6 +35,7 @@ import hashlib
 import itertools
 import json
 import os
+import statistics
 import time
 from dataclasses import asdict, dataclass, replace
 
@@ -65,7 +66,7 @@ class Calibration:
     checkpoint_bytes_per_parameter: float  # bytes a checkpoint takes per trainable parameter
     trainable_parameters: int
     memory: list[float]  # m0..m3: the process's peak bytes in a training step (peak_bytes)
-    probe_seconds: float  # the yardstick (speed_probe) when these were measured
+    probe_median_seconds: float  # the yardstick (speed_probe) when these were measured
     measured_with: dict  # what the numbers belong to (the cache key's parts)
     busy: bool = False  # measured while other processes held cores: too slow; measured again when idle
     speed: float = 1.0  # the yardstick's time now over then: the costs in seconds are scaled by it
@@ -152,7 +153,7 @@ def calibration(folder, config, device: str, refresh: bool = False) -> tuple[Cal
             cached = None
         if cached is not None and not (cached.busy and _idle()):
             now = speed_probe(device, Precision(config.train.precision).autocast_dtype)
-            return cached.at_speed(now / cached.probe_seconds), "busy" if cached.busy else "cached"
+            return cached.at_speed(now / cached.probe_median_seconds), "busy" if cached.busy else "cached"
     meter = LoadMeter()
     result = measure(folder, config, device, key)
     others = meter.others()
@@ -189,7 +190,7 @@ def measure(folder, config, device: str, key: dict) -> Calibration:
     from tuneloop.train.sft import adapter_config
 
     precision = Precision(config.train.precision)
-    probe = speed_probe(device, precision.autocast_dtype)  # and again at the end: the better of the two
+    probe = speed_probe(device, precision.autocast_dtype)  # and again at the end: their mean
     t = time.perf_counter()
     model, _ = load_for_training(folder, config.train, precision, device)
     load_seconds = time.perf_counter() - t
@@ -288,18 +289,20 @@ def measure(folder, config, device: str, key: dict) -> Calibration:
         checkpoint_bytes_per_parameter=checkpoint_bytes / max(1, sum(p.numel() for p in params)),
         trainable_parameters=sum(p.numel() for p in params),
         memory=_least_squares([[1.0, r * w, r * w * w, n] for r, w, n, _ in train], peaks),
-        probe_seconds=min(probe, speed_probe(device, autocast)),
+        probe_median_seconds=(probe + speed_probe(device, autocast)) / 2,
         measured_with=key,
     )
 
 
 # The yardstick: one MLP block of SmolLM2-135M (576 -> 1536 -> 576) forward and backward over 256
-# tokens, PROBE_PASSES times; the best of PROBE_REPEATS timings. ~0.05 s a timing on 2 cores in fp32,
-# its spread 3% (coefficient of variation, 15 probes). Fixed whatever the model, so the cost of a
+# tokens, PROBE_PASSES times: ~0.035 s a timing on 2 cores in fp32, single timings spread 31-43 ms.
+# The median of PROBE_REPEATS timings, not the best: a best-of-n falls as n grows, so the
+# calibration's two probes (best of 10) read ~5% faster than a plan's one, and all six runs of a
+# bench were planned 1.08-1.12x slow for it (LOG.md). Fixed whatever the model, so the cost of a
 # plan stays fixed; it gauges the machine's speed now against its speed at calibration.
 PROBE_SHAPE = (256, 576, 1536)
 PROBE_PASSES = 4
-PROBE_REPEATS = 5
+PROBE_REPEATS = 9
 
 
 def speed_probe(device: str, autocast=None) -> float:
@@ -319,8 +322,9 @@ def speed_probe(device: str, autocast=None) -> float:
                 out = F.linear(F.silu(F.linear(x, up)), down)
             out.float().square().mean().backward()
 
-    work()  # warm-up
-    return min(_seconds(work, device) for _ in range(PROBE_REPEATS))
+    for _ in range(3):  # warm-up: the first timings in a process are up to 25% slower
+        work()
+    return statistics.median(_seconds(work, device) for _ in range(PROBE_REPEATS))
 
 
 def _decode_step_times(model, ids, autocast, device: str) -> float:
