@@ -163,7 +163,7 @@ def run_case(name: str, config: dict, work: Path) -> dict:
         "steps": plan["steps"],
         "train_tokens": plan["train_tokens"],
         # the machine's pace at the run's start over its pace when it was calibrated (the plan is scaled by it)
-        "speed": plan.get("speed", 1.0),
+        "speed": plan["speed"],
         "planned": {k: plan[k] for k in actual} | {"parts_seconds": plan["parts"]},
         "actual": {k: round(v, 3) for k, v in actual.items()},
         "plan_over_actual": ratios,

@@ -7,7 +7,7 @@ from tuneloop.plan.calibrate import Calibration, calibration
 from tuneloop.plan.estimate import Plan, estimate
 from tuneloop.plan.gpus import GPUS, gpu_estimate, gpu_named
 
-# A change of speed since the calibration worth a line in the plan (the yardstick's own spread is ~3%).
+# A change of speed since the calibration worth a line in the plan (the yardstick's own spread is ~4%).
 SPEED_NOTED = 0.1
 
 

@@ -16,7 +16,7 @@ b rows at context length n costs g0 + g1*b + g2*b*n, measured with the adapter o
 model) and off (the base model: an unmerged LoRA adds ~30% to a decoding step of SmolLM2 on CPU).
 Writing a checkpoint is timed once too.
 
-A virtual machine's speed drifts: the same quickstart evaluation took 31.8 s one hour and 22.4 s
+A virtual machine's speed drifts: the same quickstart test loss took 31.8 s one hour and 22.4 s
 the next on a 2-core VM (LOG.md), and a plan priced by a calibration from the slower hour was up to
 1.40x the real time. So each calibration also times a fixed yardstick that needs no model (an MLP
 forward and backward at SmolLM2's width, ~0.4 s), and a plan from a cached calibration times it
@@ -298,7 +298,7 @@ def measure(folder, config, device: str, key: dict) -> Calibration:
 # tokens, PROBE_PASSES times: ~0.035 s a timing on 2 cores in fp32, single timings spread 31-43 ms.
 # The median of PROBE_REPEATS timings, not the best: a best-of-n falls as n grows, so the
 # calibration's two probes (best of 10) read ~5% faster than a plan's one, and all six runs of a
-# bench were planned 1.08-1.12x slow for it (LOG.md). Fixed whatever the model, so the cost of a
+# bench were planned 1.01-1.12x slow for it (LOG.md). Fixed whatever the model, so the cost of a
 # plan stays fixed; it gauges the machine's speed now against its speed at calibration.
 PROBE_SHAPE = (256, 576, 1536)
 PROBE_PASSES = 4
