@@ -5,10 +5,17 @@ import math
 
 import pytest
 
-from conftest import tiny_run_config, tuneloop
+from conftest import chat, tiny_run_config, tuneloop
 from tuneloop import cpu
 from tuneloop.plan import Calibration, calibrate, calibration
-from tuneloop.plan.estimate import RUNAWAY_ROW, _generation, continuous_scorings, likely_longest, train_batches
+from tuneloop.plan.estimate import (
+    CLOSED_RUNAWAY_ROW,
+    RUNAWAY_ROW,
+    _generation,
+    continuous_scorings,
+    likely_longest,
+    train_batches,
+)
 from tuneloop.plan.gpus import gpu_estimate, parameter_counts
 
 CALIB = Calibration(
@@ -77,34 +84,40 @@ def test_likely_longest_answer_of_a_batch(lengths, rows, longest):
 
 
 @pytest.mark.parametrize(
-    "batch, learned, limit, stops",
+    "batch, learned, closed, limit, stops",
     [
         # (rows, prompt width, longest reference): a fine-tuned batch that ends by itself gets what
         # max_new_tokens: auto allows its likely longest answer (x 1.25 + 8); training answers
         # 1..100, 20 rows: 96
-        ((20, 50, 10), True, 500, math.ceil(1.25 * 96) + 8),
-        ((20, 50, 110), True, 500, math.ceil(1.25 * 110) + 8),  # a longer reference in the batch
-        ((2, 50, 10), True, 500, math.ceil(1.25 * 67) + 8),  # 2 rows: the longest of 2 draws
-        ((20, 50, 10), True, 60, 60),  # never past max_new_tokens
-        ((20, 50, 10), False, 60, 60),  # the base model: all of them
+        ((20, 50, 10), True, False, 500, math.ceil(1.25 * 96) + 8),
+        ((20, 50, 110), True, False, 500, math.ceil(1.25 * 110) + 8),  # a longer reference in the batch
+        ((2, 50, 10), True, False, 500, math.ceil(1.25 * 67) + 8),  # 2 rows: the longest of 2 draws
+        ((20, 50, 10), True, False, 60, 60),  # never past max_new_tokens
+        ((20, 50, 10), False, False, 60, 60),  # the base model: all of them
+        # answers that close a structure (JSON): the likely longest itself, no slack
+        ((20, 50, 10), True, True, 500, 96),
+        ((20, 50, 110), True, True, 500, 110),
+        ((20, 50, 10), True, True, 60, 60),
+        ((20, 50, 10), False, True, 60, 60),  # the base model has not learned the structure
     ],
 )
-def test_where_a_generation_batch_is_priced_to_stop(batch, learned, limit, stops):
-    """Priced as an expectation: unless one of its rows runs away (RUNAWAY_ROW each), a fine-tuned
-    batch stops at `stops`; otherwise at the limit, as the base model's always does."""
+def test_where_a_generation_batch_is_priced_to_stop(batch, learned, closed, limit, stops):
+    """Priced as an expectation: unless one of its rows runs away (RUNAWAY_ROW each, or
+    CLOSED_RUNAWAY_ROW for closed answers), a fine-tuned batch stops at `stops`; otherwise at the
+    limit, as the base model's always does."""
 
     class Eval:
         max_new_tokens = limit
 
     rows, width, _ = batch
-    ends = (1 - RUNAWAY_ROW) ** rows if learned else 1.0
-    seconds, steps, prompt_tokens = _generation(CALIB, [batch], Eval, list(range(1, 101)), learned)
+    ends = (1 - (CLOSED_RUNAWAY_ROW if closed else RUNAWAY_ROW)) ** rows if learned else 1.0
+    seconds, steps, prompt_tokens = _generation(CALIB, [batch], Eval, list(range(1, 101)), learned, closed=closed)
     assert steps == round(ends * stops + (1 - ends) * limit) and prompt_tokens == rows * width
     assert seconds == pytest.approx(
         ends * CALIB.generate_seconds(rows, width, stops) + (1 - ends) * CALIB.generate_seconds(rows, width, limit)
     )
     if learned and stops < limit:  # more rows, more chances that one does not end
-        assert 0.3 < ends < 0.95
+        assert (0.8 < ends < 0.99) if closed else (0.3 < ends < 0.95)
 
 
 @pytest.mark.parametrize(
@@ -276,6 +289,19 @@ def test_plan_command(tmp_path, tiny_model):
 def test_plan_warns_when_continuous_evaluation_outgrows_its_budget(
     tmp_path, tiny_model, metric_rows, max_new_tokens, warned
 ):
+    config = tiny_run_config(tmp_path, tiny_model, metric_rows=metric_rows)
+    config.eval.max_new_tokens = max_new_tokens
+    plan, prepared = _estimate(config, tiny_model)
+    notes = [n for n in plan.notes if n.startswith("continuous evaluation")]
+    assert bool(notes) is warned
+    if warned:
+        validation = len(prepared.splits.validation)
+        assert f"Fewer than its {min(metric_rows, validation)} rows" in notes[0] and f"({max_new_tokens})" in notes[0]
+        assert plan.parts["metric"] > 2 * config.train.metric_budget * (plan.parts["steps"])
+
+
+def _estimate(config, tiny_model):
+    """The plan of `config` (its auto values resolved) priced by CALIB, and its prepared data."""
     from transformers import AutoConfig
 
     from tuneloop.data.prepare import prepare_data
@@ -283,18 +309,34 @@ def test_plan_warns_when_continuous_evaluation_outgrows_its_budget(
     from tuneloop.plan.estimate import estimate
     from tuneloop.train.auto import resolve_auto
 
-    config = tiny_run_config(tmp_path, tiny_model, metric_rows=metric_rows)
-    config.eval.max_new_tokens = max_new_tokens
     tokenizer = load_tokenizer(tiny_model)
     prepared = prepare_data(config.data, tokenizer)
     config, _ = resolve_auto(config, prepared.splits, prepared.report, tiny_model, "cpu", tokenizer)
     plan = estimate(config, prepared.splits, tokenizer, CALIB, AutoConfig.from_pretrained(tiny_model), "cpu", 8e9)
-    notes = [n for n in plan.notes if n.startswith("continuous evaluation")]
-    assert bool(notes) is warned
-    if warned:
-        validation = len(prepared.splits.validation)
-        assert f"Fewer than its {min(metric_rows, validation)} rows" in notes[0] and f"({max_new_tokens})" in notes[0]
-        assert plan.parts["metric"] > 2 * config.train.metric_budget * (plan.parts["steps"])
+    return plan, prepared
+
+
+@pytest.mark.parametrize(
+    "answer, closed",
+    [
+        (lambda i: json.dumps({"answer": i % 5, "note": "pad " * (i % 4)}), True),  # a JSON object ends with "}"
+        (lambda i: "the answer is " + "pad " * (i % 4) + str(i % 5), False),  # free text: the slack stays
+    ],
+)
+def test_answers_that_close_a_structure_are_priced_without_the_slack(tmp_path, tiny_model, monkeypatch, answer, closed):
+    import importlib
+
+    estimate_module = importlib.import_module("tuneloop.plan.estimate")  # the module, not its function
+    rows = [chat(f"question number {i} " + "pad " * (i % 7), answer(i)) for i in range(40)]
+    config = tiny_run_config(tmp_path, tiny_model, rows=rows, metric_rows=8)
+    config.eval.max_new_tokens = 64
+    plan, _ = _estimate(config, tiny_model)
+    monkeypatch.setattr(estimate_module, "CLOSED_ANSWER_METRICS", set())
+    open_plan, _ = _estimate(config, tiny_model)
+    for part in ("generate_tuned", "metric"):
+        assert (plan.parts[part] < open_plan.parts[part]) is closed, part
+        assert plan.parts[part] <= open_plan.parts[part]
+    assert plan.parts["generate_base"] == open_plan.parts["generate_base"]  # the base model writes to the limit
 
 
 @pytest.mark.parametrize(

@@ -41,6 +41,14 @@ CHECKPOINTED_STEP = 1.33
 # GSM8K 2 of 16, twice of three runs), 25 of 380 counting DialogSum's, whose limit its own
 # summaries reach (6.6%). Between the two (LOG.md).
 RUNAWAY_ROW = 0.05
+# Answers that close a structure (a JSON object, tool calls) end with it, and their length is the
+# fields the prompt gives: the quickstart's fine-tuned answers were as long as the references
+# (longest 49 tokens against 48), none of 71 reached the 70-token limit in any bench run, and
+# the slack and runaway rate above priced its fine-tuned generation at 1.47x the real one (LOG.md).
+# They are priced at the batch's longest likely answer without the slack, and run away 1 row in 100
+# (an assumption from that one case: none of its 71 did).
+CLOSED_ANSWER_METRICS = {"json_fields", "tool_calls"}
+CLOSED_RUNAWAY_ROW = 0.01
 
 
 @dataclass
@@ -112,7 +120,7 @@ def estimate(
 ) -> Plan:
     """The plan of a run whose `auto` values are resolved (train/auto.py)."""
     from tuneloop.data.tokens import token_lengths
-    from tuneloop.eval.evaluate import generation_set
+    from tuneloop.eval.evaluate import generation_set, metric_for
     from tuneloop.train.preference import PREFERENCE_METHODS
     from tuneloop.train.sft import eval_steps_for, save_steps_for
 
@@ -175,8 +183,9 @@ def estimate(
             # stops, GSM8K's continuous evaluation was planned at 36 s against 56-60 s real: both its
             # scorings ran to the limit (LOG.md). The later ones are priced as the fine-tuned model's
             # answers.
+            closed = metric_for(sample, e) in CLOSED_ANSWER_METRICS
             first, first_steps, first_prompts = _generation(calib, batches, e, answers, learned=False)
-            one, one_steps, one_prompts = _generation(calib, batches, e, answers, learned=True)
+            one, one_steps, one_prompts = _generation(calib, batches, e, answers, learned=True, closed=closed)
             training = sum(v for k, v in parts.items() if k != "load")
             train_share = min(TRAIN_SAMPLE_ROWS, len(splits.train)) / len(sample)
             early, later = continuous_scorings(passes, training, first, one, t.metric_budget, train_share)
@@ -199,9 +208,11 @@ def estimate(
     if test:
         test_len = token_lengths(test, tokenizer, train_on)
         chunks = _chunks(test_len.total, e.batch_size, sort=True)
-        batches = _generation_batches(generation_set(test, e), tokenizer, e.batch_size)
+        generated = generation_set(test, e)
+        batches = _generation_batches(generated, tokenizer, e.batch_size)
+        closed = metric_for(generated, e) in CLOSED_ANSWER_METRICS
         base, base_steps, base_prompts = _generation(calib, batches, e, answers, learned=False, base_weights=True)
-        tuned, tuned_steps, tuned_prompts = _generation(calib, batches, e, answers, learned=True)
+        tuned, tuned_steps, tuned_prompts = _generation(calib, batches, e, answers, learned=True, closed=closed)
         eval_seconds = {
             "test_loss": 2 * sum(calib.evaluation_seconds(len(c), max(c)) for c in chunks),
             "generate_base": base,
@@ -257,7 +268,13 @@ def _generation_batches(examples, tokenizer, batch_size: int) -> list[tuple[int,
 
 
 def _generation(
-    calib: Calibration, batches, e, answers: list[int], learned: bool, base_weights: bool = False
+    calib: Calibration,
+    batches,
+    e,
+    answers: list[int],
+    learned: bool,
+    base_weights: bool = False,
+    closed: bool = False,
 ) -> tuple[float, int, int]:
     """Generating the answers of `batches` (_generation_batches). A batch stops when all its rows
     have. A model that `learned` the task is priced at the longer of the batch's longest reference
@@ -269,15 +286,18 @@ def _generation(
     labels became sentences). With it, 0.77-1.20x (LOG.md). The price is an expectation: with
     probability 1 - (1 - RUNAWAY_ROW)^rows one of the batch's rows runs to max_new_tokens, and the
     batch with it. One that has not learned (the base model) is assumed to use all of
-    max_new_tokens. `base_weights`: the adapter is switched off. Returns seconds, decoding steps
-    (expected) and prompt tokens."""
+    max_new_tokens. `base_weights`: the adapter is switched off. `closed`: the answers close a
+    structure (CLOSED_ANSWER_METRICS): no slack, and CLOSED_RUNAWAY_ROW. Returns seconds, decoding
+    steps (expected) and prompt tokens."""
     from tuneloop.eval.evaluate import tokens_allowed
 
     limit = e.max_new_tokens if isinstance(e.max_new_tokens, int) else 128
     seconds, steps, prompt_tokens = 0.0, 0, 0
+    runaway = CLOSED_RUNAWAY_ROW if closed else RUNAWAY_ROW
     for rows, width, answer in batches:
-        stops = min(limit, tokens_allowed(max(answer, likely_longest(answers, rows)))) if learned else limit
-        ends = (1 - RUNAWAY_ROW) ** rows if learned else 1.0  # every row ends by itself
+        longest = max(answer, likely_longest(answers, rows))
+        stops = min(limit, longest if closed else tokens_allowed(longest)) if learned else limit
+        ends = (1 - runaway) ** rows if learned else 1.0  # every row ends by itself
         seconds += ends * calib.generate_seconds(rows, width, stops, base=base_weights) + (
             1 - ends
         ) * calib.generate_seconds(rows, width, limit, base=base_weights)
