@@ -76,6 +76,11 @@ def test_the_budget_decides_which_evaluations_are_scored(
             evaluator(model=None, state=SimpleNamespace(global_step=step, max_steps=100))
     assert evaluator.scored_steps == expected_scored
     assert evaluator.skipped_steps == [s for s in range(10, 101, 10) if s not in expected_scored]
+    # each scoring's own seconds: the validation sample's, and the last adds the training sample's when it fits
+    assert len(evaluator.scoring_seconds) == len(expected_scored)
+    assert evaluator.scoring_seconds[:-1] == [pytest.approx(scoring_seconds, abs=0.01)] * (len(expected_scored) - 1)
+    assert evaluator.scoring_seconds[-1] >= scoring_seconds - 0.01
+    assert sum(evaluator.scoring_seconds) == pytest.approx(evaluator.seconds, abs=0.01 * len(expected_scored))
     share = evaluator.summary(train_seconds=1000.0 + evaluator.seconds)["share_of_training"]
     if budget < 1:  # within the budget, give or take the scoring the first evaluation always makes
         assert share <= budget + scoring_seconds / 1000.0 + 1e-9

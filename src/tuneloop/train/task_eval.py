@@ -67,6 +67,8 @@ class TaskEvaluator(TrainerCallback):
         self.seconds = 0.0  # spent generating and scoring
         self.last_cost = None  # seconds of the latest scoring of the validation sample
         self.scored_steps: list[int] = []
+        # each scoring's seconds, the training sample's included (the plan prices each; LOG.md)
+        self.scoring_seconds: list[float] = []
         self.skipped_steps: list[int] = []
         self._started = None
 
@@ -89,8 +91,10 @@ class TaskEvaluator(TrainerCallback):
         self.last_cost = time.perf_counter() - t
         if final and self.train_sample and self._affordable(len(self.train_sample) / len(self.sample)):
             out.update(self._score(model, self.train_sample, "train"))
-        self.seconds += time.perf_counter() - t
+        spent = time.perf_counter() - t
+        self.seconds += spent
         self.scored_steps.append(state.global_step)
+        self.scoring_seconds.append(round(spent, 2))
         return out
 
     def _affordable(self, share: float = 2.0) -> bool:
@@ -134,6 +138,7 @@ class TaskEvaluator(TrainerCallback):
             "train_rows": len(self.train_sample),
             "max_new_tokens": self.config.max_new_tokens,
             "scored_steps": self.scored_steps,
+            "scoring_seconds": self.scoring_seconds,
             "skipped_steps": self.skipped_steps,
             "seconds": round(self.seconds, 1),
             "share_of_training": round(self.seconds / max(1e-9, train_seconds - self.seconds), 3),
