@@ -172,6 +172,9 @@ def run_case(name: str, config: dict, work: Path) -> dict:
             "planned": plan["parts"].get("metric"),
             "actual": info.get("continuous_evaluation", {}).get("seconds"),
         },
+        # training part by part (run.json's train_parts): the steps, the validation passes with
+        # their scorings, the checkpoints
+        "training_seconds": _training_parts(plan["parts"], info.get("train_parts", {})),
         # and the test evaluation's parts (eval.json's own seconds); full fine-tuning's base side
         # is evaluated before training and planned there (base_evaluation)
         "evaluation_seconds": _evaluation_parts(plan["parts"], json.loads((run / "eval.json").read_text())),
@@ -180,6 +183,20 @@ def run_case(name: str, config: dict, work: Path) -> dict:
     }
     print(json.dumps(result), flush=True)
     return result
+
+
+def _training_parts(planned: dict, actual: dict) -> dict:
+    """Training's parts as the run timed them (train/callbacks.py's TrainingClock) beside the plan's:
+    compiling is inside the first steps, and continuous evaluation's scorings inside validation. The
+    plan's checkpoints also hold the final weights, written after training (outside train_parts)."""
+    return {
+        "planned": {
+            "steps": round(planned["steps"] + planned.get("compile", 0.0), 1),
+            "evaluation": round(planned.get("validation", 0.0) + planned.get("metric", 0.0), 1),
+            "checkpoints": round(planned["checkpoints"], 1),
+        },
+        "actual": actual,
+    }
 
 
 def _evaluation_parts(planned: dict, evaluation: dict) -> dict:

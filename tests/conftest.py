@@ -156,3 +156,13 @@ def stop_at(step: int):
                 raise KeyboardInterrupt
 
     return StopAt()
+
+
+class FakeClock:
+    """A time.perf_counter that moves only when a test moves it (`now`)."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now

@@ -56,6 +56,11 @@ def test_select_best_by_metric_stops_early_and_restores_the_best_scored_weights(
     assert info["selected_by"] == "eval_quality" and info["best_checkpoint_step"] == 2
     ce = info["continuous_evaluation"]
     assert ce["scored_steps"] == [2, 4] and ce["skipped_steps"] == [] and ce["key"] == "quality"
+    # where training's time went: the parts the plan prices, within training's own time; the
+    # scorings ran inside the validation passes
+    parts = info["train_parts"]
+    assert all(parts[k] > 0 for k in ("steps", "evaluation", "checkpoints")), parts
+    assert sum(parts.values()) <= info["timings"]["train"] and sum(ce["scoring_seconds"]) <= parts["evaluation"]
     # the saved adapter is step 2's: its validation loss is step 2's, not step 4's
     from tuneloop.eval.loss import answer_loss
     from tuneloop.runs.sides import load_side

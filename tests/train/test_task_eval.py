@@ -4,6 +4,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from conftest import FakeClock
 from tuneloop.config import EvalConfig
 from tuneloop.data import Example
 from tuneloop.models import Precision
@@ -26,14 +27,6 @@ def test_the_sample_is_fixed_and_seeded():
     assert sample_rows(rows[:10], 128, seed=1) == rows[:10]  # fewer rows than asked: all of them
 
 
-class Clock:
-    def __init__(self):
-        self.now = 0.0
-
-    def __call__(self):
-        return self.now
-
-
 @pytest.mark.parametrize(
     "budget, step_seconds, scoring_seconds, expected_scored",
     [
@@ -51,7 +44,7 @@ class Clock:
 def test_the_budget_decides_which_evaluations_are_scored(
     monkeypatch, budget, step_seconds, scoring_seconds, expected_scored
 ):
-    clock = Clock()
+    clock = FakeClock()
     monkeypatch.setattr(task_eval.time, "perf_counter", clock)
     evaluator = TaskEvaluator(
         examples(20),

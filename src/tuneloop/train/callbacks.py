@@ -187,3 +187,39 @@ class FollowFreeCores(TrainerCallback):
         if state.is_world_process_zero and self.governor.changes:
             changes = [{"seconds": s, "threads": n} for s, n in self.governor.changes]
             self.run.update_info(thread_changes=changes)
+
+
+class TrainingClock(TrainerCallback):
+    """Where training's time went: run.json's `train_parts`, seconds in the steps, in the validation
+    passes (continuous evaluation's scorings inside them: `continuous_evaluation.scoring_seconds`)
+    and in writing checkpoints. The plan prices the same parts (plan/estimate.py), so a run that
+    misses its plan says which part missed. After a step the Trainer calls on_step_end, then
+    on_evaluate when it validated (its logging, before and inside the validation, counts there: it
+    takes milliseconds), then on_save when it saved; each part is the time since the event before."""
+
+    def __init__(self, run: RunDir):
+        self.run = run
+        self.parts = {"steps": 0.0, "evaluation": 0.0, "checkpoints": 0.0}
+        self._mark = time.perf_counter()
+
+    def _lap(self, part: str | None) -> None:
+        now = time.perf_counter()
+        if part:
+            self.parts[part] += now - self._mark
+        self._mark = now
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._lap(None)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self._lap("steps")
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        self._lap("evaluation")
+
+    def on_save(self, args, state, control, **kwargs):
+        self._lap("checkpoints")
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            self.run.update_info(train_parts={k: round(v, 2) for k, v in self.parts.items()})
