@@ -26,7 +26,7 @@ CALIB = Calibration(
     generate_base=[0.02, 0.001, 1e-6],
     kappa=0.25,
     load_seconds=0.5,
-    save_bytes_per_second=1e9,
+    disk_bytes_per_second=1e9,
     checkpoint_bytes_per_parameter=12.0,
     trainable_parameters=5_000_000,
     memory=[1e9, 2e6, 1e3, 5e5],
@@ -185,7 +185,7 @@ def test_calibration_is_measured_once_per_setup(tmp_path, tiny_model, monkeypatc
     # Each fit has a positive term; which one depends on the machine: on the tiny model a per-token
     # cost can fit below the noise and be dropped (_least_squares), as it was in fp32 on one CPU.
     assert how == "measured" and all(max(fit) > 0 for fit in (first.train, first.validation, first.evaluation))
-    assert first.generate[0] > 0 and first.save_bytes_per_second > 0 and first.trainable_parameters > 0
+    assert first.generate[0] > 0 and first.disk_bytes_per_second > 0 and first.trainable_parameters > 0
     # the process's peak: at least its weights, and no smaller for a wider step
     assert (
         first.peak_bytes(16, 256, 64)

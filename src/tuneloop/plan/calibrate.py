@@ -62,7 +62,7 @@ class Calibration:
     generate_base: list[float]  # the same with the adapter switched off (= generate for full fine-tuning)
     kappa: float  # LM-head FLOPs per learned token / layer FLOPs per token
     load_seconds: float  # loading the model
-    save_bytes_per_second: float  # writing the trainable weights and the optimizer state
+    disk_bytes_per_second: float  # writing the trainable weights and the optimizer state, synced
     checkpoint_bytes_per_parameter: float  # bytes a checkpoint takes per trainable parameter
     trainable_parameters: int
     memory: list[float]  # m0..m3: the process's peak bytes in a training step (peak_bytes)
@@ -108,7 +108,7 @@ class Calibration:
         return m0 + activation_share * (m1 * rows * width + m2 * rows * width**2 + m3 * learned)
 
     def checkpoint_seconds(self) -> float:
-        return self.trainable_parameters * self.checkpoint_bytes_per_parameter / self.save_bytes_per_second
+        return self.trainable_parameters * self.checkpoint_bytes_per_parameter / self.disk_bytes_per_second
 
 
 def _cost(coef: list[float], kappa: float, rows: int, width: int, learned: int) -> float:
@@ -285,7 +285,7 @@ def measure(folder, config, device: str, key: dict) -> Calibration:
         generate_base=fit_per_token(per_token_base or per_token),  # full fine-tuning: no adapter to switch off
         kappa=kappa,
         load_seconds=round(load_seconds, 3),
-        save_bytes_per_second=save_rate,
+        disk_bytes_per_second=save_rate,
         checkpoint_bytes_per_parameter=checkpoint_bytes / max(1, sum(p.numel() for p in params)),
         trainable_parameters=sum(p.numel() for p in params),
         memory=_least_squares([[1.0, r * w, r * w * w, n] for r, w, n, _ in train], peaks),
@@ -377,7 +377,14 @@ def _least_squares(rows: list[list[float]], y: list[float]) -> list[float]:
 
 def _save_rate(model, optimizer) -> tuple[float, int]:
     """Bytes per second of writing a checkpoint (trainable weights and optimizer state, as the
-    Trainer saves them), and that checkpoint's size."""
+    Trainer saves them) through to the disk, and that checkpoint's size.
+
+    Synced, because a run's checkpoints come faster than the disk takes them: a full fine-tune
+    (1.6 GB of weights and Adam state) saves at every validation pass, 7 times in the bench's
+    15 steps. Unsynced, one write went to the page cache at 340 MB/s; the run's seven took 88 s,
+    127 MB/s, the disk's own rate once dirty pages fill (LOG.md). Saves minutes apart, which the
+    page cache absorbs, are priced high by this; a LoRA checkpoint's few MB cost a fraction of a
+    second either way."""
     import tempfile
 
     import torch
@@ -389,7 +396,10 @@ def _save_rate(model, optimizer) -> tuple[float, int]:
     with tempfile.TemporaryDirectory(dir=tuneloop_home()) as folder:
         path = f"{folder}/checkpoint.pt"
         t = time.perf_counter()
-        torch.save(state, path)
+        with open(path, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
         seconds = time.perf_counter() - t
         size = os.path.getsize(path)
     return size / max(seconds, 1e-6), size

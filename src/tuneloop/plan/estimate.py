@@ -162,7 +162,7 @@ def estimate(
     every = eval_steps_for(t, len(splits.train))
     # The Trainer saves a checkpoint (weights and optimizer state) every save_steps, and the weights at the end.
     parts["checkpoints"] = (steps // save_steps_for(t, every)) * calib.checkpoint_seconds() + (
-        calib.trainable_parameters * 4 / calib.save_bytes_per_second
+        calib.trainable_parameters * 4 / calib.disk_bytes_per_second
     )
     forward_tokens = decode_steps = 0
     answers = sorted(train_len.learned)  # what the fine-tuned model learned to write, in tokens
