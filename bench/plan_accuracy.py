@@ -174,7 +174,7 @@ def run_case(name: str, config: dict, work: Path) -> dict:
         },
         # training part by part (run.json's train_parts): the steps, the validation passes with
         # their scorings, the checkpoints
-        "training_seconds": _training_parts(plan["parts"], info.get("train_parts", {})),
+        "training_seconds": _training_parts(plan["parts"], info["train_parts"]),
         # and the test evaluation's parts (eval.json's own seconds); full fine-tuning's base side
         # is evaluated before training and planned there (base_evaluation)
         "evaluation_seconds": _evaluation_parts(plan["parts"], json.loads((run / "eval.json").read_text())),
