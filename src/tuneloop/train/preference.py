@@ -73,11 +73,13 @@ def build_preference_trainer(
         "max_length": max_seq_len,  # lengths were checked with the longer answer: nothing is cut
     }
     if train.method == "dpo":
-        from trl import DPOConfig, DPOTrainer
+        from trl import DPOConfig
+
+        from tuneloop.train.dpo import LabelHeadDPOTrainer
 
         if train.sft_weight:  # RPO: DPO's sigmoid loss plus NLL on the chosen answers
             arguments |= {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, train.sft_weight]}
-        args, trainer_class = DPOConfig(**arguments), DPOTrainer
+        args, trainer_class = DPOConfig(**arguments), LabelHeadDPOTrainer
     else:
         from trl.experimental.orpo import ORPOConfig, ORPOTrainer
 
