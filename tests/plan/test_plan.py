@@ -9,7 +9,7 @@ from conftest import chat, tiny_run_config, tuneloop
 from tuneloop import cpu
 from tuneloop.plan import Calibration, calibrate, calibration
 from tuneloop.plan.estimate import (
-    CLOSED_RUNAWAY_ROW,
+    CLOSED_ANSWER_RUNAWAY,
     RUNAWAY_ROW,
     _generation,
     continuous_scorings,
@@ -89,35 +89,38 @@ def test_likely_longest_answer_of_a_batch(lengths, rows, longest):
         # (rows, prompt width, longest reference): a fine-tuned batch that ends by itself gets what
         # max_new_tokens: auto allows its likely longest answer (x 1.25 + 8); training answers
         # 1..100, 20 rows: 96
-        ((20, 50, 10), True, False, 500, math.ceil(1.25 * 96) + 8),
-        ((20, 50, 110), True, False, 500, math.ceil(1.25 * 110) + 8),  # a longer reference in the batch
-        ((2, 50, 10), True, False, 500, math.ceil(1.25 * 67) + 8),  # 2 rows: the longest of 2 draws
-        ((20, 50, 10), True, False, 60, 60),  # never past max_new_tokens
-        ((20, 50, 10), False, False, 60, 60),  # the base model: all of them
-        # answers that close a structure (JSON): the likely longest itself, no slack
-        ((20, 50, 10), True, True, 500, 96),
-        ((20, 50, 110), True, True, 500, 110),
-        ((20, 50, 10), True, True, 60, 60),
-        ((20, 50, 10), False, True, 60, 60),  # the base model has not learned the structure
+        ((20, 50, 10), True, None, 500, math.ceil(1.25 * 96) + 8),
+        ((20, 50, 110), True, None, 500, math.ceil(1.25 * 110) + 8),  # a longer reference in the batch
+        ((2, 50, 10), True, None, 500, math.ceil(1.25 * 67) + 8),  # 2 rows: the longest of 2 draws
+        ((20, 50, 10), True, None, 60, 60),  # never past max_new_tokens
+        ((20, 50, 10), False, None, 60, 60),  # the base model: all of them
+        # answers whose length the training answers fix (JSON, labels): the likely longest itself, no slack
+        ((20, 50, 10), True, "json_fields", 500, 96),
+        ((20, 50, 110), True, "json_fields", 500, 110),
+        ((20, 50, 10), True, "json_fields", 60, 60),
+        ((20, 50, 10), False, "json_fields", 60, 60),  # the base model has not learned the structure
+        ((20, 50, 10), True, "classification", 500, 96),
+        ((20, 50, 10), False, "classification", 60, 60),
     ],
 )
 def test_where_a_generation_batch_is_priced_to_stop(batch, learned, closed, limit, stops):
-    """Priced as an expectation: unless one of its rows runs away (RUNAWAY_ROW each, or
-    CLOSED_RUNAWAY_ROW for closed answers), a fine-tuned batch stops at `stops`; otherwise at the
-    limit, as the base model's always does."""
+    """Priced as an expectation: unless one of its rows runs away (RUNAWAY_ROW each, or the
+    metric's rate for answers of fixed length), a fine-tuned batch stops at `stops`; otherwise at
+    the limit, as the base model's always does."""
 
     class Eval:
         max_new_tokens = limit
 
     rows, width, _ = batch
-    ends = (1 - (CLOSED_RUNAWAY_ROW if closed else RUNAWAY_ROW)) ** rows if learned else 1.0
-    seconds, steps, prompt_tokens = _generation(CALIB, [batch], Eval, list(range(1, 101)), learned, closed=closed)
+    runaway = CLOSED_ANSWER_RUNAWAY.get(closed)
+    ends = (1 - (RUNAWAY_ROW if runaway is None else runaway)) ** rows if learned else 1.0
+    seconds, steps, prompt_tokens = _generation(CALIB, [batch], Eval, list(range(1, 101)), learned, closed=runaway)
     assert steps == round(ends * stops + (1 - ends) * limit) and prompt_tokens == rows * width
     assert seconds == pytest.approx(
         ends * CALIB.generate_seconds(rows, width, stops) + (1 - ends) * CALIB.generate_seconds(rows, width, limit)
     )
     if learned and stops < limit:  # more rows, more chances that one does not end
-        assert (0.8 < ends < 0.99) if closed else (0.3 < ends < 0.95)
+        assert (0.8 < ends < 0.99) if closed == "json_fields" else (0.3 < ends < 0.95)
 
 
 @pytest.mark.parametrize(
@@ -320,10 +323,11 @@ def _estimate(config, tiny_model):
     "answer, closed",
     [
         (lambda i: json.dumps({"answer": i % 5, "note": "pad " * (i % 4)}), True),  # a JSON object ends with "}"
+        (lambda i: ["card_arrival", "lost_or_stolen_card", "exchange_rate", "top_up_failed"][i % 4], True),  # labels
         (lambda i: "the answer is " + "pad " * (i % 4) + str(i % 5), False),  # free text: the slack stays
     ],
 )
-def test_answers_that_close_a_structure_are_priced_without_the_slack(tmp_path, tiny_model, monkeypatch, answer, closed):
+def test_answers_of_fixed_length_are_priced_without_the_slack(tmp_path, tiny_model, monkeypatch, answer, closed):
     import importlib
 
     estimate_module = importlib.import_module("tuneloop.plan.estimate")  # the module, not its function
@@ -331,7 +335,7 @@ def test_answers_that_close_a_structure_are_priced_without_the_slack(tmp_path, t
     config = tiny_run_config(tmp_path, tiny_model, rows=rows, metric_rows=8)
     config.eval.max_new_tokens = 64
     plan, _ = _estimate(config, tiny_model)
-    monkeypatch.setattr(estimate_module, "CLOSED_ANSWER_METRICS", set())
+    monkeypatch.setattr(estimate_module, "CLOSED_ANSWER_RUNAWAY", {})
     open_plan, _ = _estimate(config, tiny_model)
     for part in ("generate_tuned", "metric"):
         assert (plan.parts[part] < open_plan.parts[part]) is closed, part
@@ -372,3 +376,21 @@ def test_a_plan_from_a_cached_calibration_is_scaled_to_the_machines_speed_now(
         if note is None
         else [f"this machine runs {note} now as when it was calibrated: the minutes are scaled to now"]
     )
+
+
+def test_a_preference_validation_pass_is_priced_as_its_forwards(tmp_path, tiny_model):
+    """A pair is two rows (chosen, rejected); DPO also runs them through its reference: a DPO pass is
+    twice an ORPO pass. Both price the preference accuracy measured before and after training."""
+    rows = [{"prompt": f"Ticket {i}: " + "pad " * (i % 5), "chosen": "refund", "rejected": "top_up"} for i in range(40)]
+    plans = {
+        m: _estimate(tiny_run_config(tmp_path / m, tiny_model, rows=rows, method=m), tiny_model)[0]
+        for m in ("dpo", "orpo")
+    }
+    assert plans["dpo"].parts["validation"] == pytest.approx(2 * plans["orpo"].parts["validation"], rel=1e-3)
+    for plan in plans.values():
+        assert plan.parts["preference_accuracy"] > 0 and "metric" not in plan.parts
+    sft = _estimate(
+        tiny_run_config(tmp_path / "sft", tiny_model, rows=[chat(r["prompt"], r["chosen"]) for r in rows]), tiny_model
+    )[0]
+    # the same prompts and answers as one row each: an ORPO pass computes twice the rows
+    assert plans["orpo"].parts["validation"] > 1.5 * sft.parts["validation"]

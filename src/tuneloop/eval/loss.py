@@ -13,6 +13,8 @@ import torch
 from tuneloop.data import Example
 from tuneloop.data.conversation import tokenize_examples
 
+NLL_BATCH_SIZE = 8
+
 
 @torch.inference_mode()
 def example_nll(
@@ -20,7 +22,7 @@ def example_nll(
     tokenizer,
     examples: list[Example],
     *,
-    batch_size: int = 8,
+    batch_size: int = NLL_BATCH_SIZE,
     autocast_dtype: torch.dtype | None = None,
     train_on: str = "all_assistant",
 ) -> list[tuple[float, int]]:

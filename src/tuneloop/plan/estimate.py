@@ -41,14 +41,17 @@ CHECKPOINTED_STEP = 1.33
 # GSM8K 2 of 16, twice of three runs), 25 of 380 counting DialogSum's, whose limit its own
 # summaries reach (6.6%). Between the two (LOG.md).
 RUNAWAY_ROW = 0.05
-# Answers that close a structure (a JSON object, tool calls) end with it, and their length is the
-# fields the prompt gives: the quickstart's fine-tuned answers were as long as the references
-# (longest 49 tokens against 48), none of 71 reached the 70-token limit in any bench run, and
-# the slack and runaway rate above priced its fine-tuned generation at 1.47x the real one (LOG.md).
-# They are priced at the batch's longest likely answer without the slack, and run away 1 row in 100
-# (an assumption from that one case: none of its 71 did).
-CLOSED_ANSWER_METRICS = {"json_fields", "tool_calls"}
-CLOSED_RUNAWAY_ROW = 0.01
+# Answers whose length the training answers fix, by task metric: priced at the batch's longest
+# likely answer without the slack, with their own chance of a runaway row.
+# - A JSON object or tool calls end with the structure, and are as long as the fields the prompt
+#   gives: the quickstart's fine-tuned answers were as long as the references (longest 49 tokens
+#   against 48), none of 71 reached the 70-token limit in any bench run, and the slack and
+#   RUNAWAY_ROW priced its fine-tuned generation at 1.47x the real one (LOG.md). 1 row in 100 is
+#   an assumption from that one case: none of its 71 did.
+# - A class label is one of the labels trained on. Its rows do run away (banking77, 2 of 40 rows
+#   to the limit: RUNAWAY_ROW), but those that end stop at the label: with the slack, a fine-tuned
+#   banking77 model whose 24 rows all ended within 15 tokens was priced at 1.75x (LOG.md).
+CLOSED_ANSWER_RUNAWAY = {"json_fields": 0.01, "tool_calls": 0.01, "classification": RUNAWAY_ROW}
 
 
 @dataclass
@@ -121,6 +124,7 @@ def estimate(
     """The plan of a run whose `auto` values are resolved (train/auto.py)."""
     from tuneloop.data.tokens import token_lengths
     from tuneloop.eval.evaluate import generation_set, metric_for
+    from tuneloop.eval.loss import NLL_BATCH_SIZE
     from tuneloop.train.preference import PREFERENCE_METHODS
     from tuneloop.train.sft import eval_steps_for, save_steps_for
 
@@ -169,10 +173,20 @@ def estimate(
     if val_len is not None and val_len.total:
         passes = steps // every + (1 if steps % every else 0)
         chunks = _chunks(val_len.total, t.batch_size, sort=False)
+        # A preference pair is two rows, chosen and rejected, and DPO runs them through its
+        # reference as well: a DPO validation pass is four forwards of the pairs, not one.
+        sides, forwards = (2, 2 if t.method == "dpo" else 1) if preference else (1, 1)
         parts["validation"] = (
-            passes * TRAINER_EVAL_OVERHEAD * sum(calib.validation_seconds(len(c), max(c)) for c in chunks)
+            passes
+            * TRAINER_EVAL_OVERHEAD
+            * forwards
+            * sum(calib.validation_seconds(sides * len(c), max(c)) for c in chunks)
         )
-        forward_tokens += passes * sum(len(c) * max(c) for c in chunks)
+        forward_tokens += passes * forwards * sides * sum(len(c) * max(c) for c in chunks)
+        if preference:  # run.json's preference accuracy, before training and after (eval/loss.py)
+            pairs = _chunks(val_len.total, NLL_BATCH_SIZE, sort=True)
+            parts["preference_accuracy"] = 2 * sides * sum(calib.validation_seconds(len(c), max(c)) for c in pairs)
+            forward_tokens += 2 * sides * sum(len(c) * max(c) for c in pairs)
         scoring = config.train.metric_rows > 0 and not preference and splits.validation[0].kind != "text"
         if scoring:
             sample = generation_set(splits.validation[: t.metric_rows], e)
@@ -183,7 +197,7 @@ def estimate(
             # stops, GSM8K's continuous evaluation was planned at 36 s against 56-60 s real: both its
             # scorings ran to the limit (LOG.md). The later ones are priced as the fine-tuned model's
             # answers.
-            closed = metric_for(sample, e) in CLOSED_ANSWER_METRICS
+            closed = CLOSED_ANSWER_RUNAWAY.get(metric_for(sample, e))
             first, first_steps, first_prompts = _generation(calib, batches, e, answers, learned=False)
             one, one_steps, one_prompts = _generation(calib, batches, e, answers, learned=True, closed=closed)
             training = sum(v for k, v in parts.items() if k != "load")
@@ -210,7 +224,7 @@ def estimate(
         chunks = _chunks(test_len.total, e.batch_size, sort=True)
         generated = generation_set(test, e)
         batches = _generation_batches(generated, tokenizer, e.batch_size)
-        closed = metric_for(generated, e) in CLOSED_ANSWER_METRICS
+        closed = CLOSED_ANSWER_RUNAWAY.get(metric_for(generated, e))
         base, base_steps, base_prompts = _generation(calib, batches, e, answers, learned=False, base_weights=True)
         tuned, tuned_steps, tuned_prompts = _generation(calib, batches, e, answers, learned=True, closed=closed)
         eval_seconds = {
@@ -274,7 +288,7 @@ def _generation(
     answers: list[int],
     learned: bool,
     base_weights: bool = False,
-    closed: bool = False,
+    closed: float | None = None,
 ) -> tuple[float, int, int]:
     """Generating the answers of `batches` (_generation_batches). A batch stops when all its rows
     have. A model that `learned` the task is priced at the longer of the batch's longest reference
@@ -286,17 +300,17 @@ def _generation(
     labels became sentences). With it, 0.77-1.20x (LOG.md). The price is an expectation: with
     probability 1 - (1 - RUNAWAY_ROW)^rows one of the batch's rows runs to max_new_tokens, and the
     batch with it. One that has not learned (the base model) is assumed to use all of
-    max_new_tokens. `base_weights`: the adapter is switched off. `closed`: the answers close a
-    structure (CLOSED_ANSWER_METRICS): no slack, and CLOSED_RUNAWAY_ROW. Returns seconds, decoding
-    steps (expected) and prompt tokens."""
+    max_new_tokens. `base_weights`: the adapter is switched off. `closed`: the answers' length is
+    fixed by the training answers (CLOSED_ANSWER_RUNAWAY): no slack, and this chance of a runaway
+    row. Returns seconds, decoding steps (expected) and prompt tokens."""
     from tuneloop.eval.evaluate import tokens_allowed
 
     limit = e.max_new_tokens if isinstance(e.max_new_tokens, int) else 128
     seconds, steps, prompt_tokens = 0.0, 0, 0
-    runaway = CLOSED_RUNAWAY_ROW if closed else RUNAWAY_ROW
+    runaway = RUNAWAY_ROW if closed is None else closed
     for rows, width, answer in batches:
         longest = max(answer, likely_longest(answers, rows))
-        stops = min(limit, longest if closed else tokens_allowed(longest)) if learned else limit
+        stops = min(limit, tokens_allowed(longest) if closed is None else longest) if learned else limit
         ends = (1 - runaway) ** rows if learned else 1.0  # every row ends by itself
         seconds += ends * calib.generate_seconds(rows, width, stops, base=base_weights) + (
             1 - ends
