@@ -29,6 +29,30 @@ def test_free_cores(monkeypatch, busy, own, free):
     assert cpu.LoadMeter().free_cores() == free
 
 
+BUSY = "import time\nend = time.time() + 1.5\nwhile time.time() < end: pass"
+
+
+@pytest.mark.parametrize("ours", [True, False])
+def test_a_busy_child_is_ours_and_a_busy_stranger_is_not(tmp_path, ours):
+    """On the real /proc: a process this one started (torch.compile's workers) is not competition;
+    a busy process that is not its descendant (started by a child that exits: adopted by init) is."""
+    import subprocess
+    import sys
+
+    if not cpu.Path("/proc/stat").exists():
+        pytest.skip("needs Linux /proc")
+    # a stranger: the shell starts the loop in the background and exits, so the loop is no longer ours
+    stranger = ["sh", "-c", f"{sys.executable} -c '{BUSY}' > /dev/null 2>&1 &"]
+    start = [sys.executable, "-c", BUSY] if ours else stranger
+    meter = cpu.LoadMeter()
+    process = subprocess.Popen(start)
+    cpu.time.sleep(1.0)
+    others = meter.others()
+    process.wait()
+    cpu.time.sleep(0.6 if not ours else 0)  # the stranger's loop ends by itself
+    assert (others < cpu.TAKEN) if ours else (others > 0.5), others
+
+
 def test_no_proc_means_no_change(monkeypatch):
     monkeypatch.setattr(cpu, "_jiffies", lambda: None)
     assert cpu.LoadMeter().free_cores() is None

@@ -29,14 +29,40 @@ TAKEN = 0.25
 
 
 def _jiffies() -> tuple[int, int, int] | None:
-    """(busy, total) clock ticks of the whole machine, and this process's own, from /proc."""
+    """(busy, total) clock ticks of the whole machine, and those of this process and its descendants
+    (`_own_ticks`), from /proc."""
     try:
         fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        own = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        own = _own_ticks()
     except (OSError, ValueError, IndexError):
         return None
     idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-    return sum(fields) - idle, sum(fields), int(own[11]) + int(own[12])  # utime + stime
+    return sum(fields) - idle, sum(fields), own
+
+
+def _own_ticks() -> int:
+    """CPU ticks of this process and of every process it started: a child is not a competitor.
+    torch.compile's Inductor compiles in a pool of worker processes; counted as others, they made
+    the governor drop a run to one thread for 40 s of its first minute (LOG.md). Live descendants
+    count their own ticks; those that ended and were waited for are in cutime and cstime."""
+    parents, ticks = {}, {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):  # the process ended while we read
+            continue
+        pid = int(stat.parent.name)
+        parents[pid] = int(fields[1])
+        ticks[pid] = int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])  # utime stime cutime cstime
+    children: dict[int, list[int]] = {}
+    for pid, parent in parents.items():
+        children.setdefault(parent, []).append(pid)
+    total, todo = 0, [os.getpid()]
+    while todo:
+        pid = todo.pop()
+        total += ticks.get(pid, 0)
+        todo += children.get(pid, [])
+    return total
 
 
 class LoadMeter:
