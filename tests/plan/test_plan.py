@@ -394,3 +394,14 @@ def test_a_preference_validation_pass_is_priced_as_its_forwards(tmp_path, tiny_m
     )[0]
     # the same prompts and answers as one row each: an ORPO pass computes twice the rows
     assert plans["orpo"].parts["validation"] > 1.5 * sft.parts["validation"]
+
+
+@pytest.mark.parametrize("train, learned", [({}, False), ({"sft_weight": 1.0}, True), ({"method": "orpo"}, True)])
+def test_dpo_from_the_base_model_is_priced_as_writing_to_the_limit(tmp_path, tiny_model, train, learned):
+    """DPO's loss does not teach where an answer ends; RPO's NLL term and ORPO's do (init_from: the
+    SFT parent did)."""
+    rows = [{"prompt": f"Ticket {i}: " + "pad " * (i % 5), "chosen": "refund", "rejected": "top_up"} for i in range(40)]
+    config = tiny_run_config(tmp_path, tiny_model, rows=rows, **{"method": "dpo", **train})
+    config.eval.max_new_tokens = 64
+    plan = _estimate(config, tiny_model)[0]
+    assert (plan.parts["generate_tuned"] < 0.8 * plan.parts["generate_base"]) is learned
