@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/plan_accuracy.py [--keep DIR]   # writes bench/results/plan_accuracy.json
 
-~15 min on a 2-core AMD EPYC, ~35 on a 2-core Xeon VM.
+~15 min on a 2-core AMD EPYC, ~35 on a 2-core Xeon VM (~27 with bf16 on AMX, seven cases).
 
 Seven runs that differ in data (JSON tickets, banking77 labels, DialogSum summaries, GSM8K
 reasoning, banking77 preference pairs), size, batch, epochs, LoRA rank and method (one full
