@@ -5,7 +5,8 @@ import torch
 from trl.trainer.utils import add_fused_lm_head
 
 from tuneloop.models import Precision, load_model
-from tuneloop.train.label_head import IGNORE, add_label_only_head
+from tuneloop.train.label_head import add_label_only_head
+from tuneloop.train.loss import IGNORE
 
 FIELDS = ("log_probs", "entropy", "log_sum_sq_probs", "mean_logits", "is_top1", "label_mask")
 

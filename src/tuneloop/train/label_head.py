@@ -22,7 +22,7 @@ import types
 import torch
 import torch.nn.functional as F
 
-IGNORE = -100
+from tuneloop.train.loss import IGNORE
 
 
 def add_label_only_head(model) -> None:

@@ -23,7 +23,33 @@ from tuneloop.train.sampler import EpochSeededLengthGroupedSampler
 IGNORE = -100
 
 
-class CompletionLossTrainer(SFTTrainer):
+class AdapterInputCastingOff:
+    """Trainer mixin: PEFT's input casting switched off under the trainer's `autocast_dtype`, for
+    CompletionLossTrainer here and train/dpo.py's DPO trainer."""
+
+    _adapter_layers: tuple[object, list] | None = None  # (model, its PEFT layers), found once
+
+    @contextlib.contextmanager
+    def _adapter_input_casting_off(self, model):
+        """PEFT's `disable_input_dtype_casting`, over adapter layers found once per model: PEFT's
+        own walks every module on entry and on exit, ~8 ms a step on SmolLM2's 30 layers."""
+        if self.autocast_dtype is None:
+            yield
+            return
+        if self._adapter_layers is None or self._adapter_layers[0] is not model:
+            self._adapter_layers = (model, [m for m in model.modules() if isinstance(m, BaseTunerLayer)])
+        layers = self._adapter_layers[1]
+        before = [layer.cast_input_dtype_enabled for layer in layers]
+        for layer in layers:
+            layer.cast_input_dtype_enabled = False
+        try:
+            yield
+        finally:
+            for layer, value in zip(layers, before, strict=True):
+                layer.cast_input_dtype_enabled = value
+
+
+class CompletionLossTrainer(AdapterInputCastingOff, SFTTrainer):
     """SFTTrainer with the label-position-only loss above and explicit bf16 autocast.
 
     `autocast_dtype` is bf16 when the base weights are bf16: LoRA weights stay fp32 (the
@@ -49,7 +75,6 @@ class CompletionLossTrainer(SFTTrainer):
         self.l1, self.l2 = l1, l2
         self.task_eval = task_eval  # a TaskEvaluator: the task metric at each validation pass
         self._example_losses: list[float] = []  # per validation example, for the loss's standard error
-        self._adapter_layers: tuple[object, list] | None = None  # (model, its PEFT layers), found once
         self._flop_parameters: int | None = None
         check_trl_internals(self)
 
@@ -154,25 +179,6 @@ class CompletionLossTrainer(SFTTrainer):
         # evaluation would compile new graphs (another minute on 2 cores) for a few batches.
         with torch.compiler.set_stance("force_eager"):
             return super().evaluate(*args, **kwargs)
-
-    @contextlib.contextmanager
-    def _adapter_input_casting_off(self, model):
-        """PEFT's `disable_input_dtype_casting`, over adapter layers found once per model: PEFT's
-        own walks every module on entry and on exit, ~8 ms a step on SmolLM2's 30 layers."""
-        if self.autocast_dtype is None:
-            yield
-            return
-        if self._adapter_layers is None or self._adapter_layers[0] is not model:
-            self._adapter_layers = (model, [m for m in model.modules() if isinstance(m, BaseTunerLayer)])
-        layers = self._adapter_layers[1]
-        before = [layer.cast_input_dtype_enabled for layer in layers]
-        for layer in layers:
-            layer.cast_input_dtype_enabled = False
-        try:
-            yield
-        finally:
-            for layer, value in zip(layers, before, strict=True):
-                layer.cast_input_dtype_enabled = value
 
     def floating_point_ops(self, inputs) -> int:
         """The Trainer's count for `total_flos` (6 x input tokens x non-embedding parameters), with
