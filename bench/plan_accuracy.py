@@ -190,7 +190,7 @@ def run_case(name: str, config: dict, work: Path) -> dict:
         "batch_size": plan["batch_size"],
         "steps": plan["steps"],
         "train_tokens": plan["train_tokens"],
-        # the machine's pace at the run's start over its pace when it was calibrated (the plan is scaled by it)
+        # the pace at the run's start over the calibration's, which scales the plan: 1 unless other processes are busy
         "speed": plan["speed"],
         "planned": {k: plan[k] for k in actual} | {"parts_seconds": plan["parts"]},
         "actual": {k: round(v, 3) for k, v in actual.items()},

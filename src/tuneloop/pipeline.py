@@ -32,7 +32,7 @@ from tuneloop.report.plots import token_histogram_png
 from tuneloop.runs import RunDir
 from tuneloop.train import MetricsWriter, TrainingProgress, build_trainer, to_training_rows
 from tuneloop.train.auto import resolve_auto
-from tuneloop.train.callbacks import FollowFreeCores, TrainingClock
+from tuneloop.train.callbacks import FollowFreeCores, ReturnFreeMemory, TrainingClock
 from tuneloop.train.interrupt import interrupt_on_sigterm
 from tuneloop.train.preference import (
     PREFERENCE_METHODS,
@@ -244,8 +244,8 @@ def _trainer(job: Job, model, precision: Precision, console: Console, task_eval,
     doctor = LiveDoctor(job.run, stop=config.train.doctor == "stop") if config.train.doctor != "off" else None
     progress = TrainingProgress(console, writer, doctor, task_eval)
     ours = [writer, *([doctor] if doctor else []), progress, TrainingClock(job.run), *callbacks]
-    if job.device == "cpu":  # share the cores with whatever else runs (tuneloop/cpu.py)
-        ours.append(FollowFreeCores(job.run))
+    if job.device == "cpu":  # share the cores (tuneloop/cpu.py) and the memory with whatever else runs
+        ours += [FollowFreeCores(job.run), ReturnFreeMemory()]
     settings = {
         "train": config.train,
         "lora": config.lora,

@@ -2,6 +2,8 @@
 
 import json
 import math
+import sys
+from dataclasses import replace
 
 import pytest
 
@@ -30,6 +32,7 @@ CALIB = Calibration(
     checkpoint_bytes_per_parameter=12.0,
     trainable_parameters=5_000_000,
     memory=[1e9, 2e6, 1e3, 5e5],
+    shape_bytes=16e6,
     probe_median_seconds=0.05,
     measured_with={},
 )
@@ -160,6 +163,24 @@ def test_train_batches_count_the_trainers_steps(n, batch, accumulation, epochs, 
     assert all(len(b) <= batch for b in batches)
 
 
+@pytest.mark.parametrize(
+    "shapes, cached", [(0, 0.0), (1, 16e6), (10, 160e6), (36, 576e6), (39, 590 * 2**20), (500, 590 * 2**20)]
+)
+def test_kernels_cached_per_batch_shape_up_to_the_caches_capacity(shapes, cached):
+    assert CALIB.shape_cache_bytes(shapes) == pytest.approx(cached)
+
+
+def test_the_planned_peak_counts_the_kernels_of_every_batch_shape_so_far(tmp_path, tiny_model, monkeypatch):
+    config = tiny_run_config(tmp_path, tiny_model)
+    with_cache, _ = _estimate(config, tiny_model)
+    monkeypatch.setattr(sys.modules[__name__], "CALIB", replace(CALIB, shape_bytes=0.0))
+    without, _ = _estimate(config, tiny_model)
+    assert with_cache.steps > 3  # several batches, of more than one shape
+    added = (with_cache.peak_memory_gib - without.peak_memory_gib) * 2**30
+    # at least the first batch's kernels, at most one shape per batch (the peaks are rounded to 0.01 GiB)
+    assert 16e6 - 2**30 / 200 <= added <= with_cache.steps * 16e6 + 2**30 / 200
+
+
 def test_at_speed_scales_the_seconds_not_the_memory():
     slower = CALIB.at_speed(1.5)
     assert slower.speed == 1.5 and slower.at_speed(2).speed == 3
@@ -197,10 +218,14 @@ def test_calibration_is_measured_once_per_setup(tmp_path, tiny_model, monkeypatc
     )
     again, how = calibration(tiny_model, config, "cpu")
     assert how == "cached" and again == first and first.probe_median_seconds == 0.05
-    # the machine at half the speed it was calibrated at: every cost in seconds doubles
+    # the yardstick reads half the speed on an idle machine: a passing moment, the calibration stands;
+    # beside a busy process every cost in seconds doubles
     monkeypatch.setattr(calibrate, "speed_probe", lambda device, autocast=None: 0.1)
+    assert calibration(tiny_model, config, "cpu") == (first, "cached")
+    monkeypatch.setattr(cpu.LoadMeter, "others", lambda self: 1.0)
     slower, how = calibration(tiny_model, config, "cpu")
     assert how == "cached" and slower == first.at_speed(2.0)
+    monkeypatch.setattr(cpu.LoadMeter, "others", lambda self: 0.0)
     assert first.generate_base[0] > 0  # decoding with the adapter switched off, measured on its own
     (cached,) = (tmp_path / "home" / "calibration").glob("*.json")
     older = json.loads(cached.read_text())
@@ -346,7 +371,7 @@ def test_answers_of_fixed_length_are_priced_without_the_slack(tmp_path, tiny_mod
 @pytest.mark.parametrize(
     "probe_now, note", [(0.05, None), (0.052, None), (0.075, "1.50x as slow"), (0.04, "1.25x as fast")]
 )
-def test_a_plan_from_a_cached_calibration_is_scaled_to_the_machines_speed_now(
+def test_a_plan_beside_busy_processes_is_scaled_to_the_machines_speed_now(
     tmp_path, tiny_model, monkeypatch, probe_now, note
 ):
     from tuneloop.data.prepare import prepare_data
@@ -363,6 +388,7 @@ def test_a_plan_from_a_cached_calibration_is_scaled_to_the_machines_speed_now(
     config, _ = resolve_auto(config, prepared.splits, prepared.report, tiny_model, "cpu", tokenizer)
     then = plan_resolved(config, prepared.splits, tokenizer, tiny_model, "cpu")  # measures, at speed 1
     monkeypatch.setattr(calibrate, "speed_probe", lambda device, autocast=None: probe_now)
+    monkeypatch.setattr(cpu.LoadMeter, "others", lambda self: 1.0)  # a process busy since calibration
     now = plan_resolved(config, prepared.splits, tokenizer, tiny_model, "cpu")
     ratio = probe_now / 0.05
     # parts are rounded to the millisecond: then's rounding is scaled by ratio, now's is added
@@ -370,11 +396,13 @@ def test_a_plan_from_a_cached_calibration_is_scaled_to_the_machines_speed_now(
     assert now.parts["steps"] == pytest.approx(then.parts["steps"] * ratio, rel=1e-3, abs=rounding)
     assert now.parts["generate_base"] == pytest.approx(then.parts["generate_base"] * ratio, rel=1e-3, abs=rounding)
     assert now.peak_memory_gib == then.peak_memory_gib and now.speed == pytest.approx(ratio, abs=1e-3)
-    speed_notes = [n for n in now.notes if "when it was calibrated" in n]
+    speed_notes = [n for n in now.notes if "when calibrated" in n]
     assert speed_notes == (
         []
         if note is None
-        else [f"this machine runs {note} now as when it was calibrated: the minutes are scaled to now"]
+        else [
+            f"other processes are busy: this machine runs {note} now as when calibrated; the minutes are scaled to now"
+        ]
     )
 
 

@@ -7,7 +7,7 @@ from tuneloop.plan.calibrate import Calibration, calibration
 from tuneloop.plan.estimate import Plan, estimate
 from tuneloop.plan.gpus import GPUS, gpu_estimate, gpu_named
 
-# A change of speed since the calibration worth a line in the plan (the yardstick's own spread is ~4%).
+# A change of speed since the calibration worth a line in the plan (scaled only while other processes are busy).
 SPEED_NOTED = 0.1
 
 
@@ -33,7 +33,9 @@ def plan_resolved(config, splits, tokenizer, folder, device: str, refresh: bool 
         )
     if abs(calib.speed - 1) >= SPEED_NOTED:
         pace = f"{calib.speed:.2f}x as slow" if calib.speed > 1 else f"{1 / calib.speed:.2f}x as fast"
-        plan.notes.append(f"this machine runs {pace} now as when it was calibrated: the minutes are scaled to now")
+        plan.notes.append(
+            f"other processes are busy: this machine runs {pace} now as when calibrated; the minutes are scaled to now"
+        )
     return plan
 
 

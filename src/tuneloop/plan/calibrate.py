@@ -16,12 +16,14 @@ b rows at context length n costs g0 + g1*b + g2*b*n, measured with the adapter o
 model) and off (the base model: an unmerged LoRA adds ~30% to a decoding step of SmolLM2 on CPU).
 Writing a checkpoint is timed once too.
 
-A virtual machine's speed drifts: the same quickstart test loss took 31.8 s one hour and 22.4 s
-the next on a 2-core VM (LOG.md), and a plan priced by a calibration from the slower hour was up to
-1.40x the real time. So each calibration also times a fixed yardstick that needs no model (an MLP
-forward and backward at SmolLM2's width, ~0.4 s), and a plan from a cached calibration times it
-again and scales every cost in seconds by now/then (Calibration.at_speed). Other processes busy at
-plan time slow the yardstick as they will slow the run.
+Other processes busy at plan time will slow the run. So each calibration also times a fixed
+yardstick that needs no model (an MLP forward and backward at SmolLM2's width, ~0.4 s), and a plan
+from a cached calibration that finds other processes busy times it again and scales every cost in
+seconds by now/then (Calibration.at_speed). On an idle machine the calibration stands as measured:
+there the yardstick read a VM's passing moments, not the minutes of a run. On an idle AMX Xeon VM
+fresh processes read it at 0.56-1.35x the calibration's, one process 21-53 ms over a minute, and
+plans scaled by it missed by that factor while unscaled ones held (LOG.md); an earlier VM's drift
+from one hour to the next (1.40x) goes unseen by a plan this way, as it went mis-measured before.
 
 The result is cached per machine (CPU, cores, torch), model and setup under TUNELOOP_HOME, so only
 the first plan for a model pays for the measurement: for SmolLM2-135M on 2 cores ~10 s on an AMD
@@ -42,6 +44,7 @@ from dataclasses import asdict, dataclass, replace
 from tuneloop.machine import machine, measurement_file, save_measurement
 from tuneloop.paths import tuneloop_home
 from tuneloop.train.callbacks import peak_memory_mb
+from tuneloop.train.memory import heap_bytes_in_use
 
 # (rows, tokens, learned tokens per row): short to long, few to many, in the order of their peak
 # memory (the process's peak is read after each; a smaller one after a larger reads the larger).
@@ -51,6 +54,14 @@ EVAL_SHAPES = [(4, 64), (16, 64), (16, 256), (4, 512)]
 GENERATE_SHAPES = [(1, 32), (16, 32), (16, 256)]  # (rows, prompt tokens)
 GENERATE_TOKENS = 10
 LEARNED_PER_ROW = 4  # of the validation and evaluation shapes
+# bf16 matrix products on CPU go through oneDNN, which builds kernels for each new shape and keeps
+# them (its primitive cache, 1024 entries): SmolLM2 LoRA r16 kept ~16 MB per new (rows, width) of a
+# training step, the same at 2x40 as at 8x300, and nothing for a shape seen before; the cache was
+# full at 37 shapes, 590 MB (LOG.md). A run's batches change width every step, so its resident
+# memory grows by that much beyond its widest step's (the quickstart: 477 -> 1121 MB in use over 45
+# steps). fp32 products keep nothing (measured as 0 by the same two steps). New shapes measured:
+NEW_SHAPES = [(2, 33), (2, 35)]  # (rows, width), none of TRAIN_SHAPES
+SHAPE_CACHE_CEILING = 590 * 2**20
 
 
 @dataclass
@@ -66,6 +77,7 @@ class Calibration:
     checkpoint_bytes_per_parameter: float  # bytes a checkpoint takes per trainable parameter
     trainable_parameters: int
     memory: list[float]  # m0..m3: the process's peak bytes in a training step (peak_bytes)
+    shape_bytes: float  # what each new training batch shape leaves cached (shape_cache_bytes)
     probe_median_seconds: float  # the yardstick (speed_probe) when these were measured
     measured_with: dict  # what the numbers belong to (the cache key's parts)
     busy: bool = False  # measured while other processes held cores: too slow; measured again when idle
@@ -106,6 +118,11 @@ class Calibration:
         are eager; activation_share is the part of their activations another kind of step keeps."""
         m0, m1, m2, m3 = self.memory
         return m0 + activation_share * (m1 * rows * width + m2 * rows * width**2 + m3 * learned)
+
+    def shape_cache_bytes(self, shapes: int) -> float:
+        """What the kernels built for `shapes` distinct training batch shapes hold, up to the
+        cache's capacity (SHAPE_CACHE_CEILING)."""
+        return min(shapes * self.shape_bytes, SHAPE_CACHE_CEILING)
 
     def checkpoint_seconds(self) -> float:
         return self.trainable_parameters * self.checkpoint_bytes_per_parameter / self.disk_bytes_per_second
@@ -151,7 +168,10 @@ def calibration(folder, config, device: str, refresh: bool = False) -> tuple[Cal
             cached = Calibration(**json.loads(path.read_text()))
         except (ValueError, TypeError):  # an older or damaged file: measure again
             cached = None
-        if cached is not None and not (cached.busy and _idle()):
+        idle = _idle()
+        if cached is not None and not cached.busy and idle:
+            return cached, "cached"
+        if cached is not None and not (cached.busy and idle):
             now = speed_probe(device, Precision(config.train.precision).autocast_dtype)
             return cached.at_speed(now / cached.probe_median_seconds), "busy" if cached.busy else "cached"
     meter = LoadMeter()
@@ -248,6 +268,12 @@ def measure(folder, config, device: str, key: dict) -> Calibration:
         # the measure run.json's metrics record (train/callbacks.py): a run's peak is its first,
         # widest step's, with the same weights, optimizer state and libraries loaded as here
         peaks.append(peak_memory_mb() * 2**20)
+    before = heap_bytes_in_use()
+    for rows, width in NEW_SHAPES:
+        train_step(*batch(rows, width))
+    after = heap_bytes_in_use()
+    # on CUDA the kernels live in the driver and its caches, outside the allocator's peak the run reports
+    shape_bytes = 0.0 if before is None or device != "cpu" else max(0.0, (after - before) / len(NEW_SHAPES))
     save_rate, checkpoint_bytes = _save_rate(model, optimizer)
     model.eval()
     validation = [(r, w, r * LEARNED_PER_ROW, timed(no_grad_step, r, w, repeats=2)) for r, w in VALIDATION_SHAPES]
@@ -289,6 +315,7 @@ def measure(folder, config, device: str, key: dict) -> Calibration:
         checkpoint_bytes_per_parameter=checkpoint_bytes / max(1, sum(p.numel() for p in params)),
         trainable_parameters=sum(p.numel() for p in params),
         memory=_least_squares([[1.0, r * w, r * w * w, n] for r, w, n, _ in train], peaks),
+        shape_bytes=shape_bytes,
         probe_median_seconds=(probe + speed_probe(device, autocast)) / 2,
         measured_with=key,
     )

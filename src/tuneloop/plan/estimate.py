@@ -4,7 +4,8 @@ Minutes come from the run's own batches (the same length-grouped order the Train
 padding is counted) priced by this machine's calibration (plan/calibrate.py): every training step,
 every validation pass, continuous evaluation within its budget, and the test evaluation of the
 base and the fine-tuned model. Memory is the largest of the training steps' peaks, each from the
-calibration's memory model (Calibration.peak_bytes, measured as the run measures its own).
+calibration's memory model (Calibration.peak_bytes, measured as the run measures its own) plus the
+kernels cached for the batch shapes seen by then (Calibration.shape_cache_bytes).
 """
 
 from __future__ import annotations
@@ -141,6 +142,7 @@ def estimate(
     tokens = padded = 0
     widest = (0, 0, 0)
     peak = 0.0
+    shapes = set()  # each new one leaves kernels cached (Calibration.shape_cache_bytes)
     for idx in batches:
         rows, width = len(idx), max(train_len.total[i] for i in idx)
         learned = sum(train_len.learned[i] for i in idx)
@@ -154,7 +156,8 @@ def estimate(
         tokens += sum(train_len.total[i] for i in idx)
         padded += rows * width
         widest = max(widest, (rows * width, rows, width))
-        peak = max(peak, calib.peak_bytes(rows, width, learned, kept))
+        shapes.add((rows, width))
+        peak = max(peak, calib.peak_bytes(rows, width, learned, kept) + calib.shape_cache_bytes(len(shapes)))
     parts = {"load": calib.load_seconds + TRAINER_SETUP_SECONDS, "steps": step_seconds}
     notes = []
     if t.packing or (t.padding_free and device == "cuda"):

@@ -8,6 +8,7 @@ import time
 from transformers import TrainerCallback
 
 from tuneloop.runs import RunDir
+from tuneloop.train.memory import return_free_memory
 
 # Trainer's log keys -> the run-directory contract's names.
 RENAMES = {
@@ -187,6 +188,18 @@ class FollowFreeCores(TrainerCallback):
         if state.is_world_process_zero and self.governor.changes:
             changes = [{"seconds": s, "threads": n} for s, n in self.governor.changes]
             self.run.update_info(thread_changes=changes)
+
+
+class ReturnFreeMemory(TrainerCallback):
+    """On CPU, hand the heap's free pages back to the system after every step and validation pass:
+    the resident memory then follows what the run uses, not what changing batch shapes have left
+    scattered in the heap (train/memory.py)."""
+
+    def on_step_end(self, args, state, control, **kwargs):
+        return_free_memory()
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        return_free_memory()
 
 
 class TrainingClock(TrainerCallback):
