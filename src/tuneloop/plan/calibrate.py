@@ -168,12 +168,14 @@ def calibration(folder, config, device: str, refresh: bool = False) -> tuple[Cal
             cached = Calibration(**json.loads(path.read_text()))
         except (ValueError, TypeError):  # an older or damaged file: measure again
             cached = None
-        idle = _idle()
-        if cached is not None and not cached.busy and idle:
-            return cached, "cached"
-        if cached is not None and not (cached.busy and idle):
-            now = speed_probe(device, Precision(config.train.precision).autocast_dtype)
-            return cached.at_speed(now / cached.probe_median_seconds), "busy" if cached.busy else "cached"
+        if cached is not None:
+            idle = _idle()
+            if idle and not cached.busy:
+                return cached, "cached"
+            if not idle:  # others busy now: the costs scaled to the pace they leave
+                now = speed_probe(device, Precision(config.train.precision).autocast_dtype)
+                return cached.at_speed(now / cached.probe_median_seconds), "busy" if cached.busy else "cached"
+            # measured while busy, idle now: measured again
     meter = LoadMeter()
     result = measure(folder, config, device, key)
     others = meter.others()
@@ -268,12 +270,12 @@ def measure(folder, config, device: str, key: dict) -> Calibration:
         # the measure run.json's metrics record (train/callbacks.py): a run's peak is its first,
         # widest step's, with the same weights, optimizer state and libraries loaded as here
         peaks.append(peak_memory_mb() * 2**20)
-    before = heap_bytes_in_use()
-    for rows, width in NEW_SHAPES:
-        train_step(*batch(rows, width))
-    after = heap_bytes_in_use()
     # on CUDA the kernels live in the driver and its caches, outside the allocator's peak the run reports
-    shape_bytes = 0.0 if before is None or device != "cpu" else max(0.0, (after - before) / len(NEW_SHAPES))
+    shape_bytes = 0.0
+    if device == "cpu" and (before := heap_bytes_in_use()) is not None:
+        for rows, width in NEW_SHAPES:
+            train_step(*batch(rows, width))
+        shape_bytes = max(0.0, (heap_bytes_in_use() - before) / len(NEW_SHAPES))
     save_rate, checkpoint_bytes = _save_rate(model, optimizer)
     model.eval()
     validation = [(r, w, r * LEARNED_PER_ROW, timed(no_grad_step, r, w, repeats=2)) for r, w in VALIDATION_SHAPES]
