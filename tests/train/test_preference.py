@@ -5,7 +5,13 @@ import json
 import pytest
 
 from conftest import stop_at, tiny_run_config, tuneloop, write_jsonl
+from tuneloop.config import LoraConfig, TrainConfig
+from tuneloop.data import load_examples_strict
+from tuneloop.data.tokens import token_lengths
+from tuneloop.models import Precision, load_model
+from tuneloop.plan.estimate import train_batches
 from tuneloop.runs import RunDir
+from tuneloop.train.preference import build_preference_trainer, to_preference_rows
 
 LABELS = ["card_arrival", "lost_card", "refund", "top_up"]
 
@@ -197,3 +203,39 @@ def test_dpo_early_stopping_keeps_the_best_checkpoint(tmp_path, tiny_model):
     )
     info = result.run.info()
     assert info["stopped_early"] is True and info["best_checkpoint_step"] < 54
+
+
+@pytest.mark.parametrize("method", ["dpo", "orpo"])
+def test_pairs_come_in_the_batches_the_plan_prices(tmp_path, tiny_model, tokenizer, method):
+    """DPO and ORPO draw length-grouped batches (train/sampler.py's PairsGroupedByLength), the ones
+    plan/estimate.py prices: TRL's own draw is random, and the plan under-priced DPO by 15%."""
+    rows = [
+        {
+            "prompt": f"Ticket {i}: " + "my card is late " * (i % 9),
+            "chosen": LABELS[i % 4],
+            "rejected": LABELS[(i + 1) % 4] + " or so" * (i % 5),
+        }
+        for i in range(30)
+    ]
+    examples = load_examples_strict(write_jsonl(tmp_path / "p.jsonl", rows)).examples
+    train = TrainConfig(method=method, batch_size=4, epochs=1)
+    trainer = build_preference_trainer(
+        load_model(tiny_model, Precision.fp32),
+        tokenizer,
+        to_preference_rows(examples[:26]),
+        to_preference_rows(examples[26:]),
+        train=train,
+        lora=LoraConfig(r=4, alpha=8),
+        max_seq_len=256,
+        precision=Precision.fp32,
+        output_dir=tmp_path / "out",
+    )
+    sides = ("input_ids",) if method == "dpo" else ("chosen_input_ids", "rejected_input_ids")
+    widths = [max(batch[k].shape[1] for k in sides) for batch in trainer.get_train_dataloader()]
+    lengths = token_lengths(examples[:26], tokenizer).total
+    batches, _ = train_batches(lengths, train.batch_size, train.gradient_accumulation, train.seed, train.epochs)
+    # ORPO's rows end with one token more than the chat template's: TRL appends EOS after its closing
+    # newline (not priced: one token a row)
+    extra = 1 if method == "orpo" else 0
+    assert widths == [max(lengths[i] for i in b) + extra for b in batches]
+    assert widths[0] == max(widths)  # the widest first, as SFT's (a run that does not fit fails at once)

@@ -1,4 +1,5 @@
-"""TRL's DPOTrainer with two per-step costs of a CPU run removed (LOG.md has the profile).
+"""TRL's DPOTrainer with two per-step costs of a CPU run removed (LOG.md has the profile), its
+pairs in length-grouped batches (train/sampler.py).
 
 1. The LM head on the answer tokens only (train/label_head.py): TRL's fused head projects every
    position onto the vocabulary when Triton is not there.
@@ -15,9 +16,10 @@ from trl import DPOTrainer
 
 from tuneloop.train.label_head import add_label_only_head
 from tuneloop.train.loss import AdapterInputCastingOff
+from tuneloop.train.sampler import PairsGroupedByLength
 
 
-class LabelHeadDPOTrainer(AdapterInputCastingOff, DPOTrainer):
+class LabelHeadDPOTrainer(PairsGroupedByLength, AdapterInputCastingOff, DPOTrainer):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)  # puts TRL's fused head on the policy and the reference
         policy = self.model.get_base_model() if isinstance(self.model, PeftModel) else self.model

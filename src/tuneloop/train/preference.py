@@ -81,9 +81,11 @@ def build_preference_trainer(
             arguments |= {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, train.sft_weight]}
         args, trainer_class = DPOConfig(**arguments), LabelHeadDPOTrainer
     else:
-        from trl.experimental.orpo import ORPOConfig, ORPOTrainer
+        from trl.experimental.orpo import ORPOConfig
 
-        args, trainer_class = ORPOConfig(**arguments), ORPOTrainer
+        from tuneloop.train.orpo import LengthGroupedORPOTrainer
+
+        args, trainer_class = ORPOConfig(**arguments), LengthGroupedORPOTrainer
     if early_stopping:
         callbacks = [
             *callbacks,
