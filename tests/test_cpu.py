@@ -6,11 +6,11 @@ import torch
 from tuneloop import cpu
 
 
-def fake_proc(monkeypatch, readings):
-    """Successive (machine busy, machine total, own) tick readings; 2 cores."""
+def fake_proc(monkeypatch, readings, cores: int = 2):
+    """Successive (machine busy, machine total, own) tick readings, cumulative as /proc's."""
     readings = iter(readings)
     monkeypatch.setattr(cpu, "_jiffies", lambda: next(readings))
-    monkeypatch.setattr(cpu.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(cpu.os, "cpu_count", lambda: cores)
 
 
 @pytest.mark.parametrize(
@@ -58,21 +58,29 @@ def test_no_proc_means_no_change(monkeypatch):
     assert cpu.LoadMeter().free_cores() is None
 
 
+PASSIVE = {"OMP_WAIT_POLICY": "PASSIVE"}
+
+
 @pytest.mark.parametrize(
-    "env, busy, own, expected, omp",
+    "env, cores, readings, expected, omp",
     [
-        ({"TUNELOOP_THREADS": "1"}, 0, 0, None, {"OMP_NUM_THREADS": "1"}),
-        ({}, 200, 100, "1 thread(s), passive wait", {"OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}),
-        ({}, 0, 0, None, {}),
+        ({"TUNELOOP_THREADS": "1"}, 2, [], None, {"OMP_NUM_THREADS": "1"}),
+        ({}, 2, [(0, 200, 0)], None, {}),  # idle
+        # a competitor, confirmed: one thread, which has no barriers to wait at
+        ({}, 2, [(200, 200, 100), (400, 400, 200)], "1 thread", {"OMP_NUM_THREADS": "1"}),
+        # busy for the first 0.2 s only (a blip): every core, OpenMP's defaults
+        ({}, 2, [(200, 200, 100), (400, 400, 300)], None, {}),
+        # two of four cores busy: two threads, waiting passively at their barriers
+        ({}, 4, [(400, 400, 200), (800, 800, 400)], "2 thread(s), passive wait", {"OMP_NUM_THREADS": "2"} | PASSIVE),
     ],
 )
-def test_configure_threads_at_start(monkeypatch, env, busy, own, expected, omp):
+def test_configure_threads_at_start(monkeypatch, env, cores, readings, expected, omp):
     for key in ("TUNELOOP_THREADS", "OMP_NUM_THREADS", "OMP_WAIT_POLICY"):
         monkeypatch.delenv(key, raising=False)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    fake_proc(monkeypatch, [(0, 0, 0), (busy, 200, own)])
-    decided = cpu.configure_threads(sample_seconds=0)
+    fake_proc(monkeypatch, [(0, 0, 0), *readings], cores)
+    decided = cpu.configure_threads(sample_seconds=0, confirm_seconds=0)
     assert (decided is None) == (expected is None) and (expected is None or expected in decided)
     assert {k: cpu.os.environ[k] for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY") if k in cpu.os.environ} == omp
 

@@ -6,7 +6,7 @@ core that the busy process then also loses. Waiting passively fixes that (0.90x)
 third of the speed alone, and a single thread has no barriers at all. So:
 
 1. At start, before torch loads (`configure_threads`, from the CLI): when other processes keep
-   cores busy, use only the free ones and wait passively.
+   cores busy, use only the free ones, waiting passively when that is more than one.
 2. While training (`ThreadGovernor`, a Trainer callback): every few seconds, measure again and set
    torch's thread count to the free cores, so a competitor that starts later shrinks the run
    instead of making it spin, and one that stops gives the cores back.
@@ -97,9 +97,15 @@ def fixed_threads() -> int | None:
     return int(value)
 
 
-def configure_threads(threads: int | None = None, sample_seconds: float = 0.2) -> str | None:
+def configure_threads(
+    threads: int | None = None, sample_seconds: float = 0.2, confirm_seconds: float = 0.5
+) -> str | None:
     """Call before torch is imported. Returns what was adapted to a busy machine, for the log; None
-    when the count was given (`threads`, TUNELOOP_THREADS) or every core is free."""
+    when the count was given (`threads`, TUNELOOP_THREADS) or every core is free.
+
+    A busy first reading is confirmed by a second, longer one: 0.2 s is 40 clock ticks on 2 cores,
+    and 6 of them spent elsewhere read as a competitor. A bench's quickstart run started so, on one
+    thread with passive waits, beside nothing but the idle bench (LOG.md)."""
     threads = threads or fixed_threads()
     if threads:
         os.environ[ENV] = str(threads)
@@ -108,9 +114,17 @@ def configure_threads(threads: int | None = None, sample_seconds: float = 0.2) -
     meter = LoadMeter()
     time.sleep(sample_seconds)
     free = meter.free_cores()
+    if free is not None and free < meter.cores:
+        time.sleep(confirm_seconds)
+        free = meter.free_cores()
     if free is None or free >= meter.cores:
         return None
     os.environ.setdefault("OMP_NUM_THREADS", str(free))
+    if free == 1:
+        # One thread has no barriers to wait at. The policy is read once, when OpenMP starts, and
+        # would outlast the competitor: when the governor gives the cores back, passive waits cost
+        # a third of the speed (LOG.md, 2026-11-29).
+        return f"other processes keep {meter.cores - free} of {meter.cores} cores busy: 1 thread"
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # sleep at barriers: the busy cores are not ours
     return f"other processes keep {meter.cores - free} of {meter.cores} cores busy: {free} thread(s), passive wait"
 
