@@ -55,7 +55,7 @@ GENERATE_SHAPES = [(1, 32), (16, 32), (16, 256)]  # (rows, prompt tokens)
 GENERATE_TOKENS = 10
 LEARNED_PER_ROW = 4  # of the validation and evaluation shapes
 # Each shape is timed TIMINGS times after a warm-up, and the median kept: a run's steps cost what
-# the machine's typical pace gives, not its best. The better of two was kept until 2026-12-02:
+# the machine's typical pace gives, not its best. The better of two was kept until 2026-12-01:
 # on a 2-core VM whose pace moves by 20-30% within seconds, runs' steps then came at 1.2-1.35x
 # their price (SFT and DPO alike), and 13 of 14 cases of two benches had their steps under-priced
 # (LOG.md). A median of three still drops one slow outlier (a page-fault storm, another tenant).

@@ -18,7 +18,7 @@ from peft.tuners.tuners_utils import BaseTunerLayer
 from transformers.trainer_pt_utils import LengthGroupedSampler
 from trl import SFTTrainer
 
-from tuneloop.train.sampler import EpochSeededLengthGroupedSampler
+from tuneloop.train.sampler import EpochSeededLengthGroupedSampler, sampler_seed
 
 IGNORE = -100
 
@@ -93,8 +93,7 @@ class CompletionLossTrainer(AdapterInputCastingOff, SFTTrainer):
     def _get_train_sampler(self, train_dataset=None):
         sampler = super()._get_train_sampler(train_dataset)
         if isinstance(sampler, LengthGroupedSampler):  # the order must not depend on the global RNG (sampler.py)
-            seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
-            return EpochSeededLengthGroupedSampler(sampler.lengths, sampler.batch_size, seed)
+            return EpochSeededLengthGroupedSampler(sampler.lengths, sampler.batch_size, sampler_seed(self.args))
         return sampler
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):

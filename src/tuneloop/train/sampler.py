@@ -69,9 +69,13 @@ class PairsGroupedByLength:
 
     def _get_train_sampler(self, train_dataset=None):
         dataset = train_dataset if train_dataset is not None else self.train_dataset
-        seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
         size = self.args.train_batch_size * self.args.gradient_accumulation_steps
-        return EpochSeededLengthGroupedSampler(pair_lengths(dataset), size, seed)
+        return EpochSeededLengthGroupedSampler(pair_lengths(dataset), size, sampler_seed(self.args))
+
+
+def sampler_seed(args) -> int:
+    """The training order's seed, as the Trainer's own: data_seed when given, else seed."""
+    return args.data_seed if args.data_seed is not None else args.seed
 
 
 def pair_lengths(dataset) -> list[int]:
