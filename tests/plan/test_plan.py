@@ -1,5 +1,6 @@
 """The planner: its arithmetic, its cache, the steps it counts, and `tuneloop plan` end to end."""
 
+import itertools
 import json
 import math
 import sys
@@ -234,6 +235,38 @@ def test_calibration_is_measured_once_per_setup(tmp_path, tiny_model, monkeypatc
     assert calibration(tiny_model, config, "cpu")[1] == "measured"
     config.lora.r = 8  # another adapter shape: measured again
     assert calibration(tiny_model, config, "cpu")[1] == "measured"
+
+
+def test_each_shape_is_timed_once_a_round_after_other_shapes_and_fitted_at_its_mean(tmp_path, tiny_model, monkeypatch):
+    # A run's steps follow batches of other widths, at the machine's pace over minutes, and its time
+    # is their sum: a shape timed again at once, or three times within seconds, reads neither.
+    from transformers import AutoConfig
+
+    kappa = calibrate._head_share(AutoConfig.from_pretrained(tiny_model))
+    order = []
+
+    def fake_seconds(step, device, ids, keep):
+        rows, width = ids.shape
+        order.append((step.__name__, rows, width))
+        round_ = order.count(order[-1])  # 1, 2, 3: each round slower than the last
+        return round_ * (0.01 + 1e-5 * (rows * width + kappa * int(keep.sum())))
+
+    monkeypatch.setattr(calibrate, "_seconds", fake_seconds)
+    monkeypatch.setattr(calibrate, "speed_probe", lambda device, autocast=None: 0.05)
+    config = tiny_run_config(tmp_path, tiny_model)
+    config.train.precision = "fp32"  # as calibration() resolves "auto" on a CPU without bf16
+    measured = calibrate.measure(tiny_model, config, "cpu", {})
+    shapes = {
+        "train_step": calibrate.TRAIN_SHAPES,
+        "no_grad_step": calibrate.VALIDATION_SHAPES,
+        "padded_step": calibrate.EVAL_SHAPES,
+    }
+    for step, kind_shapes in shapes.items():
+        timed = sorted((rows, width) for name, rows, width in order if name == step)
+        assert timed == sorted([shape[:2] for shape in kind_shapes] * calibrate.TIMINGS)
+    assert all(a != b for a, b in itertools.pairwise(order))  # never timed right after itself
+    for fit in (measured.train, measured.validation, measured.evaluation):  # the mean of rounds 1, 2 and 3
+        assert fit == pytest.approx([0.02, 2e-5, 0.0], abs=1e-9)
 
 
 def test_a_calibration_measured_beside_busy_processes_is_measured_again_when_idle(tmp_path, tiny_model, monkeypatch):

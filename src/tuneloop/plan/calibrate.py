@@ -27,8 +27,8 @@ from one hour to the next (1.40x) goes unseen by a plan this way, as it went mis
 
 The result is cached per machine (CPU, cores, torch), model and setup under TUNELOOP_HOME, so only
 the first plan for a model pays for the measurement: for SmolLM2-135M on 2 cores ~10 s on an AMD
-EPYC when each shape was timed once (twice now), ~100 s on a Xeon VM where the steps'
-first-touched pages cost ~15 us each (LOG.md).
+EPYC when each shape was timed once (a warm-up and three timings now), 120-130 s on an AMX Xeon VM
+in bf16 (LOG.md).
 """
 
 from __future__ import annotations
@@ -54,13 +54,13 @@ EVAL_SHAPES = [(4, 64), (16, 64), (16, 256), (4, 512)]
 GENERATE_SHAPES = [(1, 32), (16, 32), (16, 256)]  # (rows, prompt tokens)
 GENERATE_TOKENS = 10
 LEARNED_PER_ROW = 4  # of the validation and evaluation shapes
-# Each shape is timed TIMINGS times after a warm-up, and the median kept: a run's steps cost what
-# the machine's typical pace gives, not its best. The better of two was kept until 2026-12-01:
-# on a 2-core VM whose pace moves by 20-30% within seconds, runs' steps then came at 1.2-1.35x
-# their price (SFT and DPO alike), and 13 of 14 cases of two benches had their steps under-priced
-# (LOG.md). A median of three still drops one slow outlier (a page-fault storm, another tenant).
+# Each shape is timed TIMINGS times, once a round (measure()), and the fit takes every timing: a
+# run's steps cost what the machine's pace gives on average. The better of two back-to-back timings
+# was kept until 2026-12-01 (runs' steps then came at 1.2-1.35x their price on a 2-core VM whose
+# pace moves by 20-30% within seconds), then the median of three back to back (the evaluation fit
+# of one calibration read a fast spell throughout: test-loss forwards at ~0.5x their price), LOG.md.
 TIMINGS = 3
-TIMINGS_RULE = f"median of {TIMINGS}"  # in the cache's key: a calibration timed by another rule is measured again
+TIMINGS_RULE = f"{TIMINGS} rounds, mean"  # in the cache's key: a calibration timed by another rule is measured again
 # bf16 matrix products on CPU go through oneDNN, which builds kernels for each new shape and keeps
 # them (its primitive cache, 1024 entries): SmolLM2 LoRA r16 kept ~16 MB per new (rows, width) of a
 # training step, the same at 2x40 as at 8x300, and nothing for a shape seen before; the cache was
@@ -263,46 +263,57 @@ def measure(folder, config, device: str, key: dict) -> Calibration:
         with torch.no_grad():
             forward(ids, keep, mask)
 
-    def timed(step, rows, width, learned=LEARNED_PER_ROW) -> float:
-        ids, keep = batch(rows, width, learned)
-        step(ids, keep)  # warm-up: kernels for a new shape are built on first use
-        return statistics.median(_seconds(lambda: step(ids, keep), device) for _ in range(TIMINGS))
+    training_attention = model.config._attn_implementation
 
-    model.train()
-    train, peaks = [], []
-    for rows, width, learned in TRAIN_SHAPES:
-        train.append((rows, width, rows * learned, timed(train_step, rows, width, learned)))
-        # the measure run.json's metrics record (train/callbacks.py): a run's peak is its first,
-        # widest step's, with the same weights, optimizer state and libraries loaded as here
-        peaks.append(peak_memory_mb() * 2**20)
-    # on CUDA the kernels live in the driver and its caches, outside the allocator's peak the run reports
-    shape_bytes = 0.0
-    if device == "cpu" and (before := heap_bytes_in_use()) is not None:
-        for rows, width in NEW_SHAPES:
-            train_step(*batch(rows, width))
-        shape_bytes = max(0.0, (heap_bytes_in_use() - before) / len(NEW_SHAPES))
-    save_rate, checkpoint_bytes = _save_rate(model, optimizer)
-    model.eval()
-    validation = [(r, w, r * LEARNED_PER_ROW, timed(no_grad_step, r, w)) for r, w in VALIDATION_SHAPES]
-    model.set_attn_implementation("sdpa")  # as the test evaluation and generation run (eval/base_vs_tuned.py)
-    evaluation = [(r, w, r * LEARNED_PER_ROW, timed(padded_step, r, w)) for r, w in EVAL_SHAPES]
-    # Per new token: the time between decoding steps (a logits processor sees each step), so
-    # neither the call's setup nor the prompt's forward is in it.
-    # Twice each, the adapter on and off taking turns, the better kept: one call each had the base
-    # model decoding 1.15-1.3x slower than it does in evaluation (16 rows, 142-442 tokens of context).
+    def set_up_for(kind):  # training and validation run training's attention kernel; the test evaluation SDPA
+        model.train(kind == "train")
+        model.set_attn_implementation("sdpa" if kind == "evaluation" else training_attention)
+
+    work = {  # kind: its step, and its shapes (rows, width, learned tokens) with a batch each
+        "train": (train_step, [((r, w, r * n), batch(r, w, n)) for r, w, n in TRAIN_SHAPES]),
+        "validation": (no_grad_step, [((r, w, r * LEARNED_PER_ROW), batch(r, w)) for r, w in VALIDATION_SHAPES]),
+        "evaluation": (padded_step, [((r, w, r * LEARNED_PER_ROW), batch(r, w)) for r, w in EVAL_SHAPES]),
+    }
+    # A warm-up of every shape first: kernels for a new shape are built on first use.
+    peaks, shape_bytes = [], 0.0
+    for kind, (step, shapes) in work.items():
+        set_up_for(kind)
+        for _, (ids, keep) in shapes:
+            step(ids, keep)
+            if kind == "train":
+                # the measure run.json's metrics record (train/callbacks.py): a run's peak is its
+                # first, widest step's, with the same weights, optimizer state and libraries loaded
+                peaks.append(peak_memory_mb() * 2**20)
+        # on CUDA the kernels live in the driver and its caches, outside the allocator's peak the run reports
+        if kind == "train" and device == "cpu" and (before := heap_bytes_in_use()) is not None:
+            for rows, width in NEW_SHAPES:
+                train_step(*batch(rows, width))
+            shape_bytes = max(0.0, (heap_bytes_in_use() - before) / len(NEW_SHAPES))
+    # Then every shape is timed once a round, TIMINGS rounds, and all the timings enter the fit
+    # (least squares prices a shape at their mean). Not back to back, for two reasons measured on
+    # this VM (LOG.md): its pace flips for seconds at a time (the same 16x150 forward, no page
+    # faults, 1.09 s then 1.98 s), so timings in a row read one pace, and the evaluation shapes,
+    # timed within ten seconds, read one pace for the whole fit (one r16 calibration priced a 16x150
+    # test-loss forward at 1.16 s, the one before it 1.82 s); and a shape run again at once finds
+    # its memory as it left it, 20-40% faster than after another shape, as a run's steps never
+    # are (each batch has its own width). A run's time is the sum of its steps: the mean's business.
+    timings = {kind: [] for kind in work}
     per_token, per_token_base = [], []
-    for rows, prompt in GENERATE_SHAPES:
-        ids, _ = batch(rows, prompt)
-        x = [1.0, rows, rows * (prompt + GENERATE_TOKENS / 2)]
-        tuned, base = [], []
-        for _ in range(2):
-            tuned.append(_decode_step_times(model, ids, autocast, device))
+    prompts = [batch(rows, prompt)[0] for rows, prompt in GENERATE_SHAPES]
+    for _ in range(TIMINGS):
+        for kind, (step, shapes) in work.items():
+            set_up_for(kind)
+            timings[kind] += [(*shape, _seconds(step, device, *batch_)) for shape, batch_ in shapes]
+        # Per new token: the time between decoding steps (a logits processor sees each step), so
+        # neither the call's setup nor the prompt's forward is in it. The adapter on and off take
+        # turns, so the base model's decoding and the fine-tuned one's read the same paces.
+        for (rows, prompt), ids in zip(GENERATE_SHAPES, prompts, strict=True):
+            x = [1.0, rows, rows * (prompt + GENERATE_TOKENS / 2)]
+            per_token.append((x, _decode_step_times(model, ids, autocast, device)))
             if peft_config is not None:
                 with model.disable_adapter():
-                    base.append(_decode_step_times(model, ids, autocast, device))
-        per_token.append((x, min(tuned)))
-        if base:
-            per_token_base.append((x, min(base)))
+                    per_token_base.append((x, _decode_step_times(model, ids, autocast, device)))
+    save_rate, checkpoint_bytes = _save_rate(model, optimizer)
 
     def fit_per_token(points):
         return _least_squares([x for x, _ in points], [y for _, y in points])
@@ -311,9 +322,9 @@ def measure(folder, config, device: str, key: dict) -> Calibration:
         return _least_squares([[1.0, r * w + kappa * n, r * w * w] for r, w, n, _ in points], [s for *_, s in points])
 
     return Calibration(
-        train=fit(train),
-        validation=fit(validation),
-        evaluation=fit(evaluation),
+        train=fit(timings["train"]),
+        validation=fit(timings["validation"]),
+        evaluation=fit(timings["evaluation"]),
         generate=fit_per_token(per_token),
         generate_base=fit_per_token(per_token_base or per_token),  # full fine-tuning: no adapter to switch off
         kappa=kappa,
@@ -321,7 +332,7 @@ def measure(folder, config, device: str, key: dict) -> Calibration:
         disk_bytes_per_second=save_rate,
         checkpoint_bytes_per_parameter=checkpoint_bytes / max(1, sum(p.numel() for p in params)),
         trainable_parameters=sum(p.numel() for p in params),
-        memory=_least_squares([[1.0, r * w, r * w * w, n] for r, w, n, _ in train], peaks),
+        memory=_least_squares([[1.0, r * w, r * w * w, r * n] for r, w, n in TRAIN_SHAPES], peaks),
         shape_bytes=shape_bytes,
         probe_median_seconds=(probe + speed_probe(device, autocast)) / 2,
         measured_with=key,
@@ -439,13 +450,13 @@ def _save_rate(model, optimizer) -> tuple[float, int]:
     return size / max(seconds, 1e-6), size
 
 
-def _seconds(fn, device: str) -> float:
+def _seconds(fn, device: str, *args) -> float:
     import torch
 
     if device == "cuda":
         torch.cuda.synchronize()
     t = time.perf_counter()
-    fn()
+    fn(*args)
     if device == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - t
