@@ -192,6 +192,8 @@ def run_case(name: str, config: dict, work: Path) -> dict:
         "train_tokens": plan["train_tokens"],
         # the pace at the run's start over the calibration's, which scales the plan: 1 unless other processes are busy
         "speed": plan["speed"],
+        # the correction by this setup's earlier runs on this machine (plan/history.py): {} for a setup's first run
+        "corrections": plan.get("corrections", {}),
         "planned": {k: plan[k] for k in actual} | {"parts_seconds": plan["parts"]},
         "actual": {k: round(v, 3) for k, v in actual.items()},
         "plan_over_actual": ratios,

@@ -27,6 +27,7 @@ from tuneloop.eval.base_vs_tuned import evaluate_base_and_finetuned, evaluate_si
 from tuneloop.models import load_tokenizer, resolve_model
 from tuneloop.models.precision import Precision, default_device
 from tuneloop.models.trainable import load_for_training
+from tuneloop.plan.history import record_run
 from tuneloop.report import write_run_report
 from tuneloop.report.plots import token_histogram_png
 from tuneloop.runs import RunDir
@@ -219,6 +220,7 @@ def _train_and_evaluate(job: Job, console: Console, timings: dict, t0: float, ca
         timings["total"] = _lap(t0)
         shutil.rmtree(run.checkpoints_dir, ignore_errors=True)  # finished: the weights are saved; free the disk
         run.finish("finished" if job.evaluate else "trained", timings=timings)
+        record_run(run.path)  # what its parts took against their price: the next plan's correction
 
         # 5. The doctor's verdict, with next.yaml (its next config, ready for `tuneloop run`) when it
         # changes anything; then the report, which ends with the verdict.

@@ -6,6 +6,7 @@ from tuneloop.data import Splits
 from tuneloop.plan.calibrate import Calibration, calibration
 from tuneloop.plan.estimate import Plan, estimate
 from tuneloop.plan.gpus import GPUS, gpu_estimate, gpu_named
+from tuneloop.plan.history import corrections, part_factors
 
 # A change of speed since the calibration worth a line in the plan (scaled only while other processes are busy).
 SPEED_NOTED = 0.1
@@ -16,6 +17,7 @@ def plan_resolved(config, splits, tokenizer, folder, device: str, refresh: bool 
     `evaluate=False`: a run that stops after training (`tuneloop train`, autotune's runs)."""
     from transformers import AutoConfig
 
+    from tuneloop.machine import measurement_file
     from tuneloop.train.memory import free_memory_bytes
 
     if not evaluate:
@@ -24,6 +26,16 @@ def plan_resolved(config, splits, tokenizer, folder, device: str, refresh: bool 
     plan = estimate(
         config, splits, tokenizer, calib, AutoConfig.from_pretrained(folder), device, free_memory_bytes(device)
     )
+    plan.calibration = {"file": measurement_file(calib.measured_with).stem, "measured_at": calib.measured_at}
+    if found := corrections(plan.calibration["file"], calib.measured_at):
+        plan = plan.scaled(part_factors(found))
+        plan.corrections = found
+        runs = max(c["runs"] for c in found.values())
+        factors = ", ".join(f"{group} x{c['factor']:.2f}" for group, c in found.items())
+        plan.notes.append(
+            f"corrected by the last {runs} run(s) of this setup on this machine, their real seconds over "
+            f"this calibration's: {factors}"
+        )
     if how == "measured":
         plan.notes.append("this machine was calibrated for this model now; later plans reuse it")
     elif how == "busy":

@@ -89,6 +89,7 @@ class Calibration:
     measured_with: dict  # what the numbers belong to (the cache key's parts)
     busy: bool = False  # measured while other processes held cores: too slow; measured again when idle
     speed: float = 1.0  # the yardstick's time now over then: the costs in seconds are scaled by it
+    measured_at: float = 0.0  # epoch seconds: the runs it planned correct it until it is measured again (history.py)
 
     def at_speed(self, ratio: float) -> Calibration:
         """These costs on a machine `ratio` times as slow as when they were measured (the
@@ -336,6 +337,7 @@ def measure(folder, config, device: str, key: dict) -> Calibration:
         shape_bytes=shape_bytes,
         probe_median_seconds=(probe + speed_probe(device, autocast)) / 2,
         measured_with=key,
+        measured_at=time.time(),
     )
 
 

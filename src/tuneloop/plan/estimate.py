@@ -11,7 +11,7 @@ kernels cached for the batch shapes seen by then (Calibration.shape_cache_bytes)
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from tuneloop.config import RunConfig
 from tuneloop.data import Splits
@@ -54,6 +54,9 @@ RUNAWAY_ROW = 0.05
 #   banking77 model whose 24 rows all ended within 15 tokens was priced at 1.75x (LOG.md).
 CLOSED_ANSWER_RUNAWAY = {"json_fields": 0.01, "tool_calls": 0.01, "classification": RUNAWAY_ROW}
 
+# The parts of the test evaluation after training (eval_minutes); every other part is training's.
+EVALUATION_PARTS = ("test_loss", "generate_base", "generate_tuned")
+
 
 @dataclass
 class Plan:
@@ -74,6 +77,8 @@ class Plan:
     parts: dict = field(default_factory=dict)  # seconds by part
     speed: float = 1.0  # the machine's pace now over its pace at calibration (Calibration.speed), applied
     notes: list[str] = field(default_factory=list)
+    calibration: dict = field(default_factory=dict)  # which one priced it: {"file": cache file's stem, "measured_at"}
+    corrections: dict = field(default_factory=dict)  # applied, from past runs: {group: {"factor", "runs"}} (history.py)
 
     @property
     def total_minutes(self) -> float:
@@ -82,6 +87,17 @@ class Plan:
     @property
     def fits(self) -> bool:
         return self.peak_memory_gib <= self.free_memory_gib
+
+    def scaled(self, factors: dict[str, float]) -> Plan:
+        """This plan with the named parts' seconds multiplied, the minutes summed again."""
+        parts = {k: round(v * factors.get(k, 1.0), 3) for k, v in self.parts.items()}
+        evaluation = sum(v for k, v in parts.items() if k in EVALUATION_PARTS)
+        return replace(
+            self,
+            parts=parts,
+            train_minutes=round((sum(parts.values()) - evaluation) / 60, 3),
+            eval_minutes=round(evaluation / 60, 3),
+        )
 
     def to_dict(self) -> dict:
         return {**asdict(self), "total_minutes": self.total_minutes, "fits": self.fits}
