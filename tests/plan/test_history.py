@@ -43,8 +43,8 @@ def home(tmp_path, monkeypatch):
     return tmp_path / "home"
 
 
-def recorded():
-    return [json.loads(line) for line in history.history_file("abc").read_text().splitlines()]
+def recorded(file="abc"):
+    return [json.loads(line) for line in history.history_file(file).read_text().splitlines()]
 
 
 def test_a_finished_run_records_each_part_priced_and_real(home, tmp_path):
@@ -150,7 +150,7 @@ def test_the_next_run_of_a_setup_is_planned_with_its_last_runs_real_seconds(home
     first = run_loop(tiny_run_config(tmp_path / "a", tiny_model), Console(width=200))
     info = json.loads(first.run.info_file.read_text())
     assert info["plan"]["corrections"] == {} and info["plan"]["calibration"]["measured_at"] > 0
-    (line,) = recorded_for(info["plan"]["calibration"]["file"])
+    (line,) = recorded(info["plan"]["calibration"]["file"])
     took = info["train_parts"]["steps"]
     assert line["parts"]["steps"] == [round(info["plan"]["parts"]["steps"], 2), round(took, 2)]
     console = Console(record=True, width=300)
@@ -160,8 +160,4 @@ def test_the_next_run_of_a_setup_is_planned_with_its_last_runs_real_seconds(home
     assert plan["corrections"]["steps"] == {"factor": round(factor, 3), "runs": 1}
     assert plan["parts"]["steps"] == pytest.approx(info["plan"]["parts"]["steps"] * round(factor, 3), rel=0.01)
     assert "corrected by the last 1 run(s) of this setup on this machine" in console.export_text()
-    assert len(recorded_for(plan["calibration"]["file"])) == 2
-
-
-def recorded_for(file):
-    return [json.loads(line) for line in history.history_file(file).read_text().splitlines()]
+    assert len(recorded(plan["calibration"]["file"])) == 2
