@@ -51,7 +51,8 @@ def label_log_probs(forward, labels: torch.Tensor, num_items_in_batch, *args, **
     mask = targets_all != IGNORE  # (batch, seq_len - 1): position i predicts token i + 1
     keep = F.pad(mask, (0, 1), value=False)
     kwargs["use_cache"] = False
-    logits = forward(*args, logits_to_keep=keep, **kwargs).logits.float()  # (label tokens, vocab)
+    logits = forward(*args, logits_to_keep=keep, **kwargs).logits  # (label tokens, vocab)
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # bf16 up to fp32; fp64 stays fp64
     targets = targets_all[mask]
     log_softmax = logits.log_softmax(-1)
     token = log_softmax.gather(-1, targets[:, None]).squeeze(-1)
