@@ -73,7 +73,7 @@ def test_label_only_head_matches_trl_fused_head(tiny_model, batch, num_items):
     assert ours.log_probs[3].abs().sum() == 0 and ours.log_probs[0, :4].abs().sum() == 0  # no label: zero
     assert our_grads.keys() == trl_grads.keys()
 
-    exact, exact_grads = _definition(tiny_model, batch)
+    _, exact_grads = _definition(tiny_model, batch)
     assert exact_grads.keys() == our_grads.keys()
     for name, grad in exact_grads.items():
         bound = FP32_BOUND * grad.abs().max().item()
