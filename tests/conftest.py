@@ -141,7 +141,9 @@ def tiny_run_config(tmp_path, tiny_model, rows: list[dict] | None = None, **trai
             "data": {"path": str(tmp_path / "d.jsonl"), "max_seq_len": 256, "dedup": "none", "test_size": 4},
             "lora": {"r": 4, "alpha": 8},
             "train": {"batch_size": 4, "learning_rate": 1e-2, "log_every": 1, "eval_every": 2, **train},
-            "eval": {"max_new_tokens": 4},
+            # The general check's sets and the scale curve are tested on their own (tests/eval/):
+            # here leakage and drift only, seconds on the tiny model.
+            "eval": {"max_new_tokens": 4, "general": "none", "scale_curve": []},
         }
     )
 

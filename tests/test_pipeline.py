@@ -8,7 +8,7 @@ import torch
 from rich.console import Console
 from transformers import TrainerCallback
 
-from conftest import stop_at, tiny_run_config
+from conftest import stop_at, tiny_run_config, write_jsonl
 from tuneloop.config import ConfigError
 from tuneloop.pipeline import resume_loop, run_loop
 from tuneloop.runs import RunDir
@@ -202,3 +202,52 @@ def test_a_nan_loss_is_logged_as_nan_and_the_doctor_says_diverging(tmp_path, tin
     losses = [r["train_loss"] for r in result.run.read_metrics() if "train_loss" in r]
     assert "nan" in losses[3:] and 0.0 not in losses  # transformers' filter logged NaN as the running mean
     assert result.diagnosis.verdict == "diverging"
+
+
+def test_the_run_measures_what_the_fine_tune_cost_and_the_scale_that_keeps_it(tmp_path, tiny_model):
+    """The tiny model at learning rate 1e-2 answers every generic prompt with JSON: the run sees it,
+    measures the scale curve, and the doctor names it with the measured cures."""
+    quiz = [{"question": f"{i} plus 1?", "choices": ["one", "two", "three"], "answer": i % 3} for i in range(6)]
+    config = tiny_run_config(tmp_path, tiny_model, epochs=3)
+    config.eval.general = [write_jsonl(tmp_path / "quiz.jsonl", quiz)]
+    config.eval.scale_curve = [0.5]
+    result = run_loop(config, QUIET)
+    ev = result.run.evaluation()
+    general = ev["general"]
+    assert general["sets"]["quiz"]["acc_norm"]["n"] == 6 and general["score"]["n"] == 6
+    assert general["leakage"]["base"] == 0.0 and general["leakage"]["low"] > 0  # beyond noise
+    assert general["drift"]["n"] == 40 and general["drift"]["low"] > 0
+    curve = ev["scale_curve"]
+    assert [p["scale"] for p in curve["points"]] == [0.0, 0.5, 1.0] and curve["points"][0]["general_loss"] == 0.0
+    timings = result.run.info()["timings"]
+    assert timings["scale_curve"] == curve["seconds"] and timings["evaluate"] > 0
+    d = result.diagnosis
+    assert d.has("behaviour_leakage") and d.has("adapter_scale")
+    [replay] = [r for r in d.recommendations if r.param == "data.replay"]
+    assert replay.applied and replay.to == 0.2 and replay.minutes is not None
+    assert "replay: 0.2" in result.run.next_config_file.read_text()
+    report = result.run.report_file.read_text()
+    assert "What the fine-tune cost the model" in report and "Adapter scale, measured" in report
+
+
+def test_replay_adds_the_base_models_answers_to_train_only(tmp_path, tiny_model):
+    config = tiny_run_config(tmp_path, tiny_model, epochs=1)
+    config.data.replay = 0.25
+    result = run_loop(config, QUIET)
+    train = result.run.read_split("train")
+    replayed = [e for e in train if (e.augmented or {}).get("method") == "replay"]
+    assert len(replayed) == 8 and len(train) == 40  # 32 task rows + a quarter of them
+    assert all(e.messages[0]["role"] == "user" and e.answer for e in replayed)
+    assert not any((e.augmented or {}).get("method") == "replay" for e in result.run.read_split("validation"))
+    assert result.run.data_report()["replay"]["rows"] == 8
+    # the task's form is read from the task's own rows, not the replayed prose
+    assert result.run.evaluation()["general"]["leakage"]["form"] == "JSON (an object or a quoted string)"
+
+
+def test_a_general_file_that_cannot_be_read_fails_before_the_run_exists(tmp_path, tiny_model):
+    config = tiny_run_config(tmp_path, tiny_model, epochs=1)
+    (tmp_path / "bad.jsonl").write_text('{"question": "q", "choices": ["a"], "answer": 0}\n')
+    config.eval.general = [tmp_path / "bad.jsonl"]
+    with pytest.raises(ConfigError, match="eval.general: .*bad.jsonl:1: choices"):
+        run_loop(config, QUIET)
+    assert not (tmp_path / "runs").exists()

@@ -24,7 +24,9 @@ from rich.console import Console
 
 from tuneloop.config import RunConfig, apply_overrides, load_config
 from tuneloop.doctor import Diagnosis, diagnose_run
+from tuneloop.eval.general import general_rows as general_rows  # the CLI and the dashboard show these rows
 from tuneloop.eval.held_out import Comparison, Evaluation, compare_runs, evaluate_run
+from tuneloop.eval.scale_curve import recommended_scale
 from tuneloop.pipeline import RunResult, resume_loop, run_loop
 from tuneloop.runs import RunDir
 from tuneloop.serve.export import Export, export_run
@@ -57,6 +59,16 @@ class Run:
     evaluation = property(lambda self: self.dir.evaluation())  # None for `train` runs and unfinished ones
 
     @property
+    def general(self) -> dict | None:
+        """What the fine-tune cost the model (eval.json's `general`): leakage, general score, drift."""
+        return (self.evaluation or {}).get("general")
+
+    @property
+    def adapter_scale(self) -> float:
+        """The adapter scale measured to keep the task gain with the least general loss (`--scale auto`)."""
+        return recommended_scale(self.dir)
+
+    @property
     def timings(self) -> dict[str, float]:
         return self._result.timings if self._result else self.dir.info().get("timings", {})
 
@@ -67,10 +79,18 @@ class Run:
             return self._result.diagnosis
         return diagnose_run(self.path)
 
-    def evaluate(self, data: str | Path | None = None, *, console: Console | None = None, **settings) -> Evaluation:
+    def evaluate(
+        self,
+        data: str | Path | None = None,
+        *,
+        general: str | list[str | Path] | None = None,
+        console: Console | None = None,
+        **settings,
+    ) -> Evaluation:
         """`tuneloop eval`: this run on its test split or on `data`. `settings`: metric, max_examples,
-        sample, temperature, seed."""
-        return evaluate_run(self.path, data, status=_status(console), **settings)
+        sample, temperature, seed. `general` ("default" or files): also what the fine-tune cost the
+        model against its base model (Evaluation.general)."""
+        return evaluate_run(self.path, data, status=_status(console), general=general, **settings)
 
     def compare(self, other: RunLike = "base", data: str | Path | None = None, **options) -> Comparison:
         """`tuneloop compare other self`: this run is B, `other` (default: its base model) is A."""
@@ -80,7 +100,7 @@ class Run:
         self,
         out: str | Path | None = None,
         *,
-        scale: float = 1.0,
+        scale: float | str = 1.0,
         gguf: bool = False,
         gguf_type: str = "f16",
         console: Console | None = None,

@@ -113,6 +113,17 @@ class DataConfig(_Section):
         1024, ge=16, le=1_048_576, description="Longer examples are an error, not silently truncated."
     )
     seed: int = 42
+    replay: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Mix general data into training, as this share of the training rows (0.1: one general row per "
+        "ten), so the model keeps answering unrelated prompts as it did: the guides' cure for forgetting. Rows "
+        "from replay_data, else the base model's own answers to shipped generic prompts (self-distillation).",
+    )
+    replay_data: Path | None = Field(
+        None, description="A data file of general rows for data.replay (any format tuneloop reads); none: self."
+    )
 
     @model_validator(mode="after")
     def _sizes_leave_training_data(self) -> DataConfig:
@@ -328,6 +339,19 @@ class EvalConfig(_Section):
         description="End an answer that loops (one block of up to 64 tokens written 3 times, over 32+ "
         "tokens) instead of letting it, and with it its whole batch, run to max_new_tokens.",
     )
+    general: Literal["default", "none"] | list[Path] = Field(
+        "default",
+        description="What fine-tuning costs the model, base vs fine-tuned (eval/general.py): default "
+        "(shipped ARC-Easy and PIQA samples, scored by choice log-likelihood), none, or JSONL files: "
+        "multiple choice (question, choices, answer), prompt/completion (scored by loss), or generic "
+        "instructions (prompt). Behaviour leakage and drift on generic instructions are always measured.",
+    )
+    scale_curve: list[Annotated[float, Field(gt=0, lt=1)]] = Field(
+        [0.25, 0.5, 0.75],
+        description="Adapter scales measured (validation task metric and the general check, without retraining) "
+        "when a LoRA run loses general ability beyond noise; the doctor recommends the one that keeps 95% of the "
+        "gain with the least loss (--scale auto). [] skips it.",
+    )
 
     @model_validator(mode="after")
     def _known_metric(self) -> EvalConfig:
@@ -441,8 +465,12 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
     config = config_from_dict(raw, source=str(path))
     base = path.resolve().parent
     config.data.path = _resolve(base, config.data.path).resolve()
+    if config.data.replay_data is not None:
+        config.data.replay_data = _resolve(base, config.data.replay_data).resolve()
     if "runs_dir" in raw:
         config.runs_dir = _resolve(base, config.runs_dir).resolve()
+    if isinstance(config.eval.general, list):  # the general sets, like the data, from the config's folder
+        config.eval.general = [_resolve(base, p).resolve() for p in config.eval.general]
     if config.train.init_from is not None:  # runs/<id>, like the runs folder itself, from the working directory
         config.train.init_from = config.train.init_from.resolve()
     return config

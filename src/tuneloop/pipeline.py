@@ -23,7 +23,8 @@ from tuneloop.data.prepare import prepare_data
 from tuneloop.doctor import Diagnosis, diagnose_run
 from tuneloop.doctor.live import LiveDoctor
 from tuneloop.doctor.recommend import next_config_yaml
-from tuneloop.eval.base_vs_tuned import evaluate_base_and_finetuned, evaluate_side
+from tuneloop.eval.base_vs_tuned import base_general_side, evaluate_base_and_finetuned, evaluate_side
+from tuneloop.eval.general import GeneralDataError, Suite, load_suite
 from tuneloop.models import load_tokenizer, resolve_model
 from tuneloop.models.precision import Precision, default_device
 from tuneloop.models.trainable import load_for_training
@@ -42,6 +43,7 @@ from tuneloop.train.preference import (
     record_preference_accuracy,
     to_preference_rows,
 )
+from tuneloop.train.replay import is_replay, with_replay
 from tuneloop.train.speed import compile_layers
 from tuneloop.train.task_eval import continuous_evaluation, record_selection
 from tuneloop.train.trackers import check_trackers, run_trackers
@@ -67,6 +69,7 @@ class Job:
     device: str
     evaluate: bool = True  # False: `tuneloop train`, no base-vs-fine-tuned test
     resume_from: Path | None = None  # a checkpoint to continue from
+    general: Suite | None = None  # what the fine-tune costs the model, measured with the test (eval.general)
 
 
 def run_loop(
@@ -101,6 +104,12 @@ def run_loop(
         folder = resolve_model(config.model)
     tokenizer = load_tokenizer(folder)
     prepared = prepare_data(config.data, tokenizer)
+    general = general_suite(config) if evaluate else None  # a bad file fails here, before the run exists
+    if config.data.replay:  # general rows mixed into train (train/replay.py): the cure for forgetting
+        with state.main_process_first(), console.status("data.replay: the base model's answers to generic prompts"):
+            prepared.splits, prepared.report["replay"] = with_replay(
+                config, prepared.splits, folder, tokenizer, default_device()
+            )
     timings = {"data": _lap(t0)}
 
     # 2. What "auto" means for this data on this machine, decided by the main process (free
@@ -119,8 +128,16 @@ def run_loop(
         _plan(console, run, config, prepared.splits, tokenizer, folder, device, state.num_processes, evaluate)
 
     # 3-5. Train, evaluate, report.
-    job = Job(run, config, prepared.splits, folder, tokenizer, device, evaluate)
+    job = Job(run, config, prepared.splits, folder, tokenizer, device, evaluate, general=general)
     return _train_and_evaluate(job, console, timings, t0, callbacks)
+
+
+def general_suite(config: RunConfig) -> Suite:
+    """eval.general's suite; a file that cannot be read is a config error."""
+    try:
+        return load_suite(config.eval.general)
+    except GeneralDataError as e:
+        raise ConfigError(f"eval.general: {e}") from None
 
 
 def resume_loop(run_path, console: Console | None = None, callbacks=()) -> RunResult:
@@ -154,6 +171,7 @@ def resume_loop(run_path, console: Console | None = None, callbacks=()) -> RunRe
         info.get("device", default_device()),
         info.get("evaluate", True),
         resume_from=checkpoint,
+        general=general_suite(config) if info.get("evaluate", True) else None,
     )
     return _train_and_evaluate(job, console, {}, t0, callbacks)
 
@@ -186,6 +204,11 @@ def _train_and_evaluate(job: Job, console: Console, timings: dict, t0: float, ca
                 base = evaluate_side(
                     trainer.model, job.tokenizer, test, config.eval, precision, console.status, config.data.train_on
                 )
+                if job.general is not None:
+                    with console.status("base model: general ability, leakage and drift"):
+                        base["general"] = base_general_side(
+                            trainer.model, job.tokenizer, job.general, precision, job.folder
+                        )
             if preference and main and not job.resume_from:  # before: the base model, or the init_from run
                 record_preference_accuracy(
                     run, trainer.model, job.tokenizer, job.splits.validation, precision, "before"
@@ -214,9 +237,16 @@ def _train_and_evaluate(job: Job, console: Console, timings: dict, t0: float, ca
                 base,
                 status=console.status,
                 train_on=config.data.train_on,
+                general=job.general,
+                task_answers=[e.answer for e in job.splits.train if not is_replay(e)],
+                model_folder=job.folder,
+                validation=None if full else job.splits.validation,
             )
             run.write_json(run.eval_file, evaluation)
             timings["evaluate"] = _lap(t)
+            if "scale_curve" in evaluation:  # measured only when the run lost general ability: its own part
+                timings["scale_curve"] = evaluation["scale_curve"]["seconds"]
+                timings["evaluate"] = round(timings["evaluate"] - timings["scale_curve"], 1)
         timings["total"] = _lap(t0)
         shutil.rmtree(run.checkpoints_dir, ignore_errors=True)  # finished: the weights are saved; free the disk
         run.finish("finished" if job.evaluate else "trained", timings=timings)

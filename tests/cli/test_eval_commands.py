@@ -42,6 +42,24 @@ def test_eval_on_other_data_with_a_chosen_metric(trained):
     assert record["metric"] == "exact_match" and record["n"] == 3 and record["eval_config"]["sample"] is True
 
 
+def test_eval_measures_what_the_fine_tune_cost_at_a_scale(trained):
+    work, run = trained
+    quiz = [{"question": f"{i} plus 1?", "choices": ["one", "two", "three"], "answer": i % 3} for i in range(6)]
+    write_jsonl(work / "quiz.jsonl", quiz)
+    args = ("eval", str(run), "--max-examples", "2", "--general", "quiz.jsonl", "--scale", "0.5")
+    result = tuneloop(*args, cwd=work)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "what the fine-tune cost the model" in result.stdout and "quiz acc_norm" in result.stdout
+    record = json.loads((run / "evals" / "test-scale0.5.json").read_text())
+    assert record["scale"] == 0.5 and record["general"]["sets"]["quiz"]["acc"]["n"] == 6
+    assert record["general"]["leakage"]["n"] == 40 and record["general"]["drift"]["n"] == 40
+    bad = tuneloop("eval", str(run), "--general", "nowhere.jsonl", cwd=work)
+    assert bad.returncode == 2 and "nowhere.jsonl: no such file" in bad.stderr
+    # a `train` run has no eval.json: --scale auto cannot be read from it, and says why
+    auto = tuneloop("export", str(run), "--scale", "auto", cwd=work)
+    assert auto.returncode == 2 and "--scale auto needs a finished run's eval.json" in auto.stderr
+
+
 def test_eval_bad_data_names_file_row_and_field(trained):
     work, run = trained
     (work / "bad.jsonl").write_text('{"messages": [{"role": "user", "content": "hi"}]}\n')

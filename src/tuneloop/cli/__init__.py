@@ -177,9 +177,25 @@ def _print_summary(run) -> None:
             continue
         table.add_row(key, f"{ev['base']['metrics'][key]:.4f}", f"{tuned:.4f}")
     console.print(table)
+    if ev.get("general"):
+        print_general(ev["general"])
     console.print("time: " + " · ".join(f"{stage} {seconds}s" for stage, seconds in run.timings.items()))
     console.print(f"report: {run.dir.report_file}")
     print_verdict(run)
+
+
+def print_general(general: dict) -> None:
+    from tuneloop.api import general_rows
+
+    seconds = general["seconds"]
+    cached = " (base cached)" if seconds["base_cached"] else f", base {seconds['base']}s"
+    table = Table(title=f"what the fine-tune cost the model · {seconds['finetuned']}s{cached}")
+    for column in ("measure", "base", "fine-tuned", "difference [95%]"):
+        table.add_column(column, justify="left" if column == "measure" else "right")
+    for r in general_rows(general):
+        style = "red" if r["worse"] else None
+        table.add_row(r["what"], r["base"], r["finetuned"], r["difference"], style=style)
+    console.print(table)
 
 
 def print_verdict(run, top: int = 3) -> None:
@@ -189,8 +205,10 @@ def print_verdict(run, top: int = 3) -> None:
     headline = next((f.message for f in diagnosis.findings if f.kind == diagnosis.verdict), "")
     console.print(f"doctor: [bold {colour}]{diagnosis.verdict}[/bold {colour}] · {headline}")
     for f in diagnosis.findings:
-        if f.kind in ("still_improving", "loss_rising_metric_improving", "checkpoint"):
-            console.print(f"  • {f.message}")
+        if f.kind in ("still_improving", "loss_rising_metric_improving", "checkpoint", "forgetting", "adapter_scale"):
+            console.print(f"  • {f.message}", highlight=False)
+        elif f.kind == "balance_kept":
+            console.print(f"  • [green]{f.message}[/green]", highlight=False)
     for r in diagnosis.recommendations[:top]:
         cost = f" (~{r.minutes:g} min of training)" if r.minutes is not None else ""
         console.print(f"  → {r.param}: {r.from_} → {r.to}{cost}: {r.why}")

@@ -34,6 +34,19 @@ def eval_(
     sample: Annotated[bool, typer.Option("--sample", help="Sample (temperature, seed) instead of greedy.")] = False,
     temperature: Annotated[float | None, typer.Option("--temperature")] = None,
     seed: Annotated[int | None, typer.Option("--seed")] = None,
+    scale: Annotated[
+        float,
+        typer.Option("--scale", min=0.0, help="The LoRA adapter's strength (0.5: alpha x 0.5), as serve applies it."),
+    ] = 1.0,
+    general: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--general",
+            help="Also measure what the fine-tune cost the model against its base model: `default` (shipped "
+            "ARC-Easy and PIQA samples) or JSONL files (multiple choice, prompt/completion, or generic "
+            "instructions); repeatable. Leakage and drift on generic instructions come with it.",
+        ),
+    ] = None,
 ) -> None:
     """Task metrics of a fine-tuned run on its test split or on --data: loss, and the metric that fits the task."""
     from tuneloop import api
@@ -48,11 +61,17 @@ def eval_(
             sample=sample,
             temperature=temperature,
             seed=seed,
+            general=None if not general else "default" if general == ["default"] else general,
+            scale=scale,
         )
     table = Table("metric", "value", title=f"{result.run} · {result.data} · {result.n} examples")
     for key, value in result.metrics.items():
         table.add_row(key, f"{value:.4f}")
     console.print(table)
+    if result.general:
+        from tuneloop.cli import print_general
+
+        print_general(result.general)
     console.print(f"per-example results: {result.path}", soft_wrap=True)
 
 

@@ -21,7 +21,7 @@ def serve(
             "--adapter",
             help="NAME=RUN_DIR[@SCALE], repeatable; SCALE is the "
             "adapter's default strength (e.g. 0.5 softens an over-fitted "
-            "adapter).",
+            "adapter; auto: the scale the run measured to keep its task gain with the least general loss).",
         ),
     ] = [],
     host: Annotated[str, typer.Option("--host", help="127.0.0.1: this machine only.")] = "127.0.0.1",
@@ -81,13 +81,13 @@ def export(
     run: Annotated[Path, typer.Argument(help="A finished run directory.")],
     out: Annotated[Path | None, typer.Option("--out", help="Folder to write (default: RUN/export).")] = None,
     scale: Annotated[
-        float,
+        str,
         typer.Option(
             "--scale",
-            min=0.0,
-            help="Bake in an adapter strength, e.g. 0.5 to soften an over-fitted adapter (alpha x 0.5).",
+            help="Bake in an adapter strength, e.g. 0.5 to soften an over-fitted adapter (alpha x 0.5); auto: "
+            "the scale the run measured to keep its task gain with the least general loss.",
         ),
-    ] = 1.0,
+    ] = "1.0",
     gguf: Annotated[bool, typer.Option("--gguf", help="Also write model.gguf (Llama-family models).")] = False,
     gguf_type: Annotated[str, typer.Option("--gguf-type", help="f16 or f32 weights in the GGUF file.")] = "f16",
 ) -> None:
@@ -98,7 +98,8 @@ def export(
     with reported(ValueError, FileNotFoundError):
         result = api.open_run(run).export(out, scale=scale, gguf=gguf, gguf_type=gguf_type, console=console)
     if result.adapter:
-        console.print(f"adapter: {result.adapter}" + (f" (alpha x {scale:g})" if scale != 1 else ""), soft_wrap=True)
+        shown = f" (alpha x {result.scale:g})" if result.scale != 1 else ""
+        console.print(f"adapter: {result.adapter}{shown}", soft_wrap=True)
     console.print(
         f"merged model: {result.merged} (logits match the adapter's within {result.merged_logit_difference:.1e})",
         soft_wrap=True,

@@ -92,14 +92,20 @@ def diagnose_metrics(
     base_metric: float | None = None,
     tuned_metric: float | None = None,
     info: dict | None = None,
+    general: dict | None = None,
+    scale_curve: dict | None = None,
 ) -> Diagnosis:
     """`base_metric`/`tuned_metric`: the task metric on the test split (eval.json); `info`: run.json,
-    which says which checkpoint the saved weights are and how long training took. Preference runs
+    which says which checkpoint the saved weights are and how long training took; `general` and
+    `scale_curve`: what the fine-tune cost the model (eval.json; doctor/balance.py). Preference runs
     (DPO, ORPO) are read by doctor/preference.py."""
+    from tuneloop.doctor.balance import balance_findings  # it builds on this module
     from tuneloop.doctor.preference import diagnose_preference, is_preference  # it builds on this module
 
     if is_preference(records):
-        return diagnose_preference(records, n_validation, info)
+        diagnosis = diagnose_preference(records, n_validation, info)
+        diagnosis.findings += balance_findings(general, scale_curve)
+        return diagnosis
     c = Curves.from_metrics(records)
     noise = _loss_noise(c, n_validation)
     metric = _metric_findings(c)
@@ -124,6 +130,7 @@ def diagnose_metrics(
     if verdict == "healthy":
         findings.insert(0, _healthy(c))
     findings += _data_findings(n_validation, data_report)
+    findings += balance_findings(general, scale_curve)
     summary = curve_summary(c, records)
     keep = _checkpoint(c, info or {}, verdict)
     if keep:
@@ -168,6 +175,8 @@ def diagnose_path(path: str | Path, records: list[dict] | None = None) -> tuple[
         n_validation=info.get("split_sizes", {}).get("validation"),
         data_report=run.data_report(),
         info=info,
+        general=evaluation.get("general"),
+        scale_curve=evaluation.get("scale_curve"),
     )
     return diagnosis, config
 

@@ -28,6 +28,7 @@ MIN_UNDERFIT_RANK = 8  # doubling a rank-2 adapter to 4 barely adds capacity
 # Measured cost of a change, per training step (LOG.md): LoRA dropout's masks cost ~35% of a CPU
 # step; the rank barely matters on CPU (the LoRA products are overhead-bound, not FLOP-bound).
 DROPOUT_STEP_COST = 1.35
+REPLAY = 0.2  # data.replay the doctor proposes against behaviour leakage (bench/results/balance.json)
 
 
 def estimated_minutes(train_seconds: float | None, config: dict | None, changes: dict) -> float | None:
@@ -40,6 +41,8 @@ def estimated_minutes(train_seconds: float | None, config: dict | None, changes:
         changes.get("train.epochs", get_key(config, "train.epochs")),
     )
     factor = epochs_next / epochs_now if isinstance(epochs_now, (int, float)) and epochs_now > 0 else 1.0
+    replay_now = get_key(config, "data.replay") or 0  # replay adds this share of rows to every epoch
+    factor *= (1 + (changes.get("data.replay", replay_now) or 0)) / (1 + replay_now)
     dropout_now = get_key(config, "lora.dropout") or 0
     dropout_next = changes.get("lora.dropout", dropout_now) or 0
     if dropout_next and not dropout_now:
@@ -82,10 +85,11 @@ def recommend(diagnosis: Diagnosis, config: dict | None) -> Diagnosis:
             "undertrained": _undertrained,
             "healthy": _healthy,
         }[diagnosis.verdict](diagnosis, get)
+    changes = _balance(diagnosis, get, changes)
     seconds = diagnosis.summary.get("train_seconds")
     changes = [
         replace(r, minutes=estimated_minutes(seconds, config, {r.param: r.to}))
-        if r.param.split(".")[0] in ("train", "lora") and not isinstance(r.to, str)
+        if (r.param.split(".")[0] in ("train", "lora") or r.param == "data.replay") and not isinstance(r.to, str)
         else r
         for r in changes
     ]
@@ -462,6 +466,66 @@ def _preference(d: Diagnosis, get) -> list[Recommendation]:
             ),
         ]
     return []
+
+
+def _balance(d: Diagnosis, get, changes: list[Recommendation]) -> list[Recommendation]:
+    """When the run cost the model its general behaviour (doctor/balance.py): the adapter scale the
+    scale curve measured, in place of the unmeasured half strength; fewer epochs and a lower
+    learning rate as alternatives that retrain. The verdict's own changes stay as they are."""
+    if not d.has("forgetting"):
+        return changes
+    what = " and ".join(f.message.split(":")[0] for f in d.findings if f.kind == "forgetting")
+    measured = next((f for f in d.findings if f.kind == "adapter_scale"), None)
+    out = [r for r in changes if not (r.param == "serve.adapter_scale" and measured)]
+    if measured and (measured.evidence["scale"] or 1.0) < 1.0:
+        e = measured.evidence
+        out.insert(
+            0,
+            Recommendation(
+                "serve.adapter_scale",
+                1.0,
+                e["scale"],
+                f"{what}: measured, scale {e['scale']:g} keeps {e['gain_kept']:.0%} of the validation gain and "
+                f"cuts the general loss from {e['general_loss_at_1']:g} to {e['general_loss']:g} points "
+                f"(tuneloop serve --scale auto, tuneloop export --scale auto)",
+                applied=False,
+            ),
+        )
+    replay = get("data.replay")
+    if not replay and d.has("behaviour_leakage"):
+        out.append(
+            Recommendation(
+                "data.replay",
+                replay,
+                REPLAY,
+                f"{what}: mix the base model's own answers to generic prompts into training "
+                f"({REPLAY:.0%} of the rows), so it keeps answering unrelated prompts as it did",
+                applied=replay is not None,
+            )
+        )
+    epochs, lr, method = get("train.epochs"), get("train.learning_rate"), get("train.method")
+    if not any(r.param == "train.epochs" and r.applied for r in out) and (epochs is None or epochs > 1):
+        out.append(
+            Recommendation(
+                "train.epochs",
+                epochs,
+                _round(max(1, epochs / 2)) if epochs else "x0.5",
+                f"alternative for {what}: fewer passes over the task specialise the model less",
+                applied=False,
+            )
+        )
+    low, _ = LR_RANGE[lr_family(method)]
+    if lr is None or lr > low:
+        out.append(
+            Recommendation(
+                "train.learning_rate",
+                lr,
+                _round(max(low, lr * 0.5)) if lr else "x0.5",
+                f"alternative for {what}: smaller steps move the weights less far from the base model",
+                applied=False,
+            )
+        )
+    return out
 
 
 def _round(value):

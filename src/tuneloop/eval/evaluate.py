@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
+
+import torch
 
 from tuneloop.config import EvalConfig
 from tuneloop.data import Example
@@ -11,6 +14,23 @@ from tuneloop.eval.loss import answer_loss
 from tuneloop.eval.metrics import choose_metric, confusion, score
 from tuneloop.models.generate import generate_answers
 from tuneloop.models.precision import Precision
+
+
+@contextmanager
+def decoding(model):
+    """Within it, the model answers as evaluation should: SDPA attention and eager layers.
+
+    For cached decoding on CPU, SDPA measured ~30% faster than the eager attention used for training
+    (24 prompts x 48 tokens: 7.1 s vs 9.8 s); training's choice is restored after. Compiled layers
+    (train.compile) run eagerly: every new cache shape would recompile them (Dynamo's limit of 8
+    recompiles was hit within one scale-curve pass before this wrapped it)."""
+    training_attention = model.config._attn_implementation
+    model.set_attn_implementation("sdpa")
+    try:
+        with torch.compiler.set_stance("force_eager"):
+            yield
+    finally:
+        model.set_attn_implementation(training_attention)
 
 
 def generation_set(examples: list[Example], config: EvalConfig) -> list[Example]:

@@ -5,7 +5,8 @@ run directory (evals/<data>.json, compare/<a>-vs-<b>-<data>.json), written atomi
 from __future__ import annotations
 
 import gc
-from contextlib import nullcontext
+import math
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -21,6 +22,8 @@ from tuneloop.eval.evaluate import (
     metric_for,
     side_record,
 )
+from tuneloop.eval.general import cached_base_side, compare_general, load_suite, measure_general
+from tuneloop.models import resolve_model
 from tuneloop.runs import RunDir
 from tuneloop.runs.sides import load_side
 
@@ -42,6 +45,8 @@ class Evaluation:
     confusion: dict | None = None
     examples: list[dict] = field(default_factory=list)
     path: Path | None = None  # where the record was written
+    general: dict | None = None  # with `general`: what the fine-tune cost the model (eval/general.py)
+    scale: float = 1.0  # the LoRA adapter's strength it was evaluated at
 
     def to_dict(self) -> dict:
         return {k: v for k, v in asdict(self).items() if k != "path"}
@@ -90,18 +95,35 @@ def held_out_examples(run: RunDir, config: RunConfig, data: Path | None) -> tupl
     return run.read_split("test"), "test"
 
 
-def evaluate_run(run_path: str | Path, data: str | Path | None = None, *, status=_no_status, **settings) -> Evaluation:
-    """A finished run on its test split or on `data`; `settings`: eval_settings' keywords."""
+def evaluate_run(
+    run_path: str | Path,
+    data: str | Path | None = None,
+    *,
+    status=_no_status,
+    general: str | list[str | Path] | None = None,
+    scale: float = 1.0,
+    **settings,
+) -> Evaluation:
+    """A finished run on its test split or on `data`; `settings`: eval_settings' keywords. `general`
+    ("default" or files, as eval.general takes them): also what the fine-tune cost the model, the
+    base model against the run on those sets, leakage and drift. `scale`: the LoRA adapter's strength
+    (as `tuneloop serve` and `export` apply it)."""
     run = RunDir(Path(run_path))
     config = run.config()
     eval_config = eval_settings(config, **settings)
     examples, name = held_out_examples(run, config, Path(data) if data else None)
     side = load_side(str(run.path), config)
-    with status(f"evaluating {side.name} on {len(examples)} examples"):
+    with adapter_scaled(side.model, scale), status(f"evaluating {side.name} on {len(examples)} examples"):
         result = evaluate_model(
             side.model, side.tokenizer, examples, eval_config, side.precision, train_on=config.data.train_on
         )
+        measured = None
+        if general is not None:
+            with status(f"general ability, leakage and drift: base model and {side.name}"):
+                measured = _general(run, config, side, general)
     gen_set = generation_set(examples, eval_config)
+    if scale != 1.0:
+        name = f"{name}-scale{scale:g}"
     evaluation = Evaluation(
         run=side.name,
         data=str(data) if data else "test split",
@@ -112,9 +134,52 @@ def evaluate_run(run_path: str | Path, data: str | Path | None = None, *, status
         confusion=result.get("confusion"),
         examples=[{**example_record(e), **side_record(result, i)} for i, e in enumerate(gen_set)],
         path=run.eval_record_file(name),
+        general=measured,
+        scale=scale,
     )
     run.write_json(evaluation.path, evaluation.to_dict())
     return evaluation
+
+
+@contextmanager
+def adapter_scaled(model, scale: float):
+    """Within it, a LoRA model's adapters at `scale` times their trained strength."""
+    if scale == 1.0:
+        yield
+        return
+    if not math.isfinite(scale) or scale < 0:
+        raise ValueError(f"--scale {scale}: the adapter's strength must be a finite number >= 0")
+    if not hasattr(model, "disable_adapter"):
+        raise ValueError("--scale applies to LoRA adapters; this run fine-tuned the whole model")
+    from peft.helpers import rescale_adapter_scale
+
+    with rescale_adapter_scale(model, scale):
+        yield
+
+
+def _general(run: RunDir, config: RunConfig, side, spec: str | list) -> dict:
+    """The base model against the run on the general suite `spec`: the base side cached, as in `tuneloop run`."""
+    suite = load_suite(spec if spec in ("default", "none") else [Path(p) for p in spec])
+    autocast = side.precision.autocast_dtype
+    folder = resolve_model(config.model)
+
+    def measure_base() -> dict:
+        if hasattr(side.model, "disable_adapter"):  # LoRA: the same weights without the adapter
+            with side.model.disable_adapter():
+                return measure_general(side.model, side.tokenizer, suite, autocast_dtype=autocast)
+        base = load_side("base", config)
+        try:
+            return measure_general(base.model, base.tokenizer, suite, autocast_dtype=autocast)
+        finally:
+            del base
+            gc.collect()
+
+    base = cached_base_side(folder, side.precision.value, suite, measure_base)
+    tuned = measure_general(
+        side.model, side.tokenizer, suite, autocast_dtype=autocast, reference_answers=base["answers"]
+    )
+    task_answers = [e.answer for e in run.read_split("train") if (e.augmented or {}).get("method") != "replay"]
+    return compare_general(suite, base, tuned, task_answers)
 
 
 def compare_runs(

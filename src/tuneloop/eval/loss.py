@@ -16,7 +16,6 @@ from tuneloop.data.conversation import tokenize_examples
 NLL_BATCH_SIZE = 8
 
 
-@torch.inference_mode()
 def example_nll(
     model,
     tokenizer,
@@ -27,8 +26,24 @@ def example_nll(
     train_on: str = "all_assistant",
 ) -> list[tuple[float, int]]:
     """Per example, in input order: the summed negative log-likelihood of its learned tokens and their count."""
-    device = next(model.parameters()).device
     encoded = [(t.input_ids, t.labels()) for t in tokenize_examples(examples, tokenizer, train_on)]
+    return labelled_nll(
+        model, encoded, pad=tokenizer.pad_token_id, batch_size=batch_size, autocast_dtype=autocast_dtype
+    )
+
+
+@torch.inference_mode()
+def labelled_nll(
+    model,
+    encoded: list[tuple[list[int], list[int]]],
+    *,
+    pad: int,
+    batch_size: int = NLL_BATCH_SIZE,
+    autocast_dtype: torch.dtype | None = None,
+) -> list[tuple[float, int]]:
+    """Per (input ids, labels) pair, in input order: the summed negative log-likelihood of the tokens
+    whose label is not -100, and their count. Rows are batched by length, right-padded."""
+    device = next(model.parameters()).device
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]))  # batches of similar length pad little
     out: list[tuple[float, int]] = [(0.0, 0)] * len(encoded)
     was_training = model.training
@@ -37,7 +52,7 @@ def example_nll(
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
             width = max(len(encoded[i][0]) for i in idx)
-            input_ids = torch.full((len(idx), width), tokenizer.pad_token_id, dtype=torch.long)
+            input_ids = torch.full((len(idx), width), pad, dtype=torch.long)
             labels = torch.full((len(idx), width), -100, dtype=torch.long)
             attention = torch.zeros((len(idx), width), dtype=torch.long)
             for row, i in enumerate(idx):
@@ -47,7 +62,7 @@ def example_nll(
                 attention[row, : len(ids)] = 1
             # Logits only where a label is (as training's loss, train/loss.py): projecting every
             # prompt token onto the 49k vocabulary made this pass ~1.45x slower (quickstart test
-            # split: 9.3 -> 6.4 s for the base model, LOG.md).
+            # split: 9.3 -> 6.4 s for the base model).
             shifted = torch.nn.functional.pad(labels[:, 1:], (0, 1), value=-100)
             keep = shifted != -100
             with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):

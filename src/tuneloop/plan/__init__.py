@@ -17,14 +17,23 @@ def plan_resolved(config, splits, tokenizer, folder, device: str, refresh: bool 
     `evaluate=False`: a run that stops after training (`tuneloop train`, autotune's runs)."""
     from transformers import AutoConfig
 
+    from tuneloop.eval.general import base_side_file, load_suite
     from tuneloop.machine import measurement_file
     from tuneloop.train.memory import free_memory_bytes
 
     if not evaluate:
         splits = Splits(splits.train, splits.validation, [])
     calib, how = calibration(folder, config, device, refresh)
+    cached = evaluate and base_side_file(folder, config.train.precision, load_suite(config.eval.general)).is_file()
     plan = estimate(
-        config, splits, tokenizer, calib, AutoConfig.from_pretrained(folder), device, free_memory_bytes(device)
+        config,
+        splits,
+        tokenizer,
+        calib,
+        AutoConfig.from_pretrained(folder),
+        device,
+        free_memory_bytes(device),
+        base_general_cached=cached,
     )
     plan.calibration = {"file": measurement_file(calib.measured_with).stem, "measured_at": calib.measured_at}
     if found := corrections(plan.calibration["file"], calib.measured_at):

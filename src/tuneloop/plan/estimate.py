@@ -55,7 +55,7 @@ RUNAWAY_ROW = 0.05
 CLOSED_ANSWER_RUNAWAY = {"json_fields": 0.01, "tool_calls": 0.01, "classification": RUNAWAY_ROW}
 
 # The parts of the test evaluation after training (eval_minutes); every other part is training's.
-EVALUATION_PARTS = ("test_loss", "generate_base", "generate_tuned")
+EVALUATION_PARTS = ("test_loss", "generate_base", "generate_tuned", "general_base", "general_tuned")
 
 
 @dataclass
@@ -136,9 +136,17 @@ def train_batches(lengths: list[int], batch_size: int, accumulation: int, seed: 
 
 
 def estimate(
-    config: RunConfig, splits: Splits, tokenizer, calib: Calibration, model_config, device: str, free_bytes: float
+    config: RunConfig,
+    splits: Splits,
+    tokenizer,
+    calib: Calibration,
+    model_config,
+    device: str,
+    free_bytes: float,
+    base_general_cached: bool = False,
 ) -> Plan:
-    """The plan of a run whose `auto` values are resolved (train/auto.py)."""
+    """The plan of a run whose `auto` values are resolved (train/auto.py). `base_general_cached`: the
+    base model's side of the general check is cached (eval/general.py), so only the run's side is priced."""
     from tuneloop.data.tokens import token_lengths
     from tuneloop.eval.evaluate import generation_set, metric_for
     from tuneloop.eval.loss import NLL_BATCH_SIZE
@@ -257,8 +265,18 @@ def estimate(
         }
         forward_tokens += 2 * sum(len(c) * max(c) for c in chunks) + base_prompts + tuned_prompts
         decode_steps += base_steps + tuned_steps
+        general = general_seconds(config, calib, tokenizer)
+        eval_seconds["general_tuned"] = general["side"]
+        eval_seconds["general_base"] = 0.0 if base_general_cached else general["side_base"]
+        if general["curve"]:
+            notes.append(
+                f"if the run costs the model its general behaviour, measuring the adapter scale curve adds "
+                f"~{_minutes(general['curve'] / 60)} (not in the total)"
+            )
         if t.method == "full":  # its base model is evaluated before training changes the weights (pipeline.py)
-            parts["base_evaluation"] = eval_seconds.pop("generate_base") + eval_seconds["test_loss"] / 2
+            parts["base_evaluation"] = (
+                eval_seconds.pop("generate_base") + eval_seconds["test_loss"] / 2 + eval_seconds.pop("general_base")
+            )
             eval_seconds["test_loss"] /= 2
             notes.append("full fine-tuning: the base model is evaluated before training, and counted there")
     activations = batch_activation_bytes(model_config, widest[1], widest[2])  # 16-bit: for a GPU's plan (gpus.py)
@@ -283,6 +301,37 @@ def estimate(
         speed=round(calib.speed, 3),
         notes=notes,
     )
+
+
+def general_seconds(config: RunConfig, calib: Calibration, tokenizer) -> dict[str, float]:
+    """The general check's price (eval/general.py): one side's scored sequences (batched by length, as
+    eval/loss.py does) and its answers to the instructions (every row priced at ANSWER_TOKENS: a base
+    model's prose runs to the limit), then those answers scored. `side_base` with the adapter off.
+    `curve`: the adapter scale curve, measured only when the run loses general ability (LoRA only)."""
+    from tuneloop.eval.general import ANSWER_TOKENS, BATCH_SIZE, load_suite, scored_sequences
+    from tuneloop.eval.scale_curve import MAX_ROWS
+
+    suite = load_suite(config.eval.general)
+    scored, prompts = scored_sequences(suite, tokenizer)
+    forwards = sum(calib.evaluation_seconds(len(c), max(c)) for c in _chunks(scored, BATCH_SIZE, sort=True))
+    batches = _chunks(prompts, BATCH_SIZE, sort=True)
+    answers = sum(calib.evaluation_seconds(len(b), max(b) + ANSWER_TOKENS) for b in batches)
+
+    def side(base: bool) -> float:
+        generate = sum(calib.generate_seconds(len(b), max(b), ANSWER_TOKENS, base=base) for b in batches)
+        return forwards + generate + answers
+
+    curve = 0.0
+    if config.train.method != "full" and config.eval.scale_curve:
+        e = config.eval
+        limit = e.max_new_tokens if isinstance(e.max_new_tokens, int) else 128
+        rows = min(MAX_ROWS, config.train.metric_rows or MAX_ROWS)
+        per_scale = sum(
+            calib.generate_seconds(len(b), 64, limit) for b in _chunks([0] * rows, e.batch_size, sort=False)
+        )
+        scales = len(e.scale_curve)
+        curve = (scales + 2) * per_scale + scales * side(base=False)
+    return {"side": side(base=False), "side_base": side(base=True), "curve": curve}
 
 
 def _chunks(lengths: list[int], size: int, sort: bool) -> list[list[int]]:

@@ -7,7 +7,8 @@ import html
 from pathlib import Path
 
 from tuneloop.config import LOWER_IS_BETTER
-from tuneloop.report.plots import loss_curve_png
+from tuneloop.eval.general import general_rows
+from tuneloop.report.plots import loss_curve_png, scale_curve_png
 from tuneloop.runs import RunDir
 
 STYLE = """
@@ -124,9 +125,49 @@ def _evaluation_section(evaluation: dict | None) -> str:
         f"metric: {_e(evaluation.get('metric'))})</h2>"
         "<table><tr><th>metric</th><th>base</th><th>fine-tuned</th><th>change</th><th>interval</th><th>p</th></tr>"
         f"{''.join(rows)}</table>{summary}"
+        + _general_section(evaluation.get("general"), evaluation.get("scale_curve"))
         + _confusion_section(evaluation.get("confusion", {}).get("finetuned"))
         + _examples_section(evaluation, comparison)
     )
+
+
+def _general_section(general: dict | None, curve: dict | None) -> str:
+    """What the fine-tune cost the model: the measures, generic prompts side by side, the scale curve."""
+    if not general:
+        return ""
+    rows = "".join(
+        f"<tr><td>{_e(r['what'])}</td><td>{_e(r['base'])}</td><td>{_e(r['finetuned'])}</td>"
+        f"<td class='{'worse' if r['worse'] else ''}'>{_e(r['difference'])}</td></tr>"
+        for r in general_rows(general)
+    )
+    answers = "".join(
+        f"<tr class='{'bad' if e['leaked'] else ''}'><td>{_e(e['prompt'])}</td><td><pre>{_e(e['base'])}</pre></td>"
+        f"<td><pre>{_e(e['finetuned'])}</pre></td></tr>"
+        for e in general["leakage"]["examples"][:8]
+    )
+    out = (
+        "<h2>What the fine-tune cost the model (base vs fine-tuned, paired 95% intervals)</h2>"
+        "<table><tr><th>measure</th><th>base</th><th>fine-tuned</th><th>difference [95%]</th></tr>"
+        f"{rows}</table><p class='muted'>Generic prompts, unrelated to the task (red: answered in the task's form, "
+        f"{_e(general['leakage']['form'])}):</p><table><tr><th>prompt</th><th>base</th><th>fine-tuned</th></tr>"
+        f"{answers}</table>"
+    )
+    if curve:
+        png = base64.b64encode(scale_curve_png(curve)).decode()
+        r = curve.get("recommended")
+        chosen = (
+            f"recommended scale <b>{r['scale']:g}</b>: {r['gain_kept']:.0%} of the validation gain kept, general "
+            f"loss {r['general_loss']:g} points against {r['general_loss_at_1']:g} at scale 1 "
+            "(<code>tuneloop serve --adapter NAME=RUN@auto</code>, <code>tuneloop export RUN --scale auto</code>)"
+            if r
+            else "no scale keeps a validation gain: the adapter gained nothing there"
+        )
+        out += (
+            f"<h2>Adapter scale, measured ({curve['rows']} validation rows, {curve['seconds']} s)</h2>"
+            f"<img alt='task metric and general loss against the adapter scale' src='data:image/png;base64,{png}'>"
+            f"<p>{chosen}</p>"
+        )
+    return out
 
 
 def _examples_section(evaluation: dict, comparison: dict) -> str:

@@ -90,3 +90,22 @@ def validation_curves_png(curves: dict[str, list[dict]]) -> bytes:
     ax.set_yscale("log")  # a diverged run's losses would flatten every other curve
     ax.legend(fontsize=8)
     return _png(plt, fig, ax)
+
+
+def scale_curve_png(curve: dict) -> bytes:
+    """The adapter scale curve: the validation task metric and the general loss (points) at each scale."""
+    plt, fig, ax = _axes(3.0)
+    points = curve["points"]
+    scales = [p["scale"] for p in points]
+    ax.plot(scales, [p["task"] for p in points], color="#2a9d5b", marker="s", label=f"validation {curve['metric']}")
+    ax.set_xlabel("adapter scale (0 = the base model, 1 = as trained)")
+    ax.set_ylabel(curve["metric"])
+    right = ax.twinx()
+    right.plot(scales, [p["general_loss"] for p in points], color="#b3261e", marker="o", label="general loss (points)")
+    right.set_ylabel("general loss: leakage rise + score drop (points)")
+    if curve.get("recommended"):
+        ax.axvline(curve["recommended"]["scale"], color="#555", linestyle="--", linewidth=1, label="recommended")
+    lines, labels = ax.get_legend_handles_labels()
+    more_lines, more_labels = right.get_legend_handles_labels()
+    ax.legend(lines + more_lines, labels + more_labels, fontsize=8)
+    return _png(plt, fig, ax)

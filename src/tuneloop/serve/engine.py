@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
+from tuneloop.eval.scale_curve import recommended_scale
 from tuneloop.models import choose_precision, load_model, load_tokenizer, resolve_model
 from tuneloop.models.generate import contiguous_lm_head, left_padded
 from tuneloop.models.precision import default_device
@@ -92,7 +93,8 @@ def resolve_adapter(name: str, target: str, scale: float = 1.0) -> AdapterSpec:
 
 
 def parse_adapter(spec: str) -> AdapterSpec:
-    """NAME=RUN_OR_PATH[@SCALE], as `tuneloop serve --adapter` takes it."""
+    """NAME=RUN_OR_PATH[@SCALE], as `tuneloop serve --adapter` takes it; SCALE `auto` is the scale
+    the run's scale curve measured (eval/scale_curve.py)."""
     name, sep, target = spec.partition("=")
     if not sep or not name or not target:
         raise ValueError(f"--adapter {spec!r}: expected NAME=RUN_DIR or NAME=RUN_DIR@SCALE")
@@ -100,9 +102,10 @@ def parse_adapter(spec: str) -> AdapterSpec:
     if "@" in target:
         target, _, raw = target.rpartition("@")
         try:
-            scale = float(raw)
-        except ValueError:
-            raise ValueError(f"--adapter {spec!r}: scale {raw!r} is not a number") from None
+            scale = recommended_scale(RunDir(Path(target))) if raw == "auto" else float(raw)
+        except ValueError as e:
+            why = str(e) if raw == "auto" else f"scale {raw!r} is not a number"
+            raise ValueError(f"--adapter {spec!r}: {why}") from None
     return resolve_adapter(name, target, scale)
 
 

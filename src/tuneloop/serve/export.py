@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from tuneloop.eval.scale_curve import recommended_scale
 from tuneloop.models import Precision, load_model, load_tokenizer, resolve_model
 from tuneloop.runs import RunDir
 
@@ -34,19 +35,22 @@ class Export:
     merged_logit_difference: float
     gguf: Path | None = None
     gguf_logit_difference: float | None = None
+    scale: float = 1.0  # the adapter strength baked in
 
 
 def export_run(
     run: RunDir,
     out: Path | None = None,
     *,
-    scale: float = 1.0,
+    scale: float | str = 1.0,
     gguf: bool = False,
     gguf_type: str = "f16",
     status=lambda message: nullcontext(),
 ) -> Export:
-    """The adapter (with `scale` baked in), the merged model and optionally GGUF, each checked against
-    the run's own model; a check that fails is an error, not a warning."""
+    """The adapter (with `scale` baked in; "auto": the scale the run's scale curve measured), the
+    merged model and optionally GGUF, each checked against the run's own model; a check that fails
+    is an error, not a warning."""
+    scale = adapter_scale(run, scale)
     if gguf_type not in ("f16", "f32"):
         raise ValueError(f"gguf type {gguf_type!r}: use f16 or f32")
     if not math.isfinite(scale) or scale < 0:
@@ -61,7 +65,7 @@ def export_run(
         merged = export_merged(run, out / "merged", adapter)
     if not merged["max_logit_difference"] <= MERGE_TOLERANCE:  # `not <=`: a NaN difference fails too
         raise ValueError(f"the merged model's logits differ from the adapter's by {merged['max_logit_difference']}")
-    result = Export(adapter, Path(merged["path"]), merged["max_logit_difference"])
+    result = Export(adapter, Path(merged["path"]), merged["max_logit_difference"], scale=scale)
     if gguf:
         with status("writing GGUF and loading it back"):
             written = export_gguf(out / "merged", out / "model.gguf", gguf_type)
@@ -69,6 +73,16 @@ def export_run(
             raise ValueError(f"model.gguf loads back with logits off by {written['max_logit_difference']:.3f}")
         result.gguf, result.gguf_logit_difference = Path(written["path"]), written["max_logit_difference"]
     return result
+
+
+def adapter_scale(run: RunDir, scale: float | str) -> float:
+    """A number as it is; "auto": the scale the run's scale curve recommends (eval/scale_curve.py)."""
+    if scale == "auto":
+        return recommended_scale(run)
+    try:
+        return float(scale)
+    except ValueError:
+        raise ValueError(f"--scale {scale!r}: a number >= 0, or auto") from None
 
 
 def export_adapter(run: RunDir, out: Path, scale: float = 1.0) -> Path:

@@ -9,6 +9,7 @@ from tuneloop.config import ConfigError, headline
 from tuneloop.doctor import diagnose_metrics, diagnose_path, recommend
 from tuneloop.doctor.curves import Curves
 from tuneloop.eval.compare import compare_outputs
+from tuneloop.eval.general import general_rows
 from tuneloop.runs import RunDir
 from tuneloop.runs.store import RunFileDamaged
 
@@ -120,6 +121,8 @@ def detail(run: RunDir) -> dict:
     if any("eval_loss" in m for m in metrics) and info["status"] != "damaged":
         found, run_config = diagnose_path(run.path, metrics)
         diagnosis = recommend(found, run_config).to_dict()
+    evaluation = read_json(run.eval_file)
+    general = (evaluation or {}).get("general")
     return {
         "id": run.id,
         "info": info,
@@ -127,7 +130,8 @@ def detail(run: RunDir) -> dict:
         "metrics": metrics,
         "diagnosis": diagnosis,
         "data_report": read_json(run.data_report_file),
-        "evaluation": read_json(run.eval_file),
+        "evaluation": evaluation,
+        "general_rows": general_rows(general) if general else None,  # what the fine-tune cost the model
     }
 
 
