@@ -11,6 +11,7 @@ general ability beyond noise. Cases:
   quickstart_8   the quickstart at the 8 epochs autotune reaches (bench/doctor_real.py)
   banking77      20 messages per intent (1,540 rows) from ../shared/datasets/banking77, the message
                  as the prompt and the intent as the answer, every other setting tuneloop's default
+  *_replay       the same with data.replay: 0.2 (the doctor's proposal against behaviour leakage)
 Recorded per case: the test task metric base and fine-tuned (paired bootstrap interval), the general
 score, leakage and drift with their intervals, the scale curve and the recommended scale; then the
 test split and the general check again at the recommended scale (`tuneloop eval --scale S
@@ -50,6 +51,15 @@ def quickstart(work: Path, epochs: int):
     return config
 
 
+def with_replay(make, share: float):
+    def config(work: Path):
+        c = make(work)
+        c.data.replay = share
+        return c
+
+    return config
+
+
 def banking77(work: Path):
     by_label: dict[str, list[dict]] = defaultdict(list)
     with open(DATASETS / "banking77" / "train.csv", newline="", encoding="utf-8") as f:
@@ -64,8 +74,10 @@ def banking77(work: Path):
 
 CASES = {
     "quickstart_1": lambda work: quickstart(work, 1),
-    "quickstart_8": lambda work: quickstart(work, 8),
+    "quickstart_1_replay": with_replay(lambda work: quickstart(work, 1), 0.2),
     "banking77": banking77,
+    "banking77_replay": with_replay(banking77, 0.2),
+    "quickstart_8": lambda work: quickstart(work, 8),
 }
 
 
@@ -143,6 +155,25 @@ def run_case(name: str, work: Path) -> dict:
     return result
 
 
+def replay_effects(cases: dict) -> dict:
+    """What data.replay cost on the task and saved in general loss: each case against its _replay twin
+    (the test task metric in points; the general loss, leakage rise plus score drop, in points)."""
+    out = {}
+    for name, plain in cases.items():
+        replayed = cases.get(f"{name}_replay")
+        if replayed is None:
+            continue
+        drop = round(100 * (plain["task"]["finetuned"] - replayed["task"]["finetuned"]), 2)
+        before, after = plain["general"]["general_loss_points"], replayed["general"]["general_loss_points"]
+        out[name] = {
+            "task_drop_points": drop,
+            "general_loss_points": [before, after],
+            "leakage": [plain["general"]["leakage"]["finetuned"], replayed["general"]["leakage"]["finetuned"]],
+            "bar": {"task_within_2_points": drop <= 2.0, "general_loss_at_least_halved": after <= 0.5 * before},
+        }
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--case", choices=sorted(CASES), action="append", help="run only these cases")
@@ -155,7 +186,7 @@ def main() -> None:
         for name in args.case or list(CASES):
             print(f"== {name}", flush=True)
             cases[name] = run_case(name, Path(tmp) / name)
-            save("balance", {"cases": cases})
+            save("balance", {"cases": cases, "replay": replay_effects(cases)})
     print(
         json.dumps(
             {n: {k: c.get(k) for k in ("task", "bar", "general_check_share_of_wall")} for n, c in cases.items()},

@@ -43,7 +43,7 @@ from tuneloop.train.preference import (
     record_preference_accuracy,
     to_preference_rows,
 )
-from tuneloop.train.replay import is_replay, with_replay
+from tuneloop.train.replay import with_replay
 from tuneloop.train.speed import compile_layers
 from tuneloop.train.task_eval import continuous_evaluation, record_selection
 from tuneloop.train.trackers import check_trackers, run_trackers
@@ -238,7 +238,7 @@ def _train_and_evaluate(job: Job, console: Console, timings: dict, t0: float, ca
                 status=console.status,
                 train_on=config.data.train_on,
                 general=job.general,
-                task_answers=[e.answer for e in job.splits.train if not is_replay(e)],
+                task_answers=[e.answer for e in job.splits.train if not e.replayed],
                 model_folder=job.folder,
                 validation=None if full else job.splits.validation,
             )

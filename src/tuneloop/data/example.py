@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field, replace
 
+REPLAY = "replay"  # the `augmented` method of data.replay's rows
+
 
 def call_text(call: dict) -> str:
     """A tool call as the model writes it when its chat template has no tool syntax (Hermes style)."""
@@ -44,6 +46,11 @@ class Example:
     @property
     def prompt(self) -> list[dict]:
         return self.messages[:-1]
+
+    @property
+    def replayed(self) -> bool:
+        """A general row data.replay mixed into training (train/replay.py), not a row of the task."""
+        return bool(self.augmented) and self.augmented.get("method") == REPLAY
 
     @property
     def answer(self) -> str:

@@ -21,6 +21,7 @@ import yaml
 
 from tuneloop.config import LR_RANGE, LR_USUAL, config_from_dict, get_key, lr_family, set_key
 from tuneloop.doctor.diagnose import Diagnosis
+from tuneloop.train.preference import PREFERENCE_METHODS
 
 MAX_RANK = 64
 MAX_EPOCHS = 10
@@ -492,7 +493,7 @@ def _balance(d: Diagnosis, get, changes: list[Recommendation]) -> list[Recommend
             ),
         )
     replay = get("data.replay")
-    if not replay and d.has("behaviour_leakage"):
+    if not replay and d.has("behaviour_leakage") and get("train.method") not in PREFERENCE_METHODS:
         out.append(
             Recommendation(
                 "data.replay",

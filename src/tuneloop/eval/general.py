@@ -39,7 +39,10 @@ DEFAULT_SUITE = Path(__file__).resolve().parents[1] / "presets" / "general"
 DEFAULT_FILES = ("arc_easy.jsonl", "piqa.jsonl", "instructions.jsonl")  # replay_prompts.jsonl is train/replay.py's
 ANSWER_TOKENS = 32  # enough to see an answer's form and score its drift; the general check's main cost
 Z95 = 1.96
-BATCH_SIZE = 16
+# Rows per forward and per decoding batch. On 2 cores (AMD EPYC, bf16) 48 rows scored ARC-Easy's
+# 400 choices in ~half the time 16 did, and the 40 instructions in one batch decoded 2.2x as fast
+# as in three of 16: this small model's steps are bound by per-call overhead, not arithmetic.
+BATCH_SIZE = 48
 
 
 class GeneralDataError(ValueError):
@@ -153,7 +156,7 @@ def measure_general(
         tokenizer,
         prompts,
         max_new_tokens=ANSWER_TOKENS,
-        batch_size=batch_size,
+        batch_size=max(batch_size, len(prompts)),  # one batch: see BATCH_SIZE
         autocast_dtype=autocast_dtype,
     )
     reference = reference_answers if reference_answers is not None else side["answers"]

@@ -178,7 +178,7 @@ def _general(run: RunDir, config: RunConfig, side, spec: str | list) -> dict:
     tuned = measure_general(
         side.model, side.tokenizer, suite, autocast_dtype=autocast, reference_answers=base["answers"]
     )
-    task_answers = [e.answer for e in run.read_split("train") if (e.augmented or {}).get("method") != "replay"]
+    task_answers = [e.answer for e in run.read_split("train") if not e.replayed]
     return compare_general(suite, base, tuned, task_answers)
 
 

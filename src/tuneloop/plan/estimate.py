@@ -196,7 +196,9 @@ def estimate(
         calib.trainable_parameters * 4 / calib.disk_bytes_per_second
     )
     forward_tokens = decode_steps = 0
-    answers = sorted(train_len.learned)  # what the fine-tuned model learned to write, in tokens
+    # what the fine-tuned model learned to write for the task, in tokens (data.replay's rows are not the task)
+    task_rows = [i for i, e in enumerate(splits.train) if not e.replayed]
+    answers = sorted(train_len.learned[i] for i in task_rows)
     if val_len is not None and val_len.total:
         passes = steps // every + (1 if steps % every else 0)
         chunks = _chunks(val_len.total, t.batch_size, sort=False)
@@ -314,7 +316,7 @@ def general_seconds(config: RunConfig, calib: Calibration, tokenizer) -> dict[st
     suite = load_suite(config.eval.general)
     scored, prompts = scored_sequences(suite, tokenizer)
     forwards = sum(calib.evaluation_seconds(len(c), max(c)) for c in _chunks(scored, BATCH_SIZE, sort=True))
-    batches = _chunks(prompts, BATCH_SIZE, sort=True)
+    batches = [sorted(prompts)]  # the instructions decode in one batch (eval/general.py)
     answers = sum(calib.evaluation_seconds(len(b), max(b) + ANSWER_TOKENS) for b in batches)
 
     def side(base: bool) -> float:

@@ -70,8 +70,9 @@ def resolve_auto(
     n_train = len(splits.train)
     config = config.model_copy(deep=True)
     if config.eval.max_new_tokens == "auto":  # from the answers training sees, never the test split's
+        # data.replay's general rows are not the task: their long prose would raise every test answer's budget
         config.eval.max_new_tokens = answer_token_budget(
-            tokenizer, [e.answer for e in splits.train + splits.validation]
+            tokenizer, [e.answer for e in splits.train + splits.validation if not e.replayed]
         )
     train = config.train
     model_config = AutoConfig.from_pretrained(folder)

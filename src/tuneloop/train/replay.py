@@ -17,22 +17,19 @@ import random
 from dataclasses import replace
 from pathlib import Path
 
-from tuneloop.config import RunConfig
+from tuneloop.config import ConfigError, RunConfig
 from tuneloop.data import Example, Splits
+from tuneloop.data.example import REPLAY
 from tuneloop.data.prepare import load_from_config
 from tuneloop.eval.evaluate import decoding
 from tuneloop.eval.general import DEFAULT_SUITE, Suite, cached_base_side
 from tuneloop.models import load_model
 from tuneloop.models.generate import generate_answers
 from tuneloop.models.precision import choose_precision
+from tuneloop.train.preference import PREFERENCE_METHODS
 
 PROMPTS = DEFAULT_SUITE / "replay_prompts.jsonl"
 ANSWER_TOKENS = 96  # whole answers to learn from, not the general check's short probes
-REPLAY = "replay"
-
-
-def is_replay(example: Example) -> bool:
-    return bool(example.augmented) and example.augmented.get("method") == REPLAY
 
 
 def replay_count(config: RunConfig, train_rows: int) -> int:
@@ -44,6 +41,11 @@ def with_replay(config: RunConfig, splits: Splits, folder: Path, tokenizer, devi
     wanted = replay_count(config, len(splits.train))
     if wanted == 0:
         return splits, {}
+    if config.train.method in PREFERENCE_METHODS:
+        raise ConfigError(
+            f"data.replay adds answers to learn, not preference pairs: use it with train.method lora or full, "
+            f"not {config.train.method}"
+        )
     if config.data.replay_data is not None:
         pool = load_from_config(config.data.model_copy(update={"path": config.data.replay_data})).examples
         source = str(config.data.replay_data)

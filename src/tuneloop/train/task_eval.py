@@ -202,7 +202,7 @@ def continuous_evaluation(config: RunConfig, splits: Splits, tokenizer, precisio
         return None
     return TaskEvaluator(
         splits.validation,
-        splits.train,
+        [e for e in splits.train if not e.replayed],  # the task's rows: data.replay's are not scored
         tokenizer,
         config.eval,
         precision,
