@@ -162,10 +162,12 @@ def autotune(
     max_runs: int | None = None,
     max_minutes: float | None = None,
     select: str = "auto",
+    max_general_drop: float | None = None,
     console: Console | None = None,
 ) -> Autotune:
     """`tuneloop autotune`: run, diagnose, apply the doctor's advice, rerun, within the budget (4 runs
-    when neither is given), then test base, first and best run once."""
+    when neither is given), then test base, first and best run once. `max_general_drop`: the points of
+    general loss (leakage rise + general score drop) a run may cost and still be kept as the best."""
     from tuneloop.tune import autotune as run_autotune
 
     if max_runs is None and max_minutes is None:
@@ -176,6 +178,7 @@ def autotune(
         max_minutes=max_minutes,
         select=select,
         console=console or Console(),
+        max_general_drop=max_general_drop,
     )
 
 

@@ -149,6 +149,13 @@ def test_quickstart_on_smollm2(tmp_path):
     base, tuned = evaluation["base"]["metrics"], evaluation["finetuned"]["metrics"]
     assert tuned["field_accuracy"] >= base["field_accuracy"] + 0.5
     assert tuned["loss"] < 0.5 * base["loss"]
+    # The other side of the balance: after one epoch the adapter answers most generic prompts in JSON
+    # (36 of 40 in bench/results/balance.json; the base model 1), and the doctor says so, with the cure.
+    leakage = evaluation["general"]["leakage"]
+    assert leakage["finetuned"] >= 0.5 and leakage["low"] > 0 and leakage["base"] <= 0.1
+    assert [p["scale"] for p in evaluation["scale_curve"]["points"]] == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert "behaviour leakage" in result.stdout and "data.replay" in result.stdout
+    assert "replay: 0.2" in (run / "next.yaml").read_text()
 
 
 def test_run_on_csv_columns_with_dedup_and_stratified_labels(tmp_path, tiny_model):

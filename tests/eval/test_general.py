@@ -20,7 +20,7 @@ from tuneloop.eval.general import (
 
 def test_the_default_suite_is_shipped_with_its_notice():
     suite = load_suite("default")
-    assert [(s.name, s.kind, len(s.rows)) for s in suite.sets] == [("arc_easy", "choice", 100), ("piqa", "choice", 100)]
+    assert [(s.name, s.kind, len(s.rows)) for s in suite.sets] == [("arc_easy", "choice", 60), ("piqa", "choice", 60)]
     assert len(suite.instructions) == 40 and "What is the capital of France?" in suite.instructions
     assert "CC BY-SA 4.0" in (DEFAULT_SUITE / "NOTICE.md").read_text()
     assert load_suite("none").sets == [] and load_suite("none").instructions == suite.instructions

@@ -41,6 +41,37 @@ def test_best_attempt_by_validation_loss_or_by_metric():
     assert Autotune(None, "metric", [a, b]).best is a  # ...lower loss wins
 
 
+@pytest.mark.parametrize(
+    "limit, best",
+    [
+        (None, "b"),  # no limit: the better task metric, whatever it cost
+        (50.0, "a"),  # b lost 80 points of general ability: over the limit, not kept
+        (90.0, "b"),
+        (5.0, None),  # neither kept the balance
+    ],
+)
+def test_max_general_drop_keeps_only_runs_that_kept_the_balance(limit, best):
+    a = Attempt(0, "a", None, {}, [], best_val_loss=1.0, metric="exact_match", metric_value=0.5, general_loss=20.0)
+    b = Attempt(1, "b", "a", {}, [], best_val_loss=1.2, metric="exact_match", metric_value=0.7, general_loss=80.0)
+    tune = Autotune(None, "metric", [a, b], max_general_drop=limit)
+    assert (tune.best.run if tune.best else None) == best
+    assert tune.to_dict()["max_general_drop"] == limit
+
+
+def test_replay_is_a_change_autotune_can_try():
+    diagnosis = Diagnosis(
+        "healthy",
+        [],
+        recommendations=[
+            Recommendation("train.epochs", 1, 2, "why"),
+            Recommendation("data.replay", 0.0, 0.2, "why"),
+            Recommendation("train.learning_rate", 8e-4, 4e-4, "why", applied=False),
+        ],
+    )
+    [main, alternative] = _proposals(diagnosis, {}, "runs/a", None)
+    assert main[0] == {"train.epochs": 2, "data.replay": 0.2} and alternative[0] == {"train.learning_rate": 4e-4}
+
+
 def test_autotune_cli_follows_the_doctor_out_of_underfitting(tmp_path, tiny_model):
     write_tickets(tmp_path / "d.jsonl", 60)
     (tmp_path / "u.yaml").write_text(f"""
@@ -87,6 +118,9 @@ def test_autotune_selects_by_the_validation_metric_and_tests_base_first_and_best
     assert {"base", "first", "best"} <= set(test) and test["first"]["run"] == first["run"]
     assert test["best"]["run"] == lineage["best_run"]
     assert all(0 <= test[k]["metrics"]["field_accuracy"] <= 1 for k in ("base", "first", "best"))
+    # every attempt measured for what it cost the model; the base model, by definition, nothing
+    assert all(a["general_loss"] >= 0 and 0 <= a["leakage"] <= 1 for a in lineage["attempts"])
+    assert test["base"]["general_loss"] == 0.0 and test["first"]["general_loss"] == first["general_loss"]
     assert all(f"│ {label} " in result.stdout for label in ("base", "first", "best"))  # the test-split table
     assert "base model → first run → best run" in (home / "report.html").read_text()
     bad = tuneloop("autotune", "m.yaml", "--select", "vibes", cwd=tmp_path, timeout=120)

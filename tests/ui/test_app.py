@@ -62,7 +62,7 @@ def test_run_page_shows_what_the_fine_tune_cost(client, ui_store):
     evaluation = json.loads((runs["good"] / "eval.json").read_text())
     page = client.get(f"/runs/{runs['good'].name}").text
     assert "What the fine-tune cost the model" in page and "Generic prompts side by side" in page
-    assert "general score: acc_norm over 200 items" in page and "What is the capital of France?" in page
+    assert "general score: acc_norm over 120 items" in page and "What is the capital of France?" in page
     assert ('id="scale"' in page) == ("scale_curve" in evaluation)  # drawn exactly when it was measured
 
 

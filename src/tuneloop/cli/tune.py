@@ -39,6 +39,16 @@ def autotune(
             "has one. Never by the test split.",
         ),
     ] = "auto",
+    max_general_drop: Annotated[
+        float | None,
+        typer.Option(
+            "--max-general-drop",
+            min=0.0,
+            help="Keep the balance: a run that cost the model more than this many points of general loss "
+            "(generic prompts answered in the task's form, plus the general score's drop, against the base "
+            "model) is not kept as the best.",
+        ),
+    ] = None,
     set_: Overrides = [],
 ) -> None:
     """Run, diagnose, apply the doctor's recommendation, rerun — past "healthy" while the budget lasts — then
@@ -50,7 +60,14 @@ def autotune(
     tune = config_job(
         config,
         set_,
-        lambda cfg: api.autotune(cfg, max_runs=max_runs, max_minutes=max_minutes, select=select, console=console),
+        lambda cfg: api.autotune(
+            cfg,
+            max_runs=max_runs,
+            max_minutes=max_minutes,
+            select=select,
+            max_general_drop=max_general_drop,
+            console=console,
+        ),
     )
     by_metric = tune.select == "metric"
     table = Table(
@@ -60,6 +77,7 @@ def autotune(
         "verdict",
         "best val loss",
         *(["val metric"] if by_metric else []),
+        "general loss",
         "min",
         title=f"autotune · selected by {tune.select} · stopped: {tune.stopped_because}",
     )
@@ -73,6 +91,7 @@ def autotune(
             a.verdict,
             f"{a.best_val_loss:.4f}" if a.best_val_loss is not None else "-",
             *([f"{a.metric} {a.metric_value:.4f}" if a.metric else "-"] if by_metric else []),
+            ("-" if a.general_loss is None else f"{a.general_loss:g}") + ("" if tune.eligible(a) else " (over)"),
             f"{a.seconds / 60:.1f}",
         )
     console.print(table)
@@ -84,9 +103,12 @@ def autotune(
     if tune.test:
         t = tune.test
         keys = [k for k in t["best"]["metrics"] if k in ("loss", t["key"])]
-        result = Table("test split", *keys, title=f"test split ({t['n']}): base → first → best")
+        result = Table("test split", *keys, "general loss", title=f"test split ({t['n']}): base → first → best")
         for label in ("base", "first", "best"):
-            result.add_row(label, *(f"{t[label]['metrics'][k]:.4f}" for k in keys))
+            general = t[label].get("general_loss")
+            result.add_row(
+                label, *(f"{t[label]['metrics'][k]:.4f}" for k in keys), "-" if general is None else f"{general:g}"
+            )
         console.print(result)
     if best:
         console.print(f"best: {best.run}  ·  lineage: {tune.path / 'report.html'}", soft_wrap=True)

@@ -494,7 +494,10 @@ def _balance(d: Diagnosis, get, changes: list[Recommendation]) -> list[Recommend
         )
     replay = get("data.replay")
     if not replay and d.has("behaviour_leakage") and get("train.method") not in PREFERENCE_METHODS:
-        out.append(
+        # right after the verdict's own applied changes: shown among the top ones, as next.yaml applies it
+        at = max((i + 1 for i, r in enumerate(out) if r.applied), default=0)
+        out.insert(
+            at,
             Recommendation(
                 "data.replay",
                 replay,
@@ -502,7 +505,7 @@ def _balance(d: Diagnosis, get, changes: list[Recommendation]) -> list[Recommend
                 f"{what}: mix the base model's own answers to generic prompts into training "
                 f"({REPLAY:.0%} of the rows), so it keeps answering unrelated prompts as it did",
                 applied=replay is not None,
-            )
+            ),
         )
     epochs, lr, method = get("train.epochs"), get("train.learning_rate"), get("train.method")
     if not any(r.param == "train.epochs" and r.applied for r in out) and (epochs is None or epochs > 1):

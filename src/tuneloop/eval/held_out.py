@@ -141,6 +141,19 @@ def evaluate_run(
     return evaluation
 
 
+def run_general(run_path: str | Path, general: str | list[str | Path] = "default") -> dict:
+    """What a finished (or trained) run cost its base model on `general` (eval.json's `general` shape),
+    without its test split: autotune measures every attempt so."""
+    run = RunDir(Path(run_path))
+    config = run.config()
+    side = load_side(str(run.path), config)
+    try:
+        return _general(run, config, side, general)
+    finally:
+        del side
+        gc.collect()
+
+
 @contextmanager
 def adapter_scaled(model, scale: float):
     """Within it, a LoRA model's adapters at `scale` times their trained strength."""

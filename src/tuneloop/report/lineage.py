@@ -6,7 +6,7 @@ import base64
 from pathlib import Path
 
 from tuneloop.report.html import STYLE, _e, _fmt
-from tuneloop.report.plots import validation_curves_png
+from tuneloop.report.plots import balance_png, validation_curves_png
 from tuneloop.runs import RunDir
 
 
@@ -16,15 +16,29 @@ def _test_section(test: dict) -> str:
         return ""
     keys = [k for k in test["best"]["metrics"] if k in ("loss", test.get("key"))]
     rows = "".join(
-        f"<tr><td>{label}</td>" + "".join(f"<td>{_fmt(test[label]['metrics'].get(k))}</td>" for k in keys) + "</tr>"
+        f"<tr><td>{label}</td>"
+        + "".join(f"<td>{_fmt(test[label]['metrics'].get(k))}</td>" for k in keys)
+        + f"<td>{_fmt(test[label].get('general_loss'))}</td></tr>"
         for label in ("base", "first", "best")
     )
-    head = "".join(f"<th>{_e(k)}</th>" for k in keys)
+    head = "".join(f"<th>{_e(k)}</th>" for k in keys) + "<th>general loss (points)</th>"
     return (
         f"<h2>Test split ({_e(test.get('n'))} examples): base model → first run → best run</h2>"
         f"<table><tr><th></th>{head}</tr>{rows}</table>"
         "<p class='muted'>runs were chosen on the validation split; the test split was evaluated once, "
         "at the end</p>"
+    )
+
+
+def _balance_section(tune: dict) -> str:
+    """Task gain against general loss across the attempts: where the search found both kept."""
+    points = [a for a in tune["attempts"] if a.get("general_loss") is not None and a.get("metric_value") is not None]
+    if not points:
+        return ""
+    png = base64.b64encode(balance_png(points, tune.get("max_general_drop"))).decode()
+    return (
+        "<h2>Task against general loss, every attempt</h2>"
+        f"<img alt='validation task metric against general loss' src='data:image/png;base64,{png}'>"
     )
 
 
@@ -46,7 +60,8 @@ def render_lineage(tune: dict) -> str:
             f"<tr class='{'ok' if a['run'] == best else ''}'><td>{a['index'] + 1}</td>"
             f"<td><a href='../../{_e(ids[a['run']])}/report.html'>{_e(ids[a['run']])}</a></td>"
             f"<td>{_e(ids.get(a['parent'], '—'))}</td><td>{change}</td><td>{_e(a['verdict'])}</td>"
-            f"<td>{_fmt(a['best_val_loss'])}</td><td>{metric}</td><td>{_e(a['seconds'])} s</td></tr>"
+            f"<td>{_fmt(a['best_val_loss'])}</td><td>{metric}</td><td>{_fmt(a.get('general_loss'))}</td>"
+            f"<td>{_e(a['seconds'])} s</td></tr>"
         )
     png = base64.b64encode(
         validation_curves_png(
@@ -60,7 +75,8 @@ def render_lineage(tune: dict) -> str:
 stopped: {_e(tune["stopped_because"])}</p>
 <h2>Lineage: which change led to which result</h2>
 <table><tr><th>#</th><th>run</th><th>parent</th><th>change (and why)</th><th>verdict</th><th>best validation loss</th>
-<th>validation metric</th><th>time</th></tr>{"".join(rows)}</table>
+<th>validation metric</th><th>general loss (points)</th><th>time</th></tr>{"".join(rows)}</table>
+{_balance_section(tune)}
 {_test_section(tune.get("test") or {})}
 <h2>Validation loss of every run</h2>
 <img alt="validation curves" src="data:image/png;base64,{png}">

@@ -109,3 +109,19 @@ def scale_curve_png(curve: dict) -> bytes:
     more_lines, more_labels = right.get_legend_handles_labels()
     ax.legend(lines + more_lines, labels + more_labels, fontsize=8)
     return _png(plt, fig, ax)
+
+
+def balance_png(attempts: list[dict], limit: float | None = None) -> bytes:
+    """Autotune's attempts: the validation task metric against the general loss (points), numbered."""
+    plt, fig, ax = _axes(3.2)
+    ax.scatter([a["general_loss"] for a in attempts], [a["metric_value"] for a in attempts], color="#3b6fb6")
+    for a in attempts:
+        ax.annotate(
+            str(a["index"] + 1), (a["general_loss"], a["metric_value"]), textcoords="offset points", xytext=(4, 4)
+        )
+    if limit is not None:
+        ax.axvline(limit, color="#b3261e", linestyle="--", linewidth=1, label=f"--max-general-drop {limit:g}")
+        ax.legend(fontsize=8)
+    ax.set_xlabel("general loss: leakage rise + general score drop (points)")
+    ax.set_ylabel(f"validation {attempts[0]['metric']}")
+    return _png(plt, fig, ax)

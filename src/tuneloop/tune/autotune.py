@@ -15,6 +15,10 @@ touched once, at the end: the base model, the first run and the best run, so the
 is not selected on the data that measures it.
 Every attempt starts from the user's config plus the changes along its lineage, so `auto`
 values (epochs, batch size, evaluation interval) are resolved afresh for the changed run.
+Every attempt is also measured for what it cost the model (eval/general.py: the leakage rise plus
+the general score's drop, in points; the base model's side is cached), and with
+`max_general_drop` an attempt that lost more is not eligible as the best: the search keeps the
+task gain that keeps the model. The doctor's replay (data.replay) is a change it can try.
 """
 
 from __future__ import annotations
@@ -47,6 +51,9 @@ class Attempt:
     metric_value: float | None = None  # its value for the saved weights (the best scored evaluation)
     seconds: float = 0.0
     estimated_minutes: float | None = None  # what the doctor expected this run to take
+    general_loss: float | None = None  # points the model lost: leakage rise + general score drop (eval/scale_curve.py)
+    leakage: float | None = None  # share of generic prompts answered in the task's form
+    general_seconds: float = 0.0  # what measuring it took
 
 
 @dataclass
@@ -57,10 +64,15 @@ class Autotune:
     stopped_because: str = ""
     skipped: list[dict] = field(default_factory=list)  # proposals that would not fit the time budget
     test: dict = field(default_factory=dict)  # base / first / best on the test split, at the end
+    max_general_drop: float | None = None  # points of general loss an attempt may cost and still be best
+
+    def eligible(self, a: Attempt) -> bool:
+        limit = self.max_general_drop
+        return limit is None or a.general_loss is None or a.general_loss <= limit
 
     @property
     def best(self) -> Attempt | None:
-        scored = [a for a in self.attempts if _score(a, self.select) is not None]
+        scored = [a for a in self.attempts if _score(a, self.select) is not None and self.eligible(a)]
         # A tie on the metric (small validation samples) goes to the lower validation loss.
         loss = lambda a: a.best_val_loss if a.best_val_loss is not None else float("inf")  # noqa: E731
         return min(scored, key=lambda a: (_score(a, self.select), loss(a), a.index), default=None)
@@ -69,6 +81,7 @@ class Autotune:
         best = self.best
         return {
             "select": self.select,
+            "max_general_drop": self.max_general_drop,
             "best_run": best.run if best else None,
             "stopped_because": self.stopped_because,
             "attempts": [asdict(a) for a in self.attempts],
@@ -94,7 +107,12 @@ def autotune(
     select: str = "auto",
     console: Console | None = None,
     evaluate_test: bool = True,
+    max_general_drop: float | None = None,
 ) -> Autotune:
+    """`max_general_drop`: the general loss (points: leakage rise + general score drop against the
+    base model) an attempt may cost and still be kept as the best."""
+    from tuneloop.eval.held_out import run_general
+    from tuneloop.eval.scale_curve import general_loss
     from tuneloop.pipeline import run_loop
 
     if select not in SELECT:
@@ -112,7 +130,7 @@ def autotune(
             )
     name = config.run_name or "run"
     home = RunDir.create(Path(config.runs_dir) / "autotune", name)
-    tune = Autotune(home.path, select)
+    tune = Autotune(home.path, select, max_general_drop=max_general_drop)
     original = config.model_dump(mode="json")
     # (changes, step, parent run, estimated minutes)
     queue: list[tuple[dict, list[dict], str | None, float | None]] = [({}, [], None, first_minutes)]
@@ -176,6 +194,11 @@ def autotune(
                 if keep.get("by", "").startswith("eval_") and keep.get("saved_step") == keep.get("step")
                 else diagnosis.summary["last_metric"]
             )
+        with console.status("autotune: what this run cost the model (general check)"):
+            g = time.perf_counter()
+            general = run_general(result.run.path, config.eval.general)
+            attempt.general_loss, attempt.leakage = general_loss(general), general["leakage"]["finetuned"]
+            attempt.general_seconds = round(time.perf_counter() - g, 1)
         if tune.select == "auto":
             tune.select = "metric" if attempt.metric else "val_loss"
         if evaluate_test and not reserve:
@@ -184,6 +207,8 @@ def autotune(
         console.print(
             f"[bold]{diagnosis.verdict}[/bold] · best validation loss {attempt.best_val_loss}"
             + (f" · validation {attempt.metric} {attempt.metric_value:.4f}" if attempt.metric else "")
+            + f" · general loss {attempt.general_loss:g} points (leakage {attempt.leakage:.0%})"
+            + ("" if tune.eligible(attempt) else f", over --max-general-drop {max_general_drop:g}: not kept")
             + f" · {attempt.seconds / 60:.1f} min"
         )
         if tune.best is attempt:
@@ -204,7 +229,9 @@ def _proposals(diagnosis, changes: dict, parent: str, run_config: dict | None) -
     concrete = [
         r
         for r in diagnosis.recommendations
-        if r.param.split(".")[0] in ("train", "lora") and not isinstance(r.to, str) and r.to != r.from_
+        if (r.param.split(".")[0] in ("train", "lora") or r.param == "data.replay")
+        and not isinstance(r.to, str)
+        and r.to != r.from_
     ]
     main = [r for r in concrete if r.applied]
     seconds = diagnosis.summary.get("train_seconds")
@@ -281,9 +308,13 @@ def _evaluate_test(tune: Autotune, console: Console) -> dict:
             )
         out["metric"] = result["metric"]
         out["key"] = headline(result["metric"])
+        attempt = {"first": first, "best": best}.get(label)
         out[label] = {
             "run": None if spec == "base" else spec,
             "metrics": {k: v for k, v in result["metrics"].items() if "/" not in k},
+            # what the run cost the model, measured after its training (base: nothing, by definition)
+            "general_loss": attempt.general_loss if attempt else 0.0,
+            "leakage": attempt.leakage if attempt else None,
         }
     return out
 
