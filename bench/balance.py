@@ -88,6 +88,7 @@ def _stats(s: dict | None, digits: int = 3) -> dict | None:
 
 
 def run_case(name: str, work: Path) -> dict:
+    work.mkdir(parents=True, exist_ok=True)
     config = CASES[name](work)
     t = time.perf_counter()
     run = tuneloop.run(config, console=Console())

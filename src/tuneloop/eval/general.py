@@ -267,9 +267,24 @@ def task_form(task_answers: list[str]) -> tuple[str, Callable[[str], bool]]:
         # even when cut at ANSWER_TOKENS. The base model opened none of its 40 answers so.
         return "JSON (an object or a quoted string)", lambda answer: answer.strip()[:1] in ("{", '"', "[")
     known = set(answers)
-    labels = len(known) <= max(1, len(answers) // 2)  # answers repeat: class labels
-    name = "one of the task's labels" if labels else "a verbatim training answer"
-    return name, lambda answer: (answer.strip().splitlines() or [""])[0].strip() in known or answer.strip() in known
+
+    def verbatim(answer: str) -> bool:
+        return (answer.strip().splitlines() or [""])[0].strip() in known or answer.strip() in known
+
+    if len(known) > max(1, len(answers) // 2):  # answers do not repeat: free text
+        return "a verbatim training answer", verbatim
+    # Class labels. A banking77 adapter answered all 40 instructions with a snake_case intent, 6 of
+    # them real labels ("What is the capital of France?" -> "country_support") and 34 made up in
+    # their shape ("Why is the sky blue?" -> "why_blue_sky"): the shape is the form that leaks.
+    alphabet = set("".join(known))
+    words = max(len(label.split()) for label in known)
+    longest = max(len(label) for label in known)
+
+    def shaped(answer: str) -> bool:
+        a = answer.strip()
+        return bool(a) and set(a) <= alphabet and len(a.split()) <= words and len(a) <= 2 * longest
+
+    return "one of the task's labels, or a word in their shape", lambda answer: verbatim(answer) or shaped(answer)
 
 
 def paired(base: list[float], tuned: list[float]) -> dict:
