@@ -72,7 +72,11 @@ def test_mixed_kinds_and_missing_files_are_errors(tmp_path):
         (['{"a": 1}', '{"b": 2}'], '{"intent": "x"', "Paris is the capital."),  # cut JSON still leaks
         (['{"a": 1}', '{"b": 2}'], '"Bienvenue, welcome to Paris!"', "The capital is Paris."),  # a quoted fragment
         (["card_arrival", "card_arrival", "top_up", "top_up"], "top_up\nmore", "It is Paris."),
-        (["card_arrival", "card_arrival", "top_up", "top_up"], "arrival_card_top", "a top card"),  # label-shaped, not a label
+        (
+            ["card_arrival", "card_arrival", "top_up", "top_up"],
+            "arrival_card_top",
+            "a top card",
+        ),  # label-shaped, not a label
         (["A long free answer one.", "Another long free answer."], "Another long free answer.", "Paris."),
     ],
 )
