@@ -23,17 +23,14 @@ wall time (the bar: at most 10% of the quickstart's) and the doctor's findings.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import random
 import sys
 import tempfile
 import time
-from collections import defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from environment import RESULTS, save
+from environment import RESULTS, banking77_per_intent, save
 from rich.console import Console
 
 import tuneloop
@@ -42,7 +39,6 @@ from tuneloop.config import config_from_dict, headline, load_config
 from tuneloop.eval.scale_curve import general_loss
 
 ROOT = Path(__file__).resolve().parents[1]
-DATASETS = ROOT.parent / "shared" / "datasets"
 
 
 def quickstart(work: Path, epochs: int):
@@ -61,12 +57,7 @@ def with_replay(make, share: float):
 
 
 def banking77(work: Path):
-    by_label: dict[str, list[dict]] = defaultdict(list)
-    with open(DATASETS / "banking77" / "train.csv", newline="", encoding="utf-8") as f:
-        for row in csv.DictReader(f):
-            by_label[row["category"]].append(row)
-    rng = random.Random(0)
-    rows = [r for label in sorted(by_label) for r in rng.sample(by_label[label], 20)]
+    rows = banking77_per_intent(20)
     path = work / "banking77.jsonl"
     path.write_text("".join(json.dumps({"prompt": r["text"], "completion": r["category"]}) + "\n" for r in rows))
     return config_from_dict({"run_name": "banking77", "runs_dir": str(work / "runs"), "data": {"path": str(path)}})

@@ -22,17 +22,15 @@ within 25 minutes.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import random
 import sys
 import tempfile
 import time
-from collections import defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from environment import RESULTS, save
+from environment import RESULTS, banking77_per_intent, save
 from rich.console import Console
 
 from tuneloop.cli import quiet_libraries
@@ -51,12 +49,7 @@ def quickstart(work: Path) -> tuple[object, float]:
 
 def banking77(work: Path) -> tuple[object, float]:
     """10 messages per intent (770 rows): small enough for minutes on a CPU, all 77 classes."""
-    by_label: dict[str, list[dict]] = defaultdict(list)
-    with open(DATASETS / "banking77" / "train.csv", newline="", encoding="utf-8") as f:
-        for row in csv.DictReader(f):
-            by_label[row["category"]].append(row)
-    rng = random.Random(0)
-    rows = [r for label in sorted(by_label) for r in rng.sample(by_label[label], 10)]
+    rows = banking77_per_intent(10)
     path = work / "banking77.jsonl"
     path.write_text(
         "".join(

@@ -13,6 +13,21 @@ from tuneloop.models.precision import cpu_flags
 from tuneloop.runs.store import git_commit, package_versions
 
 RESULTS = Path(__file__).resolve().parent / "results"
+DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+
+
+def banking77_per_intent(n: int, seed: int = 0) -> list[dict]:
+    """`n` seeded messages of each of banking77's 77 intents, from ../shared/datasets (rows: text, category)."""
+    import csv
+    import random
+    from collections import defaultdict
+
+    by_label: dict[str, list[dict]] = defaultdict(list)
+    with open(DATASETS / "banking77" / "train.csv", newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            by_label[row["category"]].append(row)
+    rng = random.Random(seed)
+    return [r for label in sorted(by_label) for r in rng.sample(by_label[label], n)]
 
 
 def hardware() -> dict:
