@@ -143,30 +143,21 @@ def measure_general(
     options = {"pad": tokenizer.pad_token_id, "batch_size": batch_size, "autocast_dtype": autocast_dtype}
     side: dict = {"sets": {}}
     for general_set in suite.sets:
-        if general_set.kind == "choice":
-            side["sets"][general_set.name] = _choice_results(model, tokenizer, general_set.rows, options)
-        else:
-            pairs = [
-                (_encode(tokenizer, r["prompt"]), _encode(tokenizer, " " + r["completion"])) for r in general_set.rows
-            ]
-            side["sets"][general_set.name] = [list(x) for x in labelled_nll(model, _labelled(pairs), **options)]
-    prompts = [[{"role": "user", "content": p}] for p in suite.instructions]
+        scores = labelled_nll(model, _labelled(set_pairs(general_set, tokenizer)), **options)
+        side["sets"][general_set.name] = (
+            _choice_results(general_set.rows, scores) if general_set.kind == "choice" else [list(x) for x in scores]
+        )
+    prompts = instruction_prompts(suite, tokenizer)
     side["answers"] = generate_answers(
         model,
         tokenizer,
-        prompts,
+        [[{"role": "user", "content": p}] for p in suite.instructions],
         max_new_tokens=ANSWER_TOKENS,
         batch_size=max(batch_size, len(prompts)),  # one batch: see BATCH_SIZE
         autocast_dtype=autocast_dtype,
     )
     reference = reference_answers if reference_answers is not None else side["answers"]
-    pairs = [
-        (
-            tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=True, return_dict=False),
-            _encode(tokenizer, a),
-        )
-        for p, a in zip(prompts, reference)
-    ]
+    pairs = [(p, _encode(tokenizer, a)) for p, a in zip(prompts, reference)]
     side["answer_nll"] = [list(x) for x in labelled_nll(model, _labelled(pairs), **options)]
     side["seconds"] = round(time.perf_counter() - t, 2)
     return side
@@ -181,14 +172,30 @@ def _labelled(pairs: list[tuple[list[int], list[int]]]) -> list[tuple[list[int],
     return [(c + x, [-100] * len(c) + x) for c, x in pairs]
 
 
-def _choice_results(model, tokenizer, rows: list[dict], options: dict) -> list[list[int]]:
-    pairs, owners = [], []
-    for i, row in enumerate(rows):
+def set_pairs(general_set: GeneralSet, tokenizer) -> list[tuple[list[int], list[int]]]:
+    """The (context, continuation) token ids a set scores: every choice after "Question: ...\nAnswer:",
+    or each row's completion after its prompt."""
+    if general_set.kind != "choice":
+        return [(_encode(tokenizer, r["prompt"]), _encode(tokenizer, " " + r["completion"])) for r in general_set.rows]
+    pairs = []
+    for row in general_set.rows:
         context = _encode(tokenizer, f"Question: {row['question']}\nAnswer:")
-        for choice in row["choices"]:
-            pairs.append((context, _encode(tokenizer, " " + choice)))
-            owners.append(i)
-    scores = labelled_nll(model, _labelled(pairs), **options)
+        pairs += [(context, _encode(tokenizer, " " + choice)) for choice in row["choices"]]
+    return pairs
+
+
+def instruction_prompts(suite: Suite, tokenizer) -> list[list[int]]:
+    """The instructions as the chat template renders them for an answer."""
+    return [
+        tokenizer.apply_chat_template(
+            [{"role": "user", "content": p}], add_generation_prompt=True, tokenize=True, return_dict=False
+        )
+        for p in suite.instructions
+    ]
+
+
+def _choice_results(rows: list[dict], scores: list[tuple[float, int]]) -> list[list[int]]:
+    """Per row (right, right when length-normalised), from its choices' (nll, tokens) in set_pairs' order."""
     results, k = [], 0
     for row in rows:
         n = len(row["choices"])
@@ -219,23 +226,8 @@ def base_side_file(model_folder: str | Path, precision: str, suite: Suite) -> Pa
 def scored_sequences(suite: Suite, tokenizer) -> tuple[list[int], list[int]]:
     """The token lengths of what one side scores without generating (the choice and loss sets'
     sequences), and of the instructions' prompts as the chat template renders them: what the plan prices."""
-    scored = []
-    for general_set in suite.sets:
-        for row in general_set.rows:
-            if general_set.kind == "choice":
-                context = len(_encode(tokenizer, f"Question: {row['question']}\nAnswer:"))
-                scored += [context + len(_encode(tokenizer, " " + c)) for c in row["choices"]]
-            else:
-                scored.append(len(_encode(tokenizer, row["prompt"])) + len(_encode(tokenizer, " " + row["completion"])))
-    prompts = [
-        len(
-            tokenizer.apply_chat_template(
-                [{"role": "user", "content": p}], add_generation_prompt=True, tokenize=True, return_dict=False
-            )
-        )
-        for p in suite.instructions
-    ]
-    return scored, prompts
+    scored = [len(c) + len(x) for general_set in suite.sets for c, x in set_pairs(general_set, tokenizer)]
+    return scored, [len(p) for p in instruction_prompts(suite, tokenizer)]
 
 
 def cached_base_side(model_folder: str | Path, precision: str, suite: Suite, measure: Callable[[], dict]) -> dict:

@@ -5,7 +5,6 @@ run directory (evals/<data>.json, compare/<a>-vs-<b>-<data>.json), written atomi
 from __future__ import annotations
 
 import gc
-import math
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ from tuneloop.eval.evaluate import (
     side_record,
 )
 from tuneloop.eval.general import cached_base_side, compare_general, load_suite, measure_general
+from tuneloop.eval.scale_curve import check_scale
 from tuneloop.models import resolve_model
 from tuneloop.runs import RunDir
 from tuneloop.runs.sides import load_side
@@ -160,10 +160,7 @@ def adapter_scaled(model, scale: float):
     if scale == 1.0:
         yield
         return
-    if not math.isfinite(scale) or scale < 0:
-        raise ValueError(f"--scale {scale}: the adapter's strength must be a finite number >= 0")
-    if not hasattr(model, "disable_adapter"):
-        raise ValueError("--scale applies to LoRA adapters; this run fine-tuned the whole model")
+    check_scale(scale, lora=hasattr(model, "disable_adapter"))
     from peft.helpers import rescale_adapter_scale
 
     with rescale_adapter_scale(model, scale):

@@ -11,6 +11,7 @@ general loss: the leakage rate's rise plus the general score's drop, both in poi
 
 from __future__ import annotations
 
+import math
 import time
 
 from peft.helpers import rescale_adapter_scale
@@ -113,6 +114,15 @@ def choose_scale(points: list[dict], keep: float = KEEP) -> dict | None:
         "general_loss": best["general_loss"],
         "general_loss_at_1": by_scale[1.0]["general_loss"],
     }
+
+
+def check_scale(scale: float, lora: bool) -> None:
+    """A clear error for an adapter strength that cannot be applied: not a finite number >= 0, or any
+    strength but 1 on a run that fine-tuned the whole model (`tuneloop export` and `eval --scale`)."""
+    if not math.isfinite(scale) or scale < 0:
+        raise ValueError(f"--scale {scale}: the adapter's strength must be a finite number >= 0")
+    if not lora and scale != 1.0:
+        raise ValueError("--scale applies to LoRA adapters; this run fine-tuned the whole model")
 
 
 def recommended_scale(run) -> float:

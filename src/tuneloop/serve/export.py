@@ -10,7 +10,6 @@ model.gguf the merged model as GGUF (Llama-family architectures), checked by loa
 from __future__ import annotations
 
 import json
-import math
 import shutil
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from tuneloop.eval.scale_curve import recommended_scale
+from tuneloop.eval.scale_curve import check_scale, recommended_scale
 from tuneloop.models import Precision, load_model, load_tokenizer, resolve_model
 from tuneloop.runs import RunDir
 
@@ -53,14 +52,9 @@ def export_run(
     scale = adapter_scale(run, scale)
     if gguf_type not in ("f16", "f32"):
         raise ValueError(f"gguf type {gguf_type!r}: use f16 or f32")
-    if not math.isfinite(scale) or scale < 0:
-        raise ValueError(f"--scale {scale}: the adapter's strength must be a finite number >= 0")
+    check_scale(scale, lora=run.adapter_dir.is_dir())
     out = out or run.export_dir
-    adapter = None
-    if run.adapter_dir.is_dir():
-        adapter = export_adapter(run, out / "adapter", scale)
-    elif scale != 1.0:
-        raise ValueError("--scale applies to LoRA adapters; this run fine-tuned the whole model")
+    adapter = export_adapter(run, out / "adapter", scale) if run.adapter_dir.is_dir() else None
     with status("merging the adapter into the base weights"):
         merged = export_merged(run, out / "merged", adapter)
     if not merged["max_logit_difference"] <= MERGE_TOLERANCE:  # `not <=`: a NaN difference fails too
