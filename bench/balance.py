@@ -1,6 +1,6 @@
 """What does fine-tuning cost the model, and does the measured adapter scale keep the balance?
 
-    .venv/bin/python bench/balance.py                          # every case (~45 min on 2 cores)
+    .venv/bin/python bench/balance.py                          # every case (~85 min on 2 cores)
     .venv/bin/python bench/balance.py --case quickstart_1      # one case; the others' results are kept
 
 Each case is a real `tuneloop run` of SmolLM2-135M-Instruct; the general check runs as part of it
@@ -69,6 +69,7 @@ CASES = {
     "banking77": banking77,
     "banking77_replay": with_replay(banking77, 0.2),
     "quickstart_8": lambda work: quickstart(work, 8),
+    "quickstart_8_replay": with_replay(lambda work: quickstart(work, 8), 0.2),
 }
 
 

@@ -221,6 +221,10 @@ def test_the_run_measures_what_the_fine_tune_cost_and_the_scale_that_keeps_it(tm
     assert [p["scale"] for p in curve["points"]] == [0.0, 0.5, 1.0] and curve["points"][0]["general_loss"] == 0.0
     timings = result.run.info()["timings"]
     assert timings["scale_curve"] == curve["seconds"] and timings["evaluate"] > 0
+    # the leakage probe at every scored evaluation: 20 of the instructions, answered in training
+    scored = [r for r in result.run.read_metrics() if "eval_leakage" in r]
+    assert scored and all(0 <= r["eval_leakage"] <= 1 and "eval_leakage_se" in r for r in scored)
+    assert result.run.info()["continuous_evaluation"]["leakage_rows"] == 20
     d = result.diagnosis
     assert d.has("behaviour_leakage") and d.has("adapter_scale")
     [replay] = [r for r in d.recommendations if r.param == "data.replay"]
@@ -228,6 +232,28 @@ def test_the_run_measures_what_the_fine_tune_cost_and_the_scale_that_keeps_it(tm
     assert "replay: 0.2" in result.run.next_config_file.read_text()
     report = result.run.report_file.read_text()
     assert "What the fine-tune cost the model" in report and "Adapter scale, measured" in report
+
+
+def test_select_best_balance_keeps_the_evaluation_its_rule_names(tmp_path, tiny_model):
+    from tuneloop.train.task_eval import balance_keeps
+
+    config = tiny_run_config(tmp_path, tiny_model, epochs=2, select_best="balance", metric_budget=1.0)
+    config.eval.general = "default"
+    result = run_loop(config, QUIET, evaluate=False)
+    evals = [r for r in result.run.read_metrics() if "eval_leakage" in r]
+    kept, best = None, None
+    for r in evals:  # the rule replayed over the logged curve
+        best = r["eval_field_accuracy"] if best is None else max(best, r["eval_field_accuracy"])
+        if balance_keeps(kept and kept[1:], (r["eval_field_accuracy"], r["eval_leakage"]), best, 1):
+            kept = (r["step"], r["eval_field_accuracy"], r["eval_leakage"])
+    info = result.run.info()
+    assert len(evals) == 8 and info["selected_by"] == "balance" and info["best_checkpoint_step"] == kept[0]
+
+
+def test_select_best_balance_needs_the_leakage_probe(tmp_path, tiny_model):
+    config = tiny_run_config(tmp_path, tiny_model, epochs=1, select_best="balance")  # eval.general: none
+    with pytest.raises(ConfigError, match="select_best: balance needs the leakage probe"):
+        run_loop(config, QUIET, evaluate=False)
 
 
 def test_replay_adds_the_base_models_answers_to_train_only(tmp_path, tiny_model):

@@ -286,10 +286,20 @@ class TrainConfig(_Section):
         "share of the training time; evaluations past the budget log the loss only (the "
         "first and the last always score the metric); 1: score every evaluation.",
     )
-    select_best: Literal["auto", "loss", "metric"] = Field(
+    leakage_rows: int = Field(
+        20,
+        ge=0,
+        description="Continuous evaluation: at each scored evaluation also answer this many of eval.general's "
+        "generic instructions and count the answers in the task's form (behaviour leakage), logged as "
+        "eval_leakage, so the doctor can point at the evaluation with the best balance. 0: off; off too "
+        "when eval.general is none.",
+    )
+    select_best: Literal["auto", "loss", "metric", "balance"] = Field(
         "auto",
-        description="Which checkpoint early stopping and the saved weights keep: the best validation loss, or "
-        "the best validation task metric. auto: metric when the task has one (continuous evaluation on), else loss.",
+        description="Which checkpoint early stopping and the saved weights keep: the best validation loss; "
+        "the best validation task metric; or balance: the least behaviour leakage (eval_leakage) among the "
+        "evaluations within 5% of the best task metric so far. auto: metric when the task has one "
+        "(continuous evaluation on), else loss.",
     )
 
     @field_validator("doctor", mode="before")

@@ -77,3 +77,51 @@ def test_the_scale_curve_becomes_a_measured_recommendation(scale_curve, message,
 def test_a_run_that_lost_nothing_gets_no_balance_changes():
     d = recommend(Diagnosis("healthy", balance_findings(general())), {"train": {"epochs": 1, "method": "lora"}})
     assert not any(r.param in ("data.replay", "serve.adapter_scale") for r in d.recommendations)
+
+
+def records(points, every=10, se=0.05):
+    """metrics.jsonl of a run whose evaluations scored (accuracy, leakage) at steps every, 2*every, ..."""
+    out = [{"step": s, "train_loss": 1.0 / s} for s in range(1, every * len(points) + 1)]
+    for i, (acc, leak) in enumerate(points, 1):
+        out.append(
+            {
+                "step": i * every,
+                "eval_loss": 1.0,
+                "eval_accuracy": acc,
+                "eval_accuracy_se": se,
+                "eval_leakage": leak,
+                "eval_leakage_se": round((leak * (1 - leak) / 20) ** 0.5, 5),
+            }
+        )
+    return out
+
+
+@pytest.mark.parametrize(
+    "points, saved, step",
+    [
+        # the task was learned by step 20 with little leakage; training on made every prompt a label
+        ([(0.4, 0.0), (0.97, 0.15), (1.0, 0.9), (1.0, 0.95)], 30, 20),
+        # the same, saved at the end (no selection)
+        ([(0.4, 0.0), (0.97, 0.15), (1.0, 0.9), (1.0, 0.95)], None, 20),
+        # leakage came with the task: no earlier evaluation kept the metric with less of it
+        ([(0.4, 0.0), (0.7, 0.8), (1.0, 0.9), (1.0, 0.95)], 30, None),
+        # less leakage, but within noise of the saved weights' (20 prompts)
+        ([(0.4, 0.0), (0.97, 0.7), (1.0, 0.85), (1.0, 0.9)], 30, None),
+        # the saved weights are already the best balance
+        ([(0.4, 0.0), (0.97, 0.15), (1.0, 0.9)], 20, None),
+    ],
+)
+def test_the_checkpoint_with_the_best_balance(points, saved, step):
+    from tuneloop.doctor import diagnose_metrics
+
+    info = {"best_checkpoint_step": saved} if saved else {}
+    d = diagnose_metrics(records(points), n_validation=100, info=info)
+    found = [f for f in d.findings if f.kind == "balance_checkpoint"]
+    assert [f.evidence["step"] for f in found] == ([step] if step else [])
+    d = recommend(d, {"train": {"epochs": 3, "method": "lora", "select_best": "auto"}})
+    select = [r for r in d.recommendations if r.param == "train.select_best"]
+    if step:
+        assert found[0].evidence["saved_step"] == (saved or 40) and f"step {step}" in found[0].message
+        assert select[0].to == "balance" and select[0].applied and d.next_config["train"]["select_best"] == "balance"
+    else:
+        assert select == []

@@ -361,6 +361,22 @@ def test_plan_warns_when_continuous_evaluation_outgrows_its_budget(
         assert plan.parts["metric"] > 2 * config.train.metric_budget * (plan.parts["steps"])
 
 
+def test_the_leakage_probe_is_priced_in_each_scoring(tmp_path, tiny_model):
+    from tuneloop.models import load_tokenizer
+    from tuneloop.plan.estimate import leakage_probe_price
+
+    config = tiny_run_config(tmp_path, tiny_model, metric_rows=8, metric_budget=1.0)
+    without, _ = _estimate(config, tiny_model)  # eval.general: none, so no probe
+    config.eval.general = "default"
+    with_probe, _ = _estimate(config, tiny_model)
+    probe, steps = leakage_probe_price(config, CALIB, load_tokenizer(tiny_model))
+    scorings = len(range(2, without.steps + 1, 2)) + (without.steps % 2 != 0)
+    assert probe > 0 and steps == 32
+    assert with_probe.parts["metric"] - without.parts["metric"] == pytest.approx(scorings * probe, abs=0.01)
+    config.train.leakage_rows = 0
+    assert _estimate(config, tiny_model)[0].parts["metric"] == without.parts["metric"]
+
+
 def _estimate(config, tiny_model):
     """The plan of `config` (its auto values resolved) priced by CALIB, and its prepared data."""
     from transformers import AutoConfig

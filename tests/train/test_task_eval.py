@@ -3,6 +3,7 @@
 from types import SimpleNamespace
 
 import pytest
+import torch
 
 from conftest import FakeClock
 from tuneloop.config import EvalConfig
@@ -85,3 +86,36 @@ def test_answer_token_budget_follows_the_references(tokenizer):
     label = answer_token_budget(tokenizer, ["card_arrival", "exchange_rate"])
     longer = answer_token_budget(tokenizer, ["card_arrival", "a summary of the whole dialogue " * 10])
     assert 8 < label < 24 and longer > 60
+
+
+@pytest.mark.parametrize(
+    "kept, current, best, sign, keeps",
+    [
+        (None, (0.5, 0.9), 0.5, 1, True),  # the first evaluation is kept
+        ((0.96, 0.2), (1.0, 0.9), 1.0, 1, False),  # within 5% of the best and leaks less: stays
+        ((0.90, 0.2), (1.0, 0.9), 1.0, 1, True),  # fell out of the band: the new best takes over
+        ((1.0, 0.9), (0.97, 0.5), 1.0, 1, True),  # in the band, and leaks less
+        ((1.0, 0.5), (0.97, 0.5), 1.0, 1, False),  # as much leakage: the better metric stays
+        ((0.97, 0.5), (1.0, 0.5), 1.0, 1, True),  # as much leakage, a better metric
+        ((0.9, 0.2), (0.8, 0.0), 1.0, 1, True),  # both out of the band (the best was earlier): kept gives way
+        ((2.0, 0.5), (2.05, 0.1), 2.0, -1, True),  # lower is better: 2.05 is within 5% of 2.0
+        ((2.0, 0.5), (2.2, 0.1), 2.0, -1, False),
+    ],
+)
+def test_balance_keeps(kept, current, best, sign, keeps):
+    assert task_eval.balance_keeps(kept, current, best, sign) is keeps
+
+
+def test_select_best_balance_restores_the_weights_it_kept():
+    model = torch.nn.Linear(2, 1)
+    keeper = task_eval.KeepBestByMetric(SimpleNamespace(key="accuracy", greater_is_better=True), balance=True)
+    state, control = SimpleNamespace(global_step=0), SimpleNamespace(should_training_stop=False)
+    for step, (accuracy, leakage) in enumerate([(0.5, 0.0), (0.96, 0.3), (1.0, 0.9), (0.98, 0.8)], 1):
+        state.global_step = step
+        with torch.no_grad():
+            model.weight.fill_(step)
+        metrics = {"eval_accuracy": accuracy, "eval_leakage": leakage, "eval_loss": 1.0}
+        keeper.on_evaluate(None, state, control, metrics=metrics, model=model)
+    assert keeper.kept_step == 2 and keeper.best_step == 3 and keeper.kept == (0.96, 0.3)
+    keeper.on_train_end(None, state, control, model=model)
+    assert model.weight.eq(2).all()

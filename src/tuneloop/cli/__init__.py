@@ -205,7 +205,14 @@ def print_verdict(run, top: int = 3) -> None:
     headline = next((f.message for f in diagnosis.findings if f.kind == diagnosis.verdict), "")
     console.print(f"doctor: [bold {colour}]{diagnosis.verdict}[/bold {colour}] · {headline}")
     for f in diagnosis.findings:
-        if f.kind in ("still_improving", "loss_rising_metric_improving", "checkpoint", "forgetting", "adapter_scale"):
+        if f.kind in (
+            "still_improving",
+            "loss_rising_metric_improving",
+            "checkpoint",
+            "forgetting",
+            "adapter_scale",
+            "balance_checkpoint",
+        ):
             console.print(f"  • {f.message}", highlight=False)
         elif f.kind == "balance_kept":
             console.print(f"  • [green]{f.message}[/green]", highlight=False)

@@ -8,14 +8,21 @@ task and still over-specialised):
   general_ability    the multiple-choice general score fell beyond noise
   drift              the base model's own answers became DRIFT nats per token less likely, beyond noise
 A run that gained on its task and lost nothing measurable gets a `balance_kept` note saying so.
-Recommendations are measured where they can be: the adapter scale from the scale curve; fewer
-epochs and a lower learning rate as alternatives that retrain.
+From the curves (eval_leakage, train/task_eval.py's LeakageProbe): `balance_checkpoint`, an earlier
+evaluation that kept the task metric within 5% of the best and leaked less than the saved weights,
+beyond noise. Recommendations are measured where they can be: the adapter scale from the scale
+curve; the checkpoint with the best balance (train.select_best: balance); fewer epochs and a lower
+learning rate as alternatives that retrain.
 """
 
 from __future__ import annotations
 
-from tuneloop.doctor.diagnose import Finding
+import math
+
+from tuneloop.doctor.curves import Curves
+from tuneloop.doctor.diagnose import NOISE_Z, Finding
 from tuneloop.eval.general import beyond_noise
+from tuneloop.train.task_eval import BALANCE_BAND, balance_keeps
 
 # Drift that counts as forgetting: the base model's answers ~1.65x less likely per token (e^0.5).
 # Every fine-tune moves the distribution a little, measurably on 40 prompts; this is the size the
@@ -127,6 +134,45 @@ def _scale_finding(curve: dict) -> Finding:
         f"measured: no weaker adapter scale keeps {curve['keep']:.0%} of the validation {metric} gain "
         f"(at 1: {r['task_at_1']:.3f}, general loss {r['general_loss_at_1']:g}; {weaker}): the cure must retrain",
     )
+
+
+def balance_checkpoint(c: Curves, info: dict | None) -> list[Finding]:
+    """The evaluation `train.select_best: balance` keeps (its rule replayed over this run's curve), when
+    it is not the saved one and leaked less than the saved weights did, beyond noise."""
+    leakage = dict(c.leakage)
+    points = [(step, value, leakage[step]) for step, value in c.metric if step in leakage]
+    if len(points) < 2:
+        return []
+    kept, best = None, None
+    for step, value, leaked in points:
+        best = value if best is None else max(best, value, key=lambda v: c.sign * v)
+        if balance_keeps(kept and kept[1:], (value, leaked), best, c.sign):
+            kept = (step, value, leaked)
+    by_step = {p[0]: p for p in points}
+    saved = by_step.get((info or {}).get("best_checkpoint_step"), points[-1])
+    (step, value, leaked), (s_step, s_value, s_leaked) = kept, saved
+    se = math.hypot(c.leakage_se.get(step, 0.0), c.leakage_se.get(s_step, 0.0))
+    if step == s_step or s_leaked - leaked <= NOISE_Z * max(se, 1e-9):
+        return []
+    key = c.metric_key
+    return [
+        Finding(
+            "balance_checkpoint",
+            {
+                "step": step,
+                "value": round(value, 4),
+                "leakage": round(leaked, 3),
+                "saved_step": s_step,
+                "saved_value": round(s_value, 4),
+                "saved_leakage": round(s_leaked, 3),
+                "band": BALANCE_BAND,
+            },
+            0.8,
+            f"measured during training: at step {step} the validation {key} was {value:.3f} (within "
+            f"{BALANCE_BAND:.0%} of the best so far) with {leaked:.0%} of generic prompts answered in the task's "
+            f"form; the saved weights (step {s_step}: {s_value:.3f}) leak {s_leaked:.0%}",
+        )
+    ]
 
 
 def _short(text: str, n: int = 60) -> str:

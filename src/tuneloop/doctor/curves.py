@@ -1,5 +1,6 @@
-"""The curves of a run, from metrics.jsonl records: losses, gradient norms, and the task metric of
-continuous evaluation (eval_<key>) with the standard errors that say how noisy each point is."""
+"""The curves of a run, from metrics.jsonl records: losses, gradient norms, the task metric of
+continuous evaluation (eval_<key>) and its behaviour leakage (eval_leakage), with the standard
+errors that say how noisy each point is."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from dataclasses import dataclass, field
 from tuneloop.config import HEADLINE, LOWER_IS_BETTER
 
 # eval_* keys that are not a task metric
-NOT_A_METRIC = {"eval_loss", "eval_loss_se", "eval_token_accuracy"}
+NOT_A_METRIC = {"eval_loss", "eval_loss_se", "eval_token_accuracy", "eval_leakage"}
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,8 @@ class Curves:
     metric: list[tuple[int, float]] = field(default_factory=list)  # (step, validation metric)
     metric_se: dict[int, float] = field(default_factory=dict)
     train_metric: list[tuple[int, float]] = field(default_factory=list)  # on a training sample
+    leakage: list[tuple[int, float]] = field(default_factory=list)  # (step, share of generic prompts in task form)
+    leakage_se: dict[int, float] = field(default_factory=dict)
 
     @classmethod
     def from_metrics(cls, records: list[dict]) -> Curves:
@@ -56,6 +59,8 @@ class Curves:
             metric=series(f"eval_{key}") if key else [],
             metric_se=dict(series(f"eval_{key}_se")) if key else {},
             train_metric=series(f"train_{key}") if key else [],
+            leakage=series("eval_leakage"),
+            leakage_se=dict(series("eval_leakage_se")),
         )
 
     @property

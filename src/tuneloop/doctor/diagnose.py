@@ -99,7 +99,7 @@ def diagnose_metrics(
     which says which checkpoint the saved weights are and how long training took; `general` and
     `scale_curve`: what the fine-tune cost the model (eval.json; doctor/balance.py). Preference runs
     (DPO, ORPO) are read by doctor/preference.py."""
-    from tuneloop.doctor.balance import balance_findings  # it builds on this module
+    from tuneloop.doctor.balance import balance_checkpoint, balance_findings  # it builds on this module
     from tuneloop.doctor.preference import diagnose_preference, is_preference  # it builds on this module
 
     if is_preference(records):
@@ -130,7 +130,7 @@ def diagnose_metrics(
     if verdict == "healthy":
         findings.insert(0, _healthy(c))
     findings += _data_findings(n_validation, data_report)
-    findings += balance_findings(general, scale_curve)
+    findings += balance_findings(general, scale_curve) + balance_checkpoint(c, info)
     summary = curve_summary(c, records)
     keep = _checkpoint(c, info or {}, verdict)
     if keep:

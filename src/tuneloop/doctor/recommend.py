@@ -62,6 +62,11 @@ class Recommendation:
     applied: bool = True  # part of next_config; False for alternatives and inference-time changes
     minutes: float | None = None  # estimated training minutes of a run with this change (None: unknown)
 
+    @property
+    def relative(self) -> bool:
+        """A relative change ("x0.5"): the current value is unknown, so it cannot be applied."""
+        return isinstance(self.to, str) and self.to[:1] == "x"
+
     def to_dict(self) -> dict:  # "from" is a Python keyword, hence the field's trailing underscore
         return {
             "param": self.param,
@@ -90,14 +95,14 @@ def recommend(diagnosis: Diagnosis, config: dict | None) -> Diagnosis:
     seconds = diagnosis.summary.get("train_seconds")
     changes = [
         replace(r, minutes=estimated_minutes(seconds, config, {r.param: r.to}))
-        if (r.param.split(".")[0] in ("train", "lora") or r.param == "data.replay") and not isinstance(r.to, str)
+        if (r.param.split(".")[0] in ("train", "lora") or r.param == "data.replay") and not r.relative
         else r
         for r in changes
     ]
     diagnosis.recommendations = changes
     if config is not None:
         next_config = copy.deepcopy(config)
-        applied = {r.param: r.to for r in changes if r.applied and not isinstance(r.to, str)}  # "x2": value unknown
+        applied = {r.param: r.to for r in changes if r.applied and not r.relative}
         for param, value in applied.items():
             set_key(next_config, param, value)
         diagnosis.next_config = next_config
@@ -472,12 +477,30 @@ def _preference(d: Diagnosis, get) -> list[Recommendation]:
 def _balance(d: Diagnosis, get, changes: list[Recommendation]) -> list[Recommendation]:
     """When the run cost the model its general behaviour (doctor/balance.py): the adapter scale the
     scale curve measured, in place of the unmeasured half strength; fewer epochs and a lower
-    learning rate as alternatives that retrain. The verdict's own changes stay as they are."""
+    learning rate as alternatives that retrain. The verdict's own changes stay as they are. An earlier
+    evaluation with a better balance (the leakage curve) gets train.select_best: balance, applied: it
+    costs nothing, and the same seed retraces the run to that evaluation's weights."""
+    checkpoint = next((f for f in d.findings if f.kind == "balance_checkpoint"), None)
+    out = list(changes)
+    if checkpoint is not None and get("train.select_best") != "balance":
+        e = checkpoint.evidence
+        out.insert(
+            max((i + 1 for i, r in enumerate(out) if r.applied), default=0),
+            Recommendation(
+                "train.select_best",
+                get("train.select_best"),
+                "balance",
+                f"keep the checkpoint with the best balance, measured: step {e['step']} kept the validation "
+                f"metric at {e['value']:g} ({e['saved_value']:g} saved) and leaked {e['leakage']:.0%} of generic "
+                f"prompts ({e['saved_leakage']:.0%} saved); same training, other weights kept",
+                applied=get("train.select_best") is not None,
+            ),
+        )
     if not d.has("forgetting"):
-        return changes
+        return out
     what = " and ".join(f.message.split(":")[0] for f in d.findings if f.kind == "forgetting")
     measured = next((f for f in d.findings if f.kind == "adapter_scale"), None)
-    out = [r for r in changes if not (r.param == "serve.adapter_scale" and measured)]
+    out = [r for r in out if not (r.param == "serve.adapter_scale" and measured)]
     if measured and (measured.evidence["scale"] or 1.0) < 1.0:
         e = measured.evidence
         out.insert(

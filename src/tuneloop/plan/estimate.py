@@ -231,6 +231,12 @@ def estimate(
             one, one_steps, one_prompts = _generation(calib, batches, e, answers, learned=True, closed=closed)
             training = sum(v for k, v in parts.items() if k != "load")
             train_share = min(TRAIN_SAMPLE_ROWS, len(splits.train)) / len(sample)
+            # Each validation scoring runs the leakage probe too; the training sample's scoring does
+            # not, so its share is restated in probe-inclusive scorings.
+            probe, probe_steps = leakage_probe_price(config, calib, tokenizer)
+            train_share *= one / (one + probe)
+            first, first_steps = first + probe, first_steps + probe_steps
+            one, one_steps = one + probe, one_steps + probe_steps
             early, later = continuous_scorings(passes, training, first, one, t.metric_budget, train_share)
             parts["metric"] = early * first + later * one
             if t.metric_budget < 1 and parts["metric"] > 2 * t.metric_budget * training:
@@ -303,6 +309,19 @@ def estimate(
         speed=round(calib.speed, 3),
         notes=notes,
     )
+
+
+def leakage_probe_price(config: RunConfig, calib: Calibration, tokenizer) -> tuple[float, int]:
+    """Seconds and decoding steps of one scoring's leakage probe (train/task_eval.py's LeakageProbe):
+    its instructions in one batch, priced at ANSWER_TOKENS (a base-like model's prose runs to the limit)."""
+    from tuneloop.eval.general import ANSWER_TOKENS, instruction_prompts, load_suite
+
+    if not config.train.leakage_rows or config.eval.general == "none":
+        return 0.0, 0
+    prompts = instruction_prompts(load_suite(config.eval.general), tokenizer)[: config.train.leakage_rows]
+    if not prompts:
+        return 0.0, 0
+    return calib.generate_seconds(len(prompts), max(map(len, prompts)), ANSWER_TOKENS), ANSWER_TOKENS
 
 
 def general_seconds(config: RunConfig, calib: Calibration, tokenizer) -> dict[str, float]:

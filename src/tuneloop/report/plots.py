@@ -60,6 +60,15 @@ def loss_curve_png(metrics: list[dict]) -> bytes:
                 markersize=5,
                 label=f"{curves.metric_key} on a training sample",
             )
+        if curves.leakage:  # the other side of the balance, on the same [0, 1] axis
+            right.plot(
+                *zip(*curves.leakage),
+                "--^",
+                color="#7b3fa0",
+                markersize=4,
+                linewidth=1.2,
+                label="behaviour leakage (share of generic prompts in the task's form)",
+            )
         right.set_ylabel(f"{curves.metric_key} (higher is better)" if curves.higher_is_better else curves.metric_key)
         more_lines, more_labels = right.get_legend_handles_labels()
         lines, labels = lines + more_lines, labels + more_labels

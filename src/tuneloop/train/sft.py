@@ -123,7 +123,8 @@ def build_trainer(
     task_eval=None,
 ):
     """`task_eval`: a TaskEvaluator (continuous evaluation). With it, `train.select_best` auto or
-    metric keeps the weights of the best validation metric instead of the best validation loss."""
+    metric keeps the weights of the best validation metric instead of the best validation loss;
+    balance, those of the best balance of the metric and behaviour leakage (task_eval.balance_keeps)."""
     from transformers import EarlyStoppingCallback, PrinterCallback
     from trl import SFTConfig
 
@@ -167,7 +168,12 @@ def build_trainer(
     if by_metric:
         callbacks = [
             *callbacks,
-            KeepBestByMetric(task_eval, train.early_stopping_patience, train.early_stopping_min_delta),
+            KeepBestByMetric(
+                task_eval,
+                train.early_stopping_patience,
+                train.early_stopping_min_delta,
+                balance=train.select_best == "balance",
+            ),
         ]
     elif early_stopping:
         callbacks = [*callbacks, EarlyStoppingCallback(train.early_stopping_patience, train.early_stopping_min_delta)]

@@ -230,7 +230,7 @@ def _proposals(diagnosis, changes: dict, parent: str, run_config: dict | None) -
         r
         for r in diagnosis.recommendations
         if (r.param.split(".")[0] in ("train", "lora") or r.param == "data.replay")
-        and not isinstance(r.to, str)
+        and not r.relative
         and r.to != r.from_
     ]
     main = [r for r in concrete if r.applied]
