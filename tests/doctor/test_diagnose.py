@@ -157,3 +157,25 @@ def test_without_a_config_the_changes_are_relative():
         "minutes": None,
     }
     assert d["next_config"] is None and d["verdict"] == "diverging"
+
+
+@pytest.mark.parametrize(
+    "accuracy, improving",
+    [
+        # banking77 (issue 42): 0.578 at the first evaluation, then within its noise from epoch 1.8 on
+        ([0.578, 0.75, 0.84, 0.883, 0.914, 0.898, 0.92], False),
+        ([0.5, 0.6, 0.7, 0.8, 0.9], True),  # a steady climb
+        ([0.5, 0.9], True),  # two points: the only trend there is
+        ([0.80, 0.82, 0.84, 0.86, 0.88, 0.90, 0.92, 0.94], True),  # slow, but beyond noise over the recent half
+        ([0.80, 0.82, 0.84, 0.86, 0.88, 0.90], False),  # +0.04 over the last three: within 2 s.e.
+    ],
+)
+def test_still_improving_reads_the_recent_trend_against_noise(accuracy, improving):
+    records = metrics(falling(2.0, 0.5, 10 * len(accuracy)), [1.0] * len(accuracy), every=10)
+    for i, value in enumerate(accuracy, 1):
+        records.append({"step": 10 * i, "eval_accuracy": value, "eval_accuracy_se": 0.025})
+    d = diagnose_metrics(records)
+    found = [f for f in d.findings if f.kind == "still_improving" and f.evidence.get("by") == "metric"]
+    assert bool(found) is improving
+    if found:
+        assert found[0].evidence["recent_gain"] > 0.05 and "beyond its noise" in found[0].message
