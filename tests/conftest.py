@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
+import openai
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -168,3 +173,111 @@ class FakeClock:
 
     def __call__(self):
         return self.now
+
+
+# The servers the API tests drive with the official `openai` client (tests/serve/): real uvicorn
+# servers on free localhost ports, the tiny base model with adapters from real runs.
+
+
+@contextlib.contextmanager
+def serving(engine, api_key="secret"):
+    """`engine` behind a batcher and the API on a free port; yields the base URL."""
+    import uvicorn
+
+    from tuneloop.serve import Batcher, create_app
+
+    batcher = Batcher(engine, max_batch=16, wait_ms=20)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = uvicorn.Config(
+        create_app(engine, batcher, api_key=api_key), host="127.0.0.1", port=port, log_level="warning"
+    )
+    uv = uvicorn.Server(config)
+    thread = threading.Thread(target=uv.run, daemon=True)
+    thread.start()
+    while not uv.started:
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}/v1", batcher
+    finally:
+        uv.should_exit = True
+        thread.join(timeout=10)
+        batcher.close()
+
+
+@pytest.fixture(scope="session")
+def server(adapter_runs, tiny_model):
+    from tuneloop.serve import Engine, resolve_adapter
+
+    # fp32: greedy answers must not depend on which requests share a batch (bf16 rounding can).
+    engine = Engine(
+        str(tiny_model),
+        [
+            resolve_adapter("support", adapter_runs["support"]),
+            resolve_adapter("billing", adapter_runs["billing"], scale=0.5),
+        ],
+        precision="fp32",
+    )
+    with serving(engine) as (url, batcher):
+        yield {"url": url, "engine": engine, "batcher": batcher, "base": str(tiny_model)}
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return openai.OpenAI(base_url=server["url"], api_key="secret", max_retries=0)
+
+
+ORDER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_order",
+        "description": "Look up an order",
+        "parameters": {
+            "type": "object",
+            "properties": {"order_id": {"type": "string"}},
+            "required": ["order_id"],
+            "additionalProperties": False,
+        },
+    },
+}
+
+
+@pytest.fixture(scope="session")
+def tool_adapter(tmp_path_factory, tiny_model):
+    """A tiny-model adapter trained on OpenAI tool-call rows: every question about an order is
+    answered with the same get_order call."""
+    from rich.console import Console
+
+    from tuneloop.config import config_from_dict
+    from tuneloop.pipeline import run_loop
+
+    work = tmp_path_factory.mktemp("tools")
+    call = {
+        "id": "c1",
+        "type": "function",
+        "function": {"name": "get_order", "arguments": json.dumps({"order_id": "A1"})},
+    }
+    rows = [
+        {
+            "messages": [
+                {"role": "user", "content": f"where is order A1? ask {i}"},
+                {"role": "assistant", "content": None, "tool_calls": [call]},
+            ],
+            "tools": [ORDER_TOOL],
+        }
+        for i in range(40)
+    ]
+    write_jsonl(work / "tools.jsonl", rows)
+    config = config_from_dict(
+        {
+            "model": str(tiny_model),
+            "runs_dir": str(work / "runs"),
+            "run_name": "tools",
+            "data": {"path": str(work / "tools.jsonl"), "max_seq_len": 256, "dedup": "none"},
+            "lora": {"r": 16, "alpha": 32},
+            "train": {"epochs": 20, "batch_size": 8, "learning_rate": 1e-2, "metric_rows": 0},
+            "eval": {"general": "none", "scale_curve": []},
+        }
+    )
+    return run_loop(config, Console(quiet=True), evaluate=False).run.path

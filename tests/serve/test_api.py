@@ -3,52 +3,11 @@ a free localhost port, the tiny base model with two adapters from real runs."""
 
 import concurrent.futures
 import json
-import socket
-import threading
-import time
 import urllib.error
 import urllib.request
 
 import openai
 import pytest
-
-
-@pytest.fixture(scope="session")
-def server(adapter_runs, tiny_model):
-    import uvicorn
-
-    from tuneloop.serve import Batcher, Engine, create_app, resolve_adapter
-
-    # fp32: greedy answers must not depend on which requests share a batch (bf16 rounding can).
-    engine = Engine(
-        str(tiny_model),
-        [
-            resolve_adapter("support", adapter_runs["support"]),
-            resolve_adapter("billing", adapter_runs["billing"], scale=0.5),
-        ],
-        precision="fp32",
-    )
-    batcher = Batcher(engine, max_batch=16, wait_ms=20)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    config = uvicorn.Config(
-        create_app(engine, batcher, api_key="secret"), host="127.0.0.1", port=port, log_level="warning"
-    )
-    uv = uvicorn.Server(config)
-    thread = threading.Thread(target=uv.run, daemon=True)
-    thread.start()
-    while not uv.started:
-        time.sleep(0.05)
-    yield {"url": f"http://127.0.0.1:{port}/v1", "engine": engine, "batcher": batcher, "base": str(tiny_model)}
-    uv.should_exit = True
-    thread.join(timeout=10)
-    batcher.close()
-
-
-@pytest.fixture(scope="module")
-def client(server):
-    return openai.OpenAI(base_url=server["url"], api_key="secret", max_retries=0)
 
 
 def _chat(client, model, content="My parcel never arrived.", **kw):
@@ -145,7 +104,12 @@ def test_unknown_model_is_a_404_naming_the_models(client):
         ({"model": "support", "messages": [{"role": "user", "content": "x"}], "adapter_scale": -1}, "adapter_scale"),
         ({"model": "support", "messages": [{"role": "user", "content": "x"}], "max_tokens": 100000}, "context"),
         ({"messages": [{"role": "user", "content": "x"}]}, "model"),
-        ({"model": "support", "messages": [{"role": "user", "content": "x"}], "n": 3}, "n"),
+        ({"model": "support", "messages": [{"role": "user", "content": "x"}], "n": 17}, "n"),
+        (
+            {"model": "support", "messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]},
+            "tools",
+        ),
+        ({"model": "support", "messages": [{"role": "user", "content": "x"}], "temprature": 0}, "temprature"),
     ],
 )
 def test_malformed_requests_are_400s_with_a_message(server, body, needle):

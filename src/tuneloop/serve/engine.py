@@ -19,11 +19,13 @@ from pathlib import Path
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
+from tuneloop.data.conversation import render
 from tuneloop.eval.scale_curve import recommended_scale
 from tuneloop.models import choose_precision, load_model, load_tokenizer, resolve_model
 from tuneloop.models.generate import contiguous_lm_head, left_padded
 from tuneloop.models.precision import default_device
 from tuneloop.runs import RunDir
+from tuneloop.serve.controls import ControlsProcessor, Grammars, RowControls, token_logprobs
 from tuneloop.serve.multilora import MultiLora
 
 
@@ -54,6 +56,8 @@ class Request:
     seed: int | None = None
     adapter_scale: float | None = None  # None: the adapter's default
     ignore_eos: bool = False  # generate exactly max_tokens (vLLM's option; throughput benchmarks use it)
+    controls: RowControls = field(default_factory=RowControls)  # response_format, logit_bias, penalties
+    logprobs: int | None = None  # None: none; k: each token's log-probability and the k likeliest alternatives
     # Set when the client has gone: a queued request is skipped, a running one stops at its next token.
     cancel: threading.Event = field(default_factory=threading.Event, compare=False, repr=False)
 
@@ -72,6 +76,8 @@ class Result:
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str  # "stop" | "length"
+    # Request.logprobs: per answer token (token, log-probability, [(alternative, log-probability)])
+    logprobs: list[tuple[int, float, list[tuple[int, float]]]] | None = None
 
 
 def resolve_adapter(name: str, target: str, scale: float = 1.0) -> AdapterSpec:
@@ -156,18 +162,15 @@ class ServedModels:
             return 1.0
         return self.adapters[adapter].scale if request.adapter_scale is None else request.adapter_scale
 
-    def chat_ids(self, messages: list[dict]) -> list[int]:
-        """The prompt as the model's chat template renders it. A template that drops part of a message
-        (tool calls, for a template without tool support) is an error: the model would answer a
-        conversation the client did not send."""
-        text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    def chat_ids(self, messages: list[dict], tools: list[dict] | None = None) -> list[int]:
+        """The prompt as training rendered it (data/conversation.py): the model's chat template, with
+        tools and tool calls written out where the template has no syntax for them (`messages` hold
+        tool calls as {name, arguments}). A template that drops part of a message is an error: the
+        model would answer a conversation the client did not send."""
+        text = render(self.tokenizer, messages, tools, generation_prompt=True)
         for i, m in enumerate(messages):
             if m.get("content") and m["content"].strip() not in text:
                 raise ValueError(f"messages[{i}]: this model's chat template drops {m['role']!r} messages")
-            for call in m.get("tool_calls") or []:
-                name = (call.get("function") or {}).get("name") if isinstance(call, dict) else None
-                if not name or name not in text:
-                    raise ValueError(f"messages[{i}].tool_calls: this model's chat template does not render tool calls")
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def text_ids(self, prompt: str) -> list[int]:
@@ -197,6 +200,29 @@ class Engine(ServedModels):
         super().__init__(model, adapters, load_tokenizer(folder), getattr(base.config, "max_position_embeddings", None))
         self.model = base.eval()
         self.lora = MultiLora(base, {a.name: a.path for a in adapters}, self.precision.dtype, self.device)
+        self._grammars = None
+
+    @property
+    def grammars(self) -> Grammars:
+        """xgrammar's tables for this tokenizer, built on the first structured request (~0.1 s)."""
+        if self._grammars is None:
+            self._grammars = Grammars(self.tokenizer, self.model.config.vocab_size)
+        return self._grammars
+
+    def compile_format(self, response_format: dict):
+        return self.grammars.compile(response_format)
+
+    def compile_tools(self, tools: list[dict]):
+        return self.grammars.tool_call(tools)
+
+    def token_text(self, token: int) -> tuple[str, bytes]:
+        """A token as OpenAI's logprobs show it: its text, and its bytes (a token may hold part of a
+        character: xgrammar's decoded vocabulary has the exact bytes; without it, the decoded text's)."""
+        try:
+            raw = self.grammars.decoded(token)
+        except ImportError:
+            raw = self.tokenizer.decode([token]).encode()
+        return raw.decode("utf-8", errors="backslashreplace"), raw
 
     @torch.inference_mode()
     def generate(self, requests: list[Request], streamer=None) -> list[Result]:
@@ -220,6 +246,13 @@ class Engine(ServedModels):
             if first.seed is not None:
                 torch.manual_seed(first.seed)
         kwargs["stopping_criteria"] = StoppingCriteriaList([Cancelled([r.cancel for r in requests])])
+        if any(r.controls.active for r in requests):
+            kwargs["logits_processor"] = [
+                ControlsProcessor([r.controls for r in requests], width, self.grammars if self._grammars else None)
+            ]
+        wants_logprobs = any(r.logprobs is not None for r in requests)
+        if wants_logprobs:  # the raw logits of every step: batch x vocabulary floats per step
+            kwargs.update(output_logits=True, return_dict_in_generate=True)
         adapters = [self.adapter_of(r.model) for r in requests]
         strengths = [self.scale_of(r) for r in requests]
         autocast = self.precision.autocast_dtype
@@ -229,16 +262,26 @@ class Engine(ServedModels):
             contiguous_lm_head(self.model),
         ):
             out = self.model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device), **kwargs)
-        return [self._result(r, out[row, width:].tolist()) for row, r in enumerate(requests)]
+        sequences = out.sequences if wants_logprobs else out
+        logits = torch.stack(out.logits, dim=1) if wants_logprobs else None  # batch x steps x vocabulary
+        return [
+            self._result(r, sequences[row, width:].tolist(), None if logits is None else logits[row])
+            for row, r in enumerate(requests)
+        ]
 
-    def _result(self, r: Request, tokens: list[int]) -> Result:
+    def _result(self, r: Request, tokens: list[int], logits: torch.Tensor | None = None) -> Result:
         eos = self.tokenizer.eos_token_id
         finish = "length"
         if eos in tokens[: r.max_tokens] and not r.ignore_eos:
             tokens, finish = tokens[: tokens.index(eos)], "stop"
         tokens = tokens[: r.max_tokens]
+        generated = len(tokens)  # usage counts what was generated, a stop string's tokens included
         text = self.tokenizer.decode(tokens, skip_special_tokens=True)
         cut = min((text.index(s) for s in r.stop if s and s in text), default=None)
         if cut is not None:
             text, finish = text[:cut], "stop"
-        return Result(text, len(r.prompt_ids), len(tokens), finish)
+            # the tokens that made the text kept (the stop string's own tokens go)
+            while tokens and len(self.tokenizer.decode(tokens, skip_special_tokens=True)) > cut:
+                tokens = tokens[:-1]
+        logprobs = None if r.logprobs is None else token_logprobs(logits, tokens, r.logprobs) if tokens else []
+        return Result(text, len(r.prompt_ids), generated, finish, logprobs)

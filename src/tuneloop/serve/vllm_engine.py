@@ -199,6 +199,9 @@ class VllmEngine(ServedModels):
                 seed=r.seed,
                 stop=r.stop or None,
                 ignore_eos=r.ignore_eos,
+                presence_penalty=r.controls.presence_penalty,
+                frequency_penalty=r.controls.frequency_penalty,
+                logit_bias=r.controls.logit_bias,
             )
             request_id = uuid.uuid4().hex
             self.llm.add_request(request_id, {"prompt_token_ids": list(r.prompt_ids)}, params, lora_request=lora)
