@@ -179,6 +179,16 @@ class FakeClock:
 # servers on free localhost ports, the tiny base model with adapters from real runs.
 
 
+class _Borrowed:
+    """An engine that is its own batcher, lent to an app without letting the app close it."""
+
+    def __init__(self, engine):
+        self.submit = engine.submit
+
+    def close(self):
+        pass
+
+
 @contextlib.contextmanager
 def serving(engine, api_key="secret"):
     """`engine` behind a batcher and the API on a free port; yields the base URL."""
@@ -186,7 +196,10 @@ def serving(engine, api_key="secret"):
 
     from tuneloop.serve import Batcher, create_app
 
-    batcher = Batcher(engine, max_batch=16, wait_ms=20)
+    # vLLM's engine schedules its own batches and its owner closes it (the app's shutdown must not);
+    # the transformers engine gets a batcher of its own
+    own = not hasattr(engine, "submit")
+    batcher = Batcher(engine, max_batch=16, wait_ms=20) if own else _Borrowed(engine)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -203,7 +216,8 @@ def serving(engine, api_key="secret"):
     finally:
         uv.should_exit = True
         thread.join(timeout=10)
-        batcher.close()
+        if own:
+            batcher.close()
 
 
 @pytest.fixture(scope="session")

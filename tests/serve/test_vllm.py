@@ -147,6 +147,56 @@ def test_unservable_adapter_fails_at_start_with_the_reason(tiny32, tmp_path):
         VllmEngine(str(tiny32), [dora], precision="fp32", eager=True)
 
 
+def test_the_new_parameters_on_the_vllm_backend(engines, tiny32):
+    """Structured outputs, log-probabilities, several choices and streamed usage, as the parameter
+    table says vLLM serves them; greedy log-probabilities agree with the transformers backend's."""
+    import jsonschema
+    import openai
+
+    from conftest import serving
+
+    served, reference = engines
+    schema = {
+        "type": "object",
+        "properties": {"intent": {"enum": ["refund", "delivery"]}, "urgent": {"type": "boolean"}},
+        "required": ["intent", "urgent"],
+        "additionalProperties": False,
+    }
+    fmt = {"type": "json_schema", "json_schema": {"name": "t", "schema": schema, "strict": True}}
+    with serving(served) as (url, _):
+        client = openai.OpenAI(base_url=url, api_key="secret", max_retries=0)
+        for temperature in (0.0, 1.0):
+            answer = client.chat.completions.create(
+                model="support", messages=PROMPT, response_format=fmt, temperature=temperature, seed=1, max_tokens=40
+            )
+            jsonschema.validate(json.loads(answer.choices[0].message.content), schema)
+        greedy = client.chat.completions.create(
+            model="support", messages=PROMPT, logprobs=True, top_logprobs=2, max_tokens=6, temperature=0
+        )
+        content = greedy.choices[0].logprobs.content
+        assert len(content) == greedy.usage.completion_tokens
+        assert all(t.top_logprobs[0].token == t.token for t in content)
+        with serving(reference) as (ref_url, _):
+            ref = openai.OpenAI(base_url=ref_url, api_key="secret", max_retries=0).chat.completions.create(
+                model="support", messages=PROMPT, logprobs=True, top_logprobs=2, max_tokens=6, temperature=0
+            )
+        assert [t.logprob for t in content] == pytest.approx(
+            [t.logprob for t in ref.choices[0].logprobs.content], abs=1e-3
+        )
+        kwargs = {"model": "support", "messages": PROMPT, "n": 2, "seed": 7, "temperature": 1.0, "max_tokens": 8}
+        first, second = client.chat.completions.create(**kwargs), client.chat.completions.create(**kwargs)
+        assert [c.message.content for c in first.choices] == [c.message.content for c in second.choices]
+        chunks = list(client.chat.completions.create(stream=True, stream_options={"include_usage": True}, **kwargs))
+        assert chunks[-1].usage.model_dump() == first.usage.model_dump()
+        tool = {"type": "function", "function": {"name": "triage", "parameters": schema}}
+        called = client.chat.completions.create(
+            model="support", messages=PROMPT, tools=[tool], tool_choice="required", max_tokens=60, temperature=0
+        )
+        call = called.choices[0].message.tool_calls[0]
+        assert call.function.name == "triage"
+        jsonschema.validate(json.loads(call.function.arguments), schema)
+
+
 def test_openai_client_against_the_vllm_backend(engines, tiny32):
     """The same HTTP API on the vLLM engine (its own batcher): chat, streaming, 32 concurrent clients."""
     import concurrent.futures

@@ -48,70 +48,68 @@ class Grammars:
         self._lock = threading.Lock()  # requests compile on the server's threads, decode on the batcher's
 
     def compile(self, response_format: dict):
-        """The grammar of an OpenAI response_format: {"type": "json_object"} or {"type": "json_schema",
-        "json_schema": {"name", "schema", "strict"}}; None for {"type": "text"}."""
+        """The compiled grammar of an OpenAI response_format (None for {"type": "text"})."""
+        grammar = self.format_grammar(response_format)
+        return None if grammar is None else self._compile(grammar)
+
+    def compile_tools(self, tools: list[dict]):
+        return self._compile(self.tool_grammar(tools))
+
+    def format_grammar(self, response_format: dict):
+        """The grammar of {"type": "json_object"} or {"type": "json_schema", "json_schema": {"name",
+        "schema", "strict"}}, as xgrammar's Grammar (str() of it is EBNF, which vLLM takes too)."""
         kind = response_format.get("type")
         if kind == "text":
             return None
         if kind == "json_object":
-            key = "json_object"
-        elif kind == "json_schema":
-            spec = response_format.get("json_schema")
-            if not isinstance(spec, dict) or not isinstance(spec.get("schema", {}), dict):
-                raise SchemaError("response_format.json_schema: give {name, schema, strict}")
-            key = json.dumps({"schema": spec.get("schema", {}), "strict": bool(spec.get("strict"))}, sort_keys=True)
-        else:
+            return self.xgr.Grammar.from_json_schema('{"type": "object"}', strict_mode=False, **JSON_STYLE)
+        if kind != "json_schema":
             raise SchemaError(f"response_format.type: {kind!r} is not one of text, json_object, json_schema")
-        with self._lock:
-            if key not in self._compiled:
-                if len(self._compiled) >= MAX_COMPILED:
-                    self._compiled.pop(next(iter(self._compiled)))
-                self._compiled[key] = self._build(kind, key)
-            return self._compiled[key]
-
-    def _build(self, kind: str, key: str):
-        if kind == "json_object":
-            return self.compiler.compile_json_schema('{"type": "object"}', strict_mode=False, **JSON_STYLE)
-        spec = json.loads(key)
+        spec = response_format.get("json_schema")
+        if not isinstance(spec, dict) or not isinstance(spec.get("schema", {}), dict):
+            raise SchemaError("response_format.json_schema: give {name, schema, strict}")
         try:
             # strict: no properties beyond the schema's, as OpenAI's strict mode requires them declared
-            return self.compiler.compile_json_schema(
-                json.dumps(spec["schema"]), strict_mode=spec["strict"], **JSON_STYLE
+            return self.xgr.Grammar.from_json_schema(
+                json.dumps(spec.get("schema", {})), strict_mode=bool(spec.get("strict")), **JSON_STYLE
             )
         except RuntimeError as e:  # xgrammar reports where the schema went wrong
             reason = str(e).split("] ", 1)[-1].split(": ", 1)[-1]
             raise SchemaError(f"response_format.json_schema.schema: {reason}") from None
 
-    def tool_call(self, tools: list[dict]):
-        """A grammar for one call of one of `tools`, as tuneloop trains calls on templates without tool
-        syntax (data/example.py's call_text): <tool_call>, {"name": ..., "arguments": {...}} valid
-        against the tool's parameters, </tool_call>."""
-        key = json.dumps(tools, sort_keys=True)
+    def tool_grammar(self, tools: list[dict]):
+        """One call of one of `tools`, as tuneloop trains calls on templates without tool syntax
+        (data/example.py's call_text): <tool_call>, {"name": ..., "arguments": {...}} valid against the
+        tool's parameters, </tool_call>."""
+        xgr, calls = self.xgr, []
+        for tool in tools:
+            function = tool.get("function") or {}
+            schema = {
+                "type": "object",
+                "properties": {
+                    "name": {"const": function.get("name")},
+                    "arguments": function.get("parameters") or {"type": "object"},
+                },
+                "required": ["name", "arguments"],
+                "additionalProperties": False,
+            }
+            try:
+                calls.append(xgr.Grammar.from_json_schema(schema, strict_mode=False, **JSON_STYLE))
+            except RuntimeError as e:
+                reason = str(e).split("] ", 1)[-1]
+                raise SchemaError(f"tools: {function.get('name')!r}'s parameters: {reason}") from None
+        return xgr.Grammar.concat(
+            xgr.Grammar.from_ebnf('root ::= "<tool_call>\\n"'),
+            xgr.Grammar.union(*calls),
+            xgr.Grammar.from_ebnf('root ::= "\\n</tool_call>"'),
+        )
+
+    def _compile(self, grammar):
+        key = str(grammar)  # the EBNF: equal grammars compile once
         with self._lock:
             if key not in self._compiled:
-                xgr = self.xgr
-                calls = []
-                for tool in tools:
-                    function = tool.get("function") or {}
-                    schema = {
-                        "type": "object",
-                        "properties": {
-                            "name": {"const": function.get("name")},
-                            "arguments": function.get("parameters") or {"type": "object"},
-                        },
-                        "required": ["name", "arguments"],
-                        "additionalProperties": False,
-                    }
-                    try:
-                        calls.append(xgr.Grammar.from_json_schema(schema, strict_mode=False, **JSON_STYLE))
-                    except RuntimeError as e:
-                        reason = str(e).split("] ", 1)[-1]
-                        raise SchemaError(f"tools: {function.get('name')!r}'s parameters: {reason}") from None
-                grammar = xgr.Grammar.concat(
-                    xgr.Grammar.from_ebnf('root ::= "<tool_call>\\n"'),
-                    xgr.Grammar.union(*calls),
-                    xgr.Grammar.from_ebnf('root ::= "\\n</tool_call>"'),
-                )
+                if len(self._compiled) >= MAX_COMPILED:
+                    self._compiled.pop(next(iter(self._compiled)))
                 self._compiled[key] = self.compiler.compile_grammar(grammar)
             return self._compiled[key]
 

@@ -140,10 +140,35 @@ class ServedModels:
         self.base_name = model
         self.tokenizer = tokenizer
         self.max_positions = max_positions
+        self.vocab_size = len(tokenizer)  # the model's logits may be wider: backends set it from the config
         self.adapters = {a.name: a for a in adapters}
         clash = {self.base_name, "base"} & set(self.adapters)
         if clash:
             raise ValueError(f"adapter name {clash.pop()!r} is the base model's name; choose another")
+        self._grammars = None
+
+    @property
+    def grammars(self) -> Grammars:
+        """xgrammar's tables for this tokenizer, built on the first structured request (~0.1 s)."""
+        if self._grammars is None:
+            self._grammars = Grammars(self.tokenizer, self.vocab_size)
+        return self._grammars
+
+    def compile_format(self, response_format: dict):
+        """What the backend's decoding needs to enforce a response_format (SchemaError if it cannot)."""
+        return self.grammars.compile(response_format)
+
+    def compile_tools(self, tools: list[dict]):
+        return self.grammars.compile_tools(tools)
+
+    def token_text(self, token: int) -> tuple[str, bytes]:
+        """A token as OpenAI's logprobs show it: its text, and its bytes (a token may hold part of a
+        character: xgrammar's decoded vocabulary has the exact bytes; without it, the decoded text's)."""
+        try:
+            raw = self.grammars.decoded(token)
+        except ImportError:
+            raw = self.tokenizer.decode([token]).encode()
+        return raw.decode("utf-8", errors="backslashreplace"), raw
 
     def model_names(self) -> list[str]:
         return [self.base_name, *self.adapters]
@@ -200,29 +225,7 @@ class Engine(ServedModels):
         super().__init__(model, adapters, load_tokenizer(folder), getattr(base.config, "max_position_embeddings", None))
         self.model = base.eval()
         self.lora = MultiLora(base, {a.name: a.path for a in adapters}, self.precision.dtype, self.device)
-        self._grammars = None
-
-    @property
-    def grammars(self) -> Grammars:
-        """xgrammar's tables for this tokenizer, built on the first structured request (~0.1 s)."""
-        if self._grammars is None:
-            self._grammars = Grammars(self.tokenizer, self.model.config.vocab_size)
-        return self._grammars
-
-    def compile_format(self, response_format: dict):
-        return self.grammars.compile(response_format)
-
-    def compile_tools(self, tools: list[dict]):
-        return self.grammars.tool_call(tools)
-
-    def token_text(self, token: int) -> tuple[str, bytes]:
-        """A token as OpenAI's logprobs show it: its text, and its bytes (a token may hold part of a
-        character: xgrammar's decoded vocabulary has the exact bytes; without it, the decoded text's)."""
-        try:
-            raw = self.grammars.decoded(token)
-        except ImportError:
-            raw = self.tokenizer.decode([token]).encode()
-        return raw.decode("utf-8", errors="backslashreplace"), raw
+        self.vocab_size = base.config.vocab_size
 
     @torch.inference_mode()
     def generate(self, requests: list[Request], streamer=None) -> list[Result]:

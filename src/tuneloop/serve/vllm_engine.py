@@ -94,6 +94,7 @@ class VllmEngine(ServedModels):
         )
         self.llm = LLMEngine.from_engine_args(args)
         self.max_positions = self.llm.model_config.max_model_len
+        self.vocab_size = self.llm.model_config.get_vocab_size()
         self._scaled = tempfile.TemporaryDirectory(prefix="tuneloop-vllm-")
         self._loras: dict[tuple[str, float], object] = {}
         for a in adapters:  # load each now: an adapter vLLM cannot serve fails the start, not a request
@@ -125,6 +126,16 @@ class VllmEngine(ServedModels):
         # vLLM runs its engine in child processes; without this they outlive a server stopped by SIGTERM.
         self.llm.engine_core.shutdown()
         self._scaled.cleanup()
+
+    def compile_format(self, response_format: dict):
+        """vLLM enforces the same grammar as the transformers backend (compact JSON, json.dumps'
+        separators), handed over as EBNF to its xgrammar backend: its own JSON-schema path left free
+        whitespace in (a tiny model wrote newlines to max_tokens)."""
+        grammar = self.grammars.format_grammar(response_format)
+        return None if grammar is None else str(grammar)
+
+    def compile_tools(self, tools: list[dict]):
+        return str(self.grammars.tool_grammar(tools))
 
     def _lora(self, adapter: str, scale: float):
         """The LoRARequest for `adapter` at strength `scale`, registering a scaled copy on first use."""
@@ -179,6 +190,7 @@ class VllmEngine(ServedModels):
 
     def _add(self, item: _Item, active: dict[str, _Item]) -> None:
         from vllm import SamplingParams
+        from vllm.sampling_params import StructuredOutputsParams
 
         r = item.request
         try:
@@ -202,6 +214,8 @@ class VllmEngine(ServedModels):
                 presence_penalty=r.controls.presence_penalty,
                 frequency_penalty=r.controls.frequency_penalty,
                 logit_bias=r.controls.logit_bias,
+                logprobs=r.logprobs,
+                structured_outputs=StructuredOutputsParams(grammar=r.controls.grammar) if r.controls.grammar else None,
             )
             request_id = uuid.uuid4().hex
             self.llm.add_request(request_id, {"prompt_token_ids": list(r.prompt_ids)}, params, lora_request=lora)
@@ -219,8 +233,20 @@ class VllmEngine(ServedModels):
         if output.finished:
             del active[output.request_id]
             finish = "length" if completion.finish_reason == "length" else "stop"
+            logprobs = None
+            if item.request.logprobs is not None:  # per token {id: Logprob}: the chosen one and the top k
+                logprobs = [
+                    (
+                        token,
+                        step[token].logprob,
+                        sorted(((t, lp.logprob) for t, lp in step.items()), key=lambda p: -p[1])[
+                            : item.request.logprobs
+                        ],
+                    )
+                    for token, step in zip(completion.token_ids, completion.logprobs or [], strict=False)
+                ]
             item.future.set_result(
-                Result(completion.text, len(item.request.prompt_ids), len(completion.token_ids), finish)
+                Result(completion.text, len(item.request.prompt_ids), len(completion.token_ids), finish, logprobs)
             )
             if item.streamer is not None:
                 item.streamer.end()
