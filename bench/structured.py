@@ -110,6 +110,7 @@ def main() -> None:
             "sides": sides,
             "constrained_over_plain_tokens_per_second": cost,
         },
+        extra_packages=("xgrammar",),
     )
 
 
