@@ -290,7 +290,7 @@ def tool_adapter(tmp_path_factory, tiny_model):
             "run_name": "tools",
             "data": {"path": str(work / "tools.jsonl"), "max_seq_len": 256, "dedup": "none"},
             "lora": {"r": 16, "alpha": 32},
-            "train": {"epochs": 20, "batch_size": 8, "learning_rate": 1e-2, "metric_rows": 0},
+            "train": {"epochs": 20, "batch_size": 8, "learning_rate": 1e-2, "metric_rows": 0, "compile": False},
             "eval": {"general": "none", "scale_curve": []},
         }
     )

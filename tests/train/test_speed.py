@@ -82,6 +82,7 @@ def test_compiled_run_trains_evaluates_and_generates(tmp_path, tiny_model):
     """Compiled decoder layers train; evaluation and generation run them eagerly (no recompile).
     All the layers share one graph, compiled once: the first layer's input (the frozen
     embeddings' output) requires grad like the others', and Dynamo does not restart its analysis."""
+    import torch
     from rich.console import Console
     from torch._dynamo.utils import counters
 
@@ -98,6 +99,7 @@ def test_compiled_run_trains_evaluates_and_generates(tmp_path, tiny_model):
             "eval": {"max_new_tokens": 4},
         }
     )
+    torch._dynamo.reset()  # an earlier test may have compiled the same layers: count this run's graphs only
     counters.clear()
     result = run_loop(config, Console(quiet=True))
     assert counters["frames"]["total"] == 1  # one compiled graph for all layers, and no recompile
