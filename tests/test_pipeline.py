@@ -235,17 +235,14 @@ def test_the_run_measures_what_the_fine_tune_cost_and_the_scale_that_keeps_it(tm
 
 
 def test_select_best_balance_keeps_the_evaluation_its_rule_names(tmp_path, tiny_model):
-    from tuneloop.train.task_eval import balance_keeps
+    from tuneloop.train.task_eval import balance_choice
 
     config = tiny_run_config(tmp_path, tiny_model, epochs=2, select_best="balance", metric_budget=1.0)
     config.eval.general = "default"
     result = run_loop(config, QUIET, evaluate=False)
     evals = [r for r in result.run.read_metrics() if "eval_leakage" in r]
-    kept, best = None, None
-    for r in evals:  # the rule replayed over the logged curve
-        best = r["eval_field_accuracy"] if best is None else max(best, r["eval_field_accuracy"])
-        if balance_keeps(kept and kept[1:], (r["eval_field_accuracy"], r["eval_leakage"]), best, 1):
-            kept = (r["step"], r["eval_field_accuracy"], r["eval_leakage"])
+    # the rule replayed over the logged curve names the step the run kept
+    kept = balance_choice([(r["step"], r["eval_field_accuracy"], r["eval_leakage"]) for r in evals], 1)
     info = result.run.info()
     assert len(evals) == 8 and info["selected_by"] == "balance" and info["best_checkpoint_step"] == kept[0]
 

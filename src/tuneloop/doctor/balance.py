@@ -22,7 +22,7 @@ import math
 from tuneloop.doctor.curves import Curves
 from tuneloop.doctor.diagnose import NOISE_Z, Finding
 from tuneloop.eval.general import beyond_noise
-from tuneloop.train.task_eval import BALANCE_BAND, balance_keeps
+from tuneloop.train.task_eval import BALANCE_BAND, balance_choice
 
 # Drift that counts as forgetting: the base model's answers ~1.65x less likely per token (e^0.5).
 # Every fine-tune moves the distribution a little, measurably on 40 prompts; this is the size the
@@ -143,11 +143,7 @@ def balance_checkpoint(c: Curves, info: dict | None) -> list[Finding]:
     points = [(step, value, leakage[step]) for step, value in c.metric if step in leakage]
     if len(points) < 2:
         return []
-    kept, best = None, None
-    for step, value, leaked in points:
-        best = value if best is None else max(best, value, key=lambda v: c.sign * v)
-        if balance_keeps(kept and kept[1:], (value, leaked), best, c.sign):
-            kept = (step, value, leaked)
+    kept = balance_choice(points, c.sign)
     by_step = {p[0]: p for p in points}
     saved = by_step.get((info or {}).get("best_checkpoint_step"), points[-1])
     (step, value, leaked), (s_step, s_value, s_leaked) = kept, saved

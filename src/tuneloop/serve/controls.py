@@ -140,13 +140,19 @@ class ControlsProcessor(LogitsProcessor):
         self.rows, self.width, self.grammars = rows, width, grammars
         self.matchers = {i: grammars.xgr.GrammarMatcher(r.grammar) for i, r in enumerate(rows) if r.grammar is not None}
         self.bitmask = grammars.xgr.allocate_token_bitmask(len(rows), grammars.vocab_size) if self.matchers else None
+        # each row's bias as (token ids, values), built once for the call rather than at every step
+        self.bias = {
+            i: (torch.tensor(list(r.logit_bias)), torch.tensor(list(r.logit_bias.values())))
+            for i, r in enumerate(rows)
+            if r.logit_bias
+        }
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         answer = input_ids[:, self.width :]
         for i, r in enumerate(self.rows):
-            if r.logit_bias:
-                ids = torch.tensor(list(r.logit_bias), device=scores.device)
-                scores[i, ids] += torch.tensor(list(r.logit_bias.values()), device=scores.device, dtype=scores.dtype)
+            if i in self.bias:
+                ids, values = self.bias[i]
+                scores[i, ids.to(scores.device)] += values.to(scores.device, scores.dtype)
             if (r.presence_penalty or r.frequency_penalty) and answer.shape[1]:
                 counts = torch.bincount(answer[i], minlength=scores.shape[1])[: scores.shape[1]].to(scores.dtype)
                 scores[i] -= r.frequency_penalty * counts + r.presence_penalty * (counts > 0).to(scores.dtype)

@@ -58,9 +58,8 @@ PARAMETERS = [
         CHAT,
         HONOURED,
         HONOURED,
-        "text, json_object, json_schema (strict): enforced by constrained decoding (xgrammar; vLLM: its own "
-        "structured outputs); compact JSON",
-        lambda v: _none(v) or (isinstance(v, dict) and v.get("type") == "text"),
+        "text, json_object, json_schema (strict): enforced by constrained decoding (xgrammar's grammar, on "
+        "both backends); compact JSON",
     ),
     Parameter(
         "logprobs",
@@ -68,16 +67,14 @@ PARAMETERS = [
         HONOURED,
         HONOURED,
         "chat: true/false with top_logprobs (0-20); completions: 0-5; the model's raw distribution; not with stream",
-        lambda v: v is None or v is False,
     ),
-    Parameter("top_logprobs", CHAT, HONOURED, HONOURED, "with logprobs: true", lambda v: v is None),
+    Parameter("top_logprobs", CHAT, HONOURED, HONOURED, "with logprobs: true"),
     Parameter(
         "echo",
         COMPLETIONS,
         HONOURED,
         HONOURED,
         "the prompt before each answer's text (not with logprobs)",
-        lambda v: v is None or v is False,
     ),
     Parameter(
         "best_of",
@@ -85,7 +82,6 @@ PARAMETERS = [
         HONOURED,
         HONOURED,
         "best_of samples, the n with the highest log-probability per token returned; not with stream",
-        lambda v: v is None or v == 1,
     ),
     Parameter("user", BOTH, HONOURED, HONOURED, "an end-user identifier; by definition it does not change the answer"),
     Parameter("safety_identifier", CHAT, HONOURED, HONOURED, "as user"),
@@ -112,7 +108,6 @@ PARAMETERS = [
         HONOURED,
         HONOURED,
         "none, auto; required and a named function force one call by constrained decoding",
-        lambda v: v in (None, "none", "auto"),
     ),
     Parameter("parallel_tool_calls", CHAT, HONOURED, HONOURED, "false keeps the first call of an answer"),
     Parameter("functions", CHAT, REFUSED, REFUSED, "deprecated by OpenAI; send tools"),

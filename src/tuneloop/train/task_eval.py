@@ -218,6 +218,17 @@ def balance_keeps(kept: tuple[float, float] | None, current: tuple[float, float]
     return in_band(current[0]) and (current[1], -sign * current[0]) < (kept[1], -sign * kept[0])
 
 
+def balance_choice(points: list[tuple[int, float, float]], sign: int) -> tuple[int, float, float] | None:
+    """The (step, task metric, leakage) that balance_keeps ends with over evaluations in order: the
+    step a run with select_best: balance keeps (the doctor replays it over a finished run's curve)."""
+    kept, best = None, None
+    for step, value, leaked in points:
+        best = value if best is None else max(best, value, key=lambda v: sign * v)
+        if balance_keeps(kept and kept[1:], (value, leaked), best, sign):
+            kept = (step, value, leaked)
+    return kept
+
+
 class KeepBestByMetric(TrainerCallback):
     """`train.select_best: metric`: keep the weights of the evaluation with the best task metric,
     restore them when training ends, and stop early after `patience` scored evaluations without
