@@ -21,6 +21,7 @@ LAYERS = [
     {"pipeline"},  # the loop: data -> auto values -> train -> evaluate -> report
     {"tune"},
     {"serve"},
+    {"finetuning"},  # OpenAI's fine-tuning API: jobs are runs (pipeline), their models served (serve)
     {"api"},  # the public Python API; `import tuneloop` exposes it
     {"ui", "cli"},
 ]

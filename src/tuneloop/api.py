@@ -210,10 +210,11 @@ class Server:
     not yet listening: `run()` blocks (the CLI), `start()` serves from a background thread (a
     notebook) until `stop()`."""
 
-    def __init__(self, app, engine, why: str, host: str, port: int):
+    def __init__(self, app, engine, why: str, host: str, port: int, keyed: bool = False):
         import uvicorn
 
         self.app, self.engine, self.why = app, engine, why
+        self.keyed = keyed  # API keys required
         self.url = f"http://{host}:{port}/v1"
         self._server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
         self._thread: threading.Thread | None = None
@@ -252,16 +253,27 @@ def server(
     host: str = "127.0.0.1",
     port: int = 8000,
     api_key: str | None = None,
+    api_keys_file: str | Path | None = None,
     precision: str = "auto",
     max_batch: int = 16,
     backend: str = "auto",
     deterministic: bool = False,
     max_body_bytes: int = 1 << 20,
+    fine_tuning: str | Path | None = None,
+    job_config: str | Path | None = None,
+    max_jobs: int = 1,
 ) -> Server:
     """`tuneloop serve`: one base model and many LoRA adapters behind an OpenAI-compatible API. `adapters`: {name: run
     or adapter folder}, or the CLI's NAME=RUN[@SCALE] strings. The base model defaults to the one the
-    adapters' runs trained on."""
+    adapters' runs trained on.
+
+    `fine_tuning`: a data directory; the server then also speaks OpenAI's Files and Fine-tuning APIs
+    (tuneloop/finetuning/), trains each job in a worker process (`max_jobs` at a time) with
+    `job_config`'s settings under the request's, and serves the `ft:` models without a restart.
+    Keys: `api_key`, `api_keys_file` (one per line) and TUNELOOP_API_KEYS; each key sees only its own
+    jobs, files and models. Serving fine-tuning beyond this machine requires keys."""
     from tuneloop.serve import create_app
+    from tuneloop.serve.access import ApiKeys
     from tuneloop.serve.backends import open_engine
     from tuneloop.serve.engine import base_model_for, parse_adapter, resolve_adapter
 
@@ -270,16 +282,32 @@ def server(
         if isinstance(adapters, dict)
         else [parse_adapter(s) for s in adapters]
     )
+    keys = ApiKeys.gather(api_key, Path(api_keys_file) if api_keys_file else None)
     if deterministic:  # one request per generate() call: nothing else in the batch can change an answer
         if backend == "vllm":
             raise ValueError(
                 "--deterministic decodes requests one at a time on the transformers backend; vLLM batches by itself"
             )
         backend, max_batch = "transformers", 1
+    if fine_tuning is not None:
+        if backend == "vllm":
+            raise ValueError("--fine-tuning adds each finished job's adapter while serving: --backend transformers")
+        if host not in ("127.0.0.1", "localhost", "::1") and not keys:
+            raise ValueError(
+                f"--fine-tuning on {host}: give API keys (--api-key, --api-keys-file or TUNELOOP_API_KEYS)"
+            )
+        backend = "transformers"
     engine, batcher, why = open_engine(
         base_model_for(model, specs), specs, backend=backend, precision=precision, max_batch=max_batch
     )
-    return Server(create_app(engine, batcher, api_key, max_body_bytes), engine, why, host, port)
+    service = None
+    if fine_tuning is not None:
+        from tuneloop.finetuning.scheduler import FineTuning, job_defaults
+
+        defaults = job_defaults(Path(job_config) if job_config else None)
+        service = FineTuning(Path(fine_tuning), engine, defaults, max_jobs=max_jobs).start()
+    app = create_app(engine, batcher, keys, max_body_bytes, fine_tuning=service)
+    return Server(app, engine, why, host, port, keyed=bool(keys))
 
 
 def _path(run: RunLike) -> Path:

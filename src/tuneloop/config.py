@@ -102,6 +102,11 @@ class DataConfig(_Section):
     )
     near_duplicate_threshold: float = Field(0.8, gt=0, le=1, description="MinHash Jaccard similarity.")
     validation_size: float = Field(0.1, gt=0, description="A fraction (< 1) or a number of rows (>= 1).")
+    validation_path: Path | None = Field(
+        None,
+        description="A data file of your own validation rows (any format tuneloop reads): used whole as the "
+        "validation split instead of validation_size rows of `path`.",
+    )
     test_size: float = Field(0.15, gt=0, description="A fraction (< 1) or a number of rows (>= 1).")
     stratify: bool = Field(True, description="Keep the label mix in every split when rows have labels.")
     train_on: Literal["all_assistant", "last_assistant", "all"] = Field(
@@ -189,6 +194,13 @@ class TrainConfig(_Section):
         "auto",
         description="auto: 3, more for small datasets (at least ~100 examples seen per run), fewer for "
         "large ones (at most ~25,000), as hosted fine-tuning APIs do.",
+    )
+    learning_rate_multiplier: float = Field(
+        1.0,
+        gt=0,
+        le=100,
+        description="Multiplies the learning rate, auto or given (OpenAI's fine-tuning API's "
+        "learning_rate_multiplier); folded into learning_rate in the resolved config.",
     )
     learning_rate: Annotated[float, Field(gt=0, le=10)] | Literal["auto"] = Field(
         "auto",
@@ -475,6 +487,8 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
     config = config_from_dict(raw, source=str(path))
     base = path.resolve().parent
     config.data.path = _resolve(base, config.data.path).resolve()
+    if config.data.validation_path:
+        config.data.validation_path = _resolve(base, config.data.validation_path).resolve()
     if config.data.replay_data is not None:
         config.data.replay_data = _resolve(base, config.data.replay_data).resolve()
     if "runs_dir" in raw:

@@ -1,6 +1,9 @@
 """The data stage of `tuneloop run` on real banking77 rows mapped from CSV columns."""
 
 import csv
+import json
+
+import pytest
 
 from conftest import SHARED
 from tuneloop.config import DataConfig
@@ -38,3 +41,25 @@ def test_banking77_columns_dedup_stratified_split(tmp_path, tokenizer):
         assert abs(share - overall) < 0.05
     train_texts = {e.text for e in prepared.splits.train}
     assert not train_texts & {e.text for e in prepared.splits.test + prepared.splits.validation}
+
+
+def test_a_validation_file_of_its_own(tmp_path, tokenizer):
+    """data.validation_path (OpenAI's validation_file): its rows are the validation split, checked as
+    strictly as the training file's; a row too long for max_seq_len is an error naming that file."""
+    from conftest import write_tickets
+    from tuneloop.data.problems import DataError
+
+    write_tickets(tmp_path / "train.jsonl", 30)
+    write_tickets(tmp_path / "val.jsonl", 5, start=100)
+    data = DataConfig(
+        path=tmp_path / "train.jsonl", validation_path=tmp_path / "val.jsonl", test_size=5, max_seq_len=384
+    )
+    prepared = prepare_data(data, tokenizer)
+    assert {e.file for e in prepared.splits.validation} == {str(tmp_path / "val.jsonl")}
+    assert (len(prepared.splits.validation), len(prepared.splits.test), len(prepared.splits.train)) == (5, 5, 25)
+    assert prepared.report["validation_path"] == str(tmp_path / "val.jsonl")
+    long = {"messages": [{"role": "user", "content": "word " * 500}, {"role": "assistant", "content": "ok"}]}
+    with open(tmp_path / "val.jsonl", "a", encoding="utf-8") as f:
+        f.write(json.dumps(long) + "\n")
+    with pytest.raises(DataError, match=r"val\.jsonl:6"):
+        prepare_data(data, tokenizer)

@@ -88,3 +88,14 @@ def test_augmented_rows_only_in_train_and_dropped_when_their_source_is_held_out(
     assert all(e.augmented["source_row"] not in held for e in kept_aug)
     assert len(kept_aug) == 30 and len(s.removed) == 20
     assert all(r["reason"] == "augmented_from_held_out" for r in s.removed)
+
+
+def test_own_validation_rows_are_the_validation_split():
+    """data.validation_path: the user's rows are validation, whole; train and test come from the rest,
+    and a train row duplicating one of them is dropped as leakage."""
+    rows, own = _examples(40), _examples(3)
+    own = [Example(e.messages, e.row, "val.jsonl") for e in own]
+    splits = split_examples(rows, 0.1, 4, validation_rows=own)
+    assert splits.validation == own and len(splits.test) == 4
+    assert len(splits.train) == 40 - 4 - 3  # rows 1-3 of d.jsonl say what val.jsonl's say
+    assert {d["reason"] for d in splits.removed} == {"exact_duplicate_of_held_out"}

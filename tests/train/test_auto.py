@@ -76,6 +76,10 @@ def test_auto_values_are_resolved(tmp_path, tiny_model, tokenizer):
     train_ = resolved.train
     assert (train_.epochs, train_.batch_size, train_.eval_every, train_.learning_rate) == (4, 1, 1, 4e-4)
     assert resolved.train.precision in ("bf16", "fp32") and config.train.epochs == "auto"  # the input is not changed
+    # OpenAI's learning_rate_multiplier multiplies the rate auto chose, and is folded into it
+    config.train.learning_rate_multiplier = 0.5
+    scaled = resolve_auto(config, Splits(train, [], []), {"tokens": {"p95": 60}}, tiny_model, "cpu", tokenizer)[0]
+    assert (scaled.train.learning_rate, scaled.train.learning_rate_multiplier) == (2e-4, 1.0)
     # the longest answer in tokens x 1.25 + 8: a label task does not generate 128 tokens
     longest = len(tokenizer(answers[1], add_special_tokens=False)["input_ids"])
     assert resolved.eval.max_new_tokens == -(-5 * longest // 4) + 8 < 128

@@ -45,6 +45,29 @@ def serve(
         ),
     ] = False,
     max_body_mb: Annotated[float, typer.Option("--max-body-mb", min=0.001, help="Largest request body.")] = 1.0,
+    fine_tuning: Annotated[
+        Path | None,
+        typer.Option(
+            "--fine-tuning",
+            help="A data directory: also serve OpenAI's Files and Fine-tuning APIs (jobs train in worker processes; "
+            "their ft: models are served as they finish). Scripts written for OpenAI run with only base_url changed.",
+        ),
+    ] = None,
+    job_config: Annotated[
+        Path | None,
+        typer.Option(
+            "--job-config", help="A tuneloop config whose settings every job starts from (data.path ignored)."
+        ),
+    ] = None,
+    max_jobs: Annotated[int, typer.Option("--max-jobs", min=1, help="Jobs training at once.")] = 1,
+    api_keys_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--api-keys-file",
+            help="API keys, one per line (also TUNELOOP_API_KEYS, comma-separated); each key sees only its own "
+            "fine-tuning jobs, files and models.",
+        ),
+    ] = None,
 ) -> None:
     """Serve a base model and LoRA adapters behind an OpenAI-compatible API (chat, completions, streaming).
     A client that disconnects cancels its generation."""
@@ -59,6 +82,10 @@ def serve(
             host=host,
             port=port,
             api_key=api_key,
+            api_keys_file=api_keys_file,
+            fine_tuning=fine_tuning,
+            job_config=job_config,
+            max_jobs=max_jobs,
             precision=precision,
             max_batch=max_batch,
             backend=backend,
@@ -68,10 +95,15 @@ def serve(
     engine = server.engine
     console.print(
         f"serving {', '.join(engine.model_names())} ({engine.backend}: {server.why}; "
-        f"{engine.precision.value} on {engine.device}) at {server.url}" + ("  ·  API key required" if api_key else ""),
+        f"{engine.precision.value} on {engine.device}) at {server.url}"
+        + ("  ·  API key required" if server.keyed else ""),
         soft_wrap=True,
     )
-    if host not in ("127.0.0.1", "localhost") and not api_key:
+    if fine_tuning is not None:
+        console.print(
+            f"fine-tuning API: jobs and files in {fine_tuning} (runs in {fine_tuning / 'runs'})", soft_wrap=True
+        )
+    if host not in ("127.0.0.1", "localhost") and not server.keyed:
         console.print("[yellow]warning: listening beyond this machine without --api-key[/yellow]")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     server.run()  # closes the batcher on shutdown

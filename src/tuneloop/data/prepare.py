@@ -26,9 +26,10 @@ class PreparedData:
     report: dict
 
 
-def load_from_config(data: DataConfig) -> LoadedData:
+def load_from_config(data: DataConfig, validation: bool = False) -> LoadedData:
+    """The rows of data.path, or with `validation` those of data.validation_path."""
     return load_examples_strict(
-        data.path,
+        data.validation_path if validation else data.path,
         fmt=data.format,
         columns=data.columns.model_dump() if data.columns else None,
         system_prompt=data.system_prompt,
@@ -42,6 +43,10 @@ def prepare_data(data: DataConfig, tokenizer) -> PreparedData:
     loaded = load_from_config(data)
     examples = loaded.examples
     lengths = validate_lengths(examples, tokenizer, data.max_seq_len, data.train_on)
+    validation = None
+    if data.validation_path is not None:  # the user's own validation rows, checked as strictly
+        validation = load_from_config(data, validation=True).examples
+        validate_lengths(validation, tokenizer, data.max_seq_len, data.train_on)
     dedup = None
     dropped: list[dict] = []
     if data.dedup != "none":
@@ -69,11 +74,13 @@ def prepare_data(data: DataConfig, tokenizer) -> PreparedData:
         leakage=data.leakage_check,
         threshold=data.near_duplicate_threshold,
         file=str(data.path),
+        validation_rows=validation,
     )
     dropped += splits.removed
     report = profile(loaded.examples, tokenizer, lengths, dedup, data.max_seq_len)
     report = {
         "path": str(data.path),
+        **({"validation_path": str(data.validation_path)} if data.validation_path else {}),
         "format": loaded.format,
         **report,
         "splits": {name: len(part) for name, part in splits.items()},

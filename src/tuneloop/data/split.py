@@ -43,12 +43,16 @@ def split_examples(
     leakage: str = "near",
     threshold: float = 0.8,
     file: str = "<data>",
+    validation_rows: list[Example] | None = None,
 ) -> Splits:
-    """`leakage`: "near" (exact and near duplicates), "exact", or "none" (no check)."""
+    """`leakage`: "near" (exact and near duplicates), "exact", or "none" (no check).
+    `validation_rows`: the user's own validation file (data.validation_path), used whole instead of
+    cutting `validation` rows from `examples`."""
     originals = [e for e in examples if not e.augmented]
     augmented = [e for e in examples if e.augmented]
     n = len(originals)
-    n_val, n_test = split_size(validation, n), split_size(test, n)
+    n_val = 0 if validation_rows is not None else split_size(validation, n)
+    n_test = split_size(test, n)
     if n < MIN_EXAMPLES or n - n_val - n_test < 1:
         raise DataError(
             [
@@ -68,7 +72,11 @@ def split_examples(
     else:
         order = list(originals)
         rng.shuffle(order)
-    splits = Splits(train=order[n_val + n_test :], validation=order[:n_val], test=order[n_val : n_val + n_test])
+    splits = Splits(
+        train=order[n_val + n_test :],
+        validation=list(validation_rows) if validation_rows is not None else order[:n_val],
+        test=order[n_val : n_val + n_test],
+    )
     held_out = {(e.file, e.row): name for name, part in splits.items() if name != "train" for e in part}
     for e in augmented:
         source = (e.file, e.augmented.get("source_row"))

@@ -38,6 +38,7 @@ async def chat(body: ChatBody, http: HttpRequest, server: ServerState = Depends(
         body.n or 1,
         top,
         server.grammar(body, tools.forced),
+        owner=http.state.owner,
     )
     rid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
     if body.stream:

@@ -32,7 +32,12 @@ async def completions(body: CompletionBody, http: HttpRequest, server: ServerSta
     logprobs = body.logprobs if body.logprobs is not None else (0 if best_of > n else None)
     per_prompt = [
         server.requests(
-            body, await server.tokenize(server.engine.text_ids, p), body.max_tokens or 16, best_of, logprobs
+            body,
+            await server.tokenize(server.engine.text_ids, p),
+            body.max_tokens or 16,
+            best_of,
+            logprobs,
+            owner=http.state.owner,
         )
         for p in prompts
     ]

@@ -173,6 +173,26 @@ class ServedModels:
     def model_names(self) -> list[str]:
         return [self.base_name, *self.adapters]
 
+    def add_adapter(self, spec: AdapterSpec) -> None:
+        """Serve one more adapter from now on (a finished fine-tuning job): no restart."""
+        if spec.name in (self.base_name, "base"):
+            raise ValueError(f"adapter name {spec.name!r} is the base model's name; choose another")
+        self._load_adapter(spec)
+        self.adapters[spec.name] = spec
+
+    def remove_adapter(self, name: str) -> None:
+        """Stop serving an adapter; a request already decoding with it finishes first."""
+        if name not in self.adapters:
+            raise KeyError(name)
+        del self.adapters[name]
+        self._unload_adapter(name)
+
+    def _load_adapter(self, spec: AdapterSpec) -> None:
+        raise ValueError(f"the {self.backend} backend serves the adapters it started with; restart it with this one")
+
+    def _unload_adapter(self, name: str) -> None:
+        pass
+
     def adapter_of(self, name: str) -> str | None:
         """The adapter a model name selects (None: the base model); KeyError if unknown."""
         if name in (self.base_name, "base"):
@@ -226,6 +246,12 @@ class Engine(ServedModels):
         self.model = base.eval()
         self.lora = MultiLora(base, {a.name: a.path for a in adapters}, self.precision.dtype, self.device)
         self.vocab_size = base.config.vocab_size
+
+    def _load_adapter(self, spec: AdapterSpec) -> None:
+        self.lora.add(spec.name, spec.path)
+
+    def _unload_adapter(self, name: str) -> None:
+        self.lora.remove(name)
 
     @torch.inference_mode()
     def generate(self, requests: list[Request], streamer=None) -> list[Result]:

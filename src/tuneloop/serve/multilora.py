@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -57,34 +58,62 @@ def _load(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
 
 class MultiLora:
     def __init__(self, model: torch.nn.Module, adapters: dict[str, Path], dtype: torch.dtype, device: str = "cpu"):
-        self.names = list(adapters)
-        self.device = device
-        modules = dict(model.named_modules())
+        self.names: list[str] = []
+        self.device, self.dtype = device, dtype
+        self.modules = dict(model.named_modules())
         # Per layer: adapter name -> (A [r, in], B [out, r] with the scaling folded in)
         self.layers: dict[str, dict[str, tuple[torch.Tensor, torch.Tensor]]] = {}
-        for name, path in adapters.items():
-            config, weights = _load(path)
-            r, alpha = config["r"], config["lora_alpha"]
-            scaling = alpha / math.sqrt(r) if config.get("use_rslora") else alpha / r
-            for key, a in weights.items():
-                if ".lora_A." not in key:
-                    continue
-                layer = key.removeprefix(PREFIX).split(".lora_A.")[0]
-                b = weights[key.replace(".lora_A.", ".lora_B.")]
-                if not isinstance(modules.get(layer), torch.nn.Linear):
-                    raise ValueError(f"{path}: adapter targets {layer!r}, which is not a linear layer of this model")
-                self.layers.setdefault(layer, {})[name] = (a.to(device, dtype), (b * scaling).to(device, dtype))
         self.active: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None  # layer -> (A, B) of this batch
         self.mask: dict[str, torch.Tensor] = {}
-        self.handles = [modules[layer].register_forward_hook(self._hook(layer)) for layer in self.layers]
+        self.handles = []
+        # Adapters come and go while serving (a fine-tuning job finishes, a model is deleted): a batch
+        # holds the lock from building its wide pairs to its last token, so it never sees half an adapter.
+        self.lock = threading.Lock()
+        for name, path in adapters.items():
+            self.add(name, path)
+
+    def add(self, name: str, path: Path) -> None:
+        """Load one more adapter (read and checked before the lock is taken: a running batch waits only
+        for the swap)."""
+        config, weights = _load(path)
+        r, alpha = config["r"], config["lora_alpha"]
+        scaling = alpha / math.sqrt(r) if config.get("use_rslora") else alpha / r
+        pairs = {}
+        for key, a in weights.items():
+            if ".lora_A." not in key:
+                continue
+            layer = key.removeprefix(PREFIX).split(".lora_A.")[0]
+            b = weights[key.replace(".lora_A.", ".lora_B.")]
+            if not isinstance(self.modules.get(layer), torch.nn.Linear):
+                raise ValueError(f"{path}: adapter targets {layer!r}, which is not a linear layer of this model")
+            pairs[layer] = (a.to(self.device, self.dtype), (b * scaling).to(self.device, self.dtype))
+        with self.lock:
+            for layer, pair in pairs.items():
+                if layer not in self.layers:
+                    self.layers[layer] = {}
+                    self.handles.append(self.modules[layer].register_forward_hook(self._hook(layer)))
+                self.layers[layer][name] = pair
+            self.names = [*(n for n in self.names if n != name), name]
+
+    def remove(self, name: str) -> None:
+        with self.lock:
+            for by_adapter in self.layers.values():
+                by_adapter.pop(name, None)
+            self.names = [n for n in self.names if n != name]
 
     @contextmanager
     def rows(self, adapters: list[str | None], strengths: list[float]):
         """For one batch: row i uses adapters[i] (None: the base model) at strengths[i]."""
-        present = [n for n in self.names if n in adapters]
-        if not present:
-            yield
-            return
+        with self.lock:
+            present = [n for n in self.names if n in adapters]
+            if not present:
+                yield
+                return
+            with self._active(present, adapters, strengths):
+                yield
+
+    @contextmanager
+    def _active(self, present: list[str], adapters: list[str | None], strengths: list[float]):
         self.active, self.mask = {}, {}
         for layer, by_adapter in self.layers.items():
             used = [n for n in present if n in by_adapter]

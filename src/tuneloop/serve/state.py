@@ -20,6 +20,10 @@ class ServerState:
 
     engine: ServedModels
     batcher: object
+    fine_tuning: object = None  # finetuning.scheduler.FineTuning: its ft: models are their owners' only
+
+    def visible(self, model: str, owner: str) -> bool:
+        return self.fine_tuning is None or self.fine_tuning.visible(model, owner)
 
     def grammar(self, body: RequestBody, forced: list[dict] | None):
         """The constraint of a response_format, or of tool_choice required / named (one of `forced`)."""
@@ -51,14 +55,19 @@ class ServerState:
         choices: int,
         logprobs: int | None,
         grammar=None,
+        owner: str = "local",
     ) -> list[Request]:
-        """One Request per choice; choice i samples with seed + i, so n choices differ and repeat."""
+        """One Request per choice; choice i samples with seed + i, so n choices differ and repeat.
+        `owner`: the API key's; another key's fine-tuned model is not found."""
         try:
             self.engine.adapter_of(body.model)
+            if not self.visible(body.model, owner):
+                raise KeyError(body.model)
         except KeyError:
             raise ApiError(
                 404,
-                f"model {body.model!r} not found; available: {', '.join(self.engine.model_names())}",
+                f"model {body.model!r} not found; available: "
+                f"{', '.join(n for n in self.engine.model_names() if self.visible(n, owner))}",
                 "model_not_found",
                 "model",
             ) from None

@@ -92,6 +92,7 @@ def resolve_auto(
         train.learning_rate = auto_learning_rate(
             train.method, train.batch_size * train.gradient_accumulation * processes
         )
+    train.learning_rate, train.learning_rate_multiplier = train.learning_rate * train.learning_rate_multiplier, 1.0
     notes = resolve_speed(
         train,
         device,
