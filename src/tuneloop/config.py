@@ -20,20 +20,6 @@ DEFAULT_MODEL = "smollm2-135m-instruct"
 # allocation error or a run that never ends.
 MAX_EPOCHS = 1000
 MAX_BATCH = 65_536
-# The guides' learning-rate ranges (the doctor keeps its changes inside them, a sweep searches
-# them) and their usual value, which `train.learning_rate: auto` starts from. The usual value is
-# measured too: on banking77 from 1e-5 (bench/results/doctor_real.json, LOG.md) the LoRA floor,
-# 1e-4, left validation accuracy at 0.01 after 2 epochs; 2e-4 reached 0.56 in the next run.
-LR_RANGE = {"lora": (1e-4, 1e-3), "full": (1e-5, 5e-5)}
-LR_USUAL = {"lora": 2e-4, "full": 2e-5}
-
-
-def lr_family(method: str) -> str:
-    """The key of LR_RANGE / LR_USUAL for a train.method: full fine-tuning, or LoRA (LoRA, QLoRA
-    and the preference methods, which train LoRA weights too)."""
-    return "full" if method == "full" else "lora"
-
-
 # Metric names every stage shares (eval scores them; train, doctor, report and tune rank by them).
 BUILTIN_METRICS = ("exact_match", "final_number", "classification", "generation", "json_fields", "tool_calls")
 # The headline number of each metric, and the per-example score used for win/tie/loss.
@@ -319,16 +305,6 @@ class TrainConfig(_Section):
     def _yaml_off(cls, value):
         # YAML reads a bare `off` as false: `doctor: off` must still mean "off".
         return "off" if value is False else value
-
-    @model_validator(mode="after")
-    def _consistent(self) -> TrainConfig:
-        if self.method != "full" and (self.freeze_layers or self.freeze_modules):
-            raise ValueError("freeze_layers / freeze_modules apply to method: full (LoRA already freezes the base)")
-        if self.method == "full" and self.init_from is not None:
-            raise ValueError("init_from continues a LoRA adapter; method: full trains the weights themselves")
-        if self.method == "full" and self.quantize != "none":
-            raise ValueError("quantize: 4bit is QLoRA; a quantized base cannot be fully fine-tuned")
-        return self
 
 
 class EvalConfig(_Section):

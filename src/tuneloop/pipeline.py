@@ -23,7 +23,7 @@ from tuneloop.data.prepare import prepare_data
 from tuneloop.doctor import Diagnosis, diagnose_run
 from tuneloop.doctor.live import LiveDoctor
 from tuneloop.doctor.recommend import next_config_yaml
-from tuneloop.eval.base_vs_tuned import base_general_side, evaluate_base_and_finetuned, evaluate_side
+from tuneloop.eval.base_vs_tuned import evaluate_base_and_finetuned
 from tuneloop.eval.general import GeneralDataError, Suite, load_suite
 from tuneloop.models import load_tokenizer, resolve_model
 from tuneloop.models.precision import Precision, default_device
@@ -32,17 +32,11 @@ from tuneloop.plan.history import record_run
 from tuneloop.report import write_run_report
 from tuneloop.report.plots import token_histogram_png
 from tuneloop.runs import RunDir
-from tuneloop.train import MetricsWriter, TrainingProgress, build_trainer, to_training_rows
+from tuneloop.train import MetricsWriter, TrainingProgress
 from tuneloop.train.auto import resolve_auto
 from tuneloop.train.callbacks import FollowFreeCores, ReturnFreeMemory, TrainingClock
 from tuneloop.train.interrupt import interrupt_on_sigterm
-from tuneloop.train.preference import (
-    PREFERENCE_METHODS,
-    build_preference_trainer,
-    drop_reference_adapter,
-    record_preference_accuracy,
-    to_preference_rows,
-)
+from tuneloop.train.methods import Job, method_of
 from tuneloop.train.replay import with_replay
 from tuneloop.train.speed import compile_layers
 from tuneloop.train.task_eval import continuous_evaluation, record_selection
@@ -55,21 +49,6 @@ class RunResult:
     evaluation: dict | None  # eval.json; None for `tuneloop train` and the non-main processes
     timings: dict[str, float]
     diagnosis: Diagnosis | None = None  # the doctor's verdict on the finished run
-
-
-@dataclass
-class Job:
-    """What training and evaluation work on: a created run directory and its resolved config."""
-
-    run: RunDir
-    config: RunConfig
-    splits: Splits
-    folder: Path  # the base model
-    tokenizer: object
-    device: str
-    evaluate: bool = True  # False: `tuneloop train`, no base-vs-fine-tuned test
-    resume_from: Path | None = None  # a checkpoint to continue from
-    general: Suite | None = None  # what the fine-tune costs the model, measured with the test (eval.general)
 
 
 def run_loop(
@@ -182,43 +161,30 @@ def _train_and_evaluate(job: Job, console: Console, timings: dict, t0: float, ca
     main = PartialState().is_main_process
     run, config, test = job.run, job.config, job.splits.test
     precision = Precision(config.train.precision)
-    full = config.train.method == "full"
+    method = method_of(config)  # train/methods/: its trainer, its hooks around training
     try:
-        # 3. Train, with the task metric measured at each evaluation where the data has one.
+        # 3. Train, with the task metric measured at each evaluation where the method scores it.
         t = time.perf_counter()
         init_from = config.train.init_from
         adapter = RunDir(init_from).adapter_dir if init_from else None
-        model, counts = load_for_training(job.folder, config.train, precision, job.device, adapter)
+        model, counts = load_for_training(
+            job.folder, config.train, precision, job.device, adapter, every_weight=not method.adapter
+        )
         if counts:
             console.print(
                 f"full fine-tuning: {counts['trainable']:,} trainable, {counts['frozen']:,} frozen parameters"
             )
-        preference = config.train.method in PREFERENCE_METHODS
-        # Continuous evaluation hooks into the SFT trainer's evaluation; preference runs are
-        # scored on the task at the end (eval.json) and by preference accuracy before and after.
-        task_eval = None if preference else continuous_evaluation(config, job.splits, job.tokenizer, precision)
-        base = None
+        task_eval = (
+            continuous_evaluation(config, job.splits, job.tokenizer, precision)
+            if method.continuous_evaluation
+            else None
+        )
         with run_trackers(run.path, config.train.report_to), interrupt_on_sigterm():
             trainer = _trainer(job, model, precision, console, task_eval, callbacks)
-            if full and job.evaluate:  # no adapter to switch off afterwards: measure the base model before it changes
-                base = evaluate_side(
-                    trainer.model, job.tokenizer, test, config.eval, precision, console.status, config.data.train_on
-                )
-                if job.general is not None:
-                    with console.status("base model: general ability, leakage and drift"):
-                        base["general"] = base_general_side(
-                            trainer.model, job.tokenizer, job.general, precision, job.folder
-                        )
-            if preference and main and not job.resume_from:  # before: the base model, or the init_from run
-                record_preference_accuracy(
-                    run, trainer.model, job.tokenizer, job.splits.validation, precision, "before"
-                )
+            base = method.before_training(job, trainer, console, main)  # full: the base model's test side
             trainer.train(resume_from_checkpoint=str(job.resume_from) if job.resume_from else None)
-        if preference:
-            drop_reference_adapter(trainer.model)
-            if main:
-                record_preference_accuracy(run, trainer.model, job.tokenizer, job.splits.validation, precision, "after")
-        trainer.save_model(str(run.weights_dir(full)))  # the main process writes; all must call it
+        method.after_training(job, trainer, console, main)
+        trainer.save_model(str(run.weights_dir(not method.adapter)))  # the main process writes; all must call it
         timings["train"] = _lap(t)
         if not main:
             return RunResult(run, None, timings)
@@ -240,7 +206,7 @@ def _train_and_evaluate(job: Job, console: Console, timings: dict, t0: float, ca
                 general=job.general,
                 task_answers=[e.answer for e in job.splits.train if not e.replayed],
                 model_folder=job.folder,
-                validation=None if full else job.splits.validation,
+                validation=job.splits.validation if method.adapter else None,
             )
             run.write_json(run.eval_file, evaluation)
             timings["evaluate"] = _lap(t)
@@ -278,22 +244,21 @@ def _trainer(job: Job, model, precision: Precision, console: Console, task_eval,
     ours = [writer, *([doctor] if doctor else []), progress, TrainingClock(job.run), *callbacks]
     if job.device == "cpu":  # share the cores (tuneloop/cpu.py) and the memory with whatever else runs
         ours += [FollowFreeCores(job.run), ReturnFreeMemory()]
-    settings = {
-        "train": config.train,
-        "lora": config.lora,
-        "max_seq_len": config.data.max_seq_len,
-        "precision": precision,
-        "output_dir": job.run.checkpoints_dir,
-        "callbacks": ours,
-        "device": job.device,
-    }
-    splits, tokenizer, train_on = job.splits, job.tokenizer, config.data.train_on
-    if config.train.method in PREFERENCE_METHODS:
-        rows = [to_preference_rows(part) for part in (splits.train, splits.validation)]
-        trainer = build_preference_trainer(model, tokenizer, *rows, **settings)
-    else:
-        rows = [to_training_rows(part, tokenizer, train_on) for part in (splits.train, splits.validation)]
-        trainer = build_trainer(model, tokenizer, *rows, **settings, task_eval=task_eval)
+    trainer = method_of(config).build_trainer(
+        model,
+        job.tokenizer,
+        job.splits.train,
+        job.splits.validation,
+        train_on=config.data.train_on,
+        task_eval=task_eval,
+        train=config.train,
+        lora=config.lora,
+        max_seq_len=config.data.max_seq_len,
+        precision=precision,
+        output_dir=job.run.checkpoints_dir,
+        callbacks=ours,
+        device=job.device,
+    )
     if config.train.compile:
         compile_layers(trainer.model)
     return trainer

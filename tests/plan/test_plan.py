@@ -289,12 +289,12 @@ def test_gpu_estimate_from_published_numbers():
     class Plan:
         padded_tokens, forward_tokens, decode_steps, activation_bytes = 1_000_000, 100_000, 1_000, 0.0
 
-    out = gpu_estimate(Plan, "h100", n_params=1_000_000_000, trainable=10_000_000, method="lora")
+    out = gpu_estimate(Plan, "h100", n_params=1_000_000_000, trainable=10_000_000)
     seconds = 1_000_000 * 4e9 / (989e12 * 0.35) + 100_000 * 2e9 / (989e12 * 0.35) + 1_000 * 2e9 / (3.35e12 * 0.6)
     assert out["minutes"] == pytest.approx(seconds / 60, abs=0.01)
     assert out["fits"] and "not measured" in out["assumed"]
     with pytest.raises(ValueError, match="known: H200, H100"):
-        gpu_estimate(Plan, "toaster", 1, 1, "lora")
+        gpu_estimate(Plan, "toaster", 1, 1)
 
 
 def test_parameter_counts_without_weights(tiny_model, tmp_path):

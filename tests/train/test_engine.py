@@ -77,7 +77,13 @@ def test_weight_penalty_is_added_and_logged(tmp_path, tiny_model, tokenizer, row
 
 
 def test_config_errors_for_engine_knobs():
+    from tuneloop.train.methods import check_method_settings
+
     with pytest.raises(ConfigError, match="apply to method: full"):
-        config_from_dict({"data": {"path": "x"}, "train": {"freeze_layers": 2}})
+        check_method_settings(config_from_dict({"data": {"path": "x"}, "train": {"freeze_layers": 2}}))
+    with pytest.raises(ConfigError, match="a quantized base cannot be fully fine-tuned"):
+        check_method_settings(
+            config_from_dict({"data": {"path": "x"}, "train": {"method": "full", "quantize": "4bit"}})
+        )
     with pytest.raises(ConfigError, match="report_to"):
         config_from_dict({"data": {"path": "x"}, "train": {"report_to": ["neptune"]}})

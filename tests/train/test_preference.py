@@ -11,7 +11,7 @@ from tuneloop.data.tokens import token_lengths
 from tuneloop.models import Precision, load_model
 from tuneloop.plan.estimate import train_batches
 from tuneloop.runs import RunDir
-from tuneloop.train.preference import build_preference_trainer, to_preference_rows
+from tuneloop.train.methods import method_of
 
 LABELS = ["card_arrival", "lost_card", "refund", "top_up"]
 
@@ -219,11 +219,12 @@ def test_pairs_come_in_the_batches_the_plan_prices(tmp_path, tiny_model, tokeniz
     ]
     examples = load_examples_strict(write_jsonl(tmp_path / "p.jsonl", rows)).examples
     train = TrainConfig(method=method, batch_size=4, epochs=1)
-    trainer = build_preference_trainer(
+    trainer = method_of(method).build_trainer(
         load_model(tiny_model, Precision.fp32),
         tokenizer,
-        to_preference_rows(examples[:26]),
-        to_preference_rows(examples[26:]),
+        examples[:26],
+        examples[26:],
+        train_on="all_assistant",
         train=train,
         lora=LoraConfig(r=4, alpha=8),
         max_seq_len=256,

@@ -35,11 +35,6 @@ def test_qlora_falls_back_without_cuda():
     assert train.quantize == "none" and "needs CUDA" in note
 
 
-def test_qlora_is_refused_for_full_fine_tuning():
-    with pytest.raises(ValueError, match="QLoRA"):
-        TrainConfig(method="full", quantize="4bit")
-
-
 def test_run_with_qlora_and_checkpointing_on_cpu(tmp_path, tiny_model):
     """The CPU fallback end to end: the run trains, config.yaml records what ran, run.json says why."""
     from rich.console import Console

@@ -55,9 +55,9 @@ def plan(
         )
 
 
-def _parameters(cfg) -> tuple[int, int, str]:
+def _parameters(cfg) -> tuple[int, int]:
     """The model's parameter count and the run's trainable count, from the config alone (no weights)."""
     from tuneloop.models import resolve_model
     from tuneloop.plan.gpus import parameter_counts
 
-    return (*parameter_counts(resolve_model(cfg.model), cfg), cfg.train.method)
+    return parameter_counts(resolve_model(cfg.model), cfg)

@@ -19,9 +19,9 @@ from dataclasses import dataclass, replace
 
 import yaml
 
-from tuneloop.config import LR_RANGE, LR_USUAL, config_from_dict, get_key, lr_family, set_key
+from tuneloop.config import config_from_dict, get_key, set_key
 from tuneloop.doctor.diagnose import Diagnosis
-from tuneloop.train.preference import PREFERENCE_METHODS
+from tuneloop.train.methods import method_of
 
 MAX_RANK = 64
 MAX_EPOCHS = 10
@@ -167,7 +167,7 @@ def _overfitting(d: Diagnosis, get) -> list[Recommendation]:
                 applied=get("train.weight_decay") is not None,
             )
         )
-    if get("train.method") != "full" and (get("lora.dropout") or 0) < 0.1:
+    if _method(get).adapter and (get("lora.dropout") or 0) < 0.1:
         out.append(
             Recommendation(
                 "lora.dropout",
@@ -197,7 +197,7 @@ def _overfitting(d: Diagnosis, get) -> list[Recommendation]:
             applied=False,
         )
     )
-    if get("train.method") != "full":
+    if _method(get).adapter:
         out.append(
             Recommendation(
                 "serve.adapter_scale",
@@ -231,10 +231,10 @@ def _underfitting(d: Diagnosis, get) -> list[Recommendation]:
         )
     )
     lr = get("train.learning_rate")
-    method = lr_family(get("train.method"))
-    low, high = LR_RANGE[method]
+    method = _method(get)
+    low, high = method.lr_range
     if lr is None or lr < high:
-        to = _round(min(high, lr * 2 if lr >= low else max(lr * 2, LR_USUAL[method]))) if lr else "x2"
+        to = _round(min(high, lr * 2 if lr >= low else max(lr * 2, method.lr_usual))) if lr else "x2"
         out.append(
             Recommendation(
                 "train.learning_rate",
@@ -242,14 +242,14 @@ def _underfitting(d: Diagnosis, get) -> list[Recommendation]:
                 to,
                 "a short run needs larger steps to move the weights far enough"
                 + (
-                    f" (below the guides' range, {low:g}-{high:g}: to their usual {LR_USUAL[method]:g})"
+                    f" (below the guides' range, {low:g}-{high:g}: to their usual {method.lr_usual:g})"
                     if lr is not None and lr < low
                     else ""
                 ),
                 applied=lr is not None,
             )
         )
-    if get("train.method") != "full":
+    if _method(get).adapter:
         r = get("lora.r")
         new_r = min(MAX_RANK, max(MIN_UNDERFIT_RANK, r * 2)) if r else "x2"
         out.append(Recommendation("lora.r", r, new_r, "a higher-rank adapter can express more of the task (rank 4-64)"))
@@ -286,7 +286,7 @@ def _underfitting(d: Diagnosis, get) -> list[Recommendation]:
 
 def _diverging(d: Diagnosis, get) -> list[Recommendation]:
     lr = get("train.learning_rate")
-    high = LR_RANGE[lr_family(get("train.method"))][1]
+    high = _method(get).lr_range[1]
     out = [
         Recommendation(
             "train.learning_rate",
@@ -323,7 +323,7 @@ def _healthy(d: Diagnosis, get) -> list[Recommendation]:
     """Nothing is wrong; what could still raise the result. With headroom (the best validation
     loss or metric at the end), more of the same training; on a plateau, a larger adapter first
     (nearly free on CPU), then other step sizes and longer training as alternatives."""
-    epochs, lr, method = get("train.epochs"), get("train.learning_rate"), get("train.method")
+    epochs, lr = get("train.epochs"), get("train.learning_rate")
     out = []
     headroom = next((f for f in d.findings if f.kind == "still_improving"), None)
     if headroom:
@@ -338,7 +338,7 @@ def _healthy(d: Diagnosis, get) -> list[Recommendation]:
                 applied=epochs is not None,
             )
         )
-    if method != "full":
+    if _method(get).adapter:
         r, alpha = get("lora.r"), get("lora.alpha")
         new_r = min(MAX_RANK, r * 2) if r else "x2"
         if r is None or r < MAX_RANK:
@@ -362,7 +362,7 @@ def _healthy(d: Diagnosis, get) -> list[Recommendation]:
                     applied=main and alpha is not None,
                 )
             )
-    low, high = LR_RANGE[lr_family(method)]
+    low, high = _method(get).lr_range
     if lr is not None and lr < high:
         out.append(
             Recommendation(
@@ -424,7 +424,7 @@ def _preference(d: Diagnosis, get) -> list[Recommendation]:
         ]
     if d.verdict == "overfitting":  # chosen_collapse
         out = []
-        if get("train.method") == "dpo" and not get("train.sft_weight"):
+        if "train.sft_weight" in _method(get).knobs and not get("train.sft_weight"):
             out.append(
                 Recommendation(
                     "train.sft_weight",
@@ -516,7 +516,7 @@ def _balance(d: Diagnosis, get, changes: list[Recommendation]) -> list[Recommend
             ),
         )
     replay = get("data.replay")
-    if not replay and d.has("behaviour_leakage") and get("train.method") not in PREFERENCE_METHODS:
+    if not replay and d.has("behaviour_leakage") and _method(get).learns_from == "answers":
         # right after the verdict's own applied changes: shown among the top ones, as next.yaml applies it
         at = max((i + 1 for i, r in enumerate(out) if r.applied), default=0)
         out.insert(
@@ -530,7 +530,7 @@ def _balance(d: Diagnosis, get, changes: list[Recommendation]) -> list[Recommend
                 applied=replay is not None,
             ),
         )
-    epochs, lr, method = get("train.epochs"), get("train.learning_rate"), get("train.method")
+    epochs, lr = get("train.epochs"), get("train.learning_rate")
     if not any(r.param == "train.epochs" and r.applied for r in out) and (epochs is None or epochs > 1):
         out.append(
             Recommendation(
@@ -541,7 +541,7 @@ def _balance(d: Diagnosis, get, changes: list[Recommendation]) -> list[Recommend
                 applied=False,
             )
         )
-    low, _ = LR_RANGE[lr_family(method)]
+    low, _ = _method(get).lr_range
     if lr is None or lr > low:
         out.append(
             Recommendation(
@@ -553,6 +553,11 @@ def _balance(d: Diagnosis, get, changes: list[Recommendation]) -> list[Recommend
             )
         )
     return out
+
+
+def _method(get):
+    """The run's method (LoRA when the config is not at hand)."""
+    return method_of(get("train.method") or "lora")
 
 
 def _round(value):

@@ -66,11 +66,14 @@ def set_model_dropout(model, p: float) -> list[str]:
     return sorted(set(changed))
 
 
-def load_for_training(folder, train: TrainConfig, precision: Precision, device: str, adapter=None):
-    """The base model ready for training: QLoRA's preparation, the dropout asked for, and (full
-    fine-tuning) the frozen layers; with `adapter` (a PEFT folder, train.init_from's) that adapter
-    on top, trainable. Returns (model, parameter counts for full fine-tuning, else None)."""
-    full = train.method == "full"
+def load_for_training(
+    folder, train: TrainConfig, precision: Precision, device: str, adapter=None, every_weight: bool = False
+):
+    """The base model ready for training: QLoRA's preparation, the dropout asked for, and (when
+    `every_weight` trains: full fine-tuning) the frozen layers; with `adapter` (a PEFT folder,
+    train.init_from's) that adapter on top, trainable. Returns (model, parameter counts when every
+    weight trains, else None)."""
+    full = every_weight
     # Full fine-tuning keeps fp32 master weights (AdamW on bf16 weights loses small updates);
     # the matmuls still run in bf16 under autocast.
     model = load_model(folder, Precision.fp32 if full else precision, device, train.quantize, train.fused_kernels)

@@ -143,13 +143,15 @@ def _cost(coef: list[float], kappa: float, rows: int, width: int, learned: int) 
 
 def setup_of(config) -> dict:
     """The parts of a run config that change a step's cost per token (not its shape)."""
-    t = config.train
+    from tuneloop.train.methods import method_of
+
+    adapter = method_of(config).adapter
     return {
-        "method": "full" if t.method == "full" else "lora",
-        "precision": t.precision,
-        "lora_r": None if t.method == "full" else config.lora.r,
-        "targets": None if t.method == "full" else config.lora.target_modules,
-        "dora": None if t.method == "full" else config.lora.use_dora,
+        "method": "lora" if adapter else "full",  # the calibration's key: an adapter's step, or every weight's
+        "precision": config.train.precision,
+        "lora_r": config.lora.r if adapter else None,
+        "targets": config.lora.target_modules if adapter else None,
+        "dora": config.lora.use_dora if adapter else None,
     }
 
 
@@ -217,14 +219,16 @@ def measure(folder, config, device: str, key: dict) -> Calibration:
 
     from tuneloop.models.precision import Precision
     from tuneloop.models.trainable import load_for_training
+    from tuneloop.train.methods import method_of
     from tuneloop.train.sft import adapter_config
 
     precision = Precision(config.train.precision)
     probe = speed_probe(device, precision.autocast_dtype)  # and again at the end: their mean
     t = time.perf_counter()
-    model, _ = load_for_training(folder, config.train, precision, device)
+    adapter = method_of(config).adapter
+    model, _ = load_for_training(folder, config.train, precision, device, every_weight=not adapter)
     load_seconds = time.perf_counter() - t
-    if (peft_config := adapter_config(model, config.train, config.lora)) is not None:
+    if (peft_config := adapter_config(model, config.lora, adapter)) is not None:
         from peft import get_peft_model
 
         model = get_peft_model(model, peft_config)

@@ -150,14 +150,15 @@ def estimate(
     from tuneloop.data.tokens import token_lengths
     from tuneloop.eval.evaluate import generation_set, metric_for
     from tuneloop.eval.loss import NLL_BATCH_SIZE
-    from tuneloop.train.preference import PREFERENCE_METHODS
+    from tuneloop.train.methods import method_of
     from tuneloop.train.sft import eval_steps_for, save_steps_for
 
     t, e = config.train, config.eval
     train_on = config.data.train_on
     train_len = token_lengths(splits.train, tokenizer, train_on)
     val_len = token_lengths(splits.validation, tokenizer, train_on) if splits.validation else None
-    preference = t.method in PREFERENCE_METHODS
+    method = method_of(config)
+    sides, reference = method.sides, method.reference_forward(t)  # a pair is two rows; DPO's reference forward
     factor = (COMPILED_STEP if t.compile else 1.0) * (CHECKPOINTED_STEP if t.gradient_checkpointing else 1.0)
     kept = CHECKPOINTED_ACTIVATIONS if t.gradient_checkpointing else COMPILED_ACTIVATIONS if t.compile else 1.0
     batches, steps = train_batches(train_len.total, t.batch_size, t.gradient_accumulation, t.seed, t.epochs)
@@ -170,11 +171,9 @@ def estimate(
     for idx in batches:
         rows, width = len(idx), max(train_len.total[i] for i in idx)
         learned = sum(train_len.learned[i] for i in idx)
-        if preference:  # chosen and rejected side by side; DPO also runs its reference model forward
-            rows *= 2
-            learned *= 2
+        rows, learned = rows * sides, learned * sides  # chosen and rejected side by side
         cost = calib.step_seconds(rows, width, learned)
-        if t.method == "dpo":
+        if reference:
             cost += calib.validation_seconds(rows, width)
         step_seconds += cost * factor
         tokens += sum(train_len.total[i] for i in idx)
@@ -204,7 +203,7 @@ def estimate(
         chunks = _chunks(val_len.total, t.batch_size, sort=False)
         # A preference pair is two rows, chosen and rejected, and DPO runs them through its
         # reference as well: a DPO validation pass is four forwards of the pairs, not one.
-        sides, forwards = (2, 2 if t.method == "dpo" else 1) if preference else (1, 1)
+        forwards = 2 if reference else 1
         parts["validation"] = (
             passes
             * TRAINER_EVAL_OVERHEAD
@@ -212,11 +211,11 @@ def estimate(
             * sum(calib.validation_seconds(sides * len(c), max(c)) for c in chunks)
         )
         forward_tokens += passes * forwards * sides * sum(len(c) * max(c) for c in chunks)
-        if preference:  # run.json's preference accuracy, before training and after (eval/loss.py)
+        if method.learns_from == "pairs":  # run.json's preference accuracy, before training and after (eval/loss.py)
             pairs = _chunks(val_len.total, NLL_BATCH_SIZE, sort=True)
             parts["preference_accuracy"] = 2 * sides * sum(calib.validation_seconds(len(c), max(c)) for c in pairs)
             forward_tokens += 2 * sides * sum(len(c) * max(c) for c in pairs)
-        scoring = config.train.metric_rows > 0 and not preference and splits.validation[0].kind != "text"
+        scoring = config.train.metric_rows > 0 and method.continuous_evaluation and splits.validation[0].kind != "text"
         if scoring:
             sample = generation_set(splits.validation[: t.metric_rows], e)
             batches = _generation_batches(sample, tokenizer, e.batch_size)
@@ -261,10 +260,7 @@ def estimate(
         batches = _generation_batches(generated, tokenizer, e.batch_size)
         closed = CLOSED_ANSWER_RUNAWAY.get(metric_for(generated, e))
         base, base_steps, base_prompts = _generation(calib, batches, e, answers, learned=False, base_weights=True)
-        # DPO's loss compares the two answers' likelihoods; nothing in it teaches where an answer
-        # ends. From the base model (no init_from) and without RPO's NLL term it writes as the base
-        # model does: banking77 pairs, 22 of 24 fine-tuned rows ran to max_new_tokens (LOG.md).
-        learned = not (t.method == "dpo" and not t.init_from and not t.sft_weight)
+        learned = method.learns_answer_ends(t)  # DPO from the base model does not (methods/dpo.py)
         tuned, tuned_steps, tuned_prompts = _generation(calib, batches, e, answers, learned=learned, closed=closed)
         eval_seconds = {
             "test_loss": 2 * sum(calib.evaluation_seconds(len(c), max(c)) for c in chunks),
@@ -281,7 +277,7 @@ def estimate(
                 f"if the run costs the model its general behaviour, measuring the adapter scale curve adds "
                 f"~{_minutes(general['curve'] / 60)} (not in the total)"
             )
-        if t.method == "full":  # its base model is evaluated before training changes the weights (pipeline.py)
+        if not method.adapter:  # its base model is evaluated before training changes the weights (methods/full.py)
             parts["base_evaluation"] = (
                 eval_seconds.pop("generate_base") + eval_seconds["test_loss"] / 2 + eval_seconds.pop("general_base")
             )
@@ -331,6 +327,7 @@ def general_seconds(config: RunConfig, calib: Calibration, tokenizer) -> dict[st
     `curve`: the adapter scale curve, measured only when the run loses general ability (LoRA only)."""
     from tuneloop.eval.general import ANSWER_TOKENS, BATCH_SIZE, load_suite, scored_sequences
     from tuneloop.eval.scale_curve import MAX_ROWS
+    from tuneloop.train.methods import method_of
 
     suite = load_suite(config.eval.general)
     scored, prompts = scored_sequences(suite, tokenizer)
@@ -343,7 +340,7 @@ def general_seconds(config: RunConfig, calib: Calibration, tokenizer) -> dict[st
         return forwards + generate + answers
 
     curve = 0.0
-    if config.train.method != "full" and config.eval.scale_curve:
+    if method_of(config).adapter and config.eval.scale_curve:
         e = config.eval
         limit = e.max_new_tokens if isinstance(e.max_new_tokens, int) else 128
         rows = min(MAX_ROWS, config.train.metric_rows or MAX_ROWS)

@@ -42,13 +42,14 @@ def gpu_named(name: str) -> Gpu:
     return gpu
 
 
-def gpu_estimate(plan, name: str, n_params: int, trainable: int, method: str) -> dict:
-    """Minutes and memory of `plan`'s run on GPU `name`, from published numbers and assumptions."""
+def gpu_estimate(plan, name: str, n_params: int, trainable: int) -> dict:
+    """Minutes and memory of `plan`'s run on GPU `name`, from published numbers and assumptions.
+    `trainable` equal to `n_params`: every weight trains (full fine-tuning)."""
     gpu = gpu_named(name)
     flops = gpu.bf16_tflops * 1e12 * ASSUMED_MFU
     # 2N FLOPs per token forward, 2N for the backward to the activations, 2N more for the weight
     # gradients when every weight trains.
-    train_seconds = plan.padded_tokens * (6 if method == "full" else 4) * n_params / flops
+    train_seconds = plan.padded_tokens * (6 if trainable >= n_params else 4) * n_params / flops
     forward_seconds = plan.forward_tokens * 2 * n_params / flops
     # Each decoding step reads every weight once (bf16); a batch shares the read.
     decode_seconds = plan.decode_steps * 2 * n_params / (gpu.bandwidth_tbs * 1e12 * ASSUMED_BANDWIDTH_SHARE)
@@ -73,15 +74,17 @@ def parameter_counts(folder, config) -> tuple[int, int]:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    from tuneloop.train.methods import method_of
+
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(folder))
     total = sum(p.numel() for p in model.parameters())
-    if config.train.method == "full":
+    if not method_of(config).adapter:
         return total, total
     from peft import get_peft_model
 
     from tuneloop.train.sft import adapter_config
 
     with torch.device("meta"):
-        peft_model = get_peft_model(model, adapter_config(model, config.train, config.lora))
+        peft_model = get_peft_model(model, adapter_config(model, config.lora))
     return total, sum(p.numel() for p in peft_model.parameters() if p.requires_grad)

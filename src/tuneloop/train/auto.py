@@ -12,14 +12,14 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from tuneloop.config import LR_RANGE, LR_USUAL, ConfigError, RunConfig, lr_family
+from tuneloop.config import ConfigError, RunConfig
 from tuneloop.data import Splits
 from tuneloop.eval.evaluate import answer_token_budget
 from tuneloop.eval.metrics import custom_metric
 from tuneloop.models import choose_precision
 from tuneloop.models.precision import fp32_note
 from tuneloop.train.memory import MEMORY_SHARE, activation_bytes_per_token, free_memory_bytes
-from tuneloop.train.preference import PREFERENCE_METHODS
+from tuneloop.train.methods import check_method_settings, method_of
 from tuneloop.train.sft import eval_steps_for
 from tuneloop.train.speed import resolve_speed
 
@@ -49,15 +49,15 @@ def auto_batch_size(n_train: int, seq_len: int, model_config, free_bytes: float)
 
 def auto_learning_rate(method: str, effective_batch: int) -> float:
     """The guides' usual rate (LoRA 2e-4, full 2e-5), scaled linearly above an effective batch of 8
-    (the linear scaling rule of Goyal et al., 2017), capped at the top of the guides' range.
+    (the linear scaling rule of Goyal et al., 2017), capped at the top of the method's range.
 
     Measured on banking77 (1 epoch, LOG.md): batch 8 at 2e-4 reached validation loss 1.900 (2.8e-4:
     1.977, 4e-4: 2.104, so 2e-4 is right there). Batch 16 at 2e-4: 2.134, 11% worse in half the
     steps; at 2.8e-4 (the square-root rule often quoted for Adam): 1.975; at 4e-4 (linear): 1.875.
     Smaller batches keep the usual rate: lowering it there was not measured. Preference methods
     (dpo, orpo) adapt LoRA weights and follow LoRA's rate."""
-    family, scale = lr_family(method), max(1.0, effective_batch / LR_REFERENCE_BATCH)
-    return min(LR_RANGE[family][1], LR_USUAL[family] * scale)
+    chosen, scale = method_of(method), max(1.0, effective_batch / LR_REFERENCE_BATCH)
+    return min(chosen.lr_range[1], chosen.lr_usual * scale)
 
 
 def resolve_auto(
@@ -76,6 +76,7 @@ def resolve_auto(
         )
     train = config.train
     model_config = AutoConfig.from_pretrained(folder)
+    check_method_settings(config)
     check_against_model(config, model_config)
     check_init_from(config, folder)
     check_preference_data(config, splits)
@@ -109,10 +110,10 @@ def resolve_auto(
 
 
 def check_preference_data(config: RunConfig, splits: Splits) -> None:
-    """dpo / orpo learn from pairs: every row needs a rejected answer, and SFT rows need none."""
+    """A method that learns from pairs (dpo, orpo) needs a rejected answer in every row."""
     rows = splits.train + splits.validation + splits.test
     pairs = sum(e.rejected is not None for e in rows)
-    if config.train.method in PREFERENCE_METHODS and pairs < len(rows):
+    if method_of(config).learns_from == "pairs" and pairs < len(rows):
         raise ConfigError(
             f"train.method: {config.train.method} learns from preference pairs, but {config.data.path} has "
             f"{len(rows) - pairs} rows without a rejected answer; give prompt/chosen/rejected rows (or OpenAI's "
@@ -152,7 +153,7 @@ def check_against_model(config: RunConfig, model_config) -> None:
             custom_metric(config.eval.metric)
         except ValueError as e:
             raise ConfigError(f"eval.metric: {e}") from None
-    if config.train.method == "full":
+    if not method_of(config).adapter:
         return
     if config.lora.r > model_config.hidden_size:
         raise ConfigError(

@@ -15,8 +15,6 @@ from tuneloop.data import Example
 from tuneloop.models.precision import Precision
 from tuneloop.train.sft import adapter_config, eval_steps_for, trainer_arguments
 
-PREFERENCE_METHODS = ("dpo", "orpo")
-
 
 def to_preference_rows(examples: list[Example]):
     """TRL's conversational preference rows: the prompt's messages, then one answer on each side."""
@@ -25,7 +23,7 @@ def to_preference_rows(examples: list[Example]):
     missing = [e.row for e in examples if e.rejected is None]
     if missing:
         raise ValueError(
-            f"train.method dpo / orpo needs preference rows (prompt, chosen, rejected); rows {missing[:5]} have "
+            f"preference tuning needs preference rows (prompt, chosen, rejected); rows {missing[:5]} have "
             "no rejected answer"
         )
     return Dataset.from_list(
@@ -46,6 +44,9 @@ def build_preference_trainer(
     train_rows,
     val_rows,
     *,
+    config_class,
+    trainer_class,
+    method_arguments: dict,
     train: TrainConfig,
     lora: LoraConfig,
     max_seq_len: int,
@@ -54,8 +55,9 @@ def build_preference_trainer(
     callbacks=(),
     device: str = "cpu",
 ):
-    """DPOTrainer or ORPOTrainer with the run's schedule, precision, checkpoints and early stopping.
-    `model` is the base model, or a PeftModel carrying the init_from adapter (no new adapter then)."""
+    """A TRL preference trainer (`trainer_class`, configured by `config_class` with the method's own
+    `method_arguments` over the shared ones) with the run's schedule, precision, checkpoints and early
+    stopping. `model` is the base model, or a PeftModel carrying the init_from adapter (no new adapter then)."""
     from transformers import EarlyStoppingCallback, PrinterCallback
 
     early_stopping = train.early_stopping_patience > 0
@@ -71,21 +73,8 @@ def build_preference_trainer(
         # bf16 weights (precision bf16) compute under bf16 autocast; the adapter stays fp32.
         "bf16": precision.autocast_dtype is not None,
         "max_length": max_seq_len,  # lengths were checked with the longer answer: nothing is cut
+        **method_arguments,
     }
-    if train.method == "dpo":
-        from trl import DPOConfig
-
-        from tuneloop.train.dpo import LabelHeadDPOTrainer
-
-        if train.sft_weight:  # RPO: DPO's sigmoid loss plus NLL on the chosen answers
-            arguments |= {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, train.sft_weight]}
-        args, trainer_class = DPOConfig(**arguments), LabelHeadDPOTrainer
-    else:
-        from trl.experimental.orpo import ORPOConfig
-
-        from tuneloop.train.orpo import LengthGroupedORPOTrainer
-
-        args, trainer_class = ORPOConfig(**arguments), LengthGroupedORPOTrainer
     if early_stopping:
         callbacks = [
             *callbacks,
@@ -93,15 +82,30 @@ def build_preference_trainer(
         ]
     trainer = trainer_class(
         model=model,
-        args=args,
+        args=config_class(**arguments),
         train_dataset=train_rows,
         eval_dataset=val_rows,
         processing_class=tokenizer,
-        peft_config=adapter_config(model, train, lora),
+        peft_config=adapter_config(model, lora),
         callbacks=list(callbacks),
     )
     trainer.remove_callback(PrinterCallback)
     return trainer
+
+
+def before_preference_training(job, trainer, console, main: bool) -> None:
+    """Before training: how often the model (the base, or the init_from run) prefers the chosen answer."""
+    if main and not job.resume_from:
+        precision = Precision(job.config.train.precision)
+        record_preference_accuracy(job.run, trainer.model, job.tokenizer, job.splits.validation, precision, "before")
+
+
+def after_preference_training(job, trainer, console, main: bool) -> None:
+    """After: the reference adapter dropped (the run keeps its own), and the preference accuracy again."""
+    drop_reference_adapter(trainer.model)
+    if main:
+        precision = Precision(job.config.train.precision)
+        record_preference_accuracy(job.run, trainer.model, job.tokenizer, job.splits.validation, precision, "after")
 
 
 def drop_reference_adapter(model) -> None:

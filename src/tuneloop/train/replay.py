@@ -26,7 +26,7 @@ from tuneloop.eval.general import DEFAULT_SUITE, Suite, cached_base_side
 from tuneloop.models import load_model
 from tuneloop.models.generate import generate_answers
 from tuneloop.models.precision import choose_precision
-from tuneloop.train.preference import PREFERENCE_METHODS
+from tuneloop.train.methods import method_of
 
 PROMPTS = DEFAULT_SUITE / "replay_prompts.jsonl"
 ANSWER_TOKENS = 96  # whole answers to learn from, not the general check's short probes
@@ -41,10 +41,10 @@ def with_replay(config: RunConfig, splits: Splits, folder: Path, tokenizer, devi
     wanted = replay_count(config, len(splits.train))
     if wanted == 0:
         return splits, {}
-    if config.train.method in PREFERENCE_METHODS:
+    if method_of(config).learns_from != "answers":
         raise ConfigError(
-            f"data.replay adds answers to learn, not preference pairs: use it with train.method lora or full, "
-            f"not {config.train.method}"
+            f"data.replay adds answers to learn: use it with a method that learns from answers "
+            f"(lora, full), not {config.train.method}"
         )
     if config.data.replay_data is not None:
         pool = load_from_config(config.data.model_copy(update={"path": config.data.replay_data})).examples

@@ -88,13 +88,13 @@ def trainer_arguments(train: TrainConfig, output_dir: Path, eval_steps: int, dev
     }
 
 
-def adapter_config(model, train: TrainConfig, lora: LoraConfig):
-    """PEFT's LoRA config for a new adapter; None for full fine-tuning, or when `model` already
-    carries the adapter to continue (train.init_from)."""
+def adapter_config(model, lora: LoraConfig, adapter: bool = True):
+    """PEFT's LoRA config for a new adapter; None when the method trains every weight (`adapter`
+    False), or when `model` already carries the adapter to continue (train.init_from)."""
     from peft import LoraConfig as PeftLoraConfig
     from peft import PeftModel
 
-    if train.method == "full" or isinstance(model, PeftModel):
+    if not adapter or isinstance(model, PeftModel):
         return None
     return PeftLoraConfig(
         r=lora.r,
@@ -121,10 +121,12 @@ def build_trainer(
     callbacks=(),
     device: str = "cpu",
     task_eval=None,
+    adapter: bool = True,
 ):
-    """`task_eval`: a TaskEvaluator (continuous evaluation). With it, `train.select_best` auto or
-    metric keeps the weights of the best validation metric instead of the best validation loss;
-    balance, those of the best balance of the metric and behaviour leakage (task_eval.balance_keeps)."""
+    """`adapter`: train LoRA weights (False: every weight). `task_eval`: a TaskEvaluator (continuous
+    evaluation). With it, `train.select_best` auto or metric keeps the weights of the best validation
+    metric instead of the best validation loss; balance, those of the best balance of the metric and
+    behaviour leakage (task_eval.balance_keeps)."""
     from transformers import EarlyStoppingCallback, PrinterCallback
     from trl import SFTConfig
 
@@ -162,7 +164,7 @@ def build_trainer(
         # costs DDP an extra pass over the autograd graph.
         ddp_find_unused_parameters=False,
     )
-    peft_config = adapter_config(model, train, lora)
+    peft_config = adapter_config(model, lora, adapter)
     if task_eval is not None:
         callbacks = [*callbacks, task_eval]
     if by_metric:

@@ -19,29 +19,9 @@ from pathlib import Path
 from rich.console import Console
 from transformers import TrainerCallback
 
-from tuneloop.config import LR_RANGE, RunConfig, SearchRange, config_with, dump_config, get_key
+from tuneloop.config import RunConfig, SearchRange, config_with, dump_config, get_key
 from tuneloop.doctor.curves import Curves
-
-# What the guides say to tune first, in their recommended ranges.
-# Preference tuning moves a model that already answers well: smaller steps, and beta, its leash.
-PREFERENCE_SPACE = {
-    "train.learning_rate": SearchRange(low=1e-6, high=1e-4, log=True),
-    "train.beta": SearchRange(choices=[0.05, 0.1, 0.2, 0.5]),
-}
-DEFAULT_SPACE = {
-    "lora": {
-        "train.learning_rate": SearchRange(low=LR_RANGE["lora"][0] / 2, high=LR_RANGE["lora"][1], log=True),
-        "lora.r": SearchRange(choices=[8, 16, 32]),
-        "lora.dropout": SearchRange(choices=[0.0, 0.05, 0.1]),
-        "train.weight_decay": SearchRange(choices=[0.0, 0.01, 0.1]),
-    },
-    "full": {
-        "train.learning_rate": SearchRange(low=LR_RANGE["full"][0] / 5, high=LR_RANGE["full"][1] * 2, log=True),
-        "train.weight_decay": SearchRange(choices=[0.0, 0.01, 0.1]),
-    },
-    "dpo": PREFERENCE_SPACE,
-    "orpo": PREFERENCE_SPACE,
-}
+from tuneloop.train.methods import method_of
 
 
 @dataclass
@@ -73,7 +53,8 @@ class PruneOnValidationLoss(TrainerCallback):
 
 def search_space(config: RunConfig) -> dict[str, SearchRange]:
     """The config's sweep.space, or the guides' default one for its training method."""
-    return config.sweep.space or DEFAULT_SPACE[config.train.method]
+    # What the guides say to tune first for the method, in their recommended ranges (methods/).
+    return config.sweep.space or {k: SearchRange(**v) for k, v in method_of(config).search_space.items()}
 
 
 def sample(trial, space: dict[str, SearchRange]) -> dict:

@@ -12,6 +12,7 @@ from tuneloop.eval.compare import compare_outputs
 from tuneloop.eval.general import general_rows
 from tuneloop.runs import RunDir
 from tuneloop.runs.store import RunFileDamaged
+from tuneloop.train.methods import method_of
 
 
 def read_json(path: Path):
@@ -79,7 +80,7 @@ def summary(run: RunDir, metrics: list[dict] | None = None) -> dict:
         "learning_rate": train.get("learning_rate"),
         "epochs": train.get("epochs"),
         "batch": (train.get("batch_size") or 0) * (train.get("gradient_accumulation") or 1) or None,
-        "lora_r": lora.get("r") if train.get("method") != "full" else None,
+        "lora_r": lora.get("r") if method_of(train.get("method") or "lora").adapter else None,
         "best_val_loss": min((v for _, v in val), default=None),
         "metric": metric,
         "metric_value": value,
