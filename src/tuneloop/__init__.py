@@ -11,7 +11,19 @@ is available from the package itself:
 
 __version__ = "0.1.0"
 
-API = ("Run", "Server", "autotune", "compare", "diagnose", "open_run", "resume", "run", "server", "sweep")
+API = (
+    "Run",
+    "Server",
+    "autotune",
+    "check_graders",
+    "compare",
+    "diagnose",
+    "open_run",
+    "resume",
+    "run",
+    "server",
+    "sweep",
+)
 __all__ = [*API, "__version__"]
 
 

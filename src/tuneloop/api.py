@@ -147,6 +147,22 @@ def diagnose(path: RunLike) -> Diagnosis:
     return diagnose_run(_path(path))
 
 
+def check_graders(config: RunConfig | str | Path, overrides: list[str] | tuple = ()) -> list:
+    """For a run that learns from rewards (train.method: grpo): each of grpo.graders scores the first
+    reference answers of the data, and every grader that fails or punishes a right answer is a data
+    Problem naming it and the row (`tuneloop data check --config`). [] for the other methods."""
+    from tuneloop.data.prepare import load_from_config
+    from tuneloop.eval.evaluate import metric_for
+    from tuneloop.eval.graders import grader_problems
+    from tuneloop.train.methods import method_of
+
+    config = config_from(config, overrides)
+    if method_of(config).learns_from != "prompts":
+        return []
+    examples = load_from_config(config.data).examples
+    return grader_problems(config.grpo.graders, metric_for(examples, config.eval), examples, str(config.data.path))
+
+
 def compare(
     a: RunLike, b: RunLike, data: str | Path | None = None, *, console: Console | None = None, **options
 ) -> Comparison:

@@ -145,11 +145,12 @@ ReportTo = Literal["tensorboard", "mlflow", "wandb"]
 
 
 class TrainConfig(_Section):
-    method: Literal["lora", "full", "dpo", "orpo"] = Field(
+    method: Literal["lora", "full", "dpo", "orpo", "grpo"] = Field(
         "lora",
         description="lora / full: supervised fine-tuning of LoRA adapters or of all the weights. dpo / orpo: "
         "preference tuning of a LoRA adapter on chosen/rejected pairs (DPO against a frozen reference, "
-        "ORPO without one).",
+        "ORPO without one). grpo: reinforcement fine-tuning of a LoRA adapter, its sampled answers rewarded "
+        "by graders (grpo.graders; the task metric by default), best from a supervised run (init_from).",
     )
     beta: float = Field(
         0.1,
@@ -404,12 +405,46 @@ class SweepConfig(_Section):
     seed: int = 42
 
 
+class GrpoConfig(_Section):
+    """train.method: grpo (train/grpo.py)."""
+
+    num_generations: int = Field(
+        4,
+        ge=2,
+        le=64,
+        description="Answers sampled per prompt; each is rewarded against its group's mean. More: a clearer "
+        "signal, at that many answers' generation per prompt.",
+    )
+    temperature: float = Field(
+        1.0, gt=0, le=2, description="Sampling temperature of the answers; higher: more varied groups."
+    )
+    max_completion_length: Annotated[int, Field(ge=1, le=65_536)] | Literal["auto"] = Field(
+        "auto",
+        description="The longest answer sampled, in tokens. auto: eval.max_new_tokens (what the references need).",
+    )
+    beta: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Weight of the KL penalty to the reference (the init_from run, else the base model); 0 (TRL's "
+        "default): no reference forward, cheaper; 0.04 holds the policy nearer its start.",
+    )
+    graders: list[str | dict] = Field(
+        ["task_metric"],
+        description="The reward, the mean of these (eval/graders.py): task_metric (the run's metric, per answer), "
+        "format (the references' form: JSON, a label), module:function (prompt, answer, row) -> float, or OpenAI's "
+        "grader objects (string_check, text_similarity, python, score_model, multi); {grader: ..., weight: w} "
+        "weighs one.",
+    )
+
+
 class RunConfig(_Section):
     model: str = Field(DEFAULT_MODEL, description="Built-in name, local HF folder, or hub id.")
     data: DataConfig
     lora: LoraConfig = LoraConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
+    grpo: GrpoConfig = GrpoConfig()
     sweep: SweepConfig = SweepConfig()
     runs_dir: Path = Path("runs")
     run_name: str | None = Field(None, description="Prefix of the run id; defaults to the config file's stem.")

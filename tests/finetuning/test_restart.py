@@ -11,6 +11,7 @@ import sys
 import time
 
 import openai
+import pytest
 from test_openai_api import free_port, job_config, upload, wait, wait_for_metrics
 
 from conftest import write_tickets
@@ -56,6 +57,7 @@ def wait_for_checkpoint(client, job_id, timeout=120):
         time.sleep(0.3)
 
 
+@pytest.mark.slow  # three server starts and two jobs (~50 s): CI runs it with the other slow tests
 def test_killed_server_adopts_or_resumes_its_jobs(tmp_path, tiny_model):
     port = free_port()
     server = ServeProcess(tmp_path, tiny_model, port).start()

@@ -80,6 +80,12 @@ def test_auto_values_are_resolved(tmp_path, tiny_model, tokenizer):
     config.train.learning_rate_multiplier = 0.5
     scaled = resolve_auto(config, Splits(train, [], []), {"tokens": {"p95": 60}}, tiny_model, "cpu", tokenizer)[0]
     assert (scaled.train.learning_rate, scaled.train.learning_rate_multiplier) == (2e-4, 1.0)
+    # a config written for supervised training, run as grpo, carries an SFT-sized rate: said before the run
+    config.train.method, config.train.learning_rate, config.train.batch_size = "grpo", 8e-4, 4
+    config.train.compile = "auto"
+    rl, notes = resolve_auto(config, Splits(train, [], []), {"tokens": {"p95": 60}}, tiny_model, "cpu", tokenizer)
+    assert any("over twice the top of grpo's usual range" in n for n in notes)
+    assert rl.train.compile is False  # sampling recompiles compiled layers every token: grpo trains eager
     # the longest answer in tokens x 1.25 + 8: a label task does not generate 128 tokens
     longest = len(tokenizer(answers[1], add_special_tokens=False)["input_ids"])
     assert resolved.eval.max_new_tokens == -(-5 * longest // 4) + 8 < 128

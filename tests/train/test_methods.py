@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tuneloop.config import ConfigError, SearchRange, TrainConfig
+from tuneloop.config import ConfigError, SearchRange, TrainConfig, config_from_dict
 from tuneloop.train.methods import METHODS, method_of
 
 PACKAGE = Path(__file__).resolve().parents[2] / "src" / "tuneloop"
@@ -32,8 +32,8 @@ def test_every_method_keeps_the_contract(name):
     assert method.sides >= 1 and callable(method.build_trainer)
     for key, bounds in method.search_space.items():  # the sweep's default space is valid config keys and ranges
         section = key.split(".")[0]
-        assert section in ("train", "lora") and SearchRange(**bounds)
-    defaults = TrainConfig(method=name)
+        assert section in ("train", "lora", name) and SearchRange(**bounds)
+    defaults = config_from_dict({"data": {"path": "x"}, "train": {"method": name}})
     method.check(defaults)  # the defaults are always acceptable
     assert isinstance(method.learns_answer_ends(defaults), bool) and isinstance(
         method.reference_forward(defaults), bool

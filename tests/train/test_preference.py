@@ -5,7 +5,7 @@ import json
 import pytest
 
 from conftest import stop_at, tiny_run_config, tuneloop, write_jsonl
-from tuneloop.config import LoraConfig, TrainConfig
+from tuneloop.config import config_from_dict
 from tuneloop.data import load_examples_strict
 from tuneloop.data.tokens import token_lengths
 from tuneloop.models import Precision, load_model
@@ -218,16 +218,20 @@ def test_pairs_come_in_the_batches_the_plan_prices(tmp_path, tiny_model, tokeniz
         for i in range(30)
     ]
     examples = load_examples_strict(write_jsonl(tmp_path / "p.jsonl", rows)).examples
-    train = TrainConfig(method=method, batch_size=4, epochs=1)
+    config = config_from_dict(
+        {
+            "data": {"path": "p.jsonl", "max_seq_len": 256},
+            "lora": {"r": 4, "alpha": 8},
+            "train": {"method": method, "batch_size": 4, "epochs": 1},
+        }
+    )
+    train = config.train
     trainer = method_of(method).build_trainer(
         load_model(tiny_model, Precision.fp32),
         tokenizer,
+        config,
         examples[:26],
         examples[26:],
-        train_on="all_assistant",
-        train=train,
-        lora=LoraConfig(r=4, alpha=8),
-        max_seq_len=256,
         precision=Precision.fp32,
         output_dir=tmp_path / "out",
     )

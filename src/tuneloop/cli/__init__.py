@@ -204,6 +204,13 @@ def print_verdict(run, top: int = 3) -> None:
     colour = {"healthy": "green", "undertrained": "yellow"}.get(diagnosis.verdict, "red")
     headline = next((f.message for f in diagnosis.findings if f.kind == diagnosis.verdict), "")
     console.print(f"doctor: [bold {colour}]{diagnosis.verdict}[/bold {colour}] · {headline}")
+    s = diagnosis.summary
+    if s.get("objective") == "reinforcement" and s.get("last_reward") is not None:
+        console.print(
+            f"  reward {s['first_reward']:.3f} → {s['last_reward']:.3f} · groups without signal "
+            f"{s['flat_groups'] or 0:.0%} · answers ~{s['completion_length'] or 0:.0f} tokens",
+            highlight=False,
+        )
     for f in diagnosis.findings:
         if f.kind in (
             "still_improving",

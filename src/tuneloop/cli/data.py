@@ -145,6 +145,7 @@ def check(
 ) -> None:
     """Lint a data file: every error and warning with its row and field, and one example as the model
     sees it with the learned tokens marked. Exit status 1 when there are errors."""
+    from tuneloop import api
     from tuneloop.data import check_data
 
     with _errors():  # a ConfigError is a ValueError: reported the same way
@@ -160,6 +161,8 @@ def check(
             max_seq_len=None if no_tokens else s["max_seq_len"],
             train_on=train_on or s["train_on"],
         )
+        if config and report.ok:  # a grpo run's graders, tried on the reference answers
+            report.errors += api.check_graders(config)
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
     else:

@@ -65,6 +65,9 @@ def diagnose(
         console.print(f"  [yellow]the run is {status} (its curves end early): {how}[/yellow]")
     curves = Curves.from_metrics(records)
     s = diagnosis.summary
+    reward = [r["train_reward"] for r in records if "train_reward" in r]
+    if reward:  # a reinforcement run: its reward is its training curve
+        console.print(f"  reward {sparkline(reward)}  {s.get('first_reward'):.3f} → {s.get('last_reward'):.3f}")
     console.print(
         f"  train {sparkline([v for _, v in curves.train])}  {s.get('first_train_loss')} → {s.get('last_train_loss')}"
     )

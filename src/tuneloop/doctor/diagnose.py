@@ -99,12 +99,17 @@ def diagnose_metrics(
     """`base_metric`/`tuned_metric`: the task metric on the test split (eval.json); `info`: run.json,
     which says which checkpoint the saved weights are and how long training took; `general` and
     `scale_curve`: what the fine-tune cost the model (eval.json; doctor/balance.py). Preference runs
-    (DPO, ORPO) are read by doctor/preference.py."""
+    (DPO, ORPO) are read by doctor/preference.py, reinforcement runs (GRPO) by doctor/rl.py."""
     from tuneloop.doctor.balance import balance_checkpoint, balance_findings  # it builds on this module
     from tuneloop.doctor.preference import diagnose_preference, is_preference  # it builds on this module
+    from tuneloop.doctor.rl import diagnose_reinforcement, is_reinforcement  # it builds on this module
 
     if is_preference(records):
         diagnosis = diagnose_preference(records, n_validation, info)
+        diagnosis.findings += balance_findings(general, scale_curve)
+        return diagnosis
+    if is_reinforcement(records):
+        diagnosis = diagnose_reinforcement(records, info)
         diagnosis.findings += balance_findings(general, scale_curve)
         return diagnosis
     c = Curves.from_metrics(records)

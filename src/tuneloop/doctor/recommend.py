@@ -34,7 +34,8 @@ REPLAY = 0.2  # data.replay the doctor proposes against behaviour leakage (bench
 
 def estimated_minutes(train_seconds: float | None, config: dict | None, changes: dict) -> float | None:
     """Training minutes of a run of `config` with `changes`, from the run's own training time:
-    time scales with the epochs, and LoRA dropout's masks add DROPOUT_STEP_COST per step."""
+    time scales with the epochs and (grpo, generation-bound) with the answers sampled per prompt, and
+    LoRA dropout's masks add DROPOUT_STEP_COST per step."""
     if not train_seconds or not config:
         return None
     epochs_now, epochs_next = (
@@ -44,6 +45,9 @@ def estimated_minutes(train_seconds: float | None, config: dict | None, changes:
     factor = epochs_next / epochs_now if isinstance(epochs_now, (int, float)) and epochs_now > 0 else 1.0
     replay_now = get_key(config, "data.replay") or 0  # replay adds this share of rows to every epoch
     factor *= (1 + (changes.get("data.replay", replay_now) or 0)) / (1 + replay_now)
+    generations_now = get_key(config, "grpo.num_generations")  # changed only for grpo runs
+    if isinstance(generations_now, int) and isinstance(changes.get("grpo.num_generations"), int):
+        factor *= changes["grpo.num_generations"] / generations_now
     dropout_now = get_key(config, "lora.dropout") or 0
     dropout_next = changes.get("lora.dropout", dropout_now) or 0
     if dropout_next and not dropout_now:
@@ -83,6 +87,8 @@ def recommend(diagnosis: Diagnosis, config: dict | None) -> Diagnosis:
     get = (lambda key: get_key(config, key)) if config else (lambda key: None)
     if diagnosis.summary.get("objective") == "preference":
         changes = _preference(diagnosis, get)
+    elif diagnosis.summary.get("objective") == "reinforcement":
+        changes = _reinforcement(diagnosis, get)
     else:
         changes = {
             "overfitting": _overfitting,
@@ -95,7 +101,7 @@ def recommend(diagnosis: Diagnosis, config: dict | None) -> Diagnosis:
     seconds = diagnosis.summary.get("train_seconds")
     changes = [
         replace(r, minutes=estimated_minutes(seconds, config, {r.param: r.to}))
-        if (r.param.split(".")[0] in ("train", "lora") or r.param == "data.replay") and not r.relative
+        if (r.param.split(".")[0] in ("train", "lora", "grpo") or r.param == "data.replay") and not r.relative
         else r
         for r in changes
     ]
@@ -407,6 +413,89 @@ def _undertrained(d: Diagnosis, get) -> list[Recommendation]:
             applied=epochs is not None,
         )
     ]
+
+
+def _reinforcement(d: Diagnosis, get) -> list[Recommendation]:
+    """GRPO's knobs (doctor/rl.py's findings): the group size and temperature (the signal), the
+    learning rate and beta (how far the policy moves), and where it starts (train.init_from)."""
+    lr, shapes = get("train.learning_rate"), {f.name for f in d.findings}
+    generations, temperature, beta = get("grpo.num_generations"), get("grpo.temperature"), get("grpo.beta")
+    smaller_steps = Recommendation(
+        "train.learning_rate",
+        lr,
+        _scale(lr, 0.5, "x0.5"),
+        "smaller steps move the policy less per step",
+        applied=lr is not None,
+    )
+    warmer = Recommendation(
+        "grpo.temperature",
+        temperature,
+        _round(min(2.0, temperature + 0.2)) if temperature else "x1.2",
+        "sampling at a higher temperature makes a group's answers differ more",
+        applied=temperature is not None,
+    )
+    out = []
+    if d.verdict == "diverging":
+        return [
+            replace(smaller_steps, to=_scale(lr, 0.3, "x0.3"), why="the loss or the reward became NaN: steps too large")
+        ]
+    if "no_signal" in shapes:
+        never = (d.summary.get("last_reward") or 0) < 0.05
+        if never and not get("train.init_from"):
+            out.append(
+                Recommendation(
+                    "train.init_from",
+                    None,
+                    "a supervised run of this data",
+                    "no answer is ever rewarded: train with method lora first, then start grpo from that run",
+                    applied=False,
+                )
+            )
+        out += [
+            Recommendation(
+                "grpo.num_generations",
+                generations,
+                min(64, generations * 2) if generations else "x2",
+                "more answers per prompt make a group with different scores likelier: a signal to learn from",
+                applied=generations is not None,
+            ),
+            warmer,
+        ]
+    if shapes & {"reward_hacking", "length_runaway", "kl_runaway"}:
+        out.append(smaller_steps)
+        if beta is not None and beta < 0.04 and "kl_runaway" not in shapes:
+            out.append(
+                Recommendation(
+                    "grpo.beta",
+                    beta,
+                    0.04,
+                    "a KL penalty holds the policy near where it started, where the held-out metric was",
+                )
+            )
+        if "length_runaway" in shapes:
+            out.append(
+                Recommendation(
+                    "grpo.graders",
+                    get("grpo.graders"),
+                    "add format",
+                    "reward the answers' form, so a long answer that games the metric scores less",
+                    applied=False,
+                )
+            )
+    if "collapse" in shapes:
+        out += [r for r in (smaller_steps, warmer) if r.param not in {o.param for o in out}]
+    if d.verdict == "healthy":
+        epochs = get("train.epochs")
+        out.append(
+            Recommendation(
+                "train.epochs",
+                epochs,
+                _round(epochs * 2) if epochs else "x2",
+                "the held-out metric rose with the reward: more passes over the prompts may raise it further",
+                applied=False,
+            )
+        )
+    return out
 
 
 def _preference(d: Diagnosis, get) -> list[Recommendation]:

@@ -20,7 +20,8 @@ The mapping, OpenAI -> tuneloop (the server's job config, `--job-config`, gives 
 
 Refused by name, not ignored: any other hyperparameter, `integrations` (tuneloop logs to
 TensorBoard, MLflow or W&B offline through the job config's train.report_to), method `reinforcement`
-(not in this version), and a base model this server does not serve.
+(OpenAI's rows for it carry no reference answer; tuneloop's grpo, run as a config, takes OpenAI's
+grader objects), and a base model this server does not serve.
 """
 
 from __future__ import annotations
@@ -98,7 +99,9 @@ def check_request(request: JobRequest) -> None:
     """What the schema cannot say; each refusal names its parameter."""
     if request.method_type() == "reinforcement":
         raise RequestProblem(
-            "method.type reinforcement: not available in this version of tuneloop (supervised and dpo are)",
+            "method.type reinforcement: not through this API yet: OpenAI's reinforcement rows hold no reference "
+            "answer (their fields feed the grader), and tuneloop's grpo trains on rows that have one; run "
+            "train.method: grpo with grpo.graders (your OpenAI grader objects are accepted there)",
             "method.type",
         )
     if request.integrations:

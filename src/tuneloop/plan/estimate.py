@@ -158,16 +158,23 @@ def estimate(
     train_len = token_lengths(splits.train, tokenizer, train_on)
     val_len = token_lengths(splits.validation, tokenizer, train_on) if splits.validation else None
     method = method_of(config)
-    sides, reference = method.sides, method.reference_forward(t)  # a pair is two rows; DPO's reference forward
+    sides, reference = method.sides, method.reference_forward(config)  # a pair is two rows; DPO's reference forward
     factor = (COMPILED_STEP if t.compile else 1.0) * (CHECKPOINTED_STEP if t.gradient_checkpointing else 1.0)
     kept = CHECKPOINTED_ACTIVATIONS if t.gradient_checkpointing else COMPILED_ACTIVATIONS if t.compile else 1.0
     batches, steps = train_batches(train_len.total, t.batch_size, t.gradient_accumulation, t.seed, t.epochs)
 
     step_seconds = 0.0
-    tokens = padded = 0
+    tokens = padded = sampled_steps = 0
     widest = (0, 0, 0)
     peak = 0.0
     shapes = set()  # each new one leaves kernels cached (Calibration.shape_cache_bytes)
+    if method.learns_from == "prompts":  # answers sampled each step (grpo): generation-bound, plan/rl.py
+        batches = []
+        steps, step_seconds, tokens, sampled_steps, widest, peak = _sampled_steps(
+            config, calib, splits, train_len, method.samples_per_row(config), reference, kept
+        )
+        step_seconds *= factor
+        padded = tokens
     for idx in batches:
         rows, width = len(idx), max(train_len.total[i] for i in idx)
         learned = sum(train_len.learned[i] for i in idx)
@@ -189,17 +196,18 @@ def estimate(
         parts["compile"] = COMPILE_SECONDS
         notes.append(f"compiled steps assumed {COMPILED_STEP}x eager after ~{COMPILE_SECONDS:.0f} s of compiling")
 
-    every = eval_steps_for(t, len(splits.train))
+    every = eval_steps_for(t, len(splits.train) * method.samples_per_row(config))
     # The Trainer saves a checkpoint (weights and optimizer state) every save_steps, and the weights at the end.
     parts["checkpoints"] = (steps // save_steps_for(t, every)) * calib.checkpoint_seconds() + (
         calib.trainable_parameters * 4 / calib.disk_bytes_per_second
     )
-    forward_tokens = decode_steps = 0
+    forward_tokens, decode_steps = 0, sampled_steps
     # what the fine-tuned model learned to write for the task, in tokens (data.replay's rows are not the task)
     task_rows = [i for i, e in enumerate(splits.train) if not e.replayed]
     answers = sorted(train_len.learned[i] for i in task_rows)
     if val_len is not None and val_len.total:
         passes = steps // every + (1 if steps % every else 0)
+    if val_len is not None and val_len.total and method.validation_loss:
         chunks = _chunks(val_len.total, t.batch_size, sort=False)
         # A preference pair is two rows, chosen and rejected, and DPO runs them through its
         # reference as well: a DPO validation pass is four forwards of the pairs, not one.
@@ -215,6 +223,7 @@ def estimate(
             pairs = _chunks(val_len.total, NLL_BATCH_SIZE, sort=True)
             parts["preference_accuracy"] = 2 * sides * sum(calib.validation_seconds(len(c), max(c)) for c in pairs)
             forward_tokens += 2 * sides * sum(len(c) * max(c) for c in pairs)
+    if val_len is not None and val_len.total:
         scoring = config.train.metric_rows > 0 and method.continuous_evaluation and splits.validation[0].kind != "text"
         if scoring:
             sample = generation_set(splits.validation[: t.metric_rows], e)
@@ -260,7 +269,7 @@ def estimate(
         batches = _generation_batches(generated, tokenizer, e.batch_size)
         closed = CLOSED_ANSWER_RUNAWAY.get(metric_for(generated, e))
         base, base_steps, base_prompts = _generation(calib, batches, e, answers, learned=False, base_weights=True)
-        learned = method.learns_answer_ends(t)  # DPO from the base model does not (methods/dpo.py)
+        learned = method.learns_answer_ends(config)  # DPO from the base model does not (methods/dpo.py)
         tuned, tuned_steps, tuned_prompts = _generation(calib, batches, e, answers, learned=learned, closed=closed)
         eval_seconds = {
             "test_loss": 2 * sum(calib.evaluation_seconds(len(c), max(c)) for c in chunks),
@@ -355,6 +364,35 @@ def general_seconds(config: RunConfig, calib: Calibration, tokenizer) -> dict[st
 def _chunks(lengths: list[int], size: int, sort: bool) -> list[list[int]]:
     values = sorted(lengths) if sort else list(lengths)
     return [values[i : i + size] for i in range(0, len(values), size)]
+
+
+def _sampled_steps(
+    config: RunConfig, calib: Calibration, splits: Splits, train_len, samples: int, reference: bool, kept
+):
+    """A grpo run's steps: (steps, seconds, trained tokens, decoding steps, widest batch, peak bytes).
+    Prompts are drawn at random: a round's prompts are priced at the widest likely among them, its
+    answers at the references' likely longest (a start that learned the task: train.init_from) with
+    each row's chance of running to the limit, or at the limit (the base model)."""
+    from tuneloop.eval.evaluate import metric_for
+    from tuneloop.plan.rl import rl_step_seconds
+
+    t, e = config.train, config.eval
+    completions = t.batch_size * t.gradient_accumulation
+    steps = math.ceil(len(splits.train) * samples * t.epochs / completions)
+    prompts = sorted(total - learned for total, learned in zip(train_len.total, train_len.learned))
+    answers = sorted(train_len.learned)
+    width = likely_longest(prompts, max(1, completions // samples))
+    limit = e.max_new_tokens if config.grpo.max_completion_length == "auto" else config.grpo.max_completion_length
+    learned = config.train.init_from is not None
+    runaway = CLOSED_ANSWER_RUNAWAY.get(metric_for(splits.train, e), RUNAWAY_ROW)
+    stops = min(limit, likely_longest(answers, completions)) if learned else limit
+    ends = (1 - runaway) ** completions if learned else 1.0
+    seconds, tokens, decoded = rl_step_seconds(
+        calib, steps, completions, t.batch_size, width, stops, limit, ends, reference
+    )
+    row = width + stops
+    peak = calib.peak_bytes(t.batch_size, row, t.batch_size * stops, kept) + calib.shape_cache_bytes(1)
+    return steps, seconds, tokens, decoded, (t.batch_size * row, t.batch_size, row), peak
 
 
 def _generation_batches(examples, tokenizer, batch_size: int) -> list[tuple[int, int, int]]:

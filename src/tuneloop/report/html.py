@@ -277,6 +277,8 @@ def render_report(
     next_config: Path | None = None,
 ) -> str:
     png = base64.b64encode(loss_curve_png(metrics)).decode()
+    reinforcement = any("train_reward" in m for m in metrics)  # GRPO: its reward, not its loss, is the curve
+    curve_title = "Training reward" if reinforcement else "Training and validation loss"
     hp = config.get("train", {}) | {f"lora.{k}": v for k, v in config.get("lora", {}).items()}
     hp_rows = "".join(f"<tr><td>{_e(k)}</td><td>{_e(v)}</td></tr>" for k, v in hp.items())
     timings = info.get("timings", {})
@@ -288,7 +290,7 @@ def render_report(
 status {_e(info.get("status", "?"))} · precision {_e(info.get("precision", "?"))} on {_e(info.get("device", "?"))} ·
 split {_e(info.get("split_sizes", {}))}</p>
 {_lineage_section(info)}
-<h2>Training and validation loss, and the validation task metric</h2>
+<h2>{curve_title}, and the validation task metric</h2>
 <img alt="loss curves and the task metric" src="data:image/png;base64,{png}">
 {_evaluation_section(evaluation)}
 {_data_section(data_report, token_histogram)}

@@ -27,15 +27,25 @@ def _png(plt, fig, ax) -> bytes:
 
 
 def loss_curve_png(metrics: list[dict]) -> bytes:
+    """The losses (a reinforcement run: its reward and spread instead) and the validation task metric."""
     plt, fig, ax = _axes(3.6)
     curves = Curves.from_metrics(metrics)
     train, val = curves.train, curves.val
-    if train:
-        ax.plot(*zip(*train), label="training loss", color="#3b6fb6", linewidth=1.4)
-    if val:
-        ax.plot(*zip(*val), label="validation loss", color="#d1495b", marker="o", markersize=3.5, linewidth=1.6)
+    reward = [(r["step"], r["train_reward"], r.get("train_reward_std", 0.0)) for r in metrics if "train_reward" in r]
+    if reward:  # GRPO: its loss is not a measure of progress; the reward of its sampled answers is
+        steps, means, spread = zip(*reward)
+        ax.plot(steps, means, label="reward (mean of the step's answers)", color="#3b6fb6", linewidth=1.4)
+        ax.fill_between(
+            steps, [m - s for m, s in zip(means, spread)], [m + s for m, s in zip(means, spread)], alpha=0.15
+        )
+        ax.set_ylabel("reward (± s.d. of the answers)")
+    else:
+        if train:
+            ax.plot(*zip(*train), label="training loss", color="#3b6fb6", linewidth=1.4)
+        if val:
+            ax.plot(*zip(*val), label="validation loss", color="#d1495b", marker="o", markersize=3.5, linewidth=1.6)
+        ax.set_ylabel("loss (completion tokens)")
     ax.set_xlabel("step")
-    ax.set_ylabel("loss (completion tokens)")
     lines, labels = ax.get_legend_handles_labels()
     if curves.metric:  # continuous evaluation: the task metric on its own axis
         right = ax.twinx()

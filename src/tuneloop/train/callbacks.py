@@ -28,6 +28,17 @@ PREFERENCE_KEYS = {
 }
 RENAMES |= {key: f"train_{name}" for key, name in PREFERENCE_KEYS.items()}
 RENAMES |= {f"eval_{key}": f"eval_{name}" for key, name in PREFERENCE_KEYS.items()}
+# GRPO's (train/grpo.py): the reward and its spread, the share of groups whose answers all scored the
+# same (no learning signal), the KL to the reference, the policy's entropy and the answers' length.
+RENAMES |= {
+    "reward": "train_reward",
+    "reward_std": "train_reward_std",
+    "frac_reward_zero_std": "train_flat_groups",
+    "kl": "train_kl",
+    "entropy": "train_entropy",
+    "completions/mean_length": "train_completion_length",
+    "completions/clipped_ratio": "train_completion_clipped",
+}
 KEEP = (
     "train_loss",
     "eval_loss",
@@ -94,7 +105,8 @@ class MetricsWriter(TrainerCallback):
             self._last_tokens, self._step_time = record["num_tokens"], 0.0
         if "train_loss" in record:
             record["peak_memory_mb"] = peak_memory_mb()
-        if "train_loss" in record or "eval_loss" in record:
+        # a training point, or an evaluation (GRPO's scores the task metric only: no eval_loss)
+        if "train_loss" in record or any(k.startswith("eval_") for k in record):
             self.run.append_metrics(record)
             self.latest = record
 
@@ -112,7 +124,7 @@ class TrainingProgress(TrainerCallback):
         self.task_eval = task_eval  # a TaskEvaluator: its task metric (e.g. field_accuracy) is shown
         self._progress = None
         self._task = None
-        self._fields = {"train": "-", "val": "-", "metric": "", "tps": "-", "doctor": ""}
+        self._fields = {"train": "-", "val": "-", "metric": "", "reward": "", "tps": "-", "doctor": ""}
 
     def on_train_begin(self, args, state, control, **kwargs):
         if not state.is_local_process_zero:
@@ -133,7 +145,7 @@ class TrainingProgress(TrainerCallback):
             TimeElapsedColumn(),
             TimeRemainingColumn(),
             TextColumn(
-                "train {task.fields[train]}  val {task.fields[val]}{task.fields[metric]}  "
+                "train {task.fields[train]}  val {task.fields[val]}{task.fields[metric]}{task.fields[reward]}  "
                 "{task.fields[tps]} tok/s{task.fields[doctor]}"
             ),
             console=self.console,
@@ -157,6 +169,8 @@ class TrainingProgress(TrainerCallback):
         key = self.task_eval.key if self.task_eval else None
         if key and f"eval_{key}" in logs:
             self._fields["metric"] = f"  val {key} {logs[f'eval_{key}']:.3f}"
+        if "reward" in logs:  # grpo: the mean reward of the step's answers
+            self._fields["reward"] = f"  reward {logs['reward']:.3f}"
         if "tokens_per_second" in self.writer.latest:
             self._fields["tps"] = f"{self.writer.latest['tokens_per_second']:.0f}"
         self._progress.update(self._task, **self._fields)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tuneloop.config import LoraConfig, TrainConfig
+from tuneloop.config import RunConfig
 from tuneloop.data import Example
 from tuneloop.models.precision import Precision
 from tuneloop.train.sft import adapter_config, eval_steps_for, trainer_arguments
@@ -41,25 +41,27 @@ def to_preference_rows(examples: list[Example]):
 def build_preference_trainer(
     model,
     tokenizer,
-    train_rows,
-    val_rows,
+    config: RunConfig,
+    train_examples: list[Example],
+    validation_examples: list[Example],
     *,
     config_class,
     trainer_class,
     method_arguments: dict,
-    train: TrainConfig,
-    lora: LoraConfig,
-    max_seq_len: int,
     precision: Precision,
     output_dir: Path,
     callbacks=(),
     device: str = "cpu",
+    task_eval=None,
 ):
     """A TRL preference trainer (`trainer_class`, configured by `config_class` with the method's own
     `method_arguments` over the shared ones) with the run's schedule, precision, checkpoints and early
-    stopping. `model` is the base model, or a PeftModel carrying the init_from adapter (no new adapter then)."""
+    stopping. `model` is the base model, or a PeftModel carrying the init_from adapter (no new adapter then).
+    The task metric is measured at the end (eval.json), not during training: `task_eval` is not used."""
     from transformers import EarlyStoppingCallback, PrinterCallback
 
+    train, lora, max_seq_len = config.train, config.lora, config.data.max_seq_len
+    train_rows, val_rows = (to_preference_rows(part) for part in (train_examples, validation_examples))
     early_stopping = train.early_stopping_patience > 0
     arguments = {
         **trainer_arguments(

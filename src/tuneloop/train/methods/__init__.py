@@ -4,6 +4,7 @@
     full   supervised fine-tuning of every weight             (full.py)
     dpo    preference tuning against a frozen reference       (dpo.py)
     orpo   preference tuning without a reference              (orpo.py)
+    grpo   reinforcement fine-tuning rewarded by graders      (grpo.py)
 
 A method is a `Method` (base.py): its trainer, what it learns from, its learning-rate range, its
 sweep space, its hooks around training and what the plan prices per step. Adding one is a module
@@ -16,10 +17,11 @@ from tuneloop.config import ConfigError, RunConfig
 from tuneloop.train.methods.base import Job, Method
 from tuneloop.train.methods.dpo import DPO
 from tuneloop.train.methods.full import FULL
+from tuneloop.train.methods.grpo import GRPO
 from tuneloop.train.methods.lora import LORA
 from tuneloop.train.methods.orpo import ORPO
 
-METHODS: dict[str, Method] = {m.name: m for m in (LORA, FULL, DPO, ORPO)}
+METHODS: dict[str, Method] = {m.name: m for m in (LORA, FULL, DPO, ORPO, GRPO)}
 
 
 def method_of(config: RunConfig | str) -> Method:
@@ -33,7 +35,7 @@ def method_of(config: RunConfig | str) -> Method:
 
 def check_method_settings(config: RunConfig) -> RunConfig:
     """The config's train settings that its method cannot take, refused (ConfigError naming them)."""
-    method_of(config).check(config.train)
+    method_of(config).check(config)
     return config
 
 

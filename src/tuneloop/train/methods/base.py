@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from tuneloop.config import ConfigError, RunConfig, TrainConfig
+from tuneloop.config import ConfigError, RunConfig
 from tuneloop.data import Splits
 from tuneloop.runs import RunDir
 
@@ -36,12 +36,13 @@ def _nothing(job: Job, trainer, console, main: bool) -> dict | None:
     return None
 
 
-def _always(train: TrainConfig) -> bool:
+def _always(config: RunConfig) -> bool:
     return True
 
 
-def adapter_settings(train: TrainConfig) -> None:
+def adapter_settings(config: RunConfig) -> None:
     """What a method that trains an adapter cannot take."""
+    train = config.train
     if train.freeze_layers or train.freeze_modules:
         raise ConfigError(
             f"train.freeze_layers / freeze_modules apply to method: full; {train.method} trains an adapter on a "
@@ -53,8 +54,8 @@ def adapter_settings(train: TrainConfig) -> None:
 class Method:
     name: str
     summary: str  # one line, for `--help` and the docs
-    # The trainer: (job, model, settings, task_eval) -> a transformers Trainer. `settings` are the
-    # keyword arguments every builder shares (train, lora, max_seq_len, precision, output_dir, callbacks, device).
+    # The trainer: (model, tokenizer, config, train examples, validation examples, *, precision,
+    # output_dir, callbacks, device, task_eval) -> a transformers Trainer.
     build_trainer: Callable
     adapter: bool = True  # trains LoRA weights on a frozen base (False: every weight)
     learns_from: Literal["answers", "pairs", "prompts"] = "answers"  # reference answers; chosen/rejected; rewards
@@ -69,9 +70,15 @@ class Method:
     after_training: Callable[..., dict | None] = _nothing
     # The plan's price of a step: rows per example (a pair is two), and a frozen reference's forward.
     sides: int = 1
-    reference_forward: Callable[[TrainConfig], bool] = lambda train: False
+    # Training samples each data row makes in an epoch (grpo: num_generations answers per prompt);
+    # the optimizer steps, and so the evaluations' spacing, count them.
+    samples_per_row: Callable[[RunConfig], int] = lambda config: 1
+    validation_loss: bool = True  # a validation loss at each evaluation (grpo scores the task metric only)
+    compiles: bool = True  # train.compile: auto may compile the decoder layers (train/speed.py)
+    reference_forward: Callable[[RunConfig], bool] = lambda config: False
     # Whether the trained model learns where its answers end (DPO from the base model does not): the
     # plan prices its test answers as running to max_new_tokens otherwise.
-    learns_answer_ends: Callable[[TrainConfig], bool] = _always
-    # The train settings the method cannot take, refused (ConfigError) before the run starts.
-    check: Callable[[TrainConfig], None] = adapter_settings
+    learns_answer_ends: Callable[[RunConfig], bool] = _always
+    # The settings the method cannot take, refused (ConfigError) before the run starts (auto values
+    # settled: train/auto.py calls it).
+    check: Callable[[RunConfig], None] = adapter_settings

@@ -3,13 +3,9 @@ label-only head, train/dpo.py); RPO's NLL term on the chosen answers with train.
 
 from __future__ import annotations
 
+from tuneloop.config import RunConfig
 from tuneloop.train.methods.base import Method
-from tuneloop.train.preference import (
-    after_preference_training,
-    before_preference_training,
-    build_preference_trainer,
-    to_preference_rows,
-)
+from tuneloop.train.preference import after_preference_training, before_preference_training, build_preference_trainer
 
 # Preference tuning moves a model that already answers well: smaller steps, and beta, its leash.
 PREFERENCE_SPACE = {
@@ -18,19 +14,20 @@ PREFERENCE_SPACE = {
 }
 
 
-def build_dpo(model, tokenizer, train_examples, validation_examples, *, train_on: str, task_eval=None, **settings):
+def build_dpo(model, tokenizer, config: RunConfig, train_examples, validation_examples, **settings):
     from trl import DPOConfig
 
     from tuneloop.train.dpo import LabelHeadDPOTrainer
 
-    t = settings["train"]
+    t = config.train
     # RPO: DPO's sigmoid loss plus NLL on the chosen answers
     rpo = {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, t.sft_weight]} if t.sft_weight else {}
-    rows = [to_preference_rows(part) for part in (train_examples, validation_examples)]
     return build_preference_trainer(
         model,
         tokenizer,
-        *rows,
+        config,
+        train_examples,
+        validation_examples,
         config_class=DPOConfig,
         trainer_class=LabelHeadDPOTrainer,
         method_arguments=rpo,
@@ -49,9 +46,9 @@ DPO = Method(
     before_training=before_preference_training,
     after_training=after_preference_training,
     sides=2,
-    reference_forward=lambda train: True,
+    reference_forward=lambda config: True,
     # DPO's loss compares the two answers' likelihoods; nothing in it teaches where an answer ends.
     # From the base model (no init_from) and without RPO's NLL term it writes as the base model does:
     # banking77 pairs, 22 of 24 fine-tuned rows ran to max_new_tokens (LOG.md).
-    learns_answer_ends=lambda train: bool(train.init_from or train.sft_weight),
+    learns_answer_ends=lambda config: bool(config.train.init_from or config.train.sft_weight),
 )

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from functools import partial
 
-from tuneloop.config import ConfigError, TrainConfig
+from tuneloop.config import ConfigError, RunConfig
 from tuneloop.train.methods.base import Job, Method
 from tuneloop.train.methods.lora import build_sft
 
@@ -29,7 +29,8 @@ def evaluate_base_first(job: Job, trainer, console, main: bool) -> dict | None:
     return base
 
 
-def every_weight_settings(train: TrainConfig) -> None:
+def every_weight_settings(config: RunConfig) -> None:
+    train = config.train
     if train.init_from is not None:
         raise ConfigError("train.init_from continues a LoRA adapter; method: full trains the weights themselves")
     if train.quantize != "none":

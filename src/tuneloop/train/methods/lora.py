@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from tuneloop.config import RunConfig
 from tuneloop.train.methods.base import Method
 from tuneloop.train.sft import build_trainer, to_training_rows
 
@@ -9,17 +10,33 @@ from tuneloop.train.sft import build_trainer, to_training_rows
 def build_sft(
     model,
     tokenizer,
+    config: RunConfig,
     train_examples,
     validation_examples,
     *,
-    train_on: str,
+    precision,
+    output_dir,
+    callbacks=(),
+    device: str = "cpu",
     task_eval=None,
     adapter: bool = True,
-    **settings,
 ):
     """SFTTrainer over the examples' learned spans (data.train_on), continuous evaluation hooked in."""
-    rows = [to_training_rows(part, tokenizer, train_on) for part in (train_examples, validation_examples)]
-    return build_trainer(model, tokenizer, *rows, **settings, task_eval=task_eval, adapter=adapter)
+    rows = [to_training_rows(part, tokenizer, config.data.train_on) for part in (train_examples, validation_examples)]
+    return build_trainer(
+        model,
+        tokenizer,
+        *rows,
+        train=config.train,
+        lora=config.lora,
+        max_seq_len=config.data.max_seq_len,
+        precision=precision,
+        output_dir=output_dir,
+        callbacks=callbacks,
+        device=device,
+        task_eval=task_eval,
+        adapter=adapter,
+    )
 
 
 # The guides' range for LoRA, and their usual rate, which `train.learning_rate: auto` starts from. The

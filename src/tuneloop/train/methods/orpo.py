@@ -2,26 +2,23 @@
 
 from __future__ import annotations
 
+from tuneloop.config import RunConfig
 from tuneloop.train.methods.base import Method
 from tuneloop.train.methods.dpo import PREFERENCE_SPACE
-from tuneloop.train.preference import (
-    after_preference_training,
-    before_preference_training,
-    build_preference_trainer,
-    to_preference_rows,
-)
+from tuneloop.train.preference import after_preference_training, before_preference_training, build_preference_trainer
 
 
-def build_orpo(model, tokenizer, train_examples, validation_examples, *, train_on: str, task_eval=None, **settings):
+def build_orpo(model, tokenizer, config: RunConfig, train_examples, validation_examples, **settings):
     from trl.experimental.orpo import ORPOConfig
 
     from tuneloop.train.orpo import LengthGroupedORPOTrainer
 
-    rows = [to_preference_rows(part) for part in (train_examples, validation_examples)]
     return build_preference_trainer(
         model,
         tokenizer,
-        *rows,
+        config,
+        train_examples,
+        validation_examples,
         config_class=ORPOConfig,
         trainer_class=LengthGroupedORPOTrainer,
         method_arguments={},
