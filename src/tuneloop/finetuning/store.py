@@ -55,6 +55,12 @@ def read_json(path: Path, default=None):
         return default
 
 
+def safe_name(filename: str) -> str:
+    """An uploaded file's name as stored: its last part, with only letters, digits and ._- (the suffix
+    kept: the data readers choose the format by it)."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", Path(filename).name) or "data.jsonl"
+
+
 def append_event(job_dir: Path, message: str, level: str = "info", kind: str = "message", data=None) -> dict:
     """One event in OpenAI's shape, appended in one write (atomic for a line this size)."""
     event = {
@@ -83,7 +89,7 @@ class Store:
 
     def add_file(self, owner: str, filename: str, data: bytes, purpose: str, fmt: str | None) -> dict:
         file_id = new_id("file")
-        safe = re.sub(r"[^A-Za-z0-9._-]", "_", Path(filename).name) or "data.jsonl"
+        safe = safe_name(filename)
         folder = self.files_dir / file_id
         folder.mkdir()
         (folder / safe).write_bytes(data)
@@ -105,7 +111,7 @@ class Store:
         """The bytes in a scratch folder, under their own name, for validation before they are a file."""
         folder = self.root / "uploads" / secrets.token_hex(8)
         folder.mkdir(parents=True)
-        path = folder / (re.sub(r"[^A-Za-z0-9._-]", "_", Path(filename).name) or "data.jsonl")
+        path = folder / safe_name(filename)
         path.write_bytes(data)
         return path
 

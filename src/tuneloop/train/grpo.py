@@ -91,6 +91,7 @@ def build_grpo_trainer(
             "train.batch_size x gradient_accumulation) must divide one another: a step holds whole groups"
         )
     eval_steps = eval_steps_for(train, len(train_rows) * grpo.num_generations)  # steps count answers
+    rewards, weights = reward_functions(graders)
     arguments = trainer_arguments(train, output_dir, eval_steps, device, keep_best=False)
     args = GRPOConfig(
         **arguments,
@@ -100,7 +101,7 @@ def build_grpo_trainer(
         max_completion_length=max_completion_length,
         temperature=grpo.temperature,
         beta=grpo.beta,
-        reward_weights=reward_functions(graders)[1],
+        reward_weights=weights,
         bf16=precision.autocast_dtype is not None,
         log_completions=False,
     )
@@ -122,7 +123,7 @@ def build_grpo_trainer(
         )
     trainer = scored_grpo_trainer()(
         model=model,
-        reward_funcs=reward_functions(graders)[0],
+        reward_funcs=rewards,
         args=args,
         train_dataset=train_rows,
         eval_dataset=val_rows,
